@@ -1,0 +1,3 @@
+from ak_remote.cli import main
+
+main()
