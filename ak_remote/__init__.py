@@ -1,3 +1,3 @@
-"""ak-remote: run AutoKeras architecture searches on ClearML GPU agents, tracked and reproducible."""
+"""ak-remote: AutoKeras searches on ClearML GPU agents, tracked and reproducible."""
 
 __version__ = "0.1.0"

@@ -10,11 +10,10 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Union
 
 from ak_remote.errors import UsageError
 
-Value = Union[str, int, float, bool, tuple[str, ...]]
+Value = str | int | float | bool | tuple[str, ...]
 
 SECTION = "General"  # ClearML hyperparameter section the jobs connect their parameters to
 
