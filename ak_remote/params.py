@@ -215,7 +215,7 @@ def common_params(
             "dataset",
             "str",
             default_dataset,
-            "bundled name (see `ak-remote datasets`), local path, URL/bucket path, or clearml://DATASET_ID",
+            "bundled name (see `ak-remote jobs JOB`), local path, URL/bucket path, or clearml://DATASET_ID",
         ),
         ParamSpec("target", "str", "", "target column of a CSV dataset (default: the last column)"),
         ParamSpec(
