@@ -1,0 +1,37 @@
+"""`ak-remote import-offline`: upload an offline run to the ClearML server."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ak_remote import ui
+from ak_remote.errors import UsageError
+from ak_remote.local_run import server_configured
+
+
+@click.command("import-offline")
+@click.argument("session", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def import_offline(session: Path, as_json: bool) -> None:
+    """Upload SESSION (an offline session zip from `ak-remote run`) to the ClearML server.
+
+    The run's model, which offline mode cannot register, is registered on the way.
+    """
+    from ak_remote import offline
+
+    offline.check_session(session)
+    if not server_configured():
+        raise UsageError(
+            "no ClearML server is configured",
+            "run `clearml-init` or set CLEARML_API_HOST and the CLEARML_API_* keys",
+        )
+    result = offline.import_session(session)
+    if as_json:
+        ui.as_json({"task_id": result.task_id, "model_id": result.model_id})
+    else:
+        ui.data(result.task_id)
+        if result.model_id:
+            ui.info(f"registered model {result.model_id}")
+    ui.next_steps([f"ak-remote status {result.task_id}", f"ak-remote compare {result.task_id}"])

@@ -1,0 +1,128 @@
+"""Run a job on this machine: validate first, then the job script in a child Python.
+
+The child is the same entry script an agent runs (`jobs/<job>.py`), so a local run and a
+remote run execute the same code; the launcher process itself never imports TensorFlow.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ak_remote.catalog import Job, get_job
+from ak_remote.errors import (
+    AkRemoteError,
+    DataError,
+    ExitCode,
+    RunFailedError,
+    UsageError,
+)
+from ak_remote.params import Value
+
+RUNS_DIR_ENV = "AK_REMOTE_RUNS_DIR"
+
+
+@dataclass
+class LocalRun:
+    """What a finished local run left behind."""
+
+    job: Job
+    run_dir: Path
+    summary: dict[str, Any]
+
+
+def server_configured(env: dict[str, str] | None = None) -> bool:
+    """True when ClearML has a server to talk to (env vars or a clearml.conf)."""
+    env = dict(os.environ) if env is None else env
+    if env.get("CLEARML_OFFLINE_MODE", "").lower() in ("1", "true", "yes", "on"):
+        return False
+    if env.get("CLEARML_API_HOST") or env.get("TRAINS_API_HOST"):
+        return True
+    config = env.get("CLEARML_CONFIG_FILE") or env.get("TRAINS_CONFIG_FILE")
+    if config:
+        return Path(config).expanduser().is_file()
+    home = Path(env.get("HOME") or Path.home())
+    return any((home / name).is_file() for name in ("clearml.conf", "trains.conf"))
+
+
+def prepare(job_name: str, overrides: dict[str, str]) -> tuple[Job, dict[str, Value]]:
+    """Check the job, its parameters and its dataset reference; raises UsageError/DataError."""
+    job = get_job(job_name)
+    values = job.params.resolve(overrides)
+    from ak_remote.datasets import check_reference  # cheap: no TensorFlow, no numpy
+
+    check_reference(job, str(values["dataset"]))
+    if not job.script_path.is_file():
+        raise UsageError(
+            f"job script {job.script} not found next to the ak_remote package",
+            "run ak-remote from a checkout of the project, or from the worker image",
+        )
+    return job, values
+
+
+def new_run_dir(job: Job, base: Path | None = None) -> Path:
+    """A fresh, predictable folder: <runs>/<job>/<UTC timestamp>[-N]."""
+    root = base or Path(os.environ.get(RUNS_DIR_ENV, "runs"))
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    candidate = root / job.name / stamp
+    n = 1
+    while candidate.exists():
+        n += 1
+        candidate = root / job.name / f"{stamp}-{n}"
+    return candidate
+
+
+def run_job(
+    job: Job,
+    overrides: dict[str, str],
+    run_dir: Path,
+    offline: bool,
+    project: str | None = None,
+    task_name: str | None = None,
+) -> LocalRun:
+    """Run the job script in a child Python and return its summary.
+
+    Raises UsageError/DataError/RunFailedError with the job's own one-line message.
+    """
+    argv = [sys.executable, str(job.script_path)]
+    for key, value in overrides.items():
+        argv += ["--set", f"{key}={value}"]
+    argv += ["--run-dir", str(run_dir)]
+    if offline:
+        argv.append("--offline")
+    if project:
+        argv += ["--project", project]
+    if task_name:
+        argv += ["--task-name", task_name]
+    # The job's own output is progress, not data: it goes to our stderr.
+    completed = subprocess.run(argv, stdout=sys.stderr, stderr=None, check=False)
+    summary_path = run_dir / "summary.json"
+    summary: dict[str, Any] = {}
+    if summary_path.is_file():
+        summary = json.loads(summary_path.read_text())
+    if completed.returncode != 0:
+        raise _failure(completed.returncode, summary, run_dir)
+    if summary.get("status") != "completed":
+        raise RunFailedError(
+            f"the job exited cleanly but left no completed summary in {run_dir}",
+            "rerun with AK_REMOTE_DEBUG=1 and report it",
+        )
+    return LocalRun(job, run_dir, summary)
+
+
+def _failure(code: int, summary: dict[str, Any], run_dir: Path) -> AkRemoteError:
+    message = str(summary.get("error") or f"the job exited with code {code}")
+    hint = f"see the job's output above; its files are in {run_dir}"
+    if code == ExitCode.USAGE:
+        return UsageError(message, "check the --set values: `ak-remote jobs JOB` lists them")
+    if code == ExitCode.DATA:
+        return DataError(message, "check the dataset parameter and the data it points at")
+    if code < 0 or code == ExitCode.INTERRUPTED:
+        return AkRemoteError("the job was interrupted", hint)
+    return RunFailedError(message, hint)
