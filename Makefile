@@ -1,0 +1,46 @@
+# The two commands the README starts with: `make demo` and `make test`.
+# Both create .venv from the lock on first use, so they work on a fresh machine.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+JOB ?= image-classifier
+DEMO_SET ?= --set max_trials=2 --set epochs=3
+
+.PHONY: demo test lint format benchmark image locks clean
+
+$(BIN)/.installed: requirements/ci.lock pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -r requirements/ci.lock
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
+	touch $@
+
+venv: $(BIN)/.installed
+
+## Run the main job on this machine, in ClearML offline mode unless a server is configured.
+demo: $(BIN)/.installed
+	$(BIN)/ak-remote run $(JOB) $(DEMO_SET)
+
+## Lint, type-check and run the whole test suite.
+test: $(BIN)/.installed lint
+	$(BIN)/python -m pytest
+
+lint: $(BIN)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+format: $(BIN)/.installed
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+benchmark: $(BIN)/.installed
+	$(BIN)/python benchmarks/run_all.py
+
+image:
+	bash docker/build.sh
+
+locks: $(BIN)/.installed
+	bash requirements/lock.sh
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache
