@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Regenerate every lock from pyproject.toml, for the Python and platform the images and CI run:
+#   launcher.lock    base dependencies (what `ak-remote` needs on a laptop)
+#   worker.lock      train + agent extras (what the CPU worker image installs)
+#   worker-gpu.lock  the same, with `tensorflow` in place of `tensorflow-cpu`, for the GPU image
+#                    whose base (tensorflow/tensorflow:<version>-gpu) already ships TensorFlow
+#   ci.lock          every extra (what CI and `make test` install)
+# The index is uv's configured default; none is named here.
+# Usage: bash requirements/lock.sh [extra uv pip compile flags, e.g. --upgrade-package keras]
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+
+UV="${UV:-}"
+if [[ -z "$UV" ]]; then
+    if command -v uv >/dev/null 2>&1; then UV=uv; else UV=.venv/bin/uv; fi
+fi
+# Both worker images run Python 3.11: python:3.11-slim, and the TensorFlow GPU image
+# (built from tensorflow/build's runtime Dockerfiles, whose PYTHON_VERSION is python3.11).
+PYTHON_VERSION="${PYTHON_VERSION:-3.11}"
+PLATFORM="${PLATFORM:-x86_64-manylinux_2_28}"
+
+# Read TensorFlow's version from the pyproject pin so the GPU lock cannot drift from it.
+TF_VERSION="$(sed -n 's/^ *"tensorflow-cpu==\([^;"]*\).*/\1/p' pyproject.toml | head -n 1)"
+if [[ -z "$TF_VERSION" ]]; then
+    echo "lock.sh: no tensorflow-cpu==X pin found in pyproject.toml" >&2
+    exit 1
+fi
+
+compile() {
+    local out="$1"
+    shift
+    "$UV" pip compile pyproject.toml "$@" \
+        --python-version "$PYTHON_VERSION" --python-platform "$PLATFORM" \
+        --no-header --quiet -o "requirements/$out"
+    echo "wrote requirements/$out"
+}
+
+compile launcher.lock "${@}"
+compile worker.lock --extra train --extra agent "${@}"
+compile ci.lock --all-extras "${@}"
+
+# GPU: drop tensorflow-cpu (an override whose marker is never true removes a requirement)
+# and ask for tensorflow at the same version; every other pin resolves as in worker.lock.
+overrides="$(mktemp)"
+trap 'rm -f "$overrides"' EXIT
+echo "tensorflow-cpu; sys_platform == 'never'" >"$overrides"
+echo "tensorflow==$TF_VERSION" |
+    compile worker-gpu.lock - --extra train --extra agent --override "$overrides" "${@}"
