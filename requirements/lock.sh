@@ -2,8 +2,10 @@
 # Regenerate every lock from pyproject.toml, for the Python and platform the images and CI run:
 #   launcher.lock    base dependencies (what `ak-remote` needs on a laptop)
 #   worker.lock      train + agent extras (what the CPU worker image installs)
-#   worker-gpu.lock  the same, with `tensorflow` in place of `tensorflow-cpu`, for the GPU image
-#                    whose base (tensorflow/tensorflow:<version>-gpu) already ships TensorFlow
+#   worker-gpu.lock  the same, with `tensorflow[and-cuda]` in place of `tensorflow-cpu`, for the
+#                    GPU image: its base (tensorflow/tensorflow:<version>-gpu) already ships
+#                    TensorFlow, but its system CUDA/cuDNN are older than the ones TensorFlow
+#                    was built with, so the image also installs the CUDA wheels pinned here
 #   ci.lock          every extra (what CI and `make test` install)
 # The index is uv's configured default; none is named here.
 # Usage: bash requirements/lock.sh [extra uv pip compile flags, e.g. --upgrade-package keras]
@@ -41,9 +43,10 @@ compile worker.lock --extra train --extra agent "${@}"
 compile ci.lock --all-extras "${@}"
 
 # GPU: drop tensorflow-cpu (an override whose marker is never true removes a requirement)
-# and ask for tensorflow at the same version; every other pin resolves as in worker.lock.
+# and ask for tensorflow[and-cuda] at the same version; every shared pin resolves as in
+# worker.lock (tests/test_infra.py checks it).
 overrides="$(mktemp)"
 trap 'rm -f "$overrides"' EXIT
 echo "tensorflow-cpu; sys_platform == 'never'" >"$overrides"
-echo "tensorflow==$TF_VERSION" |
+echo "tensorflow[and-cuda]==$TF_VERSION" |
     compile worker-gpu.lock - --extra train --extra agent --override "$overrides" "${@}"
