@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 # Emulator fixtures (tests/emulator/fixtures.py) are imported here so every test module sees them.
-# EMULATOR-FIXTURES-IMPORT
+from tests.emulator.fixtures import clearml_emulator  # noqa: F401
 
 _CLEARML_ENV_PREFIXES = ("CLEARML_", "TRAINS_", "AK_REMOTE_", "KERASTUNER_")
 

@@ -8,6 +8,7 @@ emulator validates with those.
 
 from __future__ import annotations
 
+import copy
 import functools
 import importlib
 import inspect
@@ -38,11 +39,37 @@ def request_schemas() -> dict[str, dict[str, Any]]:
     return found
 
 
+# Where the SDK's generated schema is stricter than the server's own: the server declares these
+# as "number" and clearml-agent sends floats (e.g. machine_stats.memory_free).
+_WIDEN_INTEGERS = {"workers.status_report": ("definitions", "machine_stats")}
+
+
+def _widen_integers(schema: Any) -> Any:
+    if isinstance(schema, dict):
+        out = {k: _widen_integers(v) for k, v in schema.items()}
+        kind = out.get("type")
+        if kind == "integer":
+            out["type"] = "number"
+        elif isinstance(kind, list):
+            out["type"] = ["number" if t == "integer" else t for t in kind]
+        return out
+    if isinstance(schema, list):
+        return [_widen_integers(v) for v in schema]
+    return schema
+
+
 @functools.cache
 def _validator(endpoint: str) -> jsonschema.Draft7Validator | None:
     schema = request_schemas().get(endpoint)
     if schema is None:
         return None
+    widen = _WIDEN_INTEGERS.get(endpoint)
+    if widen is not None:
+        schema = copy.deepcopy(schema)
+        parent = schema
+        for key in widen[:-1]:
+            parent = parent[key]
+        parent[widen[-1]] = _widen_integers(parent[widen[-1]])
     return jsonschema.Draft7Validator(schema)
 
 

@@ -1,0 +1,559 @@
+"""The HTTP side of the emulator: API server, fileserver and a stub web server on loopback.
+
+Three ``ThreadingHTTPServer`` listeners on free 127.0.0.1 ports, one per ClearML host. The API
+listener speaks the wire protocol the SDK and clearml-agent use (see README.md): versioned and
+unversioned paths, GET or POST with a JSON body, JSON-lines batches, the ``meta``/``data``
+envelope, HTTP Basic for ``auth.login`` and a bearer JWT afterwards.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import copy
+import json
+import re
+import threading
+import time
+import traceback
+import urllib.parse
+import uuid
+from dataclasses import dataclass, field
+from email import policy
+from email.parser import BytesParser
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import jwt
+
+from tests.emulator import errors
+from tests.emulator.api import ClearMLApi
+from tests.emulator.schemas import validate_request
+from tests.emulator.state import COMPANY_ID, USER_ID, USER_NAME, ServerState
+
+API_VERSION = "2.23"  # the newest API the SDK 2.1.12 ships schemas for
+SERVER_VERSION = "1.16.0"
+TOKEN_LIFETIME_S = 24 * 3600
+BATCH_ENDPOINTS = frozenset({"events.add_batch", "tasks.update_batch"})
+FAULT_MODES = ("500", "503", "timeout", "drop_response")
+_PATH_RE = re.compile(r"^/(?:v(?P<version>[^/]+)/)?(?P<endpoint>[A-Za-z_]+\.[A-Za-z_]+)/?$")
+
+
+@dataclass
+class RecordedRequest:
+    """One request the emulator received (API call or fileserver access)."""
+
+    endpoint: str  # "tasks.clone", or "fileserver.upload" / "fileserver.download"
+    version: str | None  # "2.23" from "/v2.23/tasks.clone"; None when unversioned
+    body: Any  # the parsed JSON body (a list for JSON-lines batches); {} when empty
+    http_method: str
+    status: int | None = None  # HTTP status sent; None when no answer was sent (faults)
+    result_subcode: int | None = None
+    fault: str | None = None  # the injected fault mode, if any
+    path: str = ""
+    time: float = field(default_factory=time.time)
+
+
+@dataclass
+class _Fault:
+    mode: str
+    hold_s: float
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, role: str, emulator: Emulator) -> None:
+        self.role = role
+        self.emulator = emulator
+        super().__init__(("127.0.0.1", 0), _Handler)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def _dispatch(self) -> None:
+        role = self.server.role
+        if role == "api":
+            self.server.emulator._handle_api(self)
+        elif role == "files":
+            self.server.emulator._handle_files(self)
+        else:
+            self.server.emulator._handle_web(self)
+
+    do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = _dispatch
+
+    def read_body(self) -> bytes:
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            chunks = []
+            while True:
+                size = int(self.rfile.readline().strip() or b"0", 16)
+                if size == 0:
+                    self.rfile.readline()
+                    break
+                chunks.append(self.rfile.read(size))
+                self.rfile.readline()
+            return b"".join(chunks)
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length else b""
+
+    def send(self, status: int, body: bytes, content_type: str = "application/json") -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def drop(self) -> None:
+        """Close the connection without sending any answer."""
+        self.close_connection = True
+
+
+class Emulator:
+    """A ClearML API server + fileserver emulator on 127.0.0.1 (see README.md)."""
+
+    is_emulator = True
+
+    def __init__(
+        self,
+        access_key: str = "EMULATORACCESSKEY",
+        secret_key: str = "emulator-secret-key-0123456789",
+        config_dir: Path | None = None,
+    ) -> None:
+        self.access_key = access_key
+        self.secret_key = secret_key
+        self.state = ServerState()
+        self.requests: list[RecordedRequest] = []
+        # Unexpected exceptions inside the emulator (its own bugs); the fixture fails on them.
+        self.internal_errors: list[str] = []
+        self._faults: dict[str, list[_Fault]] = {}
+        self._log_lock = threading.Lock()
+        self._token_secret = uuid.uuid4().hex
+        self._servers = {role: _Server(role, self) for role in ("api", "web", "files")}
+        self.api_url = self._url("api")
+        self.web_url = self._url("web")
+        self.files_url = self._url("files")
+        self.api = ClearMLApi(self.state, files_url=self.files_url)
+        self._threads: list[threading.Thread] = []
+        self.config_file = (config_dir or Path.cwd()) / "clearml.conf"
+        self._token: str | None = None
+
+    def _url(self, role: str) -> str:
+        host, port = self._servers[role].server_address[:2]
+        return f"http://{host}:{port}"
+
+    # ---------------------------------------------------------------- lifecycle
+    def start(self) -> Emulator:
+        """Serve on background threads and write ``config_file``."""
+        for role, server in self._servers.items():
+            thread = threading.Thread(
+                target=server.serve_forever,
+                args=(0.05,),
+                name=f"clearml-emulator-{role}",
+                daemon=True,
+            )
+            thread.start()
+            self._threads.append(thread)
+        self.write_config(self.config_file)
+        return self
+
+    def stop(self) -> None:
+        """Stop all listeners."""
+        for server in self._servers.values():
+            server.shutdown()
+            server.server_close()
+        for thread in self._threads:
+            thread.join(timeout=5)
+
+    def __enter__(self) -> Emulator:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def write_config(self, path: Path) -> Path:
+        """Write a clearml.conf pointing at this emulator (SDK and agent read the same file)."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(
+            "api {\n"
+            f'  api_server: "{self.api_url}"\n'
+            f'  web_server: "{self.web_url}"\n'
+            f'  files_server: "{self.files_url}"\n'
+            "  credentials {\n"
+            f'    access_key: "{self.access_key}"\n'
+            f'    secret_key: "{self.secret_key}"\n'
+            "  }\n"
+            "}\n"
+            "sdk {\n"
+            "  development { report_use_subprocess: false }\n"
+            "}\n"
+            "agent {\n"
+            "  package_manager { type: pip }\n"
+            "}\n"
+        )
+        return path
+
+    def env(self) -> dict[str, str]:
+        """Environment variables pointing a subprocess (SDK or agent) at this emulator."""
+        return {
+            "CLEARML_API_HOST": self.api_url,
+            "CLEARML_WEB_HOST": self.web_url,
+            "CLEARML_FILES_HOST": self.files_url,
+            "CLEARML_API_ACCESS_KEY": self.access_key,
+            "CLEARML_API_SECRET_KEY": self.secret_key,
+            "CLEARML_CONFIG_FILE": str(self.config_file),
+        }
+
+    # ---------------------------------------------------------------- test helpers
+    def count(self, endpoint: str | None = None) -> int:
+        """Number of recorded requests (of one endpoint, or all)."""
+        with self._log_lock:
+            if endpoint is None:
+                return len(self.requests)
+            return sum(1 for r in self.requests if r.endpoint == endpoint)
+
+    def calls(self, endpoint: str) -> list[RecordedRequest]:
+        """Recorded requests of one endpoint, oldest first."""
+        with self._log_lock:
+            return [r for r in self.requests if r.endpoint == endpoint]
+
+    def endpoints(self) -> list[str]:
+        """Distinct endpoints called so far, in first-call order."""
+        with self._log_lock:
+            return list(dict.fromkeys(r.endpoint for r in self.requests))
+
+    def reset_log(self) -> None:
+        """Forget recorded requests."""
+        with self._log_lock:
+            self.requests.clear()
+
+    def fail_next(
+        self, endpoint: str, times: int = 1, mode: str = "500", hold_s: float = 5.0
+    ) -> None:
+        """Inject a fault into the next ``times`` calls of ``endpoint``.
+
+        Modes: "500"/"503" answer an error envelope without applying the call; "timeout" holds
+        the call ``hold_s`` seconds without applying it, then closes the connection unanswered;
+        "drop_response" applies the call, then closes the connection unanswered.
+        For the fileserver use endpoint "fileserver.upload" or "fileserver.download".
+        """
+        if mode not in FAULT_MODES:
+            raise ValueError(f"mode must be one of {FAULT_MODES}, not {mode!r}")
+        with self._log_lock:
+            self._faults.setdefault(endpoint, []).extend(_Fault(mode, hold_s) for _ in range(times))
+
+    def _take_fault(self, endpoint: str) -> _Fault | None:
+        with self._log_lock:
+            pending = self._faults.get(endpoint)
+            return pending.pop(0) if pending else None
+
+    def _record(self, entry: RecordedRequest) -> None:
+        with self._log_lock:
+            self.requests.append(entry)
+
+    # seeders ----------------------------------------------------------------
+    def create_queue(self, name: str, *, default: bool = False) -> str:
+        """Create a queue directly in the state; return its id."""
+        with self.state.lock:
+            system_tags = ["default"] if default else []
+            return str(self.api._new_queue(name, system_tags=system_tags)["id"])
+
+    def create_project(self, name: str) -> str:
+        """Create a project directly in the state; return its id."""
+        with self.state.lock:
+            return str(self.api._new_project(name)["id"])
+
+    def create_task(self, name: str, project: str | None = None, **fields: Any) -> str:
+        """Create a task (status created) directly in the state; return its id."""
+        with self.state.lock:
+            project_id = None
+            if project:
+                found = self.state.project_by_name(project)
+                project_id = (found or self.api._new_project(project))["id"]
+            req = {"name": name, "type": "training", "project": project_id, **fields}
+            return str(self.api.ep_tasks__create(req)["id"])
+
+    def call(self, endpoint: str, **body: Any) -> dict[str, Any]:
+        """Run one endpoint in-process (validated like a wire call); return its data."""
+        with self.state.lock:
+            return self._apply(endpoint, dict(body))
+
+    def get_task(self, task_id: str) -> dict[str, Any]:
+        """A copy of the task document, as tasks.get_by_id returns it."""
+        with self.state.lock:
+            return copy.deepcopy(self.state.tasks[task_id])
+
+    def call_api(self, endpoint: str, **body: Any) -> dict[str, Any]:
+        """Call one endpoint over HTTP like a client (recorded); return its ``data``."""
+        from tests.emulator.fixtures import _http_call
+
+        return _http_call(self, endpoint, body)
+
+    def file_url(self, path: str) -> str:
+        """The URL the fileserver serves a stored path under."""
+        return f"{self.files_url}/{urllib.parse.quote(path.lstrip('/'))}"
+
+    # ---------------------------------------------------------------- API
+    def _apply(self, endpoint: str, body: Any) -> dict[str, Any]:
+        if endpoint in BATCH_ENDPOINTS:
+            if endpoint == "events.add_batch":
+                return self.api.add_events(body)
+            return self._update_batch(body)
+        handler = self.api.handlers.get(endpoint)
+        if handler is None:
+            raise errors.endpoint_not_found(endpoint, API_VERSION)
+        if not isinstance(body, dict):
+            raise errors.ValidationError("request body must be a JSON object")
+        # The SDK sends "method": "get" in every body; the server ignores it.
+        body = {k: v for k, v in body.items() if k != "method"}
+        data = validate_request(endpoint, body)
+        return handler(data)
+
+    def _known(self, endpoint: str) -> bool:
+        return (
+            endpoint == "auth.login" or endpoint in BATCH_ENDPOINTS or endpoint in self.api.handlers
+        )
+
+    def _update_batch(self, items: list[Any]) -> dict[str, Any]:
+        if not items:
+            raise errors.BatchContainsNoItems()
+        updated = 0
+        for item in items:
+            updated += self.api.ep_tasks__update(validate_request("tasks.update", item))["updated"]
+        return {"updated": updated}
+
+    def _issue_token(self) -> str:
+        claims = {
+            "identity": {
+                "company": COMPANY_ID,
+                "company_name": "emulator",
+                "user": USER_ID,
+                "user_name": USER_NAME,
+                "role": "user",
+            },
+            "api_version": API_VERSION,
+            "server_version": SERVER_VERSION,
+            "server_build": "emulator",
+            "feature_set": "basic",
+            "env": "emulator",
+            "iat": int(time.time()),
+            "exp": int(time.time()) + TOKEN_LIFETIME_S,
+        }
+        return jwt.encode(claims, self._token_secret, algorithm="HS256")
+
+    def _check_basic(self, value: str) -> None:
+        try:
+            decoded = base64.b64decode(value, validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError) as exc:
+            raise errors.BadCredentials() from exc
+        key, sep, secret = decoded.partition(":")
+        if not sep:
+            raise errors.BadCredentials()
+        if key != self.access_key:
+            raise errors.APIError(400, 75, "Access key not found", key=key)
+        if secret != self.secret_key:
+            raise errors.InvalidCredentials()
+
+    def _authorize(self, endpoint: str, header: str | None) -> dict[str, Any] | None:
+        """Check credentials; return auth.login's data when the call is auth.login."""
+        if not header:
+            raise errors.NoCredentials()
+        kind, _, value = header.partition(" ")
+        if kind.lower() == "basic":
+            self._check_basic(value.strip())
+            if endpoint == "auth.login":
+                return {"token": self._issue_token()}
+            return None
+        if kind.lower() == "bearer":
+            if endpoint == "auth.login":
+                # The real server refreshes a token from a valid bearer token too.
+                self._check_token(value.strip())
+                return {"token": self._issue_token()}
+            self._check_token(value.strip())
+            return None
+        raise errors.BadAuthType()
+
+    def _check_token(self, token: str) -> None:
+        try:
+            jwt.decode(token, self._token_secret, algorithms=["HS256"])
+        except jwt.PyJWTError as exc:
+            raise errors.InvalidToken(str(exc)) from exc
+
+    def _handle_api(self, request: _Handler) -> None:
+        parsed = urllib.parse.urlsplit(request.path)
+        raw = request.read_body()
+        match = _PATH_RE.match(parsed.path)
+        entry = RecordedRequest(
+            endpoint=match.group("endpoint") if match else parsed.path,
+            version=match.group("version") if match else None,
+            body={},
+            http_method=request.command,
+            path=request.path,
+        )
+        requested = entry.version or API_VERSION
+        data: dict[str, Any] = {}
+        fault: _Fault | None = None
+        try:
+            if match is None:
+                raise errors.APIError(400, 0, f"Invalid request path {parsed.path}")
+            if entry.version is not None:
+                self._check_version(entry.version)
+            entry.body = self._parse_body(entry.endpoint, raw, request, parsed.query)
+            fault = self._take_fault(entry.endpoint)
+            entry.fault = fault.mode if fault else None
+            if fault and fault.mode in ("500", "503"):
+                raise errors.APIError(int(fault.mode), 0, f"Injected failure ({fault.mode})")
+            if fault and fault.mode == "timeout":
+                time.sleep(fault.hold_s)
+                self._record(entry)
+                request.drop()
+                return
+            if not self._known(entry.endpoint):
+                raise errors.endpoint_not_found(entry.endpoint, requested)
+            login = self._authorize(entry.endpoint, request.headers.get("Authorization"))
+            if login is not None:
+                data = login
+            else:
+                with self.state.lock:
+                    data = self._apply(entry.endpoint, entry.body)
+            code, subcode, msg = 200, 0, "OK"
+        except errors.APIError as exc:
+            code, subcode, msg, data = exc.code, exc.subcode, exc.msg, {}
+        except Exception as exc:  # a bug in the emulator: answer as the server does (500/0)
+            code, subcode, msg, data = 500, 0, f"{type(exc).__name__}: {exc}", {}
+            self.internal_errors.append(f"{entry.endpoint}: {traceback.format_exc()}")
+        if fault and fault.mode == "drop_response":
+            self._record(entry)
+            request.drop()
+            return
+        entry.status, entry.result_subcode = code, subcode
+        self._record(entry)
+        trx = uuid.uuid4().hex
+        envelope = {
+            "meta": {
+                "id": trx,
+                "trx": trx,
+                "endpoint": {
+                    "name": entry.endpoint,
+                    "requested_version": requested,
+                    "actual_version": requested,
+                },
+                "result_code": code,
+                "result_subcode": subcode,
+                "result_msg": msg,
+                "error_stack": None,
+                "error_data": {},
+            },
+            "data": data,
+        }
+        request.send(code, json.dumps(envelope).encode("utf-8"))
+
+    @staticmethod
+    def _check_version(version: str) -> None:
+        try:
+            parts = tuple(int(p) for p in version.split("."))
+        except ValueError as exc:
+            raise errors.RequestPathHasInvalidVersion(version=version) from exc
+        if len(parts) != 2 or parts > (2, 23):
+            raise errors.RequestPathHasInvalidVersion(
+                f"Invalid API version (max. supported version is {API_VERSION})", version=version
+            )
+
+    @staticmethod
+    def _parse_body(endpoint: str, raw: bytes, request: _Handler, query: str) -> Any:
+        text = raw.decode("utf-8").strip() if raw else ""
+        try:
+            if endpoint in BATCH_ENDPOINTS:
+                return [json.loads(line) for line in text.splitlines() if line.strip()]
+            if text:
+                return json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise errors.ValidationError(f"malformed JSON body: {exc}") from exc
+        # A body-less call may carry its fields in the query string.
+        return {k: v[-1] for k, v in urllib.parse.parse_qs(query).items()}
+
+    # ---------------------------------------------------------------- fileserver
+    def _handle_files(self, request: _Handler) -> None:
+        parsed = urllib.parse.urlsplit(request.path)
+        path = urllib.parse.unquote(parsed.path)
+        command = request.command
+        endpoint = {
+            "POST": "fileserver.upload",
+            "GET": "fileserver.download",
+            "HEAD": "fileserver.download",
+            "DELETE": "fileserver.delete",
+        }.get(command, "fileserver.other")
+        raw = request.read_body()
+        entry = RecordedRequest(endpoint=endpoint, version=None, body={}, http_method=command)
+        entry.path = path
+        fault = self._take_fault(endpoint)
+        entry.fault = fault.mode if fault else None
+        if fault and fault.mode in ("500", "503"):
+            entry.status = int(fault.mode)
+            self._record(entry)
+            request.send(entry.status, b'{"error": "injected failure"}')
+            return
+        if fault and fault.mode == "timeout":
+            time.sleep(fault.hold_s)
+            self._record(entry)
+            request.drop()
+            return
+        status, body, ctype = 405, b"method not allowed", "text/plain"
+        if command == "POST":
+            status, body, ctype = self._upload(request, raw, entry)
+        elif command in ("GET", "HEAD"):
+            with self.state.lock:
+                content = self.state.files.get(path)
+            if content is None:
+                status, body, ctype = 404, b"file not found", "text/plain"
+            else:
+                status, body, ctype = 200, content, "application/octet-stream"
+        elif command == "DELETE":
+            with self.state.lock:
+                found = self.state.files.pop(path, None) is not None
+            status, body = (200, b"{}") if found else (404, b"file not found")
+        if fault and fault.mode == "drop_response":
+            self._record(entry)
+            request.drop()
+            return
+        entry.status = status
+        self._record(entry)
+        request.send(status, body, ctype)
+
+    def _upload(
+        self, request: _Handler, raw: bytes, entry: RecordedRequest
+    ) -> tuple[int, bytes, str]:
+        ctype = request.headers.get("Content-Type", "")
+        if not ctype.startswith("multipart/form-data"):
+            return 400, b"expected multipart/form-data", "text/plain"
+        message = BytesParser(policy=policy.HTTP).parsebytes(
+            b"Content-Type: " + ctype.encode("latin-1") + b"\r\n\r\n" + raw
+        )
+        stored: dict[str, str] = {}
+        prefix = urllib.parse.unquote(urllib.parse.urlsplit(request.path).path).rstrip("/")
+        for part in message.iter_parts():
+            name = part.get_param("name", header="content-disposition")
+            if not name:
+                continue
+            name = str(name)
+            target = f"{prefix}/{name.lstrip('/')}"
+            payload = part.get_payload(decode=True) or b""
+            with self.state.lock:
+                self.state.files[target] = payload
+            stored[name] = target
+        entry.body = {"files": sorted(stored.values())}
+        if not stored:
+            return 400, b"no file parts", "text/plain"
+        return 200, json.dumps(stored).encode("utf-8"), "application/json"
+
+    # ---------------------------------------------------------------- web
+    def _handle_web(self, request: _Handler) -> None:
+        request.read_body()
+        request.send(200, b"<html><body>ClearML emulator</body></html>", "text/html")
