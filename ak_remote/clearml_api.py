@@ -1,0 +1,615 @@
+"""The one narrow place where the launcher talks to the ClearML server.
+
+Every request ak-remote makes on the laptop side goes through `Client`: one method per endpoint,
+so the wire traffic is easy to read, count and test. It rides on the SDK's own
+`clearml.backend_api.session.Session` (credentials from clearml.conf / CLEARML_* as usual, token
+refresh, API version from the login token) but replaces the SDK's retry policy, which retries for
+minutes and resends writes blindly, with a bounded one that is safe:
+
+- reads are idempotent and retried on transient failures (5xx, reset connections, timeouts);
+- writes are retried only after looking whether the lost attempt took effect (`find`), so a
+  clone whose response was dropped is found by its launch token instead of being made twice.
+
+Errors become `ServerError`s with a hint saying what to do. Nothing here imports TensorFlow, and
+the SDK itself is imported only when the first request is made.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+from ak_remote.errors import ServerError
+
+T = TypeVar("T")
+Doc = dict[str, Any]
+
+# HTTP statuses worth retrying: the request may not have been processed, or may be again later.
+TRANSIENT_STATUS = frozenset({500, 502, 503, 504, 509, 429})
+CONFIG_HINT = "check CLEARML_API_HOST / clearml.conf, run `ak-remote doctor`"
+CREDENTIALS_HINT = (
+    "run `clearml-init`, or set CLEARML_API_HOST, CLEARML_API_ACCESS_KEY and "
+    "CLEARML_API_SECRET_KEY; then `ak-remote doctor`"
+)
+# Page size for tasks.get_all; big enough that a 50-run sweep is one request.
+PAGE_SIZE = 500
+
+
+class TransientError(Exception):
+    """A failure that may go away on retry (network trouble, 5xx)."""
+
+
+class ApiError(ServerError):
+    """The server answered and refused the request (4xx, or a 5xx that did not go away)."""
+
+    def __init__(
+        self, endpoint: str, code: int, subcode: int, msg: str, hint: str | None = None
+    ) -> None:
+        super().__init__(f"ClearML server refused {endpoint}: {msg} ({code}/{subcode})", hint)
+        self.endpoint = endpoint
+        self.code = code
+        self.subcode = subcode
+        self.server_message = msg
+
+
+class ServerUnavailable(ServerError):
+    """The server could not be reached or kept failing after retries."""
+
+
+class Transport(Protocol):
+    """Sends one API call; returns (HTTP status, envelope) or raises TransientError."""
+
+    def __call__(self, endpoint: str, body: Mapping[str, Any]) -> tuple[int, Doc]: ...
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How often and how patiently transient failures are retried."""
+
+    attempts: int = 4  # tries in all, the first included
+    backoff: float = 0.5  # seconds before the second try; doubles each time
+    max_backoff: float = 8.0
+    connect_timeout: float = 5.0
+    read_timeout: float = 30.0
+
+    def delays(self) -> list[float]:
+        return [min(self.max_backoff, self.backoff * 2**i) for i in range(self.attempts - 1)]
+
+
+class _NoMaintenanceWait:
+    """The SDK's config, except that a 503 must not make it wait forever ("maintenance")."""
+
+    def __init__(self, config: Any) -> None:
+        self._config = config
+
+    def get(self, key: str, default: Any = None) -> Any:
+        if key == "api.http.wait_on_maintenance_forever":
+            return False
+        return self._config.get(key, default)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._config, name)
+
+
+class SessionTransport:
+    """Sends calls through a clearml `Session` (SDK credentials, token refresh, API version)."""
+
+    def __init__(self, policy: RetryPolicy) -> None:
+        self._policy = policy
+        self._session: Any = None
+
+    def _connect(self) -> Any:
+        if self._session is not None:
+            return self._session
+        try:
+            from clearml.backend_api.session import Session
+            from clearml.backend_api.session.defs import MissingConfigError
+            from clearml.config import ConfigWrapper
+        except ImportError as exc:  # pragma: no cover - clearml is a hard dependency
+            raise ServerError(
+                f"the clearml package is missing: {exc}", "pip install ak-remote"
+            ) from None
+        try:
+            config: Any = _NoMaintenanceWait(ConfigWrapper._init())
+            # No urllib3-level retries: this module decides what is safe to resend.
+            session = Session(config=config, http_retries_config={"total": 0}, verbose=False)
+        except MissingConfigError:
+            raise ServerError("no ClearML credentials are configured", CREDENTIALS_HINT) from None
+        except Exception as exc:  # login failures come as LoginError/ValueError/requests errors
+            text = str(exc)
+            if re.search(r"error 40[13]", text):
+                raise ServerError(
+                    f"the ClearML server rejected the credentials: {text}", CREDENTIALS_HINT
+                ) from None
+            raise TransientError(f"cannot log in to the ClearML server: {text}") from None
+        timeouts = (self._policy.connect_timeout, self._policy.read_timeout)
+        session._session_timeout = timeouts
+        session._session_initial_timeout = timeouts
+        self._session = session
+        return session
+
+    @property
+    def session(self) -> Any:
+        return self._connect()
+
+    def __call__(self, endpoint: str, body: Mapping[str, Any]) -> tuple[int, Doc]:
+        import requests
+
+        session = self._connect()
+        service, action = endpoint.split(".", 1)
+        try:
+            res = session.send_request(
+                service, action, version=str(session.api_version), json=dict(body)
+            )
+        except (requests.ConnectionError, requests.Timeout) as exc:
+            raise TransientError(f"{type(exc).__name__}: {exc}") from None
+        except requests.RequestException as exc:
+            raise TransientError(f"{type(exc).__name__}: {exc}") from None
+        try:
+            envelope = res.json()
+        except ValueError:
+            envelope = {"meta": {"result_msg": res.text[:200] or res.reason}}
+        if not isinstance(envelope, dict):
+            envelope = {"meta": {"result_msg": str(envelope)[:200]}}
+        return int(res.status_code), envelope
+
+    def host(self) -> str:
+        return str(self._connect().host)
+
+
+class Client:
+    """ClearML API client for the launcher: one method per endpoint, safe retries."""
+
+    def __init__(
+        self,
+        transport: Transport | None = None,
+        policy: RetryPolicy | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.policy = policy or RetryPolicy()
+        self._session_transport = None if transport else SessionTransport(self.policy)
+        self._transport: Transport = transport or self._session_transport  # type: ignore[assignment]
+        self._sleep = sleep
+        self.requests_sent = 0
+
+    # -- core ---------------------------------------------------------------------------------
+
+    def _send_once(self, endpoint: str, body: Mapping[str, Any]) -> Doc:
+        """One attempt: data on success, ApiError on refusal, TransientError on trouble."""
+        self.requests_sent += 1
+        status, envelope = self._transport(endpoint, body)
+        meta = envelope.get("meta") or {}
+        code = int(meta.get("result_code") or status)
+        if 200 <= status < 300 and 200 <= code < 300:
+            data = envelope.get("data")
+            return data if isinstance(data, dict) else {}
+        msg = str(meta.get("result_msg") or f"HTTP {status}")
+        if status in TRANSIENT_STATUS or code in TRANSIENT_STATUS:
+            raise TransientError(f"{endpoint}: {msg} (HTTP {status})")
+        if status == 401:
+            raise ApiError(
+                endpoint, code, int(meta.get("result_subcode") or 0), msg, CREDENTIALS_HINT
+            )
+        raise ApiError(endpoint, code, int(meta.get("result_subcode") or 0), msg)
+
+    def _unavailable(self, endpoint: str, error: Exception, attempts: int) -> ServerUnavailable:
+        return ServerUnavailable(
+            f"the ClearML server did not answer {endpoint} after {attempts} "
+            f"{'try' if attempts == 1 else 'tries'}: {error}",
+            CONFIG_HINT,
+        )
+
+    def call(self, endpoint: str, body: Mapping[str, Any] | None = None) -> Doc:
+        """An idempotent call (a read): retried on transient failures.
+
+        Raises ApiError when refused, ServerUnavailable when retries run out.
+        """
+        body = dict(body or {})
+        delays = self.policy.delays()
+        for attempt in range(len(delays) + 1):
+            try:
+                return self._send_once(endpoint, body)
+            except TransientError as exc:
+                if attempt == len(delays):
+                    raise self._unavailable(endpoint, exc, attempt + 1) from None
+                self._sleep(delays[attempt])
+        raise AssertionError("unreachable")
+
+    def write(
+        self,
+        endpoint: str,
+        body: Mapping[str, Any],
+        find: Callable[[], T | None] | None,
+        parse: Callable[[Doc], T],
+    ) -> T:
+        """A non-idempotent call: before each retry, `find()` looks whether it took effect.
+
+        Without `find` the write is tried once. Raises ApiError when refused and
+        ServerUnavailable when the server stays unreachable (the write may or may not exist).
+        """
+        delays = self.policy.delays() if find is not None else []
+        last: Exception | None = None
+        for attempt in range(len(delays) + 1):
+            if attempt > 0 and find is not None:
+                self._sleep(delays[attempt - 1])
+                try:
+                    found = find()
+                except ServerUnavailable:
+                    found = None  # cannot look: the retry below tells
+                if found is not None:
+                    return found
+            try:
+                return parse(self._send_once(endpoint, body))
+            except TransientError as exc:
+                last = exc
+        assert last is not None
+        if find is not None:  # the last attempt may have taken effect after all
+            try:
+                found = find()
+            except ServerUnavailable:
+                found = None
+            if found is not None:
+                return found
+        raise self._unavailable(endpoint, last, len(delays) + 1)
+
+    # -- hosts and links ----------------------------------------------------------------------
+
+    def web_host(self) -> str:
+        """The Web UI's base URL (from clearml.conf/CLEARML_WEB_HOST or derived from the API)."""
+        from clearml.backend_api.session import Session
+
+        try:
+            return str(Session.get_app_server_host()).rstrip("/")
+        except ValueError:
+            return str(Session.get_api_server_host()).rstrip("/")
+
+    def task_url(self, task: Mapping[str, Any]) -> str:
+        project = (task.get("project") or "*") if isinstance(task.get("project"), str) else "*"
+        return f"{self.web_host()}/projects/{project}/experiments/{task['id']}/output/execution"
+
+    def compare_url(self, task_ids: Sequence[str]) -> str:
+        return f"{self.web_host()}/projects/*/compare-experiments;ids={','.join(task_ids)}"
+
+    # -- projects -----------------------------------------------------------------------------
+
+    def get_projects(self, name: str | None = None) -> list[Doc]:
+        """projects.get_all, optionally by exact name."""
+        body: Doc = {"only_fields": ["id", "name"]}
+        if name is not None:
+            body["name"] = f"^{re.escape(name)}$"
+        data = self.call("projects.get_all", body)
+        projects = list(data.get("projects") or [])
+        return [p for p in projects if name is None or p.get("name") == name]
+
+    def find_project(self, name: str) -> str | None:
+        """The id of the project called `name`, or None."""
+        found = self.get_projects(name)
+        return str(found[0]["id"]) if found else None
+
+    def ensure_project(self, name: str, description: str = "") -> str:
+        """The id of the project called `name`, created when missing."""
+        existing = self.find_project(name)
+        if existing:
+            return existing
+        return self.write(
+            "projects.create",
+            {"name": name, "description": description or "created by ak-remote"},
+            find=lambda: self.find_project(name),
+            parse=lambda data: str(data["id"]),
+        )
+
+    # -- tasks --------------------------------------------------------------------------------
+
+    def get_tasks(
+        self,
+        ids: Sequence[str] | None = None,
+        project: str | None = None,
+        tags: Sequence[str] | None = None,
+        system_tags: Sequence[str] | None = None,
+        status: Sequence[str] | None = None,
+        only_fields: Sequence[str] | None = None,
+        order_by: Sequence[str] | None = None,
+        limit: int | None = None,
+    ) -> list[Doc]:
+        """tasks.get_all with filters, paging through the results (limit: at most that many)."""
+        body: Doc = {}
+        if ids is not None:
+            if not ids:
+                return []
+            body["id"] = list(ids)
+        if project is not None:
+            body["project"] = [project]
+        if tags:
+            body["tags"] = list(tags)
+        if system_tags:
+            body["system_tags"] = list(system_tags)
+        if status:
+            body["status"] = list(status)
+        if only_fields:
+            body["only_fields"] = sorted(set(only_fields) | {"id"})
+        if order_by:
+            body["order_by"] = list(order_by)
+        results: list[Doc] = []
+        page = 0
+        page_size = min(PAGE_SIZE, limit) if limit else PAGE_SIZE
+        while True:
+            data = self.call("tasks.get_all", {**body, "page": page, "page_size": page_size})
+            batch = list(data.get("tasks") or [])
+            results.extend(batch)
+            if len(batch) < page_size or (limit and len(results) >= limit):
+                break
+            page += 1
+        return results[:limit] if limit else results
+
+    def get_task(self, task_id: str) -> Doc:
+        """tasks.get_by_id. Raises ApiError (with a hint) for an unknown id."""
+        try:
+            data = self.call("tasks.get_by_id", {"task": task_id})
+        except ApiError as exc:
+            if exc.code == 400:
+                raise ApiError(
+                    exc.endpoint,
+                    exc.code,
+                    exc.subcode,
+                    f"no task {task_id!r}",
+                    "check the id with `ak-remote status --project PROJECT`",
+                ) from None
+            raise
+        return dict(data.get("task") or {})
+
+    def find_task_by_system_tag(self, tag: str) -> str | None:
+        found = self.get_tasks(system_tags=[tag], only_fields=["id", "system_tags"])
+        found = [t for t in found if tag in (t.get("system_tags") or [])]
+        return str(found[0]["id"]) if found else None
+
+    def create_task(self, body: Mapping[str, Any], find: Callable[[], str | None]) -> str:
+        """tasks.create; `find` looks for the task (e.g. by a unique tag) before a retry."""
+        return self.write("tasks.create", body, find=find, parse=lambda data: str(data["id"]))
+
+    def edit_task(self, task_id: str, fields: Mapping[str, Any], force: bool = False) -> None:
+        """tasks.edit: replaces the given fields (an edit is idempotent, so it is retried)."""
+        body: Doc = {"task": task_id, **fields}
+        if force:
+            body["force"] = True
+        self.call("tasks.edit", body)
+
+    def clone_task(self, source_id: str, launch_token: str, overrides: Mapping[str, Any]) -> str:
+        """tasks.clone with the overrides (new_task_*, execution_overrides) in one request.
+
+        `launch_token` becomes a system tag of the clone, so that a retry after a lost response
+        finds the clone instead of making a second one.
+        """
+        body: Doc = {"task": source_id, **overrides}
+        system_tags = list(body.get("new_task_system_tags") or [])
+        if launch_token not in system_tags:
+            system_tags.append(launch_token)
+        body["new_task_system_tags"] = system_tags
+        return self.write(
+            "tasks.clone",
+            body,
+            find=lambda: self.find_task_by_system_tag(launch_token),
+            parse=lambda data: str(data["id"]),
+        )
+
+    def enqueue_many(self, task_ids: Sequence[str], queue_id: str) -> tuple[list[str], Doc]:
+        """tasks.enqueue_many in one request; returns (enqueued ids, {id: error message}).
+
+        Before a retry it looks which tasks are already queued, and resends only the others.
+        """
+        pending = list(task_ids)
+        done: list[str] = []
+        delays = self.policy.delays()
+        last: Exception | None = None
+        for attempt in range(len(delays) + 1):
+            if attempt > 0:
+                self._sleep(delays[attempt - 1])
+                try:
+                    states = self.get_tasks(ids=pending, only_fields=["status", "execution.queue"])
+                    queued = {
+                        str(t["id"])
+                        for t in states
+                        if t.get("status") in ("queued", "in_progress", "completed")
+                    }
+                    done += [i for i in pending if i in queued]
+                    pending = [i for i in pending if i not in queued]
+                except ServerUnavailable:
+                    pass
+                if not pending:
+                    return done, {}
+            try:
+                data = self._send_once("tasks.enqueue_many", {"ids": pending, "queue": queue_id})
+            except TransientError as exc:
+                last = exc
+                continue
+            failed: Doc = {}
+            for item in data.get("failed") or []:
+                error = item.get("error") or {}
+                failed[str(item.get("id"))] = str(error.get("msg") or error)
+            done += [str(item["id"]) for item in data.get("succeeded") or []]
+            return done, failed
+        assert last is not None
+        raise self._unavailable("tasks.enqueue_many", last, len(delays) + 1)
+
+    def dequeue_many(self, task_ids: Sequence[str]) -> None:
+        """tasks.dequeue_many (retried: dequeuing twice is harmless)."""
+        if task_ids:
+            self.call("tasks.dequeue_many", {"ids": list(task_ids)})
+
+    def delete_many(self, task_ids: Sequence[str], force: bool = True) -> list[str]:
+        """tasks.delete_many; returns the ids the server could not delete (retried: idempotent)."""
+        if not task_ids:
+            return []
+        data = self.call("tasks.delete_many", {"ids": list(task_ids), "force": force})
+        return [str(item.get("id")) for item in data.get("failed") or []]
+
+    def stop_many(self, task_ids: Sequence[str], message: str = "aborted by ak-remote") -> Doc:
+        """tasks.stop_many (force: queued or running); returns {id: error} for refusals."""
+        data = self.call(
+            "tasks.stop_many",
+            {"ids": list(task_ids), "force": True, "status_message": message},
+        )
+        return {
+            str(item.get("id")): str((item.get("error") or {}).get("msg") or item.get("error"))
+            for item in data.get("failed") or []
+        }
+
+    def dequeue(self, task_id: str, new_status: str | None = None) -> None:
+        """tasks.dequeue, optionally to `new_status`."""
+        body: Doc = {"task": task_id}
+        if new_status:
+            body["new_status"] = new_status
+        self.call("tasks.dequeue", body)
+
+    # -- events -------------------------------------------------------------------------------
+
+    def task_log(
+        self, task_id: str, from_timestamp: int | None = None, batch_size: int = 500
+    ) -> list[Doc]:
+        """events.get_task_log, oldest first, after `from_timestamp` (ms)."""
+        body: Doc = {
+            "task": task_id,
+            "batch_size": batch_size,
+            "navigate_earlier": False,
+            "order": "asc",
+        }
+        if from_timestamp is not None:
+            body["from_timestamp"] = from_timestamp
+        data = self.call("events.get_task_log", body)
+        return list(data.get("events") or [])
+
+    def scalar_histogram(self, task_id: str, samples: int = 0) -> Doc:
+        """events.scalar_metrics_iter_histogram: {metric: {variant: {x: [...], y: [...]}}}."""
+        data = self.call(
+            "events.scalar_metrics_iter_histogram",
+            {"task": task_id, "samples": samples, "key": "iter"},
+        )
+        return dict(data)
+
+    # -- queues and workers -------------------------------------------------------------------
+
+    def get_queues(self) -> list[Doc]:
+        """queues.get_all: every queue (id, name, entries, tags)."""
+        data = self.call("queues.get_all", {})
+        return list(data.get("queues") or [])
+
+    def find_queue(self, name: str) -> Doc | None:
+        """The queue called exactly `name`, or None."""
+        return next((q for q in self.get_queues() if q.get("name") == name), None)
+
+    def create_queue(self, name: str, tags: Iterable[str] = ()) -> str:
+        """queues.create (looks by name before a retry); returns the queue id."""
+
+        def find() -> str | None:
+            queue = self.find_queue(name)
+            return str(queue["id"]) if queue else None
+
+        body: Doc = {"name": name}
+        if tags:
+            body["tags"] = list(tags)
+        return self.write("queues.create", body, find=find, parse=lambda d: str(d["id"]))
+
+    def get_workers(self, last_seen: int = 600) -> list[Doc]:
+        """workers.get_all: workers seen in the last `last_seen` seconds (queues, task)."""
+        data = self.call("workers.get_all", {"last_seen": last_seen})
+        return list(data.get("workers") or [])
+
+    def server_info(self) -> Doc:
+        """What the login token says about the server: host, API version, server version."""
+        if self._session_transport is None:
+            return {}
+        from clearml.backend_api.session import Session
+
+        session = self._session_transport.session
+        return {
+            "host": str(session.host),
+            "api_version": str(Session.api_version),
+            "server_version": str(Session.server_version),
+        }
+
+    # -- models and files ---------------------------------------------------------------------
+
+    def get_model(self, model_id: str) -> Doc:
+        """models.get_by_id."""
+        data = self.call("models.get_by_id", {"model": model_id})
+        return dict(data.get("model") or {})
+
+    def download(self, url: str, dest: Path, expected_sha256: str | None = None) -> str:
+        """Download `url` (fileserver or any http(s) URL) to `dest`; returns its sha256.
+
+        Retried on transient failures. Raises ServerError when it cannot be fetched.
+        """
+        import requests
+
+        headers: dict[str, str] = {}
+        if self._session_transport is not None:
+            session = self._session_transport.session
+            from clearml.backend_api.session import Session
+
+            files_host = str(Session.get_files_server_host()).rstrip("/")
+            if url.startswith(files_host):
+                headers = session.add_auth_headers({})
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(dest.name + ".part")
+        delays = self.policy.delays()
+        for attempt in range(len(delays) + 1):
+            try:
+                digest = hashlib.sha256()
+                with requests.get(
+                    url,
+                    headers=headers,
+                    stream=True,
+                    timeout=(self.policy.connect_timeout, self.policy.read_timeout),
+                ) as res:
+                    if res.status_code in TRANSIENT_STATUS:
+                        raise TransientError(f"HTTP {res.status_code}")
+                    if res.status_code != 200:
+                        raise ServerError(
+                            f"cannot download {url}: HTTP {res.status_code}",
+                            "the file may have been deleted from the fileserver",
+                        )
+                    with tmp.open("wb") as out:
+                        for chunk in res.iter_content(1 << 20):
+                            digest.update(chunk)
+                            out.write(chunk)
+                tmp.replace(dest)
+                return digest.hexdigest()
+            except (TransientError, requests.RequestException) as exc:
+                if attempt == len(delays):
+                    raise self._unavailable(f"download of {url}", exc, attempt + 1) from None
+                self._sleep(delays[attempt])
+        raise AssertionError("unreachable")
+
+
+def last_metric_values(task: Mapping[str, Any]) -> dict[str, float]:
+    """A task's `last_metrics` flattened to {"metric/variant": last value}."""
+    values: dict[str, float] = {}
+    for variants in (task.get("last_metrics") or {}).values():
+        if not isinstance(variants, dict):
+            continue
+        for entry in variants.values():
+            if isinstance(entry, dict) and "value" in entry:
+                name = f"{entry.get('metric', '?')}/{entry.get('variant', '?')}"
+                try:
+                    values[name] = float(entry["value"])
+                except (TypeError, ValueError):
+                    continue
+    return values
+
+
+def client_from_config() -> Client:
+    """A Client with the retry policy from ak-remote's configuration."""
+    from ak_remote.config import load_config
+
+    config = load_config()
+    return Client(
+        policy=RetryPolicy(
+            attempts=config.http_attempts,
+            backoff=config.http_backoff,
+            read_timeout=config.http_timeout,
+        )
+    )

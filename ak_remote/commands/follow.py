@@ -1,0 +1,97 @@
+"""`ak-remote status | logs | abort`: follow and stop launched runs."""
+
+from __future__ import annotations
+
+import click
+
+from ak_remote import ui
+from ak_remote.clearml_api import client_from_config
+from ak_remote.config import load_config
+from ak_remote.errors import RunFailedError
+
+
+def _metrics_text(metrics: dict[str, float]) -> str:
+    return " ".join(f"{name}={value:.4g}" for name, value in metrics.items())
+
+
+@click.command()
+@click.argument("ids", nargs=-1, metavar="[IDS]...")
+@click.option("--sweep", "sweep_id", help="All runs of this sweep id.")
+@click.option("--project", help="Runs of this project [default without IDS/--sweep: ak-remote].")
+@click.option("--limit", default=20, show_default=True, help="At most this many runs of a project.")
+@click.option("--json", "as_json", is_flag=True, help="Print the statuses as JSON.")
+def status(
+    ids: tuple[str, ...], sweep_id: str | None, project: str | None, limit: int, as_json: bool
+) -> None:
+    """Show runs' status, queue, worker, runtime and latest metrics."""
+    from ak_remote.follow import format_duration, key_metrics, run_statuses, select_tasks
+
+    if not ids and not sweep_id and not project:
+        project = load_config().project
+    client = client_from_config()
+    tasks = select_tasks(client, ids=ids, sweep=sweep_id, project=project, limit=limit)
+    rows = run_statuses(client, tasks)
+    if as_json:
+        ui.as_json([row.as_dict() for row in rows])
+        return
+    if not rows:
+        ui.info(f"No runs in {project}.")
+        return
+    ui.data(
+        ui.table(
+            ["id", "name", "status", "queue", "worker", "runtime", "metrics"],
+            [
+                [
+                    row.id,
+                    row.name[:40],
+                    row.status,
+                    row.queue,
+                    row.worker,
+                    format_duration(row.runtime_s),
+                    _metrics_text(key_metrics(row.metrics)),
+                ]
+                for row in rows
+            ],
+        )
+    )
+    failed = [row for row in rows if row.status == "failed"]
+    if failed:
+        ui.next_steps([f"ak-remote logs {failed[0].id}"])
+
+
+@click.command()
+@click.argument("task_id", metavar="ID")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing until the run ends.")
+def logs(task_id: str, follow: bool) -> None:
+    """Print a run's console log (with --follow, until it ends; exit 5 if it failed)."""
+    from ak_remote.follow import BAD_STATUSES, read_log
+
+    status = read_log(
+        client_from_config(),
+        task_id,
+        emit=ui.data,
+        follow=follow,
+        interval=load_config().poll_interval,
+    )
+    if follow and status in BAD_STATUSES:
+        raise RunFailedError(f"run {task_id} ended {status}", f"ak-remote status {task_id}")
+
+
+@click.command()
+@click.argument("ids", nargs=-1, required=True, metavar="IDS...")
+@click.option("--delete", is_flag=True, help="Delete the runs instead of stopping them.")
+def abort(ids: tuple[str, ...], delete: bool) -> None:
+    """Stop queued or running runs (dequeue queued ones); --delete removes them."""
+    from ak_remote.follow import abort as abort_runs
+
+    result = abort_runs(client_from_config(), ids, delete=delete)
+    for task_id in result.stopped + result.deleted:
+        ui.data(task_id)
+    if result.stopped:
+        ui.info(f"Stopped {len(result.stopped)} run(s).")
+    if result.deleted:
+        ui.info(f"Deleted {len(result.deleted)} run(s).")
+    if result.already_final:
+        ui.info(f"Already finished, left alone: {', '.join(result.already_final)}")
+    for task_id, reason in result.refused.items():
+        ui.warn(f"{task_id}: {reason}")

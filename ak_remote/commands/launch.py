@@ -1,0 +1,145 @@
+"""`ak-remote launch`: clone a template with overrides and enqueue it, or a sweep of them."""
+
+from __future__ import annotations
+
+import click
+
+from ak_remote import ui
+from ak_remote.clearml_api import client_from_config
+from ak_remote.config import load_config, pick
+from ak_remote.errors import RunFailedError
+from ak_remote.launch import LaunchPlan, LaunchRequest, execute_launch, plan_launch
+
+
+@click.command()
+@click.argument("template", metavar="TEMPLATE")
+@click.option("-q", "--queue", help="Queue to enqueue on [default: AK_REMOTE_QUEUE / config].")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a parameter.")
+@click.option(
+    "--sweep",
+    multiple=True,
+    metavar="KEY=V1,V2",
+    help="Sweep a parameter (repeatable): one run per combination, tagged with one sweep id.",
+)
+@click.option("--docker", "image", metavar="IMAGE", help="Run in this image instead.")
+@click.option("--name", help="Run name [default: the job and its overrides].")
+@click.option("--tags", multiple=True, help="Tags for the runs (repeatable or comma-separated).")
+@click.option("--project", help="ClearML project of the runs [default: ak-remote].")
+@click.option("--template-project", help="Where job templates live [default: ak-remote/templates].")
+@click.option("--create-queue", is_flag=True, help="Create the queue if it does not exist.")
+@click.option("--dry-run", is_flag=True, help="Print what would be created; create nothing.")
+@click.option("--wait", is_flag=True, help="Follow the runs until they end; exit 5 if any failed.")
+@click.option("--json", "as_json", is_flag=True, help="Print the runs (or the plan) as JSON.")
+def launch(
+    template: str,
+    queue: str | None,
+    sets: tuple[str, ...],
+    sweep: tuple[str, ...],
+    image: str | None,
+    name: str | None,
+    tags: tuple[str, ...],
+    project: str | None,
+    template_project: str | None,
+    create_queue: bool,
+    dry_run: bool,
+    wait: bool,
+    as_json: bool,
+) -> None:
+    """Clone TEMPLATE (a job name or a task id) with overrides and enqueue it on a queue.
+
+    Everything is checked before anything is created; a sweep launches entirely or not at all.
+    Task ids go to stdout, links and next steps to stderr.
+
+    \b
+    Examples:
+      ak-remote launch image-classifier -q gpu --set max_trials=20
+      ak-remote launch structured-classifier -q cpu --sweep epochs=10,20 --sweep tuner=greedy,random
+    """
+    config = load_config()
+    request = LaunchRequest(
+        template=template,
+        queue=pick(queue, config.queue),
+        sets=sets,
+        sweep=sweep,
+        docker=image,
+        name=name,
+        tags=tags,
+        project=pick(project, config.project) or config.project,
+        template_project=pick(template_project, config.template_project) or config.template_project,
+        create_queue=create_queue,
+    )
+    client = client_from_config()
+    plan = plan_launch(client, request)
+    if dry_run:
+        _show_plan(plan, as_json)
+        return
+    result = execute_launch(client, plan, progress=ui.info)
+    if as_json:
+        ui.as_json(result.as_dict())
+    else:
+        for task_id in result.task_ids:
+            ui.data(task_id)
+    for run, url in zip(plan.runs, result.urls, strict=False):
+        ui.info(f"  {run.name}: {url}")
+    ids = " ".join(result.task_ids)
+    selector = f"--sweep {plan.sweep_id}" if plan.sweep_id else ids
+    if len(result.task_ids) > 1:
+        ui.info(f"Compare in the Web UI: {client.compare_url(result.task_ids)}")
+    if not wait:
+        ui.next_steps(
+            [
+                f"ak-remote status {selector}",
+                f"ak-remote logs {result.task_ids[0]} --follow",
+                f"ak-remote compare {selector}",
+                f"ak-remote abort {ids}",
+            ]
+        )
+        return
+    follow_runs(result.task_ids, config.poll_interval)
+    ui.next_steps([f"ak-remote compare {selector}", f"ak-remote pull {result.task_ids[0]} --check"])
+
+
+def follow_runs(task_ids: list[str], interval: float) -> None:
+    """Wait for the runs with a progress line per change; RunFailedError if any did not complete."""
+    from ak_remote.follow import BAD_STATUSES, RunStatus, wait
+
+    def show(rows: list[RunStatus]) -> None:
+        counts: dict[str, int] = {}
+        for row in rows:
+            counts[row.status] = counts.get(row.status, 0) + 1
+        ui.info("  " + ", ".join(f"{n} {status}" for status, n in sorted(counts.items())))
+
+    ui.info(f"Waiting for {len(task_ids)} run(s) (Ctrl-C stops waiting, not the runs)...")
+    rows = wait(client_from_config(), task_ids, interval=interval, on_change=show)
+    bad = [row for row in rows if row.status in BAD_STATUSES]
+    for row in rows:
+        ui.info(f"  {row.id} {row.status} {row.message}".rstrip())
+    if bad:
+        raise RunFailedError(
+            f"{len(bad)} of {len(rows)} runs did not complete: "
+            + ", ".join(f"{row.id} ({row.status})" for row in bad),
+            f"read the log: ak-remote logs {bad[0].id}",
+        )
+
+
+def _show_plan(plan: LaunchPlan, as_json: bool) -> None:
+    if as_json:
+        ui.as_json(plan.describe())
+        return
+    queue = plan.queue_name + ("" if plan.queue_id else " (will be created)")
+    project = plan.project_name + ("" if plan.project_id else " (will be created)")
+    ui.info(f"Dry run: nothing is created. Template {plan.template.name} ({plan.template.id})")
+    ui.info(f"  queue {queue}, project {project}, image {plan.image or '(template default)'}")
+    if plan.sweep_id:
+        ui.info(f"  sweep {plan.sweep_id}: {len(plan.runs)} runs")
+    headers = ["run", "name", "overrides", "tags"]
+    rows = [
+        [
+            run.index + 1,
+            run.name,
+            " ".join(f"{k}={v}" for k, v in run.overrides.items()) or "(template defaults)",
+            ",".join(run.tags),
+        ]
+        for run in plan.runs
+    ]
+    ui.data(ui.table(headers, rows))

@@ -1,0 +1,86 @@
+"""`ak-remote templates sync|list`: the draft tasks agents clone, one per job."""
+
+from __future__ import annotations
+
+import click
+
+from ak_remote import templates as templates_lib
+from ak_remote import ui
+from ak_remote.clearml_api import client_from_config
+from ak_remote.config import load_config, pick
+
+
+@click.group()
+def templates() -> None:
+    """Create, update and list the template tasks `launch` clones (one per job)."""
+
+
+@templates.command()
+@click.option("--project", help="ClearML project of the templates [default: ak-remote/templates].")
+@click.option("--image", help="Worker Docker image agents run the jobs in [default: from config].")
+@click.option(
+    "--docker-args", help="Docker arguments recorded with the image [default: from config]."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print what was created/updated as JSON.")
+def sync(project: str | None, image: str | None, docker_args: str | None, as_json: bool) -> None:
+    """Create or update one template per job; changes nothing when all are up to date.
+
+    A template records the entry point (git repository and commit when the checkout has a
+    remote, otherwise the script itself), the worker image and its arguments, the pinned
+    requirements (requirements/worker.lock) and the job's typed default parameters.
+    """
+    config = load_config()
+    project_name = pick(project, config.template_project) or config.template_project
+    client = client_from_config()
+    result = templates_lib.sync(
+        client,
+        project_name,
+        image=pick(image, config.image) or config.image,
+        docker_args=docker_args if docker_args is not None else config.docker_args,
+        progress=ui.info,
+    )
+    if as_json:
+        ui.as_json(result.as_dict())
+    else:
+        rows = (
+            [(job, task_id, "created") for job, task_id in result.created.items()]
+            + [(job, tid, f"updated: {', '.join(f)}") for job, (tid, f) in result.updated.items()]
+            + [(job, task_id, "unchanged") for job, task_id in result.unchanged.items()]
+        )
+        ui.data(ui.table(["job", "template", "change"], rows))
+    for job, extra in result.duplicates.items():
+        ui.warn(f"{job} has {len(extra)} extra template(s): {', '.join(extra)}; delete them")
+    if not result.created and not result.updated:
+        ui.info(f"All {len(result.unchanged)} templates in {project_name} are up to date.")
+    ui.next_steps(["ak-remote launch structured-classifier -q QUEUE --set max_trials=5"])
+
+
+@templates.command("list")
+@click.option("--project", help="ClearML project of the templates [default: ak-remote/templates].")
+@click.option("--json", "as_json", is_flag=True, help="Print the templates as JSON.")
+def list_(project: str | None, as_json: bool) -> None:
+    """List the templates: job, task id, image and parameter defaults."""
+    config = load_config()
+    project_name = pick(project, config.template_project) or config.template_project
+    found = templates_lib.list_templates(client_from_config(), project_name)
+    rows = []
+    for task in found:
+        job = templates_lib.job_of(task)
+        general = (task.get("hyperparams") or {}).get("General") or {}
+        rows.append(
+            {
+                "job": job.name if job else task.get("name"),
+                "id": task.get("id"),
+                "image": (task.get("container") or {}).get("image") or "",
+                "parameters": len(general),
+                "updated": task.get("last_update") or task.get("created") or "",
+            }
+        )
+    if as_json:
+        ui.as_json(rows)
+        return
+    if not rows:
+        ui.info(f"No templates in {project_name}.")
+        ui.next_steps([f"ak-remote templates sync --project {project_name}"])
+        return
+    ui.data(ui.table(list(rows[0]), [list(r.values()) for r in rows]))
