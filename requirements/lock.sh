@@ -35,18 +35,37 @@ compile() {
     "$UV" pip compile pyproject.toml "$@" \
         --python-version "$PYTHON_VERSION" --python-platform "$PLATFORM" \
         --no-header --quiet -o "requirements/$out"
+    drop_constraint_notes "requirements/$out"
     echo "wrote requirements/$out"
 }
 
-compile launcher.lock "${@}"
-compile worker.lock --extra train --extra agent "${@}"
+# uv lists "-c requirements/ci.lock" among the reasons of every constrained pin; drop that
+# note (it is true of every line) so the "# via" comments say only which package needs what.
+drop_constraint_notes() {
+    python3 - "$1" <<'PY'
+import re, sys
+path = sys.argv[1]
+text = open(path, encoding="utf-8").read()
+text = text.replace("    #   -c requirements/ci.lock\n", "")
+# a "via" block left with a single reason goes back to uv's one-line form
+text = re.sub(r"    # via\n    #   ([^\n]+)\n(?!    #   )", r"    # via \1\n", text)
+open(path, "w", encoding="utf-8").write(text)
+PY
+}
+
+# CI's lock first; every other lock is constrained by it, so a package shared by two profiles
+# has one version everywhere, the one CI tests (without this the launcher alone resolves
+# `requests` past the bound clearml-agent puts on it in CI).
 compile ci.lock --all-extras "${@}"
+compile launcher.lock --constraint requirements/ci.lock "${@}"
+compile worker.lock --extra train --extra agent --constraint requirements/ci.lock "${@}"
 
 # GPU: drop tensorflow-cpu (an override whose marker is never true removes a requirement)
 # and ask for tensorflow[and-cuda] at the same version; every shared pin resolves as in
-# worker.lock (tests/test_infra.py checks it).
+# ci.lock (tests/test_infra.py checks it).
 overrides="$(mktemp)"
 trap 'rm -f "$overrides"' EXIT
 echo "tensorflow-cpu; sys_platform == 'never'" >"$overrides"
 echo "tensorflow[and-cuda]==$TF_VERSION" |
-    compile worker-gpu.lock - --extra train --extra agent --override "$overrides" "${@}"
+    compile worker-gpu.lock - --extra train --extra agent --override "$overrides" \
+        --constraint requirements/ci.lock "${@}"
