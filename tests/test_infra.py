@@ -1,0 +1,672 @@
+"""The deployment files: worker images, locks, server and agent compose files, agent config,
+systemd unit, Kubernetes values. Nothing here needs Docker; each file is checked with the tool
+that will read it (hadolint, the Compose spec schema, clearml-agent's config loader and
+argument parser, systemd-analyze) and against the locks it must agree with."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import shutil
+import string
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+
+import pytest
+import tomllib
+import yaml
+
+from ak_remote.agents import build_agent_commands, load_queue_file
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+DOCKERFILES = {
+    "cpu": REPO / "docker" / "Dockerfile.cpu",
+    "gpu": REPO / "docker" / "Dockerfile.gpu",
+}
+LOCK_OF_IMAGE = {"cpu": "requirements/worker.lock", "gpu": "requirements/worker-gpu.lock"}
+LOCKS = ["launcher", "worker", "worker-gpu", "ci"]
+SERVER_COMPOSE = REPO / "infra" / "server" / "docker-compose.yml"
+AGENTS_COMPOSE = REPO / "infra" / "agents" / "docker-compose.yml"
+CONF_TEMPLATE = REPO / "infra" / "agents" / "clearml.conf.template"
+AGENT_ENV = REPO / "infra" / "agents" / "agent.env.example"
+SERVER_ENV = REPO / "infra" / "server" / ".env.example"
+UNIT = REPO / "infra" / "agents" / "clearml-agent@.service"
+K8S = REPO / "infra" / "k8s"
+IMAGE_UID = "10001"
+CONF_PLACEHOLDERS = {
+    "CLEARML_API_HOST",
+    "CLEARML_WEB_HOST",
+    "CLEARML_FILES_HOST",
+    "AK_REMOTE_GPU_IMAGE",
+    "AK_REMOTE_SHM_SIZE",
+}
+SECRET_WORDS = ("SECRET", "PASSWORD", "TOKEN", "ACCESS_KEY", "PASS")
+
+
+def tool(name: str) -> str:
+    """A dev tool installed next to this Python (from requirements/ci.lock)."""
+    path = BIN / name
+    found = str(path) if path.exists() else shutil.which(name)
+    assert found, f"{name} is not installed: install requirements/ci.lock (make test does)"
+    return found
+
+
+def canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def lock_pins(name: str) -> dict[str, str]:
+    pins = {}
+    for line in (REPO / "requirements" / f"{name}.lock").read_text().splitlines():
+        match = re.match(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(?:\[[^\]]*\])?==(\S+)", line)
+        if match:
+            pins[canonical(match.group(1))] = match.group(2)
+    return pins
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    values = {}
+    for line in path.read_text().splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            key, sep, value = line.partition("=")
+            assert sep, f"{path.name}: not KEY=VALUE: {line!r}"
+            values[key.strip()] = value.strip()
+    return values
+
+
+def dockerfile_instructions(path: Path) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) pairs, continuation lines joined, comments dropped."""
+    result: list[tuple[str, str]] = []
+    current = ""
+    for raw in path.read_text().splitlines():
+        line = raw.strip()
+        if not current and (not line or line.startswith("#")):
+            continue
+        if line.endswith("\\"):
+            current += line[:-1] + " "
+            continue
+        current += line
+        keyword, _, rest = current.partition(" ")
+        result.append((keyword.upper(), rest.strip()))
+        current = ""
+    return result
+
+
+def arg_defaults(path: Path) -> dict[str, str]:
+    defaults = {}
+    for keyword, rest in dockerfile_instructions(path):
+        if keyword == "ARG" and "=" in rest:
+            key, _, value = rest.partition("=")
+            defaults[key] = value
+    return defaults
+
+
+def pip_installs(path: Path) -> list[list[str]]:
+    """The argument lists of every `pip install` in the Dockerfile's RUN instructions."""
+    installs = []
+    for keyword, rest in dockerfile_instructions(path):
+        if keyword != "RUN":
+            continue
+        for command in re.split(r"&&|;", rest):
+            words = shlex.split(command)
+            if "pip" in words and "install" in words:
+                installs.append(words[words.index("install") + 1 :])
+    return installs
+
+
+# --- Dockerfiles ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("flavour", sorted(DOCKERFILES))
+def test_dockerfile_passes_hadolint(flavour: str) -> None:
+    result = subprocess.run(
+        [tool("hadolint"), "--no-color", str(DOCKERFILES[flavour])],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip() == ""
+
+
+def test_hadolint_really_lints() -> None:
+    """Guard against a hadolint that passes everything (e.g. a stub binary)."""
+    result = subprocess.run(
+        [tool("hadolint"), "--no-color", "-"],
+        input="FROM python:latest\nRUN cd /tmp && pip install flask\n",
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode != 0
+    assert "DL3007" in result.stdout  # :latest
+    assert "DL3013" in result.stdout  # unpinned pip install
+
+
+@pytest.mark.parametrize("flavour", sorted(DOCKERFILES))
+def test_image_installs_exactly_its_lock_and_the_project(flavour: str) -> None:
+    path = DOCKERFILES[flavour]
+    lock = LOCK_OF_IMAGE[flavour]
+    installs = pip_installs(path)
+    assert installs == [["--no-deps", "-r", lock], ["--no-deps", "."]], installs
+    copies = [rest for keyword, rest in dockerfile_instructions(path) if keyword == "COPY"]
+    assert f"{lock} {lock}" in copies
+    # The build fails unless the environment equals the lock (verify_lock.py runs in the image).
+    text = path.read_text()
+    assert f"docker/verify_lock.py {lock} --python 3.11" in text
+    assert '--project "ak-remote==${AK_REMOTE_VERSION}"' in text
+
+
+@pytest.mark.parametrize("flavour", sorted(DOCKERFILES))
+def test_image_runs_as_non_root_and_holds_no_secret(flavour: str) -> None:
+    instructions = dockerfile_instructions(DOCKERFILES[flavour])
+    users = [rest for keyword, rest in instructions if keyword == "USER"]
+    assert users == [f"{IMAGE_UID}:{IMAGE_UID}"]
+    assert instructions[-2][0] == "USER"  # nothing after it runs as root
+    for keyword, rest in instructions:
+        if keyword in {"ENV", "ARG"}:
+            for word in SECRET_WORDS:
+                assert word not in rest.upper(), f"{keyword} {rest}"
+
+
+@pytest.mark.parametrize("flavour", sorted(DOCKERFILES))
+def test_image_tells_the_agent_to_install_nothing(flavour: str) -> None:
+    env_lines = " ".join(
+        rest for keyword, rest in dockerfile_instructions(DOCKERFILES[flavour]) if keyword == "ENV"
+    )
+    for setting in (
+        "CLEARML_AGENT_SKIP_PYTHON_ENV_INSTALL=1",
+        "CLEARML_AGENT_SKIP_CONTAINER_APT=1",
+        "CLEARML_AGENT_NO_UPDATE=1",
+        "PIP_NO_INDEX=1",
+    ):
+        assert setting in env_lines
+    python = "/usr/local/bin/python" if flavour == "cpu" else "/usr/bin/python3"
+    assert f"LOCAL_PYTHON={python}" in env_lines
+
+
+@pytest.mark.parametrize("flavour", sorted(DOCKERFILES))
+def test_image_labels_and_base_carry_the_locked_versions(flavour: str) -> None:
+    defaults = arg_defaults(DOCKERFILES[flavour])
+    pins = lock_pins(Path(LOCK_OF_IMAGE[flavour]).stem)
+    tf_package = "tensorflow-cpu" if flavour == "cpu" else "tensorflow"
+    assert defaults["TENSORFLOW_VERSION"] == pins[tf_package]
+    assert defaults["KERAS_VERSION"] == pins["keras"]
+    assert defaults["AUTOKERAS_VERSION"] == pins["autokeras"]
+    assert defaults["CLEARML_VERSION"] == pins["clearml"]
+    assert defaults["CLEARML_AGENT_VERSION"] == pins["clearml-agent"]
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    assert defaults["AK_REMOTE_VERSION"] == project["version"]
+    text = DOCKERFILES[flavour].read_text()
+    for label in ("tensorflow", "keras", "autokeras", "clearml", "clearml-agent"):
+        assert f"io.ak-remote.{label}.version=" in text
+    if flavour == "gpu":
+        assert defaults["TF_IMAGE"] == f"tensorflow/tensorflow:{pins['tensorflow']}-gpu"
+        assert defaults["CUDNN_VERSION"] == pins["nvidia-cudnn-cu12"]
+    else:
+        assert re.fullmatch(r"python:3\.11\.\d+-slim-\w+", defaults["PYTHON_IMAGE"])
+
+
+def test_every_lock_pins_the_versions_ci_tests_with() -> None:
+    ci = lock_pins("ci")
+    for name in ("launcher", "worker", "worker-gpu"):
+        pins = lock_pins(name)
+        # the GPU image's `tensorflow` is the package CI tests as `tensorflow-cpu`
+        if "tensorflow" in pins and "tensorflow-cpu" not in pins:
+            pins["tensorflow-cpu"] = pins.pop("tensorflow")
+        differ = {p: (v, ci[p]) for p, v in pins.items() if p in ci and ci[p] != v}
+        assert not differ, f"{name}.lock differs from ci.lock: {differ}"
+        only_here = set(pins) - set(ci)
+        if name == "worker-gpu":  # TensorFlow's CUDA wheels are the only GPU-only packages
+            assert all(p.startswith("nvidia-") for p in only_here), only_here
+        else:
+            assert not only_here, f"{name}.lock has packages CI never installs: {only_here}"
+
+
+def test_locks_hold_the_pyproject_pins() -> None:
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    extras = project["optional-dependencies"]
+
+    def pins_of(requirements: list[str]) -> dict[str, str]:
+        pins = {}
+        for requirement in requirements:
+            spec, _, marker = requirement.partition(";")
+            if "darwin" in marker and "!=" not in marker:
+                continue  # macOS-only variant; the locks are for Linux
+            name, _, version = spec.strip().partition("==")
+            pins[canonical(name)] = version.strip()
+        return pins
+
+    base = pins_of(project["dependencies"])
+    profile = {
+        "launcher": base,
+        "worker": {**base, **pins_of(extras["train"]), **pins_of(extras["agent"])},
+        "ci": {k: v for extra in extras.values() for k, v in pins_of(extra).items()} | base,
+    }
+    profile["worker-gpu"] = {
+        ("tensorflow" if k == "tensorflow-cpu" else k): v for k, v in profile["worker"].items()
+    }
+    for lock, wanted in profile.items():
+        pins = lock_pins(lock)
+        for name, version in wanted.items():
+            assert pins.get(name) == version, f"{lock}.lock: {name} {pins.get(name)} != {version}"
+
+
+def test_lock_script_regenerates_the_gpu_lock_from_the_same_pyproject_pin() -> None:
+    script = (REPO / "requirements" / "lock.sh").read_text()
+    for lock in LOCKS:
+        assert f"{lock}.lock" in script
+    assert '"tensorflow[and-cuda]==$TF_VERSION"' in script
+    assert "--python-version" in script and '"${PYTHON_VERSION:-3.11}"' in script
+    assert "http" not in script  # no index host in committed files
+
+
+def test_dockerignore_sends_only_what_the_images_copy() -> None:
+    patterns = [
+        line.strip()
+        for line in (REPO / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+
+    def regex(pattern: str) -> re.Pattern[str]:
+        out = ""
+        i = 0
+        while i < len(pattern):
+            if pattern.startswith("**/", i):
+                out, i = out + "(?:.*/)?", i + 3
+            elif pattern[i] == "*":
+                out, i = out + "[^/]*", i + 1
+            elif pattern[i] == "?":
+                out, i = out + "[^/]", i + 1
+            elif pattern[i] == "[":
+                end = pattern.index("]", i)
+                out, i = out + pattern[i : end + 1], end + 1
+            else:
+                out, i = out + re.escape(pattern[i]), i + 1
+        return re.compile(out + "$")
+
+    def sent(path: str) -> bool:
+        """Docker's rule: the last pattern matching the path or one of its parents wins."""
+        parts = path.split("/")
+        prefixes = ["/".join(parts[: n + 1]) for n in range(len(parts))]
+        excluded = False
+        for pattern in patterns:
+            negate = pattern.startswith("!")
+            if any(regex(pattern.lstrip("!")).match(p) for p in prefixes):
+                excluded = not negate
+        return not excluded
+
+    for flavour, dockerfile in DOCKERFILES.items():
+        for keyword, rest in dockerfile_instructions(dockerfile):
+            if keyword == "COPY":
+                for source in shlex.split(rest)[:-1]:
+                    source = source.rstrip("/")
+                    assert sent(source), f"{flavour}: COPY {source} is excluded"
+                    assert sent(f"{source}/x.py") or not (REPO / source).is_dir()
+    for private in (
+        ".venv/bin/python",
+        ".git/config",
+        "infra/server/.env",
+        "infra/agents/agent.env",
+        "runs/x/model.keras",
+        "ak_remote/__pycache__/cli.cpython-311.pyc",
+        "tests/test_infra.py",
+        "clearml.conf",
+    ):
+        assert not sent(private), private
+
+
+def test_build_script_tags_and_labels_from_the_locks() -> None:
+    result = subprocess.run(
+        ["bash", str(REPO / "docker" / "build.sh"), "--dry-run"],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "IMAGE_REPO": "registry.invalid/team/ak"},
+    )
+    commands = [shlex.split(line) for line in result.stdout.splitlines()]
+    assert [c[:2] for c in commands] == [["docker", "build"], ["docker", "build"]]
+    version = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
+    for command, flavour in zip(commands, ["cpu", "gpu"], strict=True):
+        assert command[command.index("--file") + 1] == f"docker/Dockerfile.{flavour}"
+        tags = [command[i + 1] for i, word in enumerate(command) if word == "--tag"]
+        assert tags == [
+            f"registry.invalid/team/ak:{version}-{flavour}",
+            f"registry.invalid/team/ak:{flavour}",
+        ]
+        args = dict(
+            command[i + 1].split("=", 1) for i, word in enumerate(command) if word == "--build-arg"
+        )
+        pins = lock_pins(Path(LOCK_OF_IMAGE[flavour]).stem)
+        defaults = arg_defaults(DOCKERFILES[flavour])
+        for key in (
+            "TENSORFLOW_VERSION",
+            "KERAS_VERSION",
+            "AUTOKERAS_VERSION",
+            "CLEARML_AGENT_VERSION",
+        ):
+            assert args[key] == defaults[key]
+        assert args["CLEARML_VERSION"] == pins["clearml"]
+        assert command[-1] == "."
+    bad = subprocess.run(
+        ["bash", str(REPO / "docker" / "build.sh"), "--only", "tpu"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert bad.returncode == 2 and "cpu or gpu" in bad.stderr
+
+
+def test_verify_lock_accepts_the_installed_versions_and_rejects_others(tmp_path: Path) -> None:
+    script = REPO / "docker" / "verify_lock.py"
+    good = tmp_path / "good.lock"
+    good.write_text(
+        f"pytest=={metadata.version('pytest')}\n    # via x\nclick=={metadata.version('click')}\n"
+    )
+    python = f"{sys.version_info.major}.{sys.version_info.minor}"
+    ok = subprocess.run(
+        [sys.executable, str(script), str(good), "--python", python],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert ok.returncode == 0, ok.stderr
+    assert "2 pins match" in ok.stdout
+    bad = tmp_path / "bad.lock"
+    bad.write_text("pytest==0.0.1\nno-such-package-here==1.0\n")
+    failed = subprocess.run(
+        [sys.executable, str(script), str(bad), "--python", "2.7", "--project", "click==0"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert failed.returncode == 1
+    for message in (
+        "pytest: locked 0.0.1, installed",
+        "no-such-package-here: locked 1.0, not installed",
+        "click: locked 0, installed",
+        "the lock is for 2.7",
+    ):
+        assert message in failed.stderr
+
+
+def test_cuda_wheel_libs_lists_each_wheel_library_folder(tmp_path: Path) -> None:
+    for component in ("cudnn", "cublas"):
+        (tmp_path / "nvidia" / component / "lib").mkdir(parents=True)
+    (tmp_path / "nvidia" / "include-only").mkdir()
+    script = str(REPO / "docker" / "cuda_wheel_libs.py")
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    found = subprocess.run(
+        [sys.executable, script], capture_output=True, text=True, check=True, env=env
+    )
+    assert found.stdout.split() == [
+        str(tmp_path / "nvidia" / "cublas" / "lib"),
+        str(tmp_path / "nvidia" / "cudnn" / "lib"),
+    ]
+    env["PYTHONPATH"] = str(tmp_path / "empty")
+    missing = subprocess.run([sys.executable, script], capture_output=True, text=True, env=env)
+    assert missing.returncode == 1
+
+
+# --- Compose files --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", [SERVER_COMPOSE, AGENTS_COMPOSE], ids=["server", "agents"])
+def test_compose_file_validates_against_the_compose_spec(path: Path) -> None:
+    result = subprocess.run(
+        [tool("check-jsonschema"), "--builtin-schema", "vendor.compose-spec", str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_compose_schema_check_really_rejects(tmp_path: Path) -> None:
+    broken = tmp_path / "compose.yml"
+    broken.write_text("services:\n  api:\n    image: x:1\n    gpus_please: 2\n")
+    result = subprocess.run(
+        [tool("check-jsonschema"), "--builtin-schema", "vendor.compose-spec", str(broken)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode != 0
+
+
+def default_of(value: str) -> str:
+    """`${NAME:-default}` -> default; `${NAME:?msg}` is kept as is (no default: must be set)."""
+    match = re.fullmatch(r"\$\{(\w+):-(.*)\}", value)
+    return match.group(2) if match else value
+
+
+def test_server_runs_the_official_images_pinned_with_persistent_volumes() -> None:
+    compose = yaml.safe_load(SERVER_COMPOSE.read_text())
+    services = compose["services"]
+    assert set(services) == {
+        "apiserver",
+        "webserver",
+        "fileserver",
+        "async_delete",
+        "mongo",
+        "elasticsearch",
+        "redis",
+    }
+    env = read_env_file(SERVER_ENV)
+    images = {name: default_of(service["image"]) for name, service in services.items()}
+    for name, image in images.items():
+        repository, _, tag = image.rpartition(":")
+        assert re.fullmatch(r"\d+\.\d+\.\d+", tag), f"{name}: {image} is not pinned to a version"
+        assert repository in {"clearml/server", "mongo", "elasticsearch", "redis"}
+    for name in ("apiserver", "webserver", "fileserver", "async_delete"):
+        assert images[name] == env["CLEARML_SERVER_IMAGE"]
+    assert images["mongo"] == env["CLEARML_MONGO_IMAGE"]
+    assert images["elasticsearch"] == env["CLEARML_ELASTIC_IMAGE"]
+    assert images["redis"] == env["CLEARML_REDIS_IMAGE"]
+    declared = set(compose["volumes"])
+    for name, data_dir in [
+        ("mongo", "/data/db"),
+        ("elasticsearch", "/usr/share/elasticsearch/data"),
+        ("redis", "/data"),
+        ("fileserver", "/mnt/fileserver"),
+        ("apiserver", "/mnt/fileserver"),
+    ]:
+        mounts = {m.split(":")[1]: m.split(":")[0] for m in services[name]["volumes"]}
+        assert mounts[data_dir] in declared, f"{name}: {data_dir} is not on a named volume"
+    for name in ("mongo", "elasticsearch", "redis"):
+        assert "ports" not in services[name]  # databases stay on the internal network
+    secure = services["apiserver"]["environment"]
+    for key in (
+        "CLEARML__secure__auth__token_secret",
+        "CLEARML__secure__http__session_secret__apiserver",
+    ):
+        assert re.fullmatch(r"\$\{\w+:\?[^}]+\}", secure[key]), f"{key} must come from .env"
+
+
+@pytest.mark.parametrize("path", [SERVER_ENV, AGENT_ENV], ids=["server", "agent"])
+def test_env_examples_hold_placeholders_only(path: Path) -> None:
+    for key, value in read_env_file(path).items():
+        if any(word in key for word in SECRET_WORDS):
+            assert value == "change-me", f"{path.name}: {key} must be a placeholder"
+        assert "change-me" in value or not key.endswith("_HOST"), key
+
+
+def test_agent_containers_one_gpu_each_on_declared_queues() -> None:
+    compose = yaml.safe_load(AGENTS_COMPOSE.read_text())
+    queues = {q.name for q in load_queue_file(REPO / "infra" / "queues.toml")}
+    env = read_env_file(AGENT_ENV)
+    devices = []
+    from clearml_agent.interface import get_parser
+
+    for name, service in compose["services"].items():
+        command = service["command"]
+        assert command[0] == "clearml-agent"
+        parsed = get_parser().parse_args(command[1:])
+        assert {q.name for q in parsed.queues} <= queues
+        assert not parsed.docker  # the agent runs tasks in its own container
+        assert "volumes" not in service or all(":/home/ak/" in v for v in service["volumes"])
+        assert "/var/run/docker.sock" not in json.dumps(service)
+        reservations = service.get("deploy", {}).get("resources", {}).get("reservations", {})
+        if name.startswith("gpu"):
+            assert default_of(service["image"]).startswith("${AK_REMOTE_GPU_IMAGE")
+            (device,) = reservations["devices"]
+            assert device["capabilities"] == ["gpu"] and len(device["device_ids"]) == 1
+            devices += device["device_ids"]
+            assert service["environment"]["CLEARML_WORKER_ID"].endswith(
+                f":gpu{device['device_ids'][0]}"
+            )
+        else:
+            assert parsed.cpu_only and not reservations
+    assert len(devices) == len(set(devices)) >= 1
+    for variable in ("AK_REMOTE_GPU_IMAGE", "AK_REMOTE_CPU_IMAGE", "AK_REMOTE_HOST_NAME"):
+        assert variable in env
+
+
+# --- Agent configuration and systemd unit ---------------------------------------------------
+
+
+def render_template(values: dict[str, str]) -> str:
+    return string.Template(CONF_TEMPLATE.read_text()).substitute(values)
+
+
+def test_conf_template_placeholders_are_all_in_the_env_example() -> None:
+    placeholders = {
+        match.group("braced") or match.group("named")
+        for match in string.Template.pattern.finditer(CONF_TEMPLATE.read_text())
+        if match.group("braced") or match.group("named")
+    }
+    assert placeholders == CONF_PLACEHOLDERS
+    assert placeholders <= set(read_env_file(AGENT_ENV))
+    assert "secret" not in CONF_TEMPLATE.read_text().split("api {")[1].split("}")[0].lower()
+
+
+def test_conf_template_renders_and_parses_with_clearml_agents_loader(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    values = {
+        "CLEARML_API_HOST": "http://clearml.test:8008",
+        "CLEARML_WEB_HOST": "http://clearml.test:8080",
+        "CLEARML_FILES_HOST": "http://clearml.test:8081",
+        "AK_REMOTE_GPU_IMAGE": "registry.test/ak-remote-worker:0.1.0-gpu",
+        "AK_REMOTE_SHM_SIZE": "16g",
+    }
+    rendered = tmp_path / "clearml.conf"
+    rendered.write_text(render_template(values))
+    # Exactly how the agent finds its file: CLEARML_CONFIG_FILE, merged over its defaults.
+    monkeypatch.setenv("CLEARML_CONFIG_FILE", str(rendered))
+    from clearml_agent.backend_api.config import load
+
+    config = load()
+    assert config.get("api.api_server") == values["CLEARML_API_HOST"]
+    assert config.get("api.files_server") == values["CLEARML_FILES_HOST"]
+    assert config.get("api.credentials", None) in (None, {})  # keys come from the environment
+    assert config.get("agent.default_docker.image") == values["AK_REMOTE_GPU_IMAGE"]
+    extra = list(config.get("agent.extra_docker_arguments"))
+    assert "--shm-size=16g" in extra
+    assert extra[extra.index("CLEARML_AGENT_SKIP_PYTHON_ENV_INSTALL=1") - 1] == "-e"
+    assert config.get("agent.docker_install_opencv_libs") is False
+    assert config.get("agent.bootstrap.use_bootstrap") is False
+    assert config.get("agent.disable_ssh_mount") is True
+    for key, mount in config.get("agent.docker_internal_mounts").items():
+        assert not str(mount).startswith("/root"), f"{key}: the image's user cannot enter /root"
+    # The default is still there for what the template leaves alone.
+    assert config.get("agent.package_manager.type") == "pip"
+
+
+def test_the_loader_rejects_a_broken_rendering(tmp_path: Path) -> None:
+    """The parse test above means something: the same loader fails on a truncated file."""
+    from clearml_agent.backend_config.config import Config
+    from clearml_agent.backend_config.errors import ConfigurationError
+
+    text = render_template(dict.fromkeys(CONF_PLACEHOLDERS, "x"))
+    broken = tmp_path / "broken.conf"
+    broken.write_text(text[: text.index("extra_docker_arguments") + 30])
+    with pytest.raises(ConfigurationError):
+        Config._read_single_file(str(broken), verbose=False)
+
+
+def read_unit() -> dict[str, dict[str, list[str]]]:
+    """Sections of the unit file; a key may repeat (Environment=), so values are lists."""
+    sections: dict[str, dict[str, list[str]]] = {}
+    current: dict[str, list[str]] = {}
+    for line in UNIT.read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith(("#", ";")):
+            continue
+        if line.startswith("["):
+            current = sections.setdefault(line.strip("[]"), {})
+        else:
+            key, sep, value = line.partition("=")
+            assert sep, f"not Key=Value: {line!r}"
+            current.setdefault(key, []).append(value)
+    return sections
+
+
+def test_systemd_unit_starts_the_command_agent_up_would_print() -> None:
+    service = {key: values[-1] for key, values in read_unit()["Service"].items()}
+    environment = read_unit()["Service"]["Environment"]
+    assert service["User"] == "clearml-agent"
+    assert "docker" in service["SupplementaryGroups"].split()
+    assert service["EnvironmentFile"] == "/etc/clearml-agent/agent.env"
+    assert service.get("PrivateTmp", "false") == "false"  # dockerd must see the agent's /tmp
+    assert "CLEARML_WORKER_ID=%H:gpu%i" in environment
+    assert "CLEARML_CONFIG_FILE=/etc/clearml-agent/clearml.conf" in environment
+    argv = shlex.split(
+        service["ExecStart"]
+        .replace("$AK_REMOTE_QUEUES", "gpu-large gpu")
+        .replace("${AK_REMOTE_GPU_IMAGE}", "ak:1-gpu")
+        .replace("%i", "3")
+    )
+    (expected,) = build_agent_commands(
+        ["gpu-large", "gpu"],
+        gpus="3",
+        per_gpu=True,
+        image="ak:1-gpu",
+        agent=("/opt/clearml-agent/bin/clearml-agent",),
+    )
+    assert argv == expected.argv
+
+
+def test_systemd_unit_passes_systemd_analyze(tmp_path: Path) -> None:
+    analyze = shutil.which("systemd-analyze")
+    assert analyze, "systemd-analyze (package systemd) is needed for this check"
+    # Verify an instance with what only a real GPU host has (Docker, the agent) swapped out.
+    text = (
+        UNIT.read_text()
+        .replace("/opt/clearml-agent/bin/clearml-agent", shutil.which("true") or "/bin/true")
+        .replace("Requires=docker.service\n", "")
+        .replace(" docker.service", "")
+    )
+    instance = tmp_path / "clearml-agent@0.service"
+    instance.write_text(text)
+    result = subprocess.run(
+        [analyze, "verify", str(instance)], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Unknown" not in result.stderr and "ignoring" not in result.stderr, result.stderr
+
+
+# --- Kubernetes values ----------------------------------------------------------------------
+
+
+def test_k8s_values_serve_every_declared_queue_with_the_worker_images() -> None:
+    common = yaml.safe_load((K8S / "values.yaml").read_text())
+    pod = common["agentk8sglue"]["basePodTemplate"]
+    assert pod["podSecurityContext"]["runAsUser"] == int(IMAGE_UID)
+    assert pod["podSecurityContext"]["runAsNonRoot"] is True
+    assert "agentk8sglueSecret" not in common["clearml"]  # keys live in a Kubernetes Secret
+    env = read_env_file(AGENT_ENV)
+    served = {}
+    for path in sorted(K8S.glob("values-*.yaml")):
+        glue = yaml.safe_load(path.read_text())["agentk8sglue"]
+        served[glue["queue"]] = path.name
+        gpus = glue["basePodTemplate"]["resources"]["limits"].get("nvidia.com/gpu", 0)
+        image = glue["defaultContainerImage"]
+        assert image == (env["AK_REMOTE_GPU_IMAGE"] if gpus else env["AK_REMOTE_CPU_IMAGE"])
+    declared = [q.name for q in load_queue_file(REPO / "infra" / "queues.toml")]
+    assert sorted(served) == sorted(declared)
