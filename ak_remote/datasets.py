@@ -1,0 +1,252 @@
+"""Dataset references: what `dataset=` may name, checked cheaply before anything is created.
+
+Pure Python on purpose (no numpy, no TensorFlow, no ClearML at import): the launcher calls
+`check_reference` to reject a bad dataset before it creates a task, and the job runtime calls it
+again before it loads anything. Loading the data itself lives in `ak_remote.runtime.data`.
+
+Accepted forms:
+- a bundled name (scikit-learn's sets that ship in its wheel, plus `reviews`, a small synthetic
+  text set this module generates deterministically), per job family and kind;
+- a local path: a CSV file for structured and text jobs; an image folder (`root/<class>/*.png`)
+  or an `.npz` file with `x` and `y` arrays for image jobs;
+- a URL or bucket path that ClearML's StorageManager fetches (http, https, s3, gs, azure);
+- `clearml://<dataset id>`: a ClearML Dataset, fetched with `Dataset.get(...).get_local_copy()`.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+from ak_remote.errors import UsageError
+
+FAMILIES = ("image", "text", "structured")
+KINDS = ("classifier", "regressor")
+
+
+@dataclass(frozen=True)
+class BundledDataset:
+    """A dataset that needs no network: which job families and kinds it serves."""
+
+    name: str
+    families: tuple[str, ...]
+    kinds: tuple[str, ...]
+    description: str
+
+
+BUNDLED: dict[str, BundledDataset] = {
+    item.name: item
+    for item in (
+        BundledDataset(
+            "digits",
+            ("image", "structured"),
+            KINDS,
+            "1797 8x8 grayscale handwritten digits (target: the digit)",
+        ),
+        BundledDataset(
+            "wine", ("structured",), ("classifier",), "178 wines, 13 features, 3 cultivars"
+        ),
+        BundledDataset(
+            "iris", ("structured",), ("classifier",), "150 irises, 4 features, 3 species"
+        ),
+        BundledDataset(
+            "breast_cancer",
+            ("structured",),
+            ("classifier",),
+            "569 tumours, 30 features, malignant or benign",
+        ),
+        BundledDataset(
+            "diabetes",
+            ("structured",),
+            ("regressor",),
+            "442 patients, 10 features, disease progression after a year",
+        ),
+        BundledDataset(
+            "reviews",
+            ("text",),
+            KINDS,
+            "400 synthetic product reviews (classifier: sentiment; regressor: 1-5 stars)",
+        ),
+    )
+}
+
+# What a local file or a fetched copy may be, per family. Directories are image folders.
+LOCAL_SUFFIXES: dict[str, tuple[str, ...]] = {
+    "image": (".npz",),
+    "text": (".csv",),
+    "structured": (".csv",),
+}
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+# StorageManager unpacks these after download (extract_archive=True), e.g. a zipped image folder.
+ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz")
+REMOTE_SCHEMES = ("http", "https", "s3", "gs", "azure")
+CLEARML_SCHEME = "clearml://"
+_DATASET_ID = re.compile(r"^[0-9a-f]{32}$")
+
+
+@dataclass(frozen=True)
+class DatasetRef:
+    """A checked dataset reference: `kind` is bundled, local, remote or clearml."""
+
+    kind: str
+    value: str  # the bundled name, the absolute local path, the URL, or the dataset id
+
+    @property
+    def source(self) -> str:
+        """How summaries and task names show it."""
+        return f"{CLEARML_SCHEME}{self.value}" if self.kind == "clearml" else self.value
+
+
+def bundled_for(family: str, kind: str) -> list[str]:
+    """The bundled dataset names a job of this family and kind can train on."""
+    return [
+        name for name, item in BUNDLED.items() if family in item.families and kind in item.kinds
+    ]
+
+
+def check_reference(reference: str, family: str, kind: str) -> DatasetRef:
+    """Classify and cheaply check `reference` for a job of `family`/`kind`.
+
+    Touches only the local file system (never the network). Raises UsageError saying what is
+    wrong and what would work.
+    """
+    if family not in FAMILIES or kind not in KINDS:
+        raise ValueError(f"unknown job family/kind {family}/{kind}")
+    ref = reference.strip()
+    if not ref:
+        raise UsageError("dataset is empty", _choices_hint(family, kind))
+    if ref.startswith(CLEARML_SCHEME):
+        dataset_id = ref[len(CLEARML_SCHEME) :].strip("/")
+        if not _DATASET_ID.match(dataset_id):
+            raise UsageError(
+                f"{ref!r} is not a ClearML dataset id",
+                "use clearml://<32-character id>, as `clearml-data list` shows it",
+            )
+        return DatasetRef("clearml", dataset_id)
+    parsed = urlparse(ref)
+    if parsed.scheme == "file":
+        return _check_local(Path(parsed.path), ref, family)
+    # A one-letter scheme is a Windows drive ("C:\\data.csv"), not a URL.
+    if len(parsed.scheme) > 1:
+        if parsed.scheme not in REMOTE_SCHEMES:
+            raise UsageError(
+                f"unsupported dataset URL scheme {parsed.scheme!r} in {ref!r}",
+                f"use one of {', '.join(s + '://' for s in REMOTE_SCHEMES)} or clearml://ID",
+            )
+        if not parsed.netloc:
+            raise UsageError(f"dataset URL {ref!r} has no host or bucket", "e.g. s3://bucket/x.csv")
+        suffix = _suffix(parsed.path)
+        allowed = LOCAL_SUFFIXES[family] + ARCHIVE_SUFFIXES
+        if suffix and suffix not in allowed:
+            raise UsageError(
+                f"{family} jobs cannot read {suffix} files ({ref})",
+                f"point to one of: {', '.join(allowed)}",
+            )
+        return DatasetRef("remote", ref)
+    if ref in BUNDLED:
+        item = BUNDLED[ref]
+        if family not in item.families or kind not in item.kinds:
+            raise UsageError(
+                f"bundled dataset {ref!r} does not fit a {family} {kind}",
+                _choices_hint(family, kind),
+            )
+        return DatasetRef("bundled", ref)
+    looks_like_path = any(sep in ref for sep in ("/", "\\")) or "." in ref
+    if not looks_like_path:
+        raise UsageError(f"unknown dataset {ref!r}", _choices_hint(family, kind))
+    return _check_local(Path(ref).expanduser(), ref, family)
+
+
+def _check_local(path: Path, ref: str, family: str) -> DatasetRef:
+    if not path.exists():
+        raise UsageError(
+            f"dataset path {ref!r} does not exist", "check the path, relative to the current folder"
+        )
+    if path.is_dir():
+        if family != "image":
+            raise UsageError(
+                f"{ref!r} is a folder; {family} jobs read a CSV file", "point to the .csv file"
+            )
+        if not any(child.is_dir() for child in path.iterdir()):
+            raise UsageError(
+                f"image folder {ref!r} has no class subfolders",
+                "lay it out as <folder>/<class name>/<image>.png",
+            )
+        return DatasetRef("local", str(path.resolve()))
+    suffix = _suffix(path.name)
+    if suffix not in LOCAL_SUFFIXES[family]:
+        accepted = ", ".join(LOCAL_SUFFIXES[family])
+        extra = " or an image folder" if family == "image" else ""
+        raise UsageError(
+            f"{family} jobs cannot read {suffix or 'files without a suffix'} ({ref})",
+            f"use {accepted}{extra}",
+        )
+    if path.stat().st_size == 0:
+        raise UsageError(f"dataset file {ref!r} is empty", "point to a file with data")
+    return DatasetRef("local", str(path.resolve()))
+
+
+def _suffix(name: str) -> str:
+    lower = name.lower()
+    for double in (".tar.gz",):
+        if lower.endswith(double):
+            return double
+    return Path(lower).suffix
+
+
+def _choices_hint(family: str, kind: str) -> str:
+    names = ", ".join(bundled_for(family, kind))
+    local = "a .csv file" if family != "image" else "an image folder or .npz file"
+    return f"use a bundled name ({names}), {local}, a URL, or clearml://DATASET_ID"
+
+
+# --- the bundled text set --------------------------------------------------------------------
+
+_PRODUCTS = (
+    "blender", "headphones", "backpack", "kettle", "lamp", "keyboard", "jacket", "tent",
+    "camera", "toaster", "umbrella", "chair", "mouse", "speaker", "watch", "bottle",
+)  # fmt: skip
+_WORDS = {
+    1: ("terrible", "broken", "useless", "awful", "a waste of money"),
+    2: ("disappointing", "flimsy", "mediocre", "not worth it", "poorly made"),
+    3: ("okay", "average", "decent enough", "fine for the price", "nothing special"),
+    4: ("good", "solid", "well made", "reliable", "a nice surprise"),
+    5: ("excellent", "fantastic", "perfect", "brilliant", "the best I have owned"),
+}
+_CLOSERS = {
+    1: ("I returned it.", "Avoid.", "Never again.", "Stopped working in a week."),
+    2: ("I expected more.", "Would not buy again.", "It broke quickly."),
+    3: ("It does the job.", "Maybe buy it on sale.", "Some good, some bad."),
+    4: ("I would recommend it.", "Happy with it.", "Does what it says."),
+    5: ("Buy it!", "Love it.", "Five stars from me.", "Highly recommended."),
+}
+_FILLERS = ("honestly", "overall", "so far", "after a month", "for daily use", "as a gift")
+
+
+@dataclass(frozen=True)
+class Review:
+    """One synthetic review: its text, sentiment label and 1-5 star rating."""
+
+    text: str
+    sentiment: str  # negative (1-2 stars), neutral (3) or positive (4-5)
+    rating: int
+
+
+def generate_reviews(count: int = 400, seed: int = 20240601) -> list[Review]:
+    """The bundled `reviews` set: `count` short reviews, the same for the same seed."""
+    rng = random.Random(seed)
+    reviews = []
+    for _ in range(count):
+        rating = rng.randint(1, 5)
+        product = rng.choice(_PRODUCTS)
+        first, second = rng.sample(_WORDS[rating], 2)
+        text = (
+            f"The {product} is {first}, {rng.choice(_FILLERS)} {second}. "
+            f"{rng.choice(_CLOSERS[rating])}"
+        )
+        sentiment = "negative" if rating <= 2 else "neutral" if rating == 3 else "positive"
+        reviews.append(Review(text, sentiment, rating))
+    return reviews

@@ -1,0 +1,412 @@
+"""The one dataset resolver of the jobs: load a checked reference into arrays, split it, hash it.
+
+Needs numpy (and scikit-learn for the bundled sets, Pillow for image folders, the ClearML SDK for
+remote references) but never TensorFlow, so it stays quick to test.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import math
+import zipfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ak_remote.datasets import (
+    ARCHIVE_SUFFIXES,
+    IMAGE_SUFFIXES,
+    LOCAL_SUFFIXES,
+    DatasetRef,
+    check_reference,
+    generate_reviews,
+)
+from ak_remote.errors import DataError, UsageError
+
+MIN_SAMPLES = 10  # below this a train/validation/test split leaves a part empty
+
+
+@dataclass
+class Dataset:
+    """Inputs and targets of one job, plus what inference needs to know about them."""
+
+    x: np.ndarray[Any, Any]  # images (n, h, w[, c]) float32; texts (n,) str; tables (n, d)
+    y: np.ndarray[Any, Any]  # class labels as str, or float32 regression targets
+    source: str
+    target_name: str = "target"
+    columns: list[str] = field(default_factory=list)  # structured: feature columns
+    column_types: dict[str, str] = field(default_factory=dict)  # numerical or categorical
+    text_column: str | None = None
+
+    def __len__(self) -> int:
+        return int(self.x.shape[0])
+
+
+@dataclass(frozen=True)
+class Split:
+    """Seeded split into train, validation and test, as indices into the loaded dataset.
+
+    AutoKeras gets train+validation with `validation_split` and takes the *last* part as
+    validation (autokeras.utils.data_utils.split_dataset); `train_val` is ordered so that its
+    tail is exactly `val`, which keeps the recorded split true.
+    """
+
+    seed: int
+    n_total: int
+    train: np.ndarray[Any, Any]
+    val: np.ndarray[Any, Any]
+    test: np.ndarray[Any, Any]
+
+    @property
+    def train_val(self) -> np.ndarray[Any, Any]:
+        return np.concatenate([self.train, self.val])
+
+    @property
+    def autokeras_validation_split(self) -> float:
+        """The fraction that makes AutoKeras' tail split equal to `val`."""
+        return len(self.val) / (len(self.train) + len(self.val))
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "seed": self.seed,
+            "n_total": self.n_total,
+            "train": self.train.tolist(),
+            "validation": self.val.tolist(),
+            "test": self.test.tolist(),
+        }
+
+    def digest(self) -> str:
+        return hashlib.sha256(json.dumps(self.to_json(), sort_keys=True).encode()).hexdigest()
+
+
+def load(reference: str, family: str, kind: str, target: str = "") -> Dataset:
+    """Resolve and load `reference` for a job; raises DataError for anything unusable."""
+    try:
+        ref = check_reference(reference, family, kind)
+    except UsageError as exc:  # inside a job a bad dataset is a data error (exit 3)
+        raise DataError(exc.message, exc.hint) from None
+    if ref.kind == "bundled":
+        data = _load_bundled(ref.value, family, kind)
+    else:
+        path = _local_path(ref)
+        data = _load_path(path, family, kind, target, ref.source)
+    _check(data, kind)
+    return data
+
+
+def split(data: Dataset, seed: int, test_split: float, validation_split: float, cap: int) -> Split:
+    """Shuffle with `seed`, keep at most `cap` samples (0: all), hold out test then validation.
+
+    Raises DataError when too few samples remain for three non-empty parts.
+    """
+    n = len(data)
+    order = np.random.default_rng(seed).permutation(n)
+    if cap:
+        order = order[:cap]
+    kept = len(order)
+    if kept < MIN_SAMPLES:
+        raise DataError(
+            f"only {kept} samples to split into train, validation and test",
+            f"use a dataset (or max_samples) with at least {MIN_SAMPLES} samples",
+        )
+    n_test = max(1, round(kept * test_split))
+    rest = kept - n_test
+    # Same rounding as AutoKeras' split_dataset, so the recorded validation part is its part.
+    n_val = min(max(int(rest * validation_split), 1), rest - 1)
+    test, train_val = order[:n_test], order[n_test:]
+    return Split(seed, n, train_val[: rest - n_val], train_val[rest - n_val :], test)
+
+
+def fingerprint(data: Dataset) -> str:
+    """sha256 over the arrays (dtype, shape and bytes), the dataset's identity in summaries."""
+    digest = hashlib.sha256()
+    for array in (data.x, data.y):
+        digest.update(f"{array.dtype.str}{array.shape}".encode())
+        digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()
+
+
+def class_names(data: Dataset) -> list[str]:
+    return sorted({str(label) for label in data.y.tolist()})
+
+
+# --- loaders ---------------------------------------------------------------------------------
+
+
+def _load_bundled(name: str, family: str, kind: str) -> Dataset:
+    if name == "reviews":
+        reviews = generate_reviews()
+        x = np.array([review.text for review in reviews])
+        if kind == "classifier":
+            y = np.array([review.sentiment for review in reviews])
+            return Dataset(x, y, name, "sentiment", text_column="text")
+        y = np.array([review.rating for review in reviews], dtype="float32")
+        return Dataset(x, y, name, "rating", text_column="text")
+
+    from sklearn import datasets as sk  # imported here: only bundled sets need scikit-learn
+
+    loader = {
+        "digits": sk.load_digits,
+        "wine": sk.load_wine,
+        "iris": sk.load_iris,
+        "breast_cancer": sk.load_breast_cancer,
+        "diabetes": sk.load_diabetes,
+    }[name]
+    bunch = loader()
+    if name == "digits" and family == "image":
+        x = np.asarray(bunch.images, dtype="float32")
+    else:
+        x = np.asarray(bunch.data, dtype="float32")
+    target = np.asarray(bunch.target)
+    if kind == "classifier":
+        names = getattr(bunch, "target_names", None)
+        labels = [str(names[i]) for i in target] if names is not None else target.astype(str)
+        y = np.array(labels)
+    else:
+        y = target.astype("float32")
+    columns = (
+        [str(c) for c in getattr(bunch, "feature_names", [])] if family == "structured" else []
+    )
+    if family == "structured" and not columns:
+        columns = [f"f{i}" for i in range(x.shape[1])]
+    types = dict.fromkeys(columns, "numerical")
+    return Dataset(x, y, name, "target", columns, types)
+
+
+def _local_path(ref: DatasetRef) -> Path:
+    if ref.kind == "local":
+        return Path(ref.value)
+    if ref.kind == "remote":
+        from clearml import StorageManager
+
+        try:
+            local = StorageManager.get_local_copy(remote_url=ref.value, extract_archive=True)
+        except Exception as exc:  # the SDK raises many types; the message is what matters
+            raise DataError(
+                f"could not fetch {ref.value}: {exc}", "check the URL and its credentials"
+            ) from None
+        if not local:
+            raise DataError(f"could not fetch {ref.value}", "check the URL and its credentials")
+        return Path(local)
+    from clearml import Dataset as ClearMLDataset
+
+    try:
+        folder = ClearMLDataset.get(dataset_id=ref.value).get_local_copy()
+    except Exception as exc:
+        raise DataError(
+            f"could not get ClearML dataset {ref.value}: {exc}",
+            "check the id with `clearml-data list` and that the server is configured",
+        ) from None
+    return Path(folder)
+
+
+def _load_path(path: Path, family: str, kind: str, target: str, source: str) -> Dataset:
+    if path.is_dir():
+        path = _pick_in_folder(path, family, source)
+    if path.is_dir():
+        return _load_image_folder(path, kind, source)
+    suffix = path.suffix.lower()
+    if suffix not in LOCAL_SUFFIXES[family]:
+        raise DataError(f"{family} jobs cannot read {path.name} ({source})")
+    if suffix == ".npz":
+        return _load_npz(path, kind, source)
+    header, rows = _read_csv(path, source)
+    if family == "text":
+        return _text_from_table(header, rows, kind, target, source)
+    return _structured_from_table(header, rows, kind, target, source)
+
+
+def _pick_in_folder(folder: Path, family: str, source: str) -> Path:
+    """A fetched folder (unpacked archive or dataset copy): one data file, or an image folder."""
+    files = [
+        p
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.suffix.lower() in LOCAL_SUFFIXES[family]
+    ]
+    if len(files) == 1:
+        return files[0]
+    if len(files) > 1:
+        names = ", ".join(p.name for p in files[:5])
+        raise DataError(f"{source} holds several data files ({names})", "point to one of them")
+    if family == "image":
+        # An archive often wraps the class folders in one top folder: step into it.
+        children = [c for c in folder.iterdir() if not c.name.startswith(".")]
+        while len(children) == 1 and children[0].is_dir():
+            inner = [c for c in children[0].iterdir() if not c.name.startswith(".")]
+            if inner and all(c.is_file() for c in inner):
+                break
+            folder, children = children[0], inner
+        return folder
+    accepted = ", ".join(LOCAL_SUFFIXES[family] + ARCHIVE_SUFFIXES)
+    raise DataError(f"{source} holds no {family} data file", f"expected one of {accepted}")
+
+
+def _load_npz(path: Path, kind: str, source: str) -> Dataset:
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            missing = [key for key in ("x", "y") if key not in archive.files]
+            if missing:
+                raise DataError(
+                    f"{path.name} has no {' or '.join(missing)} array",
+                    "save it with numpy.savez(path, x=images, y=labels)",
+                )
+            x, y = archive["x"], archive["y"]
+    except DataError:
+        raise
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise DataError(f"cannot read {path.name}: {exc}", "is it a numpy .npz file?") from None
+    if x.ndim not in (3, 4):
+        raise DataError(
+            f"x in {path.name} has shape {x.shape}", "images need (n, height, width[, channels])"
+        )
+    if x.shape[0] != y.shape[0]:
+        raise DataError(f"{path.name}: {x.shape[0]} images but {y.shape[0]} labels")
+    if not np.issubdtype(x.dtype, np.number):
+        raise DataError(f"x in {path.name} is not numeric ({x.dtype})")
+    return Dataset(x.astype("float32"), _targets(y.reshape(len(y), -1)[:, 0], kind, source), source)
+
+
+def _load_image_folder(folder: Path, kind: str, source: str) -> Dataset:
+    from PIL import Image, UnidentifiedImageError
+
+    images: list[np.ndarray[Any, Any]] = []
+    labels: list[str] = []
+    mode: str | None = None
+    for class_dir in sorted(p for p in folder.iterdir() if p.is_dir()):
+        for file in sorted(class_dir.iterdir()):
+            if file.suffix.lower() not in IMAGE_SUFFIXES:
+                continue
+            try:
+                with Image.open(file) as image:
+                    image.load()
+                    # All images take the first one's colour mode (grayscale stays 1 channel).
+                    mode = mode or ("L" if image.mode in ("1", "L", "I", "I;16") else "RGB")
+                    array = np.asarray(image.convert(mode), dtype="float32")
+            except (OSError, UnidentifiedImageError, ValueError) as exc:
+                raise DataError(
+                    f"cannot read image {class_dir.name}/{file.name}: {exc}",
+                    "remove or replace the broken file",
+                ) from None
+            if images and array.shape != images[0].shape:
+                raise DataError(
+                    f"{class_dir.name}/{file.name} is {array.shape[1]}x{array.shape[0]}, "
+                    f"the first image {images[0].shape[1]}x{images[0].shape[0]}",
+                    "resize the images to one size",
+                )
+            images.append(array)
+            labels.append(class_dir.name)
+    if not images:
+        raise DataError(
+            f"no .png/.jpg images in {source}", "lay it out as <folder>/<class name>/<image>.png"
+        )
+    return Dataset(np.stack(images), _targets(np.array(labels), kind, source), source)
+
+
+def _read_csv(path: Path, source: str) -> tuple[list[str], list[list[str]]]:
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as handle:
+            rows = [row for row in csv.reader(handle) if any(cell.strip() for cell in row)]
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise DataError(f"cannot read {source}: {exc}", "is it a UTF-8 CSV file?") from None
+    if not rows:
+        raise DataError(f"{source} is empty", "a header row and at least one data row are needed")
+    header = [name.strip() for name in rows[0]]
+    body = rows[1:]
+    if not body:
+        raise DataError(f"{source} has a header but no rows", "add data rows")
+    for number, row in enumerate(body, start=2):
+        if len(row) != len(header):
+            raise DataError(
+                f"{source} line {number} has {len(row)} fields, the header {len(header)}",
+                "fix the CSV so every row has the header's columns",
+            )
+    if len(header) < 2:
+        raise DataError(f"{source} has one column", "it needs input columns and a target column")
+    return header, body
+
+
+def _target_index(header: Sequence[str], target: str, source: str) -> int:
+    if not target:
+        return len(header) - 1
+    if target not in header:
+        raise DataError(
+            f"target column {target!r} is not in {source}",
+            f"columns: {', '.join(header)}",
+        )
+    return header.index(target)
+
+
+def _text_from_table(
+    header: list[str], rows: list[list[str]], kind: str, target: str, source: str
+) -> Dataset:
+    t = _target_index(header, target, source)
+    text_index = next(i for i in range(len(header)) if i != t)  # the first non-target column
+    x = np.array([row[text_index] for row in rows])
+    y = _targets(np.array([row[t].strip() for row in rows]), kind, source)
+    return Dataset(x, y, source, header[t], text_column=header[text_index])
+
+
+def _structured_from_table(
+    header: list[str], rows: list[list[str]], kind: str, target: str, source: str
+) -> Dataset:
+    t = _target_index(header, target, source)
+    columns = [name for i, name in enumerate(header) if i != t]
+    table = np.array([[cell.strip() for i, cell in enumerate(row) if i != t] for row in rows])
+    types = {name: _column_type(table[:, i]) for i, name in enumerate(columns)}
+    if all(kind_ == "numerical" for kind_ in types.values()):
+        x: np.ndarray[Any, Any] = np.where(table == "", "nan", table).astype("float32")
+    else:
+        # Mixed tables stay text: AutoKeras encodes the categorical columns and casts the
+        # numerical ones itself (CategoricalToNumerical), empty numbers becoming NaN then 0.
+        x = np.where((table == "") & _numeric_mask(types, columns), "nan", table)
+    y = _targets(np.array([row[t].strip() for row in rows]), kind, source)
+    return Dataset(x, y, source, header[t], columns, types)
+
+
+def _numeric_mask(types: dict[str, str], columns: list[str]) -> np.ndarray[Any, Any]:
+    return np.array([types[name] == "numerical" for name in columns])
+
+
+def _column_type(values: np.ndarray[Any, Any]) -> str:
+    for value in values:
+        if value == "":
+            continue
+        try:
+            if not math.isfinite(float(value)) and value.lower() != "nan":
+                return "categorical"
+        except ValueError:
+            return "categorical"
+    return "numerical"
+
+
+def _targets(y: np.ndarray[Any, Any], kind: str, source: str) -> np.ndarray[Any, Any]:
+    if kind == "classifier":
+        return np.array([str(v.decode() if isinstance(v, bytes) else v) for v in y.tolist()])
+    try:
+        values = y.astype("float32")
+    except ValueError:
+        raise DataError(
+            f"the target of {source} is not numeric", "regressors need a number per sample"
+        ) from None
+    if not np.all(np.isfinite(values)):
+        raise DataError(f"the target of {source} has missing or infinite values")
+    return values
+
+
+def _check(data: Dataset, kind: str) -> None:
+    if len(data) == 0:
+        raise DataError(f"{data.source} has no samples", "point to a dataset with data")
+    if kind == "classifier":
+        names = class_names(data)
+        if len(names) < 2:
+            raise DataError(
+                f"the target of {data.source} has a single class ({names[0]!r})",
+                "a classifier needs at least two classes; check the target column",
+            )
+    if data.x.dtype.kind == "f" and data.columns == [] and not np.all(np.isfinite(data.x)):
+        raise DataError(f"{data.source} has missing or infinite input values")

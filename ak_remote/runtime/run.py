@@ -1,0 +1,406 @@
+"""One job run from argv to summary.json: parameters, ClearML task, data, search, export, record.
+
+    python jobs/<job>.py [--set KEY=VALUE ...] [--run-dir DIR] [--project P] [--task-name N]
+                         [--offline]
+
+Exit codes (ak_remote.errors.ExitCode): 0 ok, 2 bad parameters, 3 data errors, 5 export
+verification failed, 1 anything unexpected. Known errors print one line
+`Error: <message> (<hint>)` to stderr (a traceback only with AK_REMOTE_DEBUG=1), mark the ClearML
+task failed, and still write summary.json (status "failed").
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+import traceback
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any, NoReturn
+
+from ak_remote import __version__
+from ak_remote.catalog import PROJECT_ROOT, Job, get_job
+from ak_remote.datasets import check_reference
+from ak_remote.errors import AkRemoteError, DataError, ExitCode, RunFailedError, UsageError
+from ak_remote.params import Value, parse_assignments
+from ak_remote.runtime.settings import Settings
+
+DEFAULT_PROJECT = "ak-remote"
+DEBUG_ENV = "AK_REMOTE_DEBUG"
+IMAGE_ENV = "AK_REMOTE_IMAGE"  # the worker image sets this, so a run records where it ran
+# The locked packages whose versions decide whether a run can be reproduced.
+KEY_PACKAGES = (
+    "ak-remote",
+    "autokeras",
+    "keras",
+    "keras-tuner",
+    "tensorflow",
+    "tensorflow-cpu",
+    "tensorboard",
+    "clearml",
+    "numpy",
+    "scikit-learn",
+    "six",
+)
+
+
+class _ArgumentParser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message, f"usage: {self.format_usage().strip()[7:]}")
+
+
+def parse_argv(job: Job, argv: list[str]) -> argparse.Namespace:
+    """The runtime's own flags; raises UsageError for anything else."""
+    parser = _ArgumentParser(prog=f"python {job.script}", description=job.description)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--run-dir", default=None)
+    parser.add_argument("--project", default=None)
+    parser.add_argument("--task-name", default=None)
+    parser.add_argument("--offline", action="store_true")
+    return parser.parse_args(argv)
+
+
+class Run:
+    """State of one run, so a failure at any step still writes a truthful summary."""
+
+    def __init__(self, job: Job) -> None:
+        self.job = job
+        self.started = time.time()
+        self.params: dict[str, Value] = {}
+        self.settings = Settings.from_values(job.params.defaults())
+        self.run_dir: Path | None = None
+        self.tracker: Any = None
+        self.summary: dict[str, Any] = {
+            "job": job.name,
+            "task_id": None,
+            "offline_session": None,
+            "run_dir": None,
+            "params": {},
+            "data": None,
+            "metrics": {},
+            "export": None,
+            "tensorboard_dir": None,
+            "model_registration": None,
+            "reproducibility": None,
+            "status": "running",
+        }
+
+    # --- the steps ---------------------------------------------------------------------------
+
+    def execute(self, args: argparse.Namespace) -> None:
+        from ak_remote.runtime.tracking import Tracker, server_configured
+
+        job = self.job
+        overrides = parse_assignments(args.set)
+        self.params = job.params.resolve(overrides)
+        if args.run_dir:
+            self.run_dir = Path(args.run_dir).resolve()
+        # Cheap dataset check before a task exists: a typo costs nothing on the server.
+        try:
+            check_reference(str(self.params["dataset"]), job.family, job.kind)
+        except UsageError as exc:
+            raise DataError(exc.message, exc.hint) from None
+
+        offline = bool(args.offline) or not server_configured()
+        dataset = str(self.params["dataset"])
+        self.tracker = Tracker(
+            args.project or DEFAULT_PROJECT, args.task_name or f"{job.name} on {dataset}", offline
+        )
+        self.summary["task_id"] = self.tracker.task_id
+        zip_path = self.tracker.offline_zip()
+        self.summary["offline_session"] = str(zip_path) if zip_path else None
+        # Under an agent the values that count are the server's (a clone's overrides).
+        connected = self.tracker.connect_parameters(job.params.to_strings(self.params))
+        self.params = job.params.resolve(connected)
+        self.summary["params"] = job.params.to_strings(self.params)
+
+        if self.run_dir is None:
+            stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+            task_part = self.tracker.task_id.removeprefix("offline-")[:8]
+            self.run_dir = Path.cwd() / "runs" / job.name / f"{stamp}-{task_part}"
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.summary["run_dir"] = str(self.run_dir)
+        self.settings = Settings.from_values(self.params)
+        self.summary["reproducibility"] = reproducibility(self.settings.seed)
+        _say(f"run folder: {self.run_dir}")
+        self._train_and_export()
+
+    def _train_and_export(self) -> None:
+        from ak_remote.runtime import data as data_module
+        from ak_remote.runtime.training import configure_devices, make_strategy, search
+
+        job, settings, run_dir = self.job, self.settings, self.run_dir
+        assert run_dir is not None
+        configure_devices(settings.gpus)
+
+        data = data_module.load(settings.dataset, job.family, job.kind, settings.target)
+        split = data_module.split(
+            data,
+            settings.seed,
+            settings.test_split,
+            settings.validation_split,
+            settings.max_samples,
+        )
+        (run_dir / "data_split.json").write_text(json.dumps(split.to_json()) + "\n")
+        classes = data_module.class_names(data) if job.is_classifier else None
+        if job.is_classifier and len({str(v) for v in data.y[split.train_val]}) < 2:
+            raise DataError(
+                "the training part of the data has a single class",
+                "use more samples (max_samples) or a dataset with several classes",
+            )
+        self.summary["data"] = {
+            "source": data.source,
+            "fingerprint": data_module.fingerprint(data),
+            "n_total": len(data),
+            "n_train": len(split.train),
+            "n_val": len(split.val),
+            "n_test": len(split.test),
+            "classes": classes,
+            "split_file": "data_split.json",
+            "split_sha256": split.digest(),
+        }
+
+        import keras
+
+        keras.utils.set_random_seed(settings.seed)
+        strategy, devices = make_strategy(settings.distribution, settings.gpus)
+        self.summary["distribution"] = {
+            "strategy": type(strategy).__name__ if strategy is not None else "default",
+            "devices": devices,
+        }
+        tensorboard_dir = run_dir / "tensorboard"
+        self.summary["tensorboard_dir"] = str(tensorboard_dir)
+        _say(f"TensorBoard logs: {tensorboard_dir}  (tensorboard --logdir {tensorboard_dir})")
+        result = search(
+            job,
+            settings,
+            data,
+            data.x[split.train_val],
+            data.y[split.train_val],
+            split.autokeras_validation_split,
+            str(run_dir),
+            strategy,
+            self.tracker,
+        )
+        x_test, y_test = data.x[split.test], data.y[split.test]
+        self._evaluate(result, x_test, y_test, classes)
+        self._export(data, result, x_test)
+
+    def _evaluate(self, result: Any, x_test: Any, y_test: Any, classes: list[str] | None) -> None:
+        import numpy as np
+
+        from ak_remote.runtime.export import output_spec
+        from ak_remote.runtime.inference import decode
+
+        pipeline = result.automodel.tuner.get_best_pipeline()
+        model = result.final_model
+        x_model, y_model = pipeline.transform((x_test, y_test))
+        values = model.evaluate(x_model, y_model, verbose=0, return_dict=True)
+        metrics = {f"test_{name}": float(value) for name, value in values.items()}
+        if classes is not None:
+            outputs = model.predict(x_model, verbose=0)
+            answers = decode(outputs, output_spec(pipeline, self.job))
+            truth = np.asarray(y_test).astype(str)
+            metrics["test_label_accuracy"] = float(np.mean(answers == truth))
+            index = {name: i for i, name in enumerate(classes)}
+            matrix = np.zeros((len(classes), len(classes)), dtype=int)
+            for true, predicted in zip(truth, answers, strict=True):
+                if predicted in index:
+                    matrix[index[true], index[predicted]] += 1
+            self.tracker.report_confusion_matrix(matrix, classes)
+            (self.run_dir / "confusion_matrix.json").write_text(  # type: ignore[operator]
+                json.dumps({"labels": classes, "matrix": matrix.tolist()}) + "\n"
+            )
+        for name, value in metrics.items():
+            self.tracker.report_single_value(name, value)
+            self.tracker.report_scalar("test", name.removeprefix("test_"), value, 0)
+        self.summary["metrics"] = metrics
+        _say("test metrics: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
+
+    def _export(self, data: Any, result: Any, x_test: Any) -> None:
+        from ak_remote.runtime.export import export_and_verify
+
+        assert self.run_dir is not None
+        models_dir = self.run_dir / "models"
+        formats = self.settings.export_formats
+        tolerance = self.settings.export_tolerance
+        exported = export_and_verify(self.job, data, x_test, result, models_dir, formats, tolerance)
+        verification = exported.verification
+        self.summary["export"] = {
+            "formats": {name: f"models/{path}" for name, path in exported.formats.items()},
+            "inference": "models/inference.json",
+            "check_samples": "models/check_samples.npz",
+            "checksums": exported.checksums,
+            "verification": verification,
+        }
+        for name, diff in verification["max_abs_diff"].items():
+            self.tracker.report_single_value(f"export_max_abs_diff_{name}", diff)
+        self.tracker.report_single_value("export_verified", 1.0 if exported.passed else 0.0)
+        if not exported.passed:
+            detail = ", ".join(
+                f"{k}: {v:.3g}" for k, v in verification["max_abs_diff"].items()
+            ) or "; ".join(verification.get("errors", {}).values())
+            raise RunFailedError(
+                f"exported model failed verification ({detail}; tolerance {tolerance:g})",
+                "the files are kept in models/ for inspection; do not serve them",
+            )
+        _say(
+            "export verified: "
+            + ", ".join(f"{k} max|diff|={v:.2g}" for k, v in verification["max_abs_diff"].items())
+        )
+        self._attach_artifacts(models_dir, exported)
+
+    def _attach_artifacts(self, models_dir: Path, exported: Any) -> None:
+        assert self.run_dir is not None
+        tracker = self.tracker
+        for name, relative in exported.formats.items():
+            artifact = {"keras": "model.keras", "savedmodel": "savedmodel", "h5": "model.h5"}[name]
+            tracker.upload(artifact, models_dir / relative)
+        tracker.upload("inference.json", models_dir / "inference.json")
+        tracker.upload("pipeline.json", models_dir / "pipeline.json")
+        tracker.upload("check_samples.npz", models_dir / "check_samples.npz")
+        tracker.upload("data_split.json", self.run_dir / "data_split.json")
+        tracker.upload("tensorboard", self.run_dir / "tensorboard")
+        if tracker.offline:
+            # OutputModel raises in offline mode (clearml 2.1.12); import-offline registers it.
+            self.summary["model_registration"] = "pending-import"
+        else:
+            labels = {name: i for i, name in enumerate(exported.class_names)}
+            weights = models_dir / exported.formats.get("keras", "model.keras")
+            self.summary["model_registration"] = tracker.register_model(
+                weights, labels, f"{self.job.name} model"
+            )
+
+    # --- the ending --------------------------------------------------------------------------
+
+    def write_summary(self) -> Path | None:
+        if self.run_dir is None:
+            return None
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.summary["wall_time_s"] = round(time.time() - self.started, 2)
+        path = self.run_dir / "summary.json"
+        path.write_text(json.dumps(self.summary, indent=2, default=_json_default) + "\n")
+        return path
+
+    def finish(self, error: AkRemoteError | None) -> None:
+        """Write summary.json, attach it, and close the task as completed or failed."""
+        if error is None:
+            self.summary["status"] = "completed"
+        else:
+            self.summary["status"] = "failed"
+            self.summary["error"] = str(error).splitlines()[0]
+        path = self.write_summary()
+        if self.tracker is None:
+            return
+        try:
+            if path is not None:
+                self.tracker.upload("summary.json", path)
+        finally:
+            if error is None:
+                self.tracker.complete()
+            else:
+                self.tracker.fail(str(error))
+
+
+def reproducibility(seed: int) -> dict[str, Any]:
+    """Seed, key package versions, git commit and dirtiness, and the worker image if any."""
+    packages: dict[str, str] = {}
+    for name in KEY_PACKAGES:
+        try:
+            packages[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    record: dict[str, Any] = {
+        "seed": seed,
+        "python": sys.version.split()[0],
+        "packages": packages,
+        "ak_remote": __version__,
+        "image": os.environ.get(IMAGE_ENV) or None,
+        "git": _git_state(),
+    }
+    return record
+
+
+def _git_state() -> dict[str, Any] | None:
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", "-C", str(PROJECT_ROOT), *args],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout
+
+    try:
+        commit = git("rev-parse", "HEAD").strip()
+        diff = git("diff", "HEAD", "--", "ak_remote", "jobs")
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return {
+        "commit": commit,
+        "dirty": bool(diff.strip()),
+        "diff_sha256": _sha256(diff) if diff.strip() else None,
+    }
+
+
+def _sha256(text: str) -> str:
+    import hashlib
+
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return list(value)
+    if hasattr(value, "item"):
+        return value.item()
+    return str(value)
+
+
+def _say(message: str) -> None:
+    print(f"[ak-remote] {message}", file=sys.stderr, flush=True)
+
+
+def main(job_name: str, argv: list[str] | None = None) -> int:
+    """Run `job_name` with `argv` (default: sys.argv[1:]); returns the exit code."""
+    debug = os.environ.get(DEBUG_ENV, "") not in ("", "0")
+    run: Run | None = None
+    error: AkRemoteError | None = None
+    code = ExitCode.OK
+    try:
+        job = get_job(job_name)
+        run = Run(job)
+        args = parse_argv(job, list(sys.argv[1:] if argv is None else argv))
+        if args.run_dir:
+            run.run_dir = Path(args.run_dir).resolve()
+        run.execute(args)
+    except AkRemoteError as exc:
+        error, code = exc, exc.exit_code
+    except KeyboardInterrupt:
+        error, code = RunFailedError("interrupted"), ExitCode.INTERRUPTED
+    except Exception as exc:  # a bug or an upstream failure: one line, traceback on request
+        error = AkRemoteError(
+            f"{type(exc).__name__}: {exc}".splitlines()[0][:500],
+            f"rerun with {DEBUG_ENV}=1 for the traceback",
+        )
+        code = ExitCode.INTERNAL
+    if error is not None and debug:
+        traceback.print_exc()
+    if run is not None:
+        if error is not None and run.params:
+            run.summary["params"] = run.job.params.to_strings(run.params)
+        try:
+            run.finish(error)
+        except Exception as exc:  # closing must not hide the run's own outcome
+            print(f"Error: could not close the run: {exc}", file=sys.stderr)
+            code = code or ExitCode.INTERNAL
+    if error is not None:
+        print(f"Error: {error}", file=sys.stderr, flush=True)
+    if run is not None and run.summary.get("offline_session"):
+        print(f"offline session: {run.summary['offline_session']}", file=sys.stderr, flush=True)
+    return int(code)

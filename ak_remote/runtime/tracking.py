@@ -1,0 +1,152 @@
+"""Everything a job says to ClearML, in one narrow place (so the traffic is easy to see and test).
+
+Offline mode (ClearML's embedded default here) is chosen when `--offline` is given or when no
+server is configured: no CLEARML_API_HOST and no clearml.conf (CLEARML_CONFIG_FILE or
+~/clearml.conf). The session then lands as a zip under ~/.clearml/cache/offline/.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from ak_remote.params import SECTION
+
+# Frameworks whose ClearML auto-capture a job turns off, and why:
+# - tensorboard: its per-trial series names are inconsistent (facts.md); the job reports one
+#   clearly named series per trial and split itself (ak_remote.runtime.callbacks);
+# - tensorflow/keras: every checkpoint save would be registered as an output model, a model
+#   "reported as good" before it is verified; the job registers the verified one itself;
+# - tfdefines: absl flags captured one `tasks.edit` each (31 edits for a small job);
+# - matplotlib, joblib, scikit: nothing of theirs is part of a run's record.
+AUTO_CONNECT_FRAMEWORKS: dict[str, bool] = {
+    "tensorboard": False,
+    "tensorflow": False,
+    "keras": False,
+    "tfdefines": False,
+    "matplotlib": False,
+    "joblib": False,
+    "scikit": False,
+    "pytorch": False,
+    "xgboost": False,
+    "lightgbm": False,
+    "catboost": False,
+    "fastai": False,
+    "hydra": False,
+}
+
+
+def server_configured() -> bool:
+    """True when a ClearML server is configured through the environment or a clearml.conf."""
+    if os.environ.get("CLEARML_API_HOST"):
+        return True
+    explicit = os.environ.get("CLEARML_CONFIG_FILE")
+    if explicit:
+        return Path(explicit).expanduser().is_file()
+    return (Path.home() / "clearml.conf").is_file()
+
+
+class Tracker:
+    """A ClearML task for one job run: parameters, scalars, plots, artifacts, model, status."""
+
+    def __init__(self, project: str, name: str, offline: bool) -> None:
+        from clearml import Task
+
+        if offline:
+            Task.set_offline(True)
+        # ClearML reports from a forked subprocess on Linux by default; closing then waits
+        # about 11 s for it (measured), and the extra process competes with training for the
+        # CPU. A reporting thread is what it uses elsewhere; the attribute is private, hence
+        # the guard.
+        if hasattr(Task, "_report_subprocess_enabled"):
+            setattr(Task, "_report_subprocess_enabled", False)  # noqa: B010
+        self.offline = offline
+        self.task: Any = Task.init(
+            project_name=project,
+            task_name=name,
+            task_type=Task.TaskTypes.training,
+            reuse_last_task_id=False,
+            auto_connect_arg_parser=False,
+            auto_connect_frameworks=AUTO_CONNECT_FRAMEWORKS,
+        )
+        self.logger: Any = self.task.get_logger()
+
+    @property
+    def task_id(self) -> str:
+        return str(self.task.id)
+
+    @property
+    def running_remotely(self) -> bool:
+        from clearml import Task
+
+        return bool(Task.running_locally() is False)
+
+    def connect_parameters(self, values: Mapping[str, str]) -> dict[str, str]:
+        """Connect the job's parameters (strings) to the General section; returns the values
+        that count: ours locally, the server's (possibly overridden) ones under an agent."""
+        connected = self.task.connect(dict(values), name=SECTION)
+        return {str(key): str(value) for key, value in dict(connected).items()}
+
+    def offline_zip(self) -> Path | None:
+        """Where the offline session's zip is (written by close); None when online."""
+        folder = self.task.get_offline_mode_folder() if self.offline else None
+        return Path(f"{folder}.zip") if folder else None
+
+    def report_scalar(self, title: str, series: str, value: float, iteration: int) -> None:
+        self.logger.report_scalar(title=title, series=series, value=value, iteration=iteration)
+
+    def report_single_value(self, name: str, value: float) -> None:
+        self.logger.report_single_value(name=name, value=value)
+
+    def report_confusion_matrix(self, matrix: Any, labels: Sequence[str]) -> None:
+        self.logger.report_confusion_matrix(
+            title="confusion matrix",
+            series="test",
+            matrix=matrix,
+            iteration=0,
+            xaxis="predicted",
+            yaxis="true",
+            xlabels=list(labels),
+            ylabels=list(labels),
+        )
+
+    def upload(self, name: str, path: Path) -> None:
+        """Attach a file or a folder (ClearML zips folders) as an artifact, waiting for it."""
+        self.task.upload_artifact(name=name, artifact_object=str(path), wait_on_upload=True)
+
+    def register_model(self, weights: Path, labels: Mapping[str, int] | None, name: str) -> str:
+        """Register the verified model as the task's output model (online only); its id."""
+        from clearml import OutputModel
+
+        model = OutputModel(
+            task=self.task, framework="Keras", label_enumeration=dict(labels or {}), name=name
+        )
+        model.update_weights(weights_filename=str(weights), auto_delete_file=False)
+        return str(model.id)
+
+    def set_comment(self, text: str) -> None:
+        self.task.set_comment(text)
+
+    def complete(self) -> None:
+        """Close the task: ClearML marks it completed and writes the offline zip."""
+        self.task.close()
+
+    def fail(self, message: str) -> None:
+        """Mark the task failed with `message` and close it (never completed)."""
+        task = self.task
+        # Task.close() marks a task completed when the process has not crashed; a run that
+        # failed must stay failed, so the completion it sends becomes our failure (the offline
+        # session records no status at all: summary.json carries it there).
+        reason = message[:250]
+
+        def _failed(*_args: Any, **_kwargs: Any) -> Any:
+            return task.mark_failed(status_reason=reason, status_message=reason, force=True)
+
+        task.mark_completed = _failed
+        task.set_progress = lambda *_args, **_kwargs: None
+        if self.running_remotely:
+            # Under an agent close() leaves the status to the daemon: say failed ourselves.
+            _failed()
+        task.close()

@@ -1,0 +1,168 @@
+"""Devices, distribution strategy and the AutoKeras search of one job."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from ak_remote.catalog import Job
+from ak_remote.errors import UsageError
+from ak_remote.runtime.callbacks import ScalarSink, TensorBoard
+from ak_remote.runtime.data import Dataset
+from ak_remote.runtime.settings import Settings
+
+# Test hook: split the CPU into N logical devices so MirroredStrategy can run without GPUs.
+LOGICAL_CPUS_ENV = "AK_REMOTE_LOGICAL_CPUS"
+PROJECT_NAME = "search"  # the Keras Tuner project folder under <run>/autokeras
+
+
+def configure_devices(gpus: int) -> None:
+    """Apply device settings; must run before anything else touches TensorFlow's devices.
+
+    Raises UsageError for a malformed AK_REMOTE_LOGICAL_CPUS.
+    """
+    import tensorflow as tf
+
+    physical_gpus = tf.config.list_physical_devices("GPU")
+    if gpus and physical_gpus:
+        tf.config.set_visible_devices(physical_gpus[:gpus], "GPU")
+    for gpu in physical_gpus[: gpus or None]:
+        # Without this TensorFlow grabs all GPU memory up front, which starves anything else
+        # the agent runs on the same card.
+        tf.config.experimental.set_memory_growth(gpu, True)
+    raw = os.environ.get(LOGICAL_CPUS_ENV, "").strip()
+    if raw:
+        if not raw.isdigit() or not 1 <= int(raw) <= 64:
+            raise UsageError(f"{LOGICAL_CPUS_ENV}={raw!r}", "give a number of CPUs from 1 to 64")
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(
+            cpu, [tf.config.LogicalDeviceConfiguration() for _ in range(int(raw))]
+        )
+
+
+def make_strategy(distribution: str, gpus: int) -> tuple[Any, list[str]]:
+    """The tf.distribute strategy for `distribution` (None for none) and its device names."""
+    import tensorflow as tf
+
+    gpu_devices = [d.name for d in tf.config.list_logical_devices("GPU")]
+    if gpus:
+        gpu_devices = gpu_devices[:gpus]
+    if distribution == "none" or (distribution == "auto" and len(gpu_devices) < 2):
+        return None, gpu_devices[:1] or ["/CPU:0"]
+    devices = gpu_devices or [d.name for d in tf.config.list_logical_devices("CPU")]
+    return tf.distribute.MirroredStrategy(devices=devices), devices
+
+
+@dataclass
+class SearchResult:
+    """What the search leaves behind: the AutoModel, the finally trained model and its fit."""
+
+    automodel: Any
+    final_model: Any
+    history: Any
+    final_epochs: int
+
+
+def tuner_for(job: Job, name: str) -> Any:
+    """The tuner AutoKeras gets for `tuner=name`.
+
+    `greedy` means AutoKeras' task-specific greedy tuner (what AutoKeras picks when no tuner is
+    given): it starts from curated candidates (a small vanilla CNN for images), where plain
+    `Greedy` starts from random values that can pick an ImageNet-pretrained ResNet and then
+    fails on hosts without internet. AutoKeras has none for image and text regression; those
+    start from the classifier's first candidate with the head renamed.
+    """
+    if name != "greedy":
+        return name
+    from autokeras.tuners import greedy, task_specific
+
+    own = {
+        "ImageClassifier": task_specific.ImageClassifierTuner,
+        "TextClassifier": task_specific.TextClassifierTuner,
+        "StructuredDataClassifier": task_specific.StructuredDataClassifierTuner,
+        "StructuredDataRegressor": task_specific.StructuredDataRegressorTuner,
+    }
+    if job.autokeras_class in own:
+        return own[job.autokeras_class]
+    borrowed = {"image": task_specific.IMAGE_CLASSIFIER, "text": task_specific.TEXT_CLASSIFIER}
+    first = {
+        key.replace("classification_head_1/", "regression_head_1/"): value
+        for key, value in borrowed[job.family][0].items()
+        if "spatial_reduction" not in key or not key.startswith("classification_head_1/")
+    }
+
+    class RegressorTuner(greedy.Greedy):  # type: ignore[misc]
+        def __init__(self, **kwargs: Any) -> None:
+            super().__init__(initial_hps=[first], **kwargs)
+
+    return RegressorTuner
+
+
+def build_automodel(
+    job: Job, settings: Settings, data: Dataset, directory: str, strategy: Any
+) -> Any:
+    """The AutoKeras task object for `job`, configured from the parameters."""
+    import autokeras as ak
+
+    cls = getattr(ak, job.autokeras_class)
+    kwargs: dict[str, Any] = {
+        "max_trials": settings.max_trials,
+        "tuner": tuner_for(job, settings.tuner),
+        "objective": settings.objective,
+        "seed": settings.seed,
+        "directory": directory,
+        "project_name": PROJECT_NAME,
+        "overwrite": True,
+    }
+    if strategy is not None:
+        kwargs["distribution_strategy"] = strategy
+    if job.family == "structured":
+        kwargs["column_names"] = data.columns
+        kwargs["column_types"] = data.column_types
+    return cls(**kwargs)
+
+
+def search(
+    job: Job,
+    settings: Settings,
+    data: Dataset,
+    x: Any,
+    y: Any,
+    validation_split: float,
+    run_dir: str,
+    strategy: Any,
+    sink: ScalarSink | None,
+) -> SearchResult:
+    """Run the AutoKeras search and final fit; returns the retrained model with the AutoModel."""
+    import keras
+
+    automodel = build_automodel(job, settings, data, os.path.join(run_dir, "autokeras"), strategy)
+    log_dir = os.path.join(run_dir, "tensorboard")
+    callbacks: list[Any] = [
+        TensorBoard(
+            log_dir,
+            settings.histogram_freq,
+            os.path.join(run_dir, "checkpoints"),
+            sink,
+        )
+    ]
+    patience = settings.early_stopping_patience
+    if patience > 0:
+        callbacks.append(keras.callbacks.EarlyStopping(patience=patience, min_delta=1e-4))
+    epochs = settings.epochs
+    # validation_split (not validation_data) is what makes AutoKeras retrain the best
+    # candidate on train+validation at the end; the split is the tail, as data.Split records.
+    history = automodel.fit(
+        x,
+        y,
+        epochs=epochs,
+        batch_size=settings.batch_size,
+        validation_split=validation_split,
+        callbacks=callbacks,
+        verbose=2,
+    )
+    if history is None or getattr(history, "model", None) is None:
+        raise RuntimeError("AutoKeras returned no final fit; the retrained model is unknown")
+    final_epochs = len(history.history.get("loss", []))
+    return SearchResult(automodel, history.model, history, final_epochs)
