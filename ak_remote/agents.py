@@ -20,8 +20,11 @@ from ak_remote.errors import UsageError
 
 if sys.version_info >= (3, 11):
     import tomllib
-else:  # pragma: no cover - Python 3.10 only
-    import tomli as tomllib
+else:  # pragma: no cover - Python 3.10: tomllib's predecessor, if installed
+    try:
+        import tomli as tomllib
+    except ImportError:
+        tomllib = None
 
 __all__ = [
     "DEFAULT_AGENT",
@@ -272,6 +275,11 @@ def load_queue_file(path: str | os.PathLike[str]) -> list[QueueSpec]:
     unknown key, a bad name or type, or the same queue twice.
     """
     file = Path(path)
+    if tomllib is None:  # pragma: no cover - Python 3.10 without tomli
+        raise UsageError(
+            "reading the queue file needs Python 3.11+ or the tomli package",
+            hint="pip install tomli",
+        )
     try:
         text = file.read_text(encoding="utf-8")
     except FileNotFoundError as exc:
