@@ -15,7 +15,7 @@ import sys
 import textwrap
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -187,6 +187,7 @@ def run_python(
     timeout: float = 240.0,
     env: dict[str, str] | None = None,
     check: bool = True,
+    args: Sequence[str] = (),
 ) -> subprocess.CompletedProcess[str]:
     """Run ``code`` in a fresh interpreter pointed at the server (the SDK keeps global state).
 
@@ -197,7 +198,7 @@ def run_python(
     script.write_text(textwrap.dedent(code))
     full_env = {**os.environ, **handle.env(), "PYTHONUNBUFFERED": "1", **(env or {})}
     proc = subprocess.run(
-        [sys.executable, str(script)],
+        [sys.executable, str(script), *args],
         cwd=cwd,
         env=full_env,
         capture_output=True,

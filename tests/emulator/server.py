@@ -224,6 +224,11 @@ class Emulator:
         with self._log_lock:
             return [r for r in self.requests if r.endpoint == endpoint]
 
+    def failed_calls(self) -> list[RecordedRequest]:
+        """Recorded requests answered with an error (>= 400) or not answered at all."""
+        with self._log_lock:
+            return [r for r in self.requests if r.status is None or r.status >= 400]
+
     def endpoints(self) -> list[str]:
         """Distinct endpoints called so far, in first-call order."""
         with self._log_lock:
@@ -284,6 +289,11 @@ class Emulator:
         """Run one endpoint in-process (validated like a wire call); return its data."""
         with self.state.lock:
             return self._apply(endpoint, dict(body))
+
+    def add_events(self, events: list[dict[str, Any]]) -> dict[str, Any]:
+        """Ingest events as events.add_batch does (updates last_metrics); return its data."""
+        with self.state.lock:
+            return self.api.add_events(copy.deepcopy(events))
 
     def get_task(self, task_id: str) -> dict[str, Any]:
         """A copy of the task document, as tasks.get_by_id returns it."""
