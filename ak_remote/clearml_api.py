@@ -545,6 +545,8 @@ class Client:
         """
         import requests
 
+        if not url.startswith(("http://", "https://")):
+            return self._download_with_storage_manager(url, dest)
         headers: dict[str, str] = {}
         if self._session_transport is not None:
             session = self._session_transport.session
@@ -583,6 +585,28 @@ class Client:
                     raise self._unavailable(f"download of {url}", exc, attempt + 1) from None
                 self._sleep(delays[attempt])
         raise AssertionError("unreachable")
+
+    def _download_with_storage_manager(self, url: str, dest: Path) -> str:
+        """s3://, gs://, azure:// and other storage the SDK knows (its own credentials)."""
+        import shutil
+
+        from clearml import StorageManager
+
+        try:
+            local = StorageManager.get_local_copy(remote_url=url, extract_archive=False)
+        except Exception as exc:  # the SDK raises many types; its message is what matters
+            raise ServerError(
+                f"cannot download {url}: {exc}", "check the storage credentials"
+            ) from None
+        if not local:
+            raise ServerError(f"cannot download {url}", "check the storage credentials")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(local, dest)
+        digest = hashlib.sha256()
+        with dest.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        return digest.hexdigest()
 
 
 def last_metric_values(task: Mapping[str, Any]) -> dict[str, float]:

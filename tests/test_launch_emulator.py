@@ -1,0 +1,360 @@
+"""`launch` against the emulator with the real SDK session: exact tasks, sweeps, all or nothing.
+
+Every test asserts on the server's state, not on what the client believes.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from ak_remote import templates
+from ak_remote.cli import cli
+from ak_remote.clearml_api import Client, client_from_config
+from ak_remote.errors import ServerError, UsageError
+from ak_remote.launch import (
+    BATCH_TAG_PREFIX,
+    LaunchRequest,
+    execute_launch,
+    launch,
+    plan_launch,
+)
+from tests.emulator.fixtures import clearml_emulator  # noqa: F401  (fixture)
+from tests.emulator.server import Emulator
+
+TEMPLATES = "ak-remote/templates"
+JOB = "structured-classifier"
+WRITES = {
+    "tasks.create",
+    "tasks.clone",
+    "tasks.edit",
+    "tasks.enqueue",
+    "tasks.enqueue_many",
+    "tasks.delete",
+    "tasks.delete_many",
+    "tasks.dequeue",
+    "tasks.dequeue_many",
+    "tasks.stop_many",
+    "queues.create",
+    "projects.create",
+}
+
+
+@pytest.fixture
+def server(clearml_emulator: Emulator, monkeypatch: pytest.MonkeyPatch) -> Iterator[Emulator]:
+    """The emulator with templates synced, a `gpu` queue, and fast retries."""
+    monkeypatch.setenv("AK_REMOTE_HTTP_BACKOFF", "0.01")
+    monkeypatch.setenv("AK_REMOTE_HTTP_ATTEMPTS", "3")
+    templates.sync(client_from_config(), TEMPLATES, "reg/ak-remote-worker:1-gpu", "--ipc=host")
+    clearml_emulator.create_queue("gpu")
+    clearml_emulator.reset_log()
+    yield clearml_emulator
+
+
+def runs(emulator: Emulator) -> list[dict[str, Any]]:
+    """Every task that is not a template."""
+    with emulator.state.lock:
+        return [
+            t
+            for t in emulator.state.tasks.values()
+            if templates.TEMPLATE_TAG not in t["system_tags"]
+        ]
+
+
+def writes(emulator: Emulator) -> list[str]:
+    return [r.endpoint for r in emulator.requests if r.endpoint in WRITES]
+
+
+def template_doc(emulator: Emulator, job: str = JOB) -> dict[str, Any]:
+    with emulator.state.lock:
+        return next(
+            t
+            for t in emulator.state.tasks.values()
+            if f"{templates.JOB_TAG_PREFIX}{job}" in t["system_tags"]
+            and templates.TEMPLATE_TAG in t["system_tags"]
+        )
+
+
+def queue_entries(emulator: Emulator, name: str = "gpu") -> list[str]:
+    queue = emulator.state.queue_by_name(name)
+    assert queue is not None
+    return [e["task"] for e in queue["entries"]]
+
+
+# -- validation creates nothing --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--set", "epochz=3"], "valid parameters: dataset, target"),
+        (["--set", "epochs=three"], "not a valid int"),
+        (["--set", "epochs=0"], "below 1"),
+        (["--sweep", "tuner=greedy,nope"], "not one of greedy"),
+        (["--set", "epochs=2", "--sweep", "epochs=3,4"], "both in --set and --sweep"),
+        (["--tags", "-x"], "filter operator"),
+        (["--docker", "--privileged"], "invalid image"),
+        (["--name", "a\x07b"], "control characters"),
+        (["-q", "nope"], "existing queues: gpu"),
+    ],
+)
+def test_invalid_launches_create_nothing(server: Emulator, argv: list[str], message: str) -> None:
+    before = len(server.state.tasks)
+    queue = [] if "-q" in argv else ["-q", "gpu"]
+    result = CliRunner().invoke(cli, ["launch", JOB, *queue, *argv])
+    assert result.exit_code == 2, result.output
+    assert message in result.stderr
+    assert "Traceback" not in result.output
+    assert result.stdout == ""
+    assert len(server.state.tasks) == before and writes(server) == []
+
+
+def test_unknown_template_says_to_sync(clearml_emulator: Emulator) -> None:
+    clearml_emulator.create_queue("gpu")
+    result = CliRunner().invoke(cli, ["launch", JOB, "-q", "gpu"])
+    assert result.exit_code == 2
+    assert "ak-remote templates sync" in result.stderr
+    assert runs(clearml_emulator) == []
+
+
+def test_dry_run_prints_the_plan_and_creates_nothing(server: Emulator) -> None:
+    result = CliRunner().invoke(
+        cli, ["launch", JOB, "-q", "gpu", "--sweep", "epochs=1,2", "--dry-run", "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    plan = json.loads(result.stdout)
+    assert [r["overrides"] for r in plan["runs"]] == [{"epochs": "1"}, {"epochs": "2"}]
+    clone = plan["runs"][0]["clone_request"]
+    assert clone["task"] == template_doc(server)["id"]
+    assert clone["new_task_hyperparams"]["General"]["epochs"]["value"] == "1"
+    assert writes(server) == [] and runs(server) == []
+
+
+def test_dry_run_never_imports_tensorflow(server: Emulator) -> None:
+    code = (
+        "import sys\n"
+        "from ak_remote.cli import cli\n"
+        "try:\n"
+        "    cli.main(['launch', 'structured-classifier', '-q', 'gpu', '--dry-run'])\n"
+        "except SystemExit as e:\n"
+        "    assert e.code == 0, e.code\n"
+        "heavy = [m for m in ('tensorflow', 'keras', 'autokeras') if m in sys.modules]\n"
+        "print('HEAVY', heavy)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "HEAVY []" in proc.stdout
+
+
+# -- exact tasks -----------------------------------------------------------------------------
+
+
+def test_launch_with_overrides_creates_exactly_the_expected_task(server: Emulator) -> None:
+    template = template_doc(server)
+    result = CliRunner().invoke(
+        cli,
+        [
+            "launch",
+            JOB,
+            "-q",
+            "gpu",
+            "--set",
+            "epochs=7",
+            "--set",
+            "tuner=random",
+            "--docker",
+            "reg/other:2",
+            "--name",
+            "wine, quick",
+            "--tags",
+            "exp1,wine",
+            "--project",
+            "team/wine",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    task_id = result.stdout.strip()
+    assert len(task_id) == 32 and "\n" not in task_id
+    assert task_id in result.stderr  # the Web UI link
+    assert "ak-remote status" in result.stderr
+
+    (task,) = runs(server)
+    assert task["id"] == task_id
+    assert task["name"] == "wine, quick"
+    assert task["status"] == "queued"
+    assert queue_entries(server) == [task_id]
+    assert task["tags"] == ["ak-remote", "exp1", "wine"]
+    assert f"{templates.JOB_TAG_PREFIX}{JOB}" in task["system_tags"]
+    assert server.state.projects[task["project"]]["name"] == "team/wine"
+    assert task["container"] == {"image": "reg/other:2", "arguments": "--ipc=host"}
+    assert task["script"] == template["script"]
+    general = task["hyperparams"]["General"]
+    want = {k: dict(v) for k, v in template["hyperparams"]["General"].items()}
+    want["epochs"]["value"] = "7"
+    want["tuner"]["value"] = "random"
+    assert general == want  # every other parameter, type and description kept
+    # one clone, one enqueue_many: the whole launch in two writes
+    assert writes(server) == ["projects.create", "tasks.clone", "tasks.enqueue_many"]
+
+
+def test_six_run_sweep_is_six_queued_tasks_with_one_sweep_id(server: Emulator) -> None:
+    result = CliRunner().invoke(
+        cli,
+        [
+            "launch",
+            JOB,
+            "-q",
+            "gpu",
+            "--sweep",
+            "epochs=1,2,3",
+            "--sweep",
+            "tuner=greedy,random",
+            "--json",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    ids = [r["id"] for r in data["runs"]]
+    tasks = {t["id"]: t for t in runs(server)}
+    assert sorted(tasks) == sorted(ids) and len(ids) == 6
+    assert queue_entries(server) == ids
+    sweep_tags = {tag for t in tasks.values() for tag in t["tags"] if tag.startswith("sweep:")}
+    assert sweep_tags == {f"sweep:{data['sweep_id']}"}
+    points = {
+        (
+            t["hyperparams"]["General"]["epochs"]["value"],
+            t["hyperparams"]["General"]["tuner"]["value"],
+        )
+        for t in tasks.values()
+    }
+    assert points == {(e, u) for e in "123" for u in ("greedy", "random")}
+    assert all(t["status"] == "queued" for t in tasks.values())
+    assert server.count("tasks.enqueue_many") == 1 and server.count("tasks.clone") == 6
+
+
+# -- all or nothing --------------------------------------------------------------------------
+
+
+def _fail_after(emulator: Emulator, n: int, endpoint: str, **fault: Any) -> Any:
+    """A progress callback that injects a fault once `n` runs were created."""
+
+    def progress(text: str) -> None:
+        if text.startswith(f"created {n}/"):
+            emulator.fail_next(endpoint, **fault)
+
+    return progress
+
+
+def _request(**kwargs: Any) -> LaunchRequest:
+    base: dict[str, Any] = {
+        "template": JOB,
+        "queue": "gpu",
+        "sweep": ["epochs=1,2,3", "tuner=greedy,random"],
+    }
+    return LaunchRequest(**{**base, **kwargs})
+
+
+def test_a_failure_at_the_fourth_clone_leaves_no_orphans(server: Emulator) -> None:
+    client = client_from_config()
+    progress = _fail_after(server, 3, "tasks.clone", times=50, mode="500")
+    with pytest.raises(ServerError) as err:
+        launch(client, _request(), progress)
+    assert "after 3 of 6 runs were created" in str(err.value)
+    assert "removed them all, nothing was launched" in str(err.value)
+    assert runs(server) == [] and queue_entries(server) == []
+    assert server.count("tasks.delete_many") == 1
+
+
+def test_a_refused_enqueue_leaves_no_orphans(server: Emulator) -> None:
+    server.fail_next("tasks.enqueue_many", times=50, mode="503")
+    with pytest.raises(ServerError, match="nothing was launched"):
+        launch(client_from_config(), _request())
+    assert runs(server) == [] and queue_entries(server) == []
+
+
+def test_ctrl_c_mid_launch_leaves_no_orphans(server: Emulator) -> None:
+    def progress(text: str) -> None:
+        if text.startswith("created 4/"):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        launch(client_from_config(), _request(), progress)
+    assert runs(server) == [] and queue_entries(server) == []
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "mode"),
+    [
+        ("tasks.clone", "500"),
+        ("tasks.clone", "503"),
+        ("tasks.clone", "timeout"),
+        ("tasks.clone", "drop_response"),
+        ("tasks.enqueue_many", "500"),
+        ("tasks.enqueue_many", "timeout"),
+        ("tasks.enqueue_many", "drop_response"),
+    ],
+)
+def test_transient_faults_are_survived_without_duplicates(
+    server: Emulator, endpoint: str, mode: str
+) -> None:
+    progress = _fail_after(server, 2, endpoint, times=1, mode=mode, hold_s=0.2)
+    if endpoint == "tasks.enqueue_many":
+        server.fail_next(endpoint, times=1, mode=mode, hold_s=0.2)
+        progress = None
+    result = launch(client_from_config(), _request(), progress)
+    tasks = runs(server)
+    assert sorted(t["id"] for t in tasks) == sorted(result.task_ids)
+    assert len(tasks) == 6  # no duplicate even when the lost call took effect
+    assert all(t["status"] == "queued" for t in tasks)
+    assert sorted(queue_entries(server)) == sorted(result.task_ids)
+    tokens = [tag for t in tasks for tag in t["system_tags"] if tag.startswith("ak-remote-launch:")]
+    assert len(set(tokens)) == 6
+
+
+def test_server_gone_mid_sweep_names_exactly_the_runs_that_exist(server: Emulator) -> None:
+    def progress(text: str) -> None:
+        if text.startswith("created 3/"):
+            for endpoint in ("tasks.clone", "tasks.get_all", "tasks.delete_many"):
+                server.fail_next(endpoint, times=100, mode="503")
+
+    with pytest.raises(ServerError) as err:
+        launch(client_from_config(), _request(), progress)
+    left = runs(server)
+    assert len(left) == 3 and queue_entries(server) == []
+    message = str(err.value)
+    for task in left:
+        assert task["id"] in message
+    assert "ak-remote abort --delete" in message
+    assert f"{BATCH_TAG_PREFIX}" in message  # how to find an unconfirmed one
+
+    # once the server answers again, the hint's command removes them
+    server._faults.clear()
+    ids = [t["id"] for t in left]
+    result = CliRunner().invoke(cli, ["abort", "--delete", *ids])
+    assert result.exit_code == 0, result.output
+    assert runs(server) == []
+
+
+def test_plan_then_execute_is_the_library_api(server: Emulator) -> None:
+    client = Client()
+    plan = plan_launch(client, _request(sweep=[], sets=["max_trials=2"]))
+    assert writes(server) == []
+    result = execute_launch(client, plan)
+    (task,) = runs(server)
+    assert result.task_ids == [task["id"]]
+    assert task["hyperparams"]["General"]["max_trials"]["value"] == "2"
+
+
+def test_create_queue_only_when_asked(server: Emulator) -> None:
+    with pytest.raises(UsageError, match="--create-queue"):
+        launch(client_from_config(), _request(queue="new-q", sweep=[]))
+    result = launch(client_from_config(), _request(queue="new-q", sweep=[], create_queue=True))
+    assert queue_entries(server, "new-q") == result.task_ids
