@@ -15,8 +15,8 @@ import pytest
 from click.testing import CliRunner
 
 from ak_remote import templates
-from ak_remote.cli import cli
 from ak_remote.clearml_api import Client, client_from_config
+from ak_remote.cli import cli
 from ak_remote.errors import ServerError, UsageError
 from ak_remote.launch import (
     BATCH_TAG_PREFIX,
@@ -25,8 +25,11 @@ from ak_remote.launch import (
     launch,
     plan_launch,
 )
-from tests.emulator.fixtures import clearml_emulator  # noqa: F401  (fixture)
+from tests.emulator import fixtures as emulator_fixtures
 from tests.emulator.server import Emulator
+
+# The emulator fixture, for as long as tests/conftest.py does not provide it to every module.
+_emulator_fixture = emulator_fixtures.clearml_emulator
 
 TEMPLATES = "ak-remote/templates"
 JOB = "structured-classifier"
