@@ -69,8 +69,8 @@ def test_daemon_runs_queued_tasks_in_order_to_completed_and_failed(
 
     assert done["status"] == "completed", done.get("status_message")
     assert failed["status"] == "failed"
-    print("FAILED-TASK", failed["status_reason"], "|", failed["status_message"])
-    assert failed["status_reason"], failed
+    assert failed["status_reason"] == "worker execution exit code 1"
+    assert failed["status_message"] == f"Changed by clearml-agent {agent.worker_id}"
     assert done["started"] < failed["started"]  # FIFO: the first enqueued ran first
     assert done["last_worker"] == agent.worker_id
     if not isinstance(clearml_emulator, Emulator):

@@ -275,3 +275,29 @@ def test_import_offline_session(clearml_emulator: Handle, tmp_path: Path) -> Non
     assert any("offline hello" in e.get("msg", "") for e in logs)
     (artifact,) = [a for a in task["execution"]["artifacts"] if a["key"] == "notes"]
     assert _download(artifact["uri"]) == b"offline artifact"
+
+
+CREATE_ONE = """
+import json
+from clearml import Task
+task = Task.create(project_name="emulator/faults", task_name="one", task_type="training")
+print("RESULT " + json.dumps(task.id))
+"""
+
+
+def test_sdk_retries_an_injected_503(clearml_emulator: Handle, tmp_path: Path) -> None:
+    clearml_emulator.fail_next("tasks.create", times=1, mode="503")
+    task_id = script_result(run_python(clearml_emulator, CREATE_ONE, tmp_path))
+    assert [r.fault for r in clearml_emulator.calls("tasks.create")] == ["503", None]
+    assert list(clearml_emulator.state.tasks) == [task_id]
+
+
+def test_dropped_response_makes_the_sdk_resend_a_write(
+    clearml_emulator: Handle, tmp_path: Path
+) -> None:
+    """The SDK's blind retry of a GET-with-body write duplicates it: what ak-remote must avoid."""
+    clearml_emulator.fail_next("tasks.create", times=1, mode="drop_response")
+    task_id = script_result(run_python(clearml_emulator, CREATE_ONE, tmp_path))
+    assert [r.fault for r in clearml_emulator.calls("tasks.create")] == ["drop_response", None]
+    names = [t["name"] for t in clearml_emulator.state.tasks.values()]
+    assert names == ["one", "one"] and task_id in clearml_emulator.state.tasks

@@ -1535,14 +1535,18 @@ class ClearMLApi:
         logs = sorted(self.state.task_events(req["task"], "log"), key=lambda e: e["timestamp"])
         batch = req.get("batch_size", 500)
         start = req.get("from_timestamp")
-        if req.get("navigate_earlier", True):
+        earlier = req.get("navigate_earlier", True)
+        if earlier:  # newest first, before from_timestamp
             if start is not None:
                 logs = [e for e in logs if e["timestamp"] < start]
             page = list(reversed(logs[-batch:])) if batch else []
-        else:
+        else:  # oldest first, after from_timestamp
             if start is not None:
                 logs = [e for e in logs if e["timestamp"] > start]
             page = logs[:batch]
+        order = req.get("order")
+        if (earlier and order == "asc") or (not earlier and order == "desc"):
+            page.reverse()
         total = len(self.state.task_events(req["task"], "log"))
         return {"events": copy.deepcopy(page), "returned": len(page), "total": total}
 
