@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -289,3 +292,45 @@ def test_bad_queue_files(tmp_path: Path, text: str, message: str) -> None:
 def test_missing_queue_file(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="not found"):
         load_queue_file(tmp_path / "nope.toml")
+
+
+# --- the real clearml-agent, started by start_agents, against the emulator -----------------
+
+
+def test_started_agents_register_one_worker_per_gpu(clearml_emulator: Any, tmp_path: Path) -> None:
+    """`agent up --gpus 0,1 --per-gpu` (non-Docker mode): two real daemons, two workers."""
+    from tests.emulator.agent import AGENT_BIN, agent_env
+
+    clearml_emulator.create_queue("gpu")
+    commands = build_agent_commands(
+        ["gpu"], gpus="0,1", per_gpu=True, image=None, agent=(str(AGENT_BIN),)
+    )
+    log_path = tmp_path / "agents.log"
+
+    def workers() -> list[dict[str, Any]]:
+        listed = clearml_emulator.call_api("workers.get_all")["workers"]
+        return [w for w in listed if [q["name"] for q in w.get("queues", [])] == ["gpu"]]
+
+    with log_path.open("wb") as log:
+        processes = start_agents(
+            commands, stdout=log, stderr=subprocess.STDOUT, base_env=agent_env(clearml_emulator)
+        )
+    try:
+        deadline = time.monotonic() + 120
+        while len(registered := workers()) < 2:
+            alive = all(p.poll() is None for p in processes)
+            assert alive and time.monotonic() < deadline, (
+                f"agents did not register:\n{log_path.read_text(errors='replace')[-4000:]}"
+            )
+            time.sleep(0.3)
+        # one worker per GPU, named by the agent after its GPU (<host>:gpu0, <host>:gpu1)
+        assert sorted(w["id"].rsplit(":", 1)[-1] for w in registered) == ["gpu0", "gpu1"]
+    finally:
+        for process in processes:
+            process.send_signal(signal.SIGINT)  # as Ctrl-C in `agent up`
+        for process in processes:
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:  # pragma: no cover - only if the agent hangs
+                process.kill()
+                process.wait(5)
