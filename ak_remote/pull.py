@@ -315,3 +315,40 @@ def check_predictions(
             )
     report["passed"] = True
     return report
+
+
+def fetch_tensorboard_logs(
+    client: Client, task_ids: list[str], root: Path, progress: Progress | None = None
+) -> dict[str, Path]:
+    """Download and unpack each run's `tensorboard` artifact under root/<id>; {label: dir}.
+
+    Raises UsageError for unknown ids, RunFailedError for a run without TensorBoard logs.
+    """
+    from ak_remote.follow import select_tasks
+
+    say = progress or (lambda _text: None)
+    tasks = select_tasks(client, ids=task_ids, fields=["id", "name", "status", "execution"])
+    found: dict[str, Path] = {}
+    for task in tasks:
+        task_id = str(task["id"])
+        artifact = artifacts_of(task).get("tensorboard")
+        if artifact is None:
+            raise RunFailedError(
+                f"run {task_id} has no tensorboard artifact (yet)",
+                "runs upload their logs when they end; check `ak-remote status`",
+            )
+        target = root / task_id
+        with tempfile.TemporaryDirectory(prefix="ak-remote-tb-") as tmp:
+            archive = Path(tmp) / "tensorboard.zip"
+            say(f"downloading TensorBoard logs of {task_id}")
+            client.download(str(artifact["uri"]), archive)
+            shutil.rmtree(target, ignore_errors=True)
+            try:
+                _extract_zip(archive, target)
+            except zipfile.BadZipFile:
+                raise RunFailedError(
+                    f"the TensorBoard logs of {task_id} are not a valid zip", "try again"
+                ) from None
+        name = "".join(c if c.isalnum() or c in "-_." else "_" for c in str(task.get("name")))
+        found[f"{name[:40]}-{task_id[:8]}"] = target
+    return found

@@ -1,0 +1,55 @@
+"""`ak-remote pull`: download a run's model, verify its checksums, reload it, replay predictions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ak_remote import ui
+from ak_remote.clearml_api import client_from_config
+
+
+@click.command()
+@click.argument("task_id", metavar="ID")
+@click.option(
+    "--dest",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where to put the files [default: pulled/ID].",
+)
+@click.option(
+    "--check",
+    is_flag=True,
+    help="Also predict the run's recorded held-out samples and compare (needs TensorFlow).",
+)
+@click.option(
+    "--no-load", is_flag=True, help="Only download and verify checksums; do not load the models."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print what was pulled as JSON.")
+def pull(task_id: str, dest: Path | None, check: bool, no_load: bool, as_json: bool) -> None:
+    """Download a run's exported models and inference metadata, verified against its checksums.
+
+    A download that does not match the sha256 the job recorded is fetched again once, then
+    rejected (exit 5). The models are then reloaded (AutoKeras custom objects included); with
+    --check they must reproduce the predictions the job recorded on held-out samples.
+    """
+    from ak_remote.pull import pull as pull_run
+
+    if check and no_load:
+        raise click.UsageError("--check needs the models loaded; drop --no-load")
+    result = pull_run(
+        client_from_config(), task_id, dest, load=not no_load, check=check, progress=ui.info
+    )
+    if as_json:
+        ui.as_json(result.as_dict())
+    else:
+        ui.data(str(result.dest))
+    if result.loaded:
+        ui.info(f"Reloaded: {', '.join(result.loaded)}")
+    if result.check:
+        diffs = ", ".join(f"{k} {v:.2g}" for k, v in result.check["max_abs_diff"].items())
+        ui.info(
+            f"Check passed: {result.check['samples']} held-out samples reproduced "
+            f"(max |diff| {diffs}; tolerance {result.check['tolerance']:g})"
+        )
+    ui.next_steps([f"see {result.dest / 'inference.json'} for how to call the model"])

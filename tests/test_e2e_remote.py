@@ -1,0 +1,108 @@
+"""End to end: templates sync -> launch --wait -> the real clearml-agent runs the job on tiny data
+-> status -> compare -> pull --check -> reproduce --wait -> tensorboard, all through the CLI.
+
+One test, because each step needs the previous one's run and a real AutoKeras job costs tens of
+seconds. It also checks what the emulator recorded never contains the credentials.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from ak_remote.cli import cli
+from tests.emulator import fixtures as emulator_fixtures
+from tests.emulator.agent import running_agent
+from tests.emulator.server import Emulator
+
+_emulator_fixture = emulator_fixtures.clearml_emulator
+TINY = ["--set", "max_trials=1", "--set", "epochs=1", "--set", "max_samples=120"]
+
+
+def invoke(*args: str) -> Result:
+    return CliRunner().invoke(cli, list(args))
+
+
+def ok(result: Result) -> Result:
+    assert result.exit_code == 0, f"exit {result.exit_code}\n{result.output}"
+    return result
+
+
+@pytest.mark.slow
+def test_templates_to_pulled_model_and_reproduction(
+    clearml_emulator: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    emulator = clearml_emulator
+    monkeypatch.setenv("AK_REMOTE_POLL_INTERVAL", "1")
+    monkeypatch.chdir(tmp_path)
+    ok(invoke("templates", "sync", "--image", "ak-remote-worker:test-cpu"))
+    emulator.create_queue("cpu")
+
+    with running_agent(emulator, "cpu", log_dir=tmp_path / "agent") as agent:
+        launched = invoke("launch", "structured-classifier", "-q", "cpu", *TINY, "--wait")
+        assert launched.exit_code == 0, f"{launched.output}\n--- agent\n{agent.log()[-6000:]}"
+        task_id = launched.stdout.strip().splitlines()[0]
+        assert "completed" in launched.stderr
+
+        status = json.loads(ok(invoke("status", task_id, "--json")).stdout)
+        assert status[0]["status"] == "completed"
+        assert status[0]["worker"] == agent.worker_id
+        assert "Summary/test_accuracy" in status[0]["metrics"]
+
+        compared = json.loads(ok(invoke("compare", task_id, "--format", "json")).stdout)
+        metrics = compared["runs"][0]["metrics"]
+        assert 0.0 <= metrics["test_accuracy"] <= 1.0
+        assert metrics["export_verified"] == 1.0
+        plot = tmp_path / "curves.png"
+        ok(invoke("compare", task_id, "--plot", str(plot), "--metric", "epoch_loss"))
+        assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+        log = ok(invoke("logs", task_id)).stdout
+        assert "test metrics" in log
+
+        dest = tmp_path / "pulled"
+        pulled = ok(invoke("pull", task_id, "--dest", str(dest), "--check"))
+        assert "Check passed" in pulled.stderr
+        assert (dest / "model.keras").is_file() and (dest / "savedmodel").is_dir()
+        assert (dest / "inference.json").is_file()
+
+        reproduced = invoke("reproduce", task_id, "-q", "cpu", "--wait", "--json")
+        assert reproduced.exit_code == 0, f"{reproduced.output}\n--- agent\n{agent.log()[-6000:]}"
+        report = json.loads(reproduced.stdout)
+        deltas = {d["metric"]: d for d in report["deltas"]}
+        assert deltas["test_accuracy"]["original"] == pytest.approx(metrics["test_accuracy"])
+        assert deltas["test_accuracy"]["delta"] is not None
+        assert "same data (fingerprints match)" in report["notes"]
+        new_task = emulator.get_task(report["reproduction"])
+        assert new_task["parent"] == task_id
+        assert f"reproduces:{task_id}" in new_task["tags"]
+
+    board = ok(invoke("tensorboard", task_id, "--print-command", "--logdir", str(tmp_path / "tb")))
+    assert "--logdir_spec" in board.stdout
+    events = list((tmp_path / "tb" / task_id).rglob("events.out.tfevents.*"))
+    assert events
+
+    # Integrity: an altered model file on the fileserver is rejected after one retry.
+    with emulator.state.lock:
+        path = next(p for p in emulator.state.files if p.endswith("/model.keras") and task_id in p)
+        emulator.state.files[path] = emulator.state.files[path][:-100]
+    rejected = invoke("pull", task_id, "--dest", str(tmp_path / "bad"), "--no-load")
+    assert rejected.exit_code == 5, rejected.output
+    assert "does not match the checksum" in rejected.stderr
+    assert not (tmp_path / "bad" / "model.keras").exists()
+
+    # Secrets: nothing the server stored or logged carries the credentials.
+    recorded = json.dumps(
+        {
+            "tasks": emulator.state.tasks,
+            "events": emulator.state.events,
+            "models": emulator.state.models,
+        },
+        default=str,
+    )
+    assert emulator.secret_key not in recorded
+    for blob in emulator.state.files.values():
+        assert emulator.secret_key.encode() not in blob
