@@ -1,0 +1,187 @@
+"""`ak-remote queues`, `agent up`, `agents` and `doctor`: the GPU fleet behind the queues."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ak_remote import ui
+from ak_remote.catalog import PROJECT_ROOT
+from ak_remote.errors import ExitCode
+
+DEFAULT_QUEUE_FILE = PROJECT_ROOT / "infra" / "queues.toml"
+
+
+@click.group()
+def queues() -> None:
+    """List the server's queues, or create the ones a queue file declares."""
+
+
+@queues.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+def queues_list(as_json: bool) -> None:
+    """List the queues on the server with their queued runs."""
+    from ak_remote.clearml_api import client_from_config
+
+    found = client_from_config().get_queues()
+    if as_json:
+        ui.as_json(
+            [
+                {"id": q.get("id"), "name": q.get("name"), "queued": len(q.get("entries") or [])}
+                for q in found
+            ]
+        )
+        return
+    ui.data(
+        ui.table(
+            ["queue", "queued", "id"],
+            [[q.get("name"), len(q.get("entries") or []), q.get("id")] for q in found],
+        )
+    )
+
+
+@queues.command("apply")
+@click.argument("queue_file", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--dry-run", is_flag=True, help="Show what would be created; create nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def queues_apply(queue_file: Path | None, dry_run: bool, as_json: bool) -> None:
+    """Create the queues QUEUE_FILE declares (default infra/queues.toml) that are missing.
+
+    Existing queues are left as they are; running it twice changes nothing the second time.
+    """
+    from ak_remote.agents import load_queue_file
+    from ak_remote.clearml_api import client_from_config
+    from ak_remote.fleet import apply_queues
+
+    specs = load_queue_file(queue_file or DEFAULT_QUEUE_FILE)
+    result = apply_queues(client_from_config(), specs, dry_run=dry_run)
+    if as_json:
+        ui.as_json({"created": result.created, "existing": result.existing, "dry_run": dry_run})
+        return
+    verb = "would create" if dry_run else "created"
+    for name in result.created:
+        ui.data(f"{verb} {name}")
+    for name in result.existing:
+        ui.data(f"exists  {name}")
+    ui.next_steps(["ak-remote agent up --queue gpu --gpus 0 --print", "ak-remote doctor"])
+
+
+@click.group()
+def agent() -> None:
+    """Start clearml-agent daemons on this host."""
+
+
+@agent.command("up")
+@click.option(
+    "-q",
+    "--queue",
+    "queue_names",
+    multiple=True,
+    required=True,
+    help="Queue to serve (repeatable; the order is priority).",
+)
+@click.option("--gpus", help="GPU indices to use: 0, 0,1 or 0-3.")
+@click.option("--per-gpu", is_flag=True, help="One agent per GPU instead of one for all of them.")
+@click.option("--image", help="Run each task in this Docker image (docker mode).")
+@click.option("--cpu-only", is_flag=True, help="Serve CPU queues; no GPU.")
+@click.option("--services-mode", is_flag=True, help="Run many long-lived tasks (needs --image).")
+@click.option("--create-queue", is_flag=True, help="Create the queues if missing.")
+@click.option("--detached", is_flag=True, help="Daemonize instead of running in the foreground.")
+@click.option("--print", "print_only", is_flag=True, help="Print the command lines; start nothing.")
+def agent_up(
+    queue_names: tuple[str, ...],
+    gpus: str | None,
+    per_gpu: bool,
+    image: str | None,
+    cpu_only: bool,
+    services_mode: bool,
+    create_queue: bool,
+    detached: bool,
+    print_only: bool,
+) -> None:
+    """Start `clearml-agent daemon` processes serving the queues.
+
+    \b
+    Examples:
+      ak-remote agent up -q gpu --gpus 0,1 --per-gpu --image ak-remote-worker:0.1.0-gpu
+      ak-remote agent up -q cpu --cpu-only --print
+    """
+    from ak_remote.agents import build_agent_commands, start_agents
+
+    commands = build_agent_commands(
+        list(queue_names),
+        gpus=gpus,
+        per_gpu=per_gpu,
+        image=image,
+        cpu_only=cpu_only,
+        foreground=not detached,
+        services_mode=services_mode,
+        create_queue=create_queue,
+    )
+    if print_only:
+        for command in commands:
+            ui.data(command.shell())
+        return
+    processes = start_agents(commands)
+    ui.info(f"started {len(processes)} agent(s): pids {', '.join(str(p.pid) for p in processes)}")
+    ui.next_steps(["ak-remote agents", "ak-remote doctor"])
+    codes = [process.wait() for process in processes]
+    if any(codes):
+        raise SystemExit(ExitCode.RUN_FAILED)
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+def agents(as_json: bool) -> None:
+    """List registered workers with their queues and current run."""
+    from ak_remote.clearml_api import client_from_config
+    from ak_remote.fleet import list_workers
+
+    rows = list_workers(client_from_config())
+    if as_json:
+        ui.as_json([row.__dict__ for row in rows])
+        return
+    if not rows:
+        ui.info("no workers registered")
+        ui.next_steps(["ak-remote agent up --queue gpu --gpus 0"])
+        return
+    ui.data(
+        ui.table(
+            ["worker", "queues", "task", "last activity"],
+            [[r.worker, ",".join(r.queues), r.task or "-", r.last_activity] for r in rows],
+        )
+    )
+
+
+@click.command()
+@click.option(
+    "-q",
+    "--queue",
+    "queue_names",
+    multiple=True,
+    help="Queue to check (repeatable) [default: AK_REMOTE_QUEUE, else gpu].",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the checks as JSON.")
+def doctor(queue_names: tuple[str, ...], as_json: bool) -> None:
+    """Check credentials, server, queues, their workers and the worker image.
+
+    Prints one fix per problem; exits 4 when anything needs fixing.
+    """
+    from ak_remote.clearml_api import client_from_config
+    from ak_remote.config import DEFAULT_IMAGE, load_config
+    from ak_remote.fleet import diagnose
+    from ak_remote.local_run import server_configured
+
+    config = load_config()
+    names = list(queue_names) or [config.queue or "gpu"]
+    checks = diagnose(client_from_config, server_configured(), names, config.image, DEFAULT_IMAGE)
+    if as_json:
+        ui.as_json([check.__dict__ for check in checks])
+    else:
+        for check in checks:
+            ui.data(f"{'ok ' if check.ok else 'FAIL'} {check.name}: {check.detail}")
+            if not check.ok:
+                ui.data(f"     fix: {check.fix}")
+    if not all(check.ok for check in checks):
+        raise SystemExit(ExitCode.SERVER)
