@@ -57,7 +57,7 @@ def prepare(job_name: str, overrides: dict[str, str]) -> tuple[Job, dict[str, Va
     values = job.params.resolve(overrides)
     from ak_remote.datasets import check_reference  # cheap: no TensorFlow, no numpy
 
-    check_reference(job, str(values["dataset"]))
+    check_reference(str(values["dataset"]), job.family, job.kind)
     if not job.script_path.is_file():
         raise UsageError(
             f"job script {job.script} not found next to the ak_remote package",

@@ -35,14 +35,14 @@ def jobs(job_name: str | None, as_json: bool) -> None:
             )
         return
     job = get_job(job_name)
-    from ak_remote.datasets import bundled_datasets
+    from ak_remote.datasets import bundled_for
 
     if as_json:
         ui.as_json(
             {
                 "job": job.name,
                 "script": job.script,
-                "bundled_datasets": bundled_datasets(job),
+                "bundled_datasets": bundled_for(job.family, job.kind),
                 "params": {
                     s.name: {
                         "type": s.type,
@@ -63,5 +63,5 @@ def jobs(job_name: str | None, as_json: bool) -> None:
             [[s.name, s.type, format_value(s.default), s.help] for s in job.params.specs],
         )
     )
-    ui.info(f"\nbundled datasets: {', '.join(bundled_datasets(job))}")
+    ui.info(f"\nbundled datasets: {', '.join(bundled_for(job.family, job.kind))}")
     ui.next_steps([f"ak-remote run {job.name} --set max_trials=2 --set epochs=5"])

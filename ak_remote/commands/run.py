@@ -65,7 +65,6 @@ def run(
             ui.info(f"  {name}: {value:.4g}" if isinstance(value, float) else f"  {name}: {value}")
     steps = [f"tensorboard --logdir {result.run_dir / 'tensorboard'}"]
     if summary.get("offline_session"):
-        ui.info(f"offline session: {summary['offline_session']}")
         steps.append(f"ak-remote import-offline {summary['offline_session']}")
     elif summary.get("task_id"):
         steps.append(f"ak-remote status {summary['task_id']}")
