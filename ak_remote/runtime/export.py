@@ -212,7 +212,8 @@ def _checksums(models_dir: Path) -> dict[str, str]:
             with path.open("rb") as handle:
                 for block in iter(lambda: handle.read(1 << 20), b""):
                     digest.update(block)
-            sums[path.relative_to(models_dir).as_posix()] = digest.hexdigest()
+            # Keys relative to the run folder, like every other path in summary.json.
+            sums[path.relative_to(models_dir.parent).as_posix()] = digest.hexdigest()
     return sums
 
 

@@ -51,7 +51,8 @@ KEY_PACKAGES = (
 
 class _ArgumentParser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
-        raise UsageError(message, f"usage: {self.format_usage().strip()[7:]}")
+        usage = " ".join(self.format_usage().split()).removeprefix("usage: ")
+        raise UsageError(message, f"usage: {usage}")
 
 
 def parse_argv(job: Job, argv: list[str]) -> argparse.Namespace:
@@ -126,7 +127,7 @@ class Run:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.summary["run_dir"] = str(self.run_dir)
         self.settings = Settings.from_values(self.params)
-        self.summary["reproducibility"] = reproducibility(self.settings.seed)
+        self.summary["reproducibility"] = reproducibility(self.settings.seed, self.run_dir)
         _say(f"run folder: {self.run_dir}")
         self._train_and_export()
 
@@ -136,8 +137,7 @@ class Run:
 
         job, settings, run_dir = self.job, self.settings, self.run_dir
         assert run_dir is not None
-        configure_devices(settings.gpus)
-
+        # Data first: a data error then fails fast, before TensorFlow is even imported.
         data = data_module.load(settings.dataset, job.family, job.kind, settings.target)
         split = data_module.split(
             data,
@@ -165,6 +165,7 @@ class Run:
             "split_sha256": split.digest(),
         }
 
+        configure_devices(settings.gpus)
         import keras
 
         keras.utils.set_random_seed(settings.seed)
@@ -307,8 +308,9 @@ class Run:
                 self.tracker.fail(str(error))
 
 
-def reproducibility(seed: int) -> dict[str, Any]:
-    """Seed, key package versions, git commit and dirtiness, and the worker image if any."""
+def reproducibility(seed: int, run_dir: Path) -> dict[str, Any]:
+    """Seed, key package versions, git commit (and local changes, saved as git.diff in the run
+    folder), and the worker image if the agent's environment names one."""
     packages: dict[str, str] = {}
     for name in KEY_PACKAGES:
         try:
@@ -321,12 +323,12 @@ def reproducibility(seed: int) -> dict[str, Any]:
         "packages": packages,
         "ak_remote": __version__,
         "image": os.environ.get(IMAGE_ENV) or None,
-        "git": _git_state(),
+        "git": _git_state(run_dir),
     }
     return record
 
 
-def _git_state() -> dict[str, Any] | None:
+def _git_state(run_dir: Path) -> dict[str, Any] | None:
     def git(*args: str) -> str:
         return subprocess.run(
             ["git", "-C", str(PROJECT_ROOT), *args],
@@ -341,11 +343,10 @@ def _git_state() -> dict[str, Any] | None:
         diff = git("diff", "HEAD", "--", "ak_remote", "jobs")
     except (OSError, subprocess.SubprocessError):
         return None
-    return {
-        "commit": commit,
-        "dirty": bool(diff.strip()),
-        "diff_sha256": _sha256(diff) if diff.strip() else None,
-    }
+    if not diff.strip():
+        return {"commit": commit, "dirty": False, "diff": None}
+    (run_dir / "git.diff").write_text(diff)
+    return {"commit": commit, "dirty": True, "diff": "git.diff", "diff_sha256": _sha256(diff)}
 
 
 def _sha256(text: str) -> str:
@@ -371,6 +372,7 @@ def main(job_name: str, argv: list[str] | None = None) -> int:
     debug = os.environ.get(DEBUG_ENV, "") not in ("", "0")
     run: Run | None = None
     error: AkRemoteError | None = None
+    trace = ""
     code = ExitCode.OK
     try:
         job = get_job(job_name)
@@ -380,17 +382,18 @@ def main(job_name: str, argv: list[str] | None = None) -> int:
             run.run_dir = Path(args.run_dir).resolve()
         run.execute(args)
     except AkRemoteError as exc:
-        error, code = exc, exc.exit_code
+        error, code, trace = exc, exc.exit_code, traceback.format_exc()
     except KeyboardInterrupt:
         error, code = RunFailedError("interrupted"), ExitCode.INTERRUPTED
     except Exception as exc:  # a bug or an upstream failure: one line, traceback on request
+        trace = traceback.format_exc()
         error = AkRemoteError(
             f"{type(exc).__name__}: {exc}".splitlines()[0][:500],
             f"rerun with {DEBUG_ENV}=1 for the traceback",
         )
         code = ExitCode.INTERNAL
-    if error is not None and debug:
-        traceback.print_exc()
+    if trace and debug:
+        print(trace, file=sys.stderr, end="")
     if run is not None:
         if error is not None and run.params:
             run.summary["params"] = run.job.params.to_strings(run.params)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -151,6 +152,9 @@ def search(
     if patience > 0:
         callbacks.append(keras.callbacks.EarlyStopping(patience=patience, min_delta=1e-4))
     epochs = settings.epochs
+    # AutoKeras' final fit has no validation data but keeps a copy of EarlyStopping, which then
+    # warns every epoch; expected, so not worth the user's attention.
+    warnings.filterwarnings("ignore", message="Early stopping conditioned on metric `val_")
     # validation_split (not validation_data) is what makes AutoKeras retrain the best
     # candidate on train+validation at the end; the split is the tail, as data.Split records.
     history = automodel.fit(

@@ -1,0 +1,130 @@
+"""Tracking overhead: the same AutoKeras search, tracked (ClearML offline + TensorBoard with
+histograms) against bare AutoKeras, on the same data and seed. Goal: tracked <= 1.10 x bare.
+
+    .venv/bin/python benchmarks/tracking_overhead.py [--job image-classifier] [--repeats 3]
+
+Each measurement runs in a fresh process (a ClearML main task belongs to its process), the two
+modes alternate so drift on a shared machine hits both, and the medians are compared. What is
+timed is what tracking adds to a search: from before `Task.init` (tracked) to after
+`task.close()` has written the offline session, around the same `AutoModel.fit`; importing
+TensorFlow, loading data and exporting the model are the same in both and are left out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def measure(mode: str, job_name: str, sets: dict[str, str], workdir: Path) -> float:
+    """One search in this process; returns its wall time in seconds."""
+    from ak_remote.catalog import get_job
+    from ak_remote.runtime import data as data_module
+    from ak_remote.runtime.settings import Settings
+    from ak_remote.runtime.training import build_automodel, configure_devices, search
+
+    job = get_job(job_name)
+    settings = Settings.from_values(job.params.resolve(sets))
+    data = data_module.load(settings.dataset, job.family, job.kind, settings.target)
+    split = data_module.split(
+        data, settings.seed, settings.test_split, settings.validation_split, settings.max_samples
+    )
+    configure_devices(settings.gpus)
+    import keras
+
+    keras.utils.set_random_seed(settings.seed)
+    x, y = data.x[split.train_val], data.y[split.train_val]
+    started = time.perf_counter()
+    if mode == "bare":
+        automodel = build_automodel(job, settings, data, str(workdir / "autokeras"), None)
+        automodel.fit(
+            x,
+            y,
+            epochs=settings.epochs,
+            batch_size=settings.batch_size,
+            validation_split=split.autokeras_validation_split,
+            callbacks=[
+                keras.callbacks.EarlyStopping(
+                    patience=settings.early_stopping_patience, min_delta=1e-4
+                )
+            ],
+            verbose=0,
+        )
+    else:
+        from ak_remote.runtime.tracking import Tracker
+
+        tracker = Tracker("ak-remote-benchmark", f"{job_name} overhead", offline=True)
+        tracker.connect_parameters(job.params.to_strings(job.params.resolve(sets)))
+        search(
+            job,
+            settings,
+            data,
+            x,
+            y,
+            split.autokeras_validation_split,
+            str(workdir),
+            None,
+            tracker,
+        )
+        tracker.upload("tensorboard", workdir / "tensorboard")
+        tracker.complete()
+    return time.perf_counter() - started
+
+
+def _child(args: argparse.Namespace) -> None:
+    sets = dict(item.split("=", 1) for item in args.set)
+    with tempfile.TemporaryDirectory() as tmp:
+        os.environ["HOME"] = tmp  # the offline session and ClearML state stay in the sandbox
+        seconds = measure(args.mode, args.job, sets, Path(tmp))
+    print(json.dumps({"mode": args.mode, "seconds": seconds}))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--job", default="image-classifier")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=["max_trials=2", "epochs=3", "max_samples=0", "histogram_freq=1"],
+    )
+    parser.add_argument("--mode", choices=("bare", "tracked"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.mode:
+        _child(args)
+        return
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CLEARML_", "AK_REMOTE_"))}
+    env["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    times: dict[str, list[float]] = {"bare": [], "tracked": []}
+    for repeat in range(args.repeats):
+        order = ("bare", "tracked") if repeat % 2 == 0 else ("tracked", "bare")
+        for mode in order:
+            command = [sys.executable, __file__, "--job", args.job, "--mode", mode]
+            for item in args.set:
+                command += ["--set", item]
+            done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+            if done.returncode != 0:
+                sys.exit(f"{mode} run failed:\n{done.stderr[-3000:]}")
+            result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+            times[mode].append(result["seconds"])
+            print(f"run {repeat + 1} {mode:8s} {result['seconds']:7.2f} s", file=sys.stderr)
+    bare, tracked = statistics.median(times["bare"]), statistics.median(times["tracked"])
+    print(f"job: {args.job}  settings: {' '.join(args.set)}  repeats: {args.repeats}")
+    print(f"bare AutoKeras (median):                  {bare:7.2f} s   {times['bare']}")
+    print(f"ClearML offline + TensorBoard (median):   {tracked:7.2f} s   {times['tracked']}")
+    print(f"ratio tracked/bare: {tracked / bare:.3f}  (goal <= 1.10)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,319 @@
+"""Every job family trains for real (tiny data) in ClearML offline mode, and leaves a run we check.
+
+Each job runs once, as a subprocess exactly as an agent would run it (`python jobs/<job>.py`),
+in a module-scoped fixture; the tests below read what it left: summary.json, TensorBoard event
+files (with TensorBoard's own reader), the exported models and the offline session zip.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+import zipfile
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from ak_remote.catalog import JOBS, PROJECT_ROOT
+from ak_remote.runtime.inference import decode
+
+pytestmark = pytest.mark.slow
+
+_STRIPPED_ENV = ("CLEARML_", "TRAINS_", "AK_REMOTE_", "KERASTUNER_")
+TINY = ["max_samples=120", "epochs=1", "batch_size=16", "max_trials=1"]
+# Per job: extra --set values and environment. structured-classifier runs two trials and two
+# epochs (so per-trial series and several points exist) with fake credentials in its
+# environment; structured-regressor runs under MirroredStrategy over two logical CPUs;
+# image-regressor also exports the legacy .h5.
+SECRET = "sekrit-never-in-a-run-0123456789"
+VARIANTS: dict[str, tuple[list[str], dict[str, str]]] = {
+    "structured-classifier": (
+        ["max_trials=2", "epochs=2"],
+        {"CLEARML_API_SECRET_KEY": SECRET, "CLEARML_API_ACCESS_KEY": "AKIDTESTACCESS"},
+    ),
+    "structured-regressor": (["distribution=mirrored"], {"AK_REMOTE_LOGICAL_CPUS": "2"}),
+    "image-regressor": (["export_formats=keras,savedmodel,h5"], {}),
+}
+SERIES = re.compile(r"^(trial \d\d|final) · (train|validation)$")
+
+
+def job_env(home: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The test process' environment without ClearML settings, with its own HOME."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(_STRIPPED_ENV)}
+    env.update({"HOME": str(home), "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"})
+    env.update(extra or {})
+    return env
+
+
+def run_job(
+    job: str, sets: list[str], cwd: Path, home: Path, extra_env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run `python jobs/<job>.py --set ... --offline` the way an agent runs it."""
+    home.mkdir(parents=True, exist_ok=True)
+    cwd.mkdir(parents=True, exist_ok=True)
+    args = [sys.executable, str(PROJECT_ROOT / JOBS[job].script)]
+    for item in sets:
+        args += ["--set", item]
+    return subprocess.run(
+        [*args, "--run-dir", str(cwd / "run"), "--offline"],
+        cwd=cwd,
+        env=job_env(home, extra_env),
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+
+
+@dataclass
+class JobRun:
+    job: str
+    proc: subprocess.CompletedProcess[str]
+    run_dir: Path
+    summary: dict[str, Any]
+    seconds: float
+
+    @property
+    def zip_path(self) -> Path:
+        return Path(self.summary["offline_session"])
+
+    def zip_member(self, name: str) -> bytes:
+        with zipfile.ZipFile(self.zip_path) as archive:
+            return archive.read(name)
+
+
+def _execute(job: str, tmp_path_factory: pytest.TempPathFactory) -> JobRun:
+    sets, env = VARIANTS.get(job, ([], {}))
+    base = tmp_path_factory.mktemp(job)
+    merged = dict(item.split("=", 1) for item in [*TINY, *sets])
+    started = time.monotonic()
+    proc = run_job(job, [f"{k}={v}" for k, v in merged.items()], base / "work", base / "home", env)
+    seconds = time.monotonic() - started
+    run_dir = base / "work" / "run"
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    return JobRun(job, proc, run_dir, summary, seconds)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], JobRun]:
+    """Runs each job at most once per module, however many tests look at it."""
+    cache: dict[str, JobRun] = {}
+
+    def get(job: str) -> JobRun:
+        if job not in cache:
+            cache[job] = _execute(job, tmp_path_factory)
+        return cache[job]
+
+    return get
+
+
+@pytest.fixture(scope="module", params=list(JOBS))
+def job_run(request: pytest.FixtureRequest, runs: Callable[[str], JobRun]) -> JobRun:
+    return runs(str(request.param))
+
+
+def test_run_completes_and_names_its_offline_session(job_run: JobRun) -> None:
+    lines = [line for line in job_run.proc.stderr.splitlines() if line.strip()]
+    assert lines[-1] == f"offline session: {job_run.zip_path}"
+    assert job_run.zip_path.is_file()
+    assert job_run.zip_path.parent.name == "offline"  # ~/.clearml/cache/offline/
+    assert "Error:" not in job_run.proc.stderr
+    assert "Traceback" not in job_run.proc.stderr
+
+
+def test_summary_describes_the_run(job_run: JobRun) -> None:
+    s, job = job_run.summary, JOBS[job_run.job]
+    assert s["status"] == "completed" and "error" not in s
+    assert s["job"] == job.name
+    assert s["task_id"].startswith("offline-")
+    assert s["run_dir"] == str(job_run.run_dir)
+    assert s["tensorboard_dir"] == str(job_run.run_dir / "tensorboard")
+    assert s["params"]["max_samples"] == "120"
+    assert set(s["params"]) == set(job.params.names())
+    data = s["data"]
+    assert data["n_train"] + data["n_val"] + data["n_test"] == 120
+    assert min(data["n_train"], data["n_val"], data["n_test"]) > 0
+    assert re.fullmatch(r"[0-9a-f]{64}", data["fingerprint"])
+    assert (job_run.run_dir / data["split_file"]).is_file()
+    if job.is_classifier:
+        assert len(data["classes"]) >= 2
+        assert {"test_accuracy", "test_loss", "test_label_accuracy"} <= set(s["metrics"])
+        assert (job_run.run_dir / "confusion_matrix.json").is_file()
+    else:
+        assert data["classes"] is None
+        assert {"test_loss", "test_mean_squared_error"} <= set(s["metrics"])
+    assert all(np.isfinite(v) for v in s["metrics"].values())
+    repro = s["reproducibility"]
+    assert repro["seed"] == 42
+    assert {"autokeras", "keras", "clearml", "tensorboard"} <= set(repro["packages"])
+    assert repro["packages"]["keras"].startswith("3.12.")
+    assert s["model_registration"] == "pending-import"
+
+
+def _events(folder: Path) -> tuple[Counter[str], bool]:
+    """Tags (with their plugin) and whether a graph is present, read with TensorBoard's loader."""
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+
+    tags: Counter[str] = Counter()
+    graph = False
+    for file in sorted(folder.glob("events.out.tfevents.*")):
+        for event in EventFileLoader(str(file)).Load():
+            graph = graph or event.HasField("graph_def")
+            for value in event.summary.value:
+                plugin = value.metadata.plugin_data.plugin_name
+                tags[f"{plugin}:{value.tag}"] += 1
+                graph = graph or plugin == "graph_keras_model"
+    return tags, graph
+
+
+def test_tensorboard_has_scalars_histograms_and_graph_per_trial(job_run: JobRun) -> None:
+    logdir = job_run.run_dir / "tensorboard"
+    trials = sorted(p.name for p in logdir.iterdir() if p.is_dir() and p.name.isdigit())
+    expected_trials = 2 if job_run.job == "structured-classifier" else 1
+    assert len(trials) == expected_trials
+    epochs = 2 if job_run.job == "structured-classifier" else 1
+    for trial in trials:
+        train, graph = _events(logdir / trial / "execution0" / "train")
+        assert train["scalars:epoch_loss"] >= 1
+        assert any(tag.startswith("histograms:") and "/histogram" in tag for tag in train)
+        assert graph, f"no graph in trial {trial}"
+        validation, _ = _events(logdir / trial / "execution0" / "validation")
+        assert validation["scalars:epoch_loss"] >= 1
+        hparams, _ = _events(logdir / trial / "execution0")
+        assert hparams["hparams:_hparams_/session_start_info"] == 1
+    final, final_graph = _events(logdir / "train")  # AutoKeras' final fit
+    assert final["scalars:epoch_loss"] == epochs
+    assert final_graph
+
+
+def test_export_is_the_retrained_model_and_verified(job_run: JobRun) -> None:
+    export = job_run.summary["export"]
+    models = job_run.run_dir / "models"
+    formats = {"keras": "models/model.keras", "savedmodel": "models/savedmodel"}
+    if job_run.job == "image-regressor":
+        formats["h5"] = "models/model.h5"
+        assert (models / "model.h5").is_file()
+    else:
+        assert not (models / "model.h5").exists()  # legacy format only on request
+    assert export["formats"] == formats
+    assert (models / "model.keras").is_file()
+    assert (models / "savedmodel" / "saved_model.pb").is_file()
+    for name, digest in export["checksums"].items():
+        import hashlib
+
+        assert hashlib.sha256((job_run.run_dir / name).read_bytes()).hexdigest() == digest
+    check = export["verification"]
+    assert check["passed"] is True
+    assert check["tolerance"] == 1e-4
+    assert set(check["max_abs_diff"]) == set(formats)
+    assert all(diff <= 1e-4 for diff in check["max_abs_diff"].values())
+    assert all(check["answers_match_automodel_pipeline"].values())
+    # The export is the final fit AutoKeras saved as best_model.keras, not the best trial's.
+    assert check["diff_to_autokeras_best_model_keras"] == 0.0
+    assert check["diff_to_best_trial_model"] > 0.0
+    assert check["final_fit_epochs"] == (2 if job_run.job == "structured-classifier" else 1)
+
+
+def test_inference_metadata_reproduces_the_answers_without_autokeras(job_run: JobRun) -> None:
+    models = job_run.run_dir / "models"
+    spec = json.loads((models / "inference.json").read_text())
+    job = JOBS[job_run.job]
+    assert spec["job"] == job.name and spec["autokeras_class"] == job.autokeras_class
+    assert spec["input"]["kind"] == job.family
+    assert spec["versions"]["autokeras"] == "3.0.0"
+    with np.load(models / "check_samples.npz", allow_pickle=False) as samples:
+        answers = decode(samples["y_pred"], spec["output"])
+        assert np.array_equal(answers.reshape(-1), samples["answers"].reshape(-1))
+        assert len(samples["x_raw"]) == len(samples["x"]) > 0
+    if job.is_classifier:
+        assert spec["output"]["decode"] in ("argmax", "round")
+        assert spec["output"]["class_names"] == job_run.summary["data"]["classes"]
+    else:
+        assert spec["output"]["decode"] == "identity"
+    if job.family == "structured":
+        assert [c["name"] for c in spec["input"]["columns"]]
+
+
+def test_offline_session_holds_parameters_series_and_artifacts(job_run: JobRun) -> None:
+    task = json.loads(job_run.zip_member("task.json"))
+    general = task["hyperparams"]["General"]
+    assert {k: v["value"] for k, v in general.items()} == job_run.summary["params"]
+    assert set(task["hyperparams"]) == {"General"}  # no argparse or TF-flag sections
+    series: dict[str, set[str]] = {}
+    for line in job_run.zip_member("metrics.jsonl").decode().splitlines():
+        for event in json.loads(line):
+            if event["type"] == "training_stats_scalar" and event["metric"].startswith("epoch_"):
+                series.setdefault(event["metric"], set()).add(event["variant"])
+    assert "epoch_loss" in series
+    assert all(SERIES.match(name) for names in series.values() for name in names), series
+    trials = 2 if job_run.job == "structured-classifier" else 1
+    expected = {
+        f"trial {i:02d} · {split}" for i in range(trials) for split in ("train", "validation")
+    }
+    assert series["epoch_loss"] == expected | {"final · train"}
+    with zipfile.ZipFile(job_run.zip_path) as archive:
+        names = archive.namelist()
+    artifacts = {Path(n).parts[-2] for n in names if "/artifacts/" in n}
+    assert {
+        "model.keras",
+        "savedmodel",
+        "inference.json",
+        "pipeline.json",
+        "check_samples.npz",
+        "tensorboard",
+        "data_split.json",
+        "summary.json",
+    } <= artifacts
+    if JOBS[job_run.job].is_classifier:
+        metrics = job_run.zip_member("metrics.jsonl").decode()
+        assert '"metric": "confusion matrix"' in metrics
+
+
+def test_secrets_never_land_in_the_run(runs: Callable[[str], JobRun]) -> None:
+    job_run = runs("structured-classifier")  # the run with credentials in its environment
+    with zipfile.ZipFile(job_run.zip_path) as archive:
+        for name in archive.namelist():
+            assert SECRET.encode() not in archive.read(name), name
+    for path in job_run.run_dir.rglob("*"):
+        if path.is_file() and path.stat().st_size < 5_000_000:
+            assert SECRET.encode() not in path.read_bytes(), path
+
+
+def test_mirrored_strategy_over_two_logical_cpus(runs: Callable[[str], JobRun]) -> None:
+    job_run = runs("structured-regressor")
+    distribution = job_run.summary["distribution"]
+    assert distribution["strategy"] == "MirroredStrategy"
+    assert len(distribution["devices"]) == 2
+    assert all("CPU" in device for device in distribution["devices"])
+    assert job_run.summary["export"]["verification"]["passed"] is True
+
+
+def test_text_export_reloads_with_its_pipeline(runs: Callable[[str], JobRun]) -> None:
+    """What `pull --check` does: pipeline.json + SavedModel alone give the recorded answers."""
+    job_run = runs("text-classifier")  # its input needs AutoKeras' pipeline (tokenizer)
+    import tensorflow as tf
+    from autokeras.pipeline import load_pipeline
+
+    from ak_remote.runtime.export import serve
+
+    models = job_run.run_dir / "models"
+    spec = json.loads((models / "inference.json").read_text())
+    pipeline = load_pipeline(str(models / spec["files"]["pipeline"]))
+    with np.load(models / "check_samples.npz", allow_pickle=False) as samples:
+        x = np.asarray(pipeline.transform_x(samples["x_raw"])).astype(
+            spec["input"]["model"]["dtype"]
+        )
+        assert np.array_equal(x, samples["x"])
+        outputs = serve(tf.saved_model.load(str(models / "savedmodel")), x)
+        assert np.max(np.abs(np.asarray(outputs) - samples["y_pred"])) <= 1e-4
+        assert np.array_equal(decode(outputs, spec["output"]), samples["answers"])
