@@ -13,6 +13,7 @@ from typing import Any
 
 from ak_remote.clearml_api import Client, Doc, last_metric_values
 from ak_remote.errors import UsageError
+from ak_remote.follow import metric_rank
 from ak_remote.params import SECTION
 
 FORMATS = ("table", "markdown", "csv", "json")
@@ -76,7 +77,7 @@ def build(
     if len(tasks) > 1 and not all_params:
         names = [n for n in names if len({p.get(n) for p in params}) > 1]
     metrics = [final_metrics(t, all_metrics) for t in tasks]
-    metric_names = sorted({k for m in metrics for k in m})
+    metric_names = sorted({k for m in metrics for k in m}, key=metric_rank)
     runs = [
         {
             "id": str(task["id"]),

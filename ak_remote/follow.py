@@ -118,18 +118,22 @@ def format_duration(seconds: float | None) -> str:
     return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
 
 
+def metric_rank(name: str) -> tuple[int, str]:
+    """Sort key for metrics: test results first, then validation, then the rest; checks last."""
+    low = name.lower()
+    if "export_" in low:
+        return (3, name)
+    if "test" in low:
+        return (0, name)
+    if "val" in low:
+        return (1, name)
+    return (2, name)
+
+
 def key_metrics(metrics: Mapping[str, float], limit: int = 3) -> dict[str, float]:
-    """The few metrics worth a status line: test results first, then validation ones."""
-
-    def rank(name: str) -> tuple[int, str]:
-        low = name.lower()
-        if "test" in low or low.startswith("summary/"):
-            return (0, name)
-        if "val" in low:
-            return (1, name)
-        return (2, name)
-
-    return {name: metrics[name] for name in sorted(metrics, key=rank)[:limit]}
+    """The few metrics worth a status line (single values shown without "Summary/")."""
+    ranked = sorted(metrics, key=metric_rank)[:limit]
+    return {name.removeprefix("Summary/"): metrics[name] for name in ranked}
 
 
 @dataclass
@@ -246,7 +250,11 @@ def read_log(
     seen_at_last: set[str] = set()
     while True:
         while True:
-            events = client.task_log(task_id, from_timestamp=last_ts)
+            # The server pages by "after this timestamp"; ask from one ms earlier and drop what
+            # was seen, so lines sharing the boundary millisecond are not lost.
+            events = client.task_log(
+                task_id, from_timestamp=None if last_ts is None else last_ts - 1
+            )
             fresh = []
             for event in events:
                 ts = int(event.get("timestamp") or 0)

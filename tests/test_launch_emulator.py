@@ -13,8 +13,11 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from ak_remote import templates
+from ak_remote.catalog import get_job
 from ak_remote.clearml_api import Client, client_from_config
 from ak_remote.cli import cli
 from ak_remote.errors import ServerError, UsageError
@@ -361,3 +364,39 @@ def test_create_queue_only_when_asked(server: Emulator) -> None:
         launch(client_from_config(), _request(queue="new-q", sweep=[]))
     result = launch(client_from_config(), _request(queue="new-q", sweep=[], create_queue=True))
     assert queue_entries(server, "new-q") == result.task_ids
+
+
+# -- hostile overrides (property-based, against the real server round trip of a plan) ---------
+
+
+PARAMS = get_job(JOB).params
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    key=st.sampled_from([*PARAMS.names(), "nope", "General/epochs", "../x"]),
+    value=st.one_of(
+        st.text(max_size=40),
+        st.integers(-(10**12), 10**12).map(str),
+        st.floats(allow_nan=True, allow_infinity=True).map(str),
+        st.sampled_from(["$(rm -rf /)", "`id`", "a;b", "x" * 5000, "𝟘", "\x00"]),
+    ),
+)
+def test_any_override_is_refused_cleanly_or_stored_canonically(
+    server: Emulator, key: str, value: str
+) -> None:
+    client = client_from_config()
+    before = len(server.state.tasks)
+    try:
+        plan = plan_launch(client, _request(sweep=[], sets=[f"{key}={value}"]))
+    except UsageError as exc:
+        assert exc.hint and len(str(exc)) < 6000
+        assert len(server.state.tasks) == before
+        return
+    (run,) = plan.runs
+    name = PARAMS.get(key).name
+    stored = run.clone_fields["new_task_hyperparams"]["General"][name]["value"]
+    assert PARAMS.get(name).parse(stored) == PARAMS.get(name).parse(value.strip())
+    assert len(server.state.tasks) == before
