@@ -126,7 +126,10 @@ class SessionTransport:
                 raise ServerError(
                     f"the ClearML server rejected the credentials: {text}", CREDENTIALS_HINT
                 ) from None
-            raise TransientError(f"cannot log in to the ClearML server: {text}") from None
+            host = _configured_host()
+            if re.search(r"Connection refused|NewConnectionError|Name or service|timed out", text):
+                raise TransientError(f"cannot reach the ClearML server at {host}") from None
+            raise TransientError(f"cannot log in to the ClearML server at {host}: {text}") from None
         timeouts = (self._policy.connect_timeout, self._policy.read_timeout)
         session._session_timeout = timeouts
         session._session_initial_timeout = timeouts
@@ -160,6 +163,16 @@ class SessionTransport:
 
     def host(self) -> str:
         return str(self._connect().host)
+
+
+def _configured_host() -> str:
+    """The API host the SDK would use (for messages); never the credentials."""
+    try:
+        from clearml.backend_api.session import Session
+
+        return str(Session.get_api_server_host())
+    except Exception:  # only for a message
+        return "(unknown host)"
 
 
 class Client:

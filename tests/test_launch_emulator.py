@@ -400,3 +400,32 @@ def test_any_override_is_refused_cleanly_or_stored_canonically(
     stored = run.clone_fields["new_task_hyperparams"]["General"][name]["value"]
     assert PARAMS.get(name).parse(stored) == PARAMS.get(name).parse(value.strip())
     assert len(server.state.tasks) == before
+
+
+# -- server trouble: one line, exit 4, what to do --------------------------------------------
+
+
+def test_unreachable_server_says_what_to_check(
+    server: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    monkeypatch.setenv("CLEARML_API_HOST", f"http://127.0.0.1:{port}")
+    result = CliRunner().invoke(cli, ["launch", JOB, "-q", "gpu"])
+    assert result.exit_code == 4
+    assert f"cannot reach the ClearML server at http://127.0.0.1:{port}" in result.stderr
+    assert "CLEARML_API_HOST" in result.stderr and "ak-remote doctor" in result.stderr
+    assert "Traceback" not in result.output and server.secret_key not in result.output
+
+
+def test_rejected_credentials_say_so_without_echoing_them(
+    server: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CLEARML_API_SECRET_KEY", "wrong-secret-value")
+    result = CliRunner().invoke(cli, ["status", "--project", "ak-remote"])
+    assert result.exit_code == 4
+    assert "rejected the credentials" in result.stderr and "clearml-init" in result.stderr
+    assert "wrong-secret-value" not in result.output
