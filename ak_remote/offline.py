@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import sys
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,7 +42,13 @@ def import_session(path: Path) -> ImportedRun:
     Raises UsageError for a bad file, ServerError when the server refuses or is unreachable.
     """
     check_session(path)
-    from clearml import OutputModel, Task
+    # The SDK prints progress on stdout, which carries only data here.
+    with contextlib.redirect_stdout(sys.stderr):
+        return _import(path)
+
+
+def _import(path: Path) -> ImportedRun:
+    from clearml import Task
 
     try:
         task_id = Task.import_offline_session(str(path))
@@ -58,15 +66,7 @@ def import_session(path: Path) -> ImportedRun:
         None,
     )
     if keras_artifact is not None and keras_artifact.url and not task.models.get("output"):
-        labels = _labels(task)
-        model = OutputModel(
-            task=task,
-            framework="Keras",
-            name=f"{task.name} model",
-            label_enumeration=labels or None,
-        )
-        model.update_weights(register_uri=keras_artifact.url)
-        model_id = model.id
+        model_id = _register_model(task, str(keras_artifact.url), _labels(task))
     return ImportedRun(str(task_id), model_id)
 
 
@@ -82,5 +82,40 @@ def _labels(task: object) -> dict[str, int]:
         data = json.loads(Path(meta.get_local_copy()).read_text())
     except Exception:  # metadata is a nicety here; the model registers without it
         return {}
-    classes = data.get("classes") or data.get("output", {}).get("classes") or []
+    classes = (data.get("output") or {}).get("class_names") or []
     return {str(name): i for i, name in enumerate(classes)}
+
+
+def _register_model(task: Any, uri: str, labels: dict[str, int]) -> str:
+    """Create the model record for the uploaded `.keras` file and list it among the task's outputs.
+
+    The import leaves the task completed, and the server lets `tasks.add_or_update_model` touch
+    only running tasks (so does the SDK's OutputModel), hence a forced edit of the task's
+    `models`, which is idempotent and so safe to retry.
+    """
+    from ak_remote.clearml_api import client_from_config
+
+    client = client_from_config()
+    task_id = str(task.id)
+    # Not idempotent: sent once, never retried blindly.
+    model_id = client.write(
+        "models.create",
+        {
+            "name": f"{task.name} model",
+            "uri": uri,
+            "framework": "Keras",
+            "labels": labels,
+            "task": task_id,
+            "project": str(task.project),
+            "ready": True,
+            "comment": "registered by ak-remote import-offline",
+        },
+        find=None,
+        parse=lambda data: str(data["id"]),
+    )
+    current = client.get_task(task_id).get("models") or {}
+    outputs = [m for m in current.get("output") or [] if m.get("name") != "model"]
+    outputs.append({"name": "model", "model": model_id})
+    models = {"input": current.get("input") or [], "output": outputs}
+    client.call("tasks.edit", {"task": task_id, "force": True, "models": models})
+    return model_id

@@ -1,0 +1,86 @@
+"""The embedded default, then a server: an offline run imported with `ak-remote import-offline`."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import requests
+
+from ak_remote.catalog import PROJECT_ROOT
+from tests.emulator.server import Emulator
+
+TINY = ["max_trials=1", "epochs=1", "max_samples=120", "batch_size=16"]
+
+
+def offline_env() -> dict[str, str]:
+    """The test's environment without any ClearML server settings."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("CLEARML_")}
+
+
+def test_offline_run_imports_with_metrics_artifacts_and_a_registered_model(
+    clearml_emulator: Emulator, tmp_path: Path
+) -> None:
+    run_dir = tmp_path / "run"
+    argv = [
+        sys.executable,
+        str(PROJECT_ROOT / "jobs" / "structured_classifier.py"),
+        "--offline",
+        "--run-dir",
+        str(run_dir),
+    ]
+    for item in TINY:
+        argv += ["--set", item]
+    job = subprocess.run(
+        argv,
+        env=offline_env(),
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        check=False,
+        timeout=600,
+    )
+    assert job.returncode == 0, job.stderr[-3000:]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    session = Path(summary["offline_session"])
+    assert session.is_file()
+    assert summary["model_registration"] == "pending-import"
+    assert clearml_emulator.count() == 0  # offline mode made no request at all
+
+    imported = subprocess.run(
+        [sys.executable, "-m", "ak_remote", "import-offline", str(session), "--json"],
+        env={**os.environ, **clearml_emulator.env()},
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        check=False,
+        timeout=300,
+    )
+    assert imported.returncode == 0, imported.stderr[-3000:]
+    result = json.loads(imported.stdout)
+    task = clearml_emulator.state.tasks[result["task_id"]]
+
+    assert task["name"] == "structured-classifier on wine"
+    general = task["hyperparams"]["General"]
+    assert general["max_trials"]["value"] == "1" and general["dataset"]["value"] == "wine"
+    metrics = {
+        (v["metric"], v["variant"]) for m in task["last_metrics"].values() for v in m.values()
+    }
+    assert any(metric == "epoch_accuracy" for metric, _ in metrics), metrics
+
+    artifacts = {a["key"]: a for a in task["execution"]["artifacts"]}
+    assert {"model.keras", "savedmodel", "inference.json", "check_samples.npz"} <= set(artifacts)
+    # The imported session's URIs are not percent-encoded (the SDK's doing); requests copes.
+    uploaded = requests.get(artifacts["model.keras"]["uri"], timeout=30).content
+    local = (run_dir / summary["export"]["formats"]["keras"]).read_bytes()
+    assert hashlib.sha256(uploaded).hexdigest() == hashlib.sha256(local).hexdigest()
+
+    model = clearml_emulator.state.models[result["model_id"]]
+    assert model["uri"] == artifacts["model.keras"]["uri"]
+    assert model["framework"].lower() == "keras"
+    assert model["labels"] == {"class_0": 0, "class_1": 1, "class_2": 2}
+    assert result["model_id"] in [m["model"] for m in task["models"]["output"]]
