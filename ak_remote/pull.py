@@ -202,8 +202,10 @@ def pull(
             f"run {task_id}'s exported model failed its own verification; not pulling it",
             f"see summary.json in {dest}",
         )
+    # Keys are relative to the run folder ("models/model.keras"); older runs used models/ itself.
     checksums: dict[str, str] = {
-        safe_relative(k).as_posix(): str(v) for k, v in (export.get("checksums") or {}).items()
+        safe_relative(k).as_posix().removeprefix("models/"): str(v)
+        for k, v in (export.get("checksums") or {}).items()
     }
     artifacts = artifacts_of(task)
     result = PullResult(task_id, dest, summary=summary)

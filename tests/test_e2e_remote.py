@@ -7,13 +7,16 @@ seconds. It also checks what the emulator recorded never contains the credential
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
 
+from ak_remote.clearml_api import client_from_config
 from ak_remote.cli import cli
+from ak_remote.pull import pull as pull_run
 from tests.emulator import fixtures as emulator_fixtures
 from tests.emulator.agent import running_agent
 from tests.emulator.server import Emulator
@@ -85,10 +88,35 @@ def test_templates_to_pulled_model_and_reproduction(
     events = list((tmp_path / "tb" / task_id).rglob("events.out.tfevents.*"))
     assert events
 
-    # Integrity: an altered model file on the fileserver is rejected after one retry.
+    # A fileserver hiccup is retried.
+    emulator.fail_next("fileserver.download", times=1, mode="500")
+    ok(invoke("pull", task_id, "--dest", str(tmp_path / "hiccup"), "--no-load"))
+
+    # Integrity: a truncated download is fetched once more (and kept when that one is right)...
     with emulator.state.lock:
         path = next(p for p in emulator.state.files if p.endswith("/model.keras") and task_id in p)
-        emulator.state.files[path] = emulator.state.files[path][:-100]
+        good = emulator.state.files[path]
+        emulator.state.files[path] = good[:-100]
+    notes: list[str] = []
+
+    def restore_on_mismatch(text: str) -> None:
+        notes.append(text)
+        if "mismatch (attempt 1)" in text:
+            emulator.state.files[path] = good
+
+    result = pull_run(
+        client_from_config(),
+        task_id,
+        tmp_path / "retried",
+        load=False,
+        progress=restore_on_mismatch,
+    )
+    assert any("retrying" in n for n in notes)
+    assert (tmp_path / "retried" / "model.keras").read_bytes() == good
+    assert result.files["model.keras"] == hashlib.sha256(good).hexdigest()
+
+    # ... and rejected when it stays wrong.
+    emulator.state.files[path] = good[:-100]
     rejected = invoke("pull", task_id, "--dest", str(tmp_path / "bad"), "--no-load")
     assert rejected.exit_code == 5, rejected.output
     assert "does not match the checksum" in rejected.stderr
@@ -106,3 +134,33 @@ def test_templates_to_pulled_model_and_reproduction(
     assert emulator.secret_key not in recorded
     for blob in emulator.state.files.values():
         assert emulator.secret_key.encode() not in blob
+
+
+@pytest.mark.slow
+def test_a_run_that_fails_on_the_agent_makes_launch_wait_exit_5(
+    clearml_emulator: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AK_REMOTE_POLL_INTERVAL", "1")
+    monkeypatch.chdir(tmp_path)
+    ok(invoke("templates", "sync"))
+    clearml_emulator.create_queue("cpu")
+    with running_agent(clearml_emulator, "cpu", log_dir=tmp_path / "agent"):
+        result = invoke(
+            "launch",
+            "structured-classifier",
+            "-q",
+            "cpu",
+            "--set",
+            "dataset=/no/such.csv",
+            "--wait",
+        )
+    assert result.exit_code == 5, result.output
+    task_id = result.stdout.split()[0]
+    assert f"{task_id} (failed)" in result.stderr
+    assert f"ak-remote logs {task_id}" in result.stderr
+    status = json.loads(ok(invoke("status", task_id, "--json")).stdout)[0]
+    assert status["status"] == "failed"
+    log = ok(invoke("logs", task_id)).stdout
+    assert "/no/such.csv" in log
+    refused = invoke("pull", task_id)
+    assert refused.exit_code == 5 and "no verified model" in refused.stderr
