@@ -429,3 +429,35 @@ def test_rejected_credentials_say_so_without_echoing_them(
     assert result.exit_code == 4
     assert "rejected the credentials" in result.stderr and "clearml-init" in result.stderr
     assert "wrong-secret-value" not in result.output
+
+
+# -- other templates -------------------------------------------------------------------------
+
+
+def test_any_task_id_can_be_the_template_with_its_stored_types(server: Emulator) -> None:
+    general = {
+        "lr": {"section": "General", "name": "lr", "value": "0.1", "type": "float"},
+        "note": {"section": "General", "name": "note", "value": "x"},
+    }
+    source = server.create_task("my own draft", hyperparams={"General": general})
+    bad = CliRunner().invoke(cli, ["launch", source, "-q", "gpu", "--set", "lr=fast"])
+    assert bad.exit_code == 2 and "not a valid float" in bad.stderr
+    unknown = CliRunner().invoke(cli, ["launch", source, "-q", "gpu", "--set", "epochs=1"])
+    assert unknown.exit_code == 2 and "valid parameters: lr, note" in unknown.stderr
+    result = CliRunner().invoke(cli, ["launch", source, "-q", "gpu", "--sweep", "lr=0.01,0.001"])
+    assert result.exit_code == 0, result.output
+    launched = [t for t in runs(server) if t["id"] != source]
+    values = sorted(t["hyperparams"]["General"]["lr"]["value"] for t in launched)
+    assert values == ["0.001", "0.01"]
+    assert all(t["hyperparams"]["General"]["note"]["value"] == "x" for t in launched)
+    assert all(t["parent"] == source for t in launched)
+
+
+def test_a_huge_sweep_is_refused_before_asking_the_server(server: Emulator) -> None:
+    values = ",".join(str(i) for i in range(1, 30))
+    result = CliRunner().invoke(
+        cli,
+        ["launch", JOB, "-q", "gpu", "--sweep", f"seed={values}", "--sweep", f"epochs={values}"],
+    )
+    assert result.exit_code == 2 and "841 runs" in result.stderr
+    assert server.requests == []  # refused before a single request
