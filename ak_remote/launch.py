@@ -14,11 +14,8 @@ from __future__ import annotations
 import copy
 import itertools
 import secrets
-import signal
-import threading
 import unicodedata
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -373,19 +370,6 @@ class LaunchResult:
         }
 
 
-@contextmanager
-def _sigint_deferred() -> Iterator[None]:
-    """Hold off Ctrl-C while cleaning up, so a second Ctrl-C cannot leave orphans."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
 def _rollback(client: Client, plan: LaunchPlan, created: Sequence[str]) -> tuple[list[str], bool]:
     """Remove every run of the batch; returns (ids still there, whether the server was asked).
 
@@ -436,8 +420,11 @@ def execute_launch(
                 f"the server did not enqueue {len(missing)} of {total} runs ({reasons})"
             )
     except (Exception, KeyboardInterrupt) as exc:
-        with _sigint_deferred():
+        try:
             left, reachable = _rollback(client, plan, created)
+        except KeyboardInterrupt:
+            # A second Ctrl-C while cleaning up (a hanging server): stop, and say what may remain.
+            left, reachable = list(created), False
         raise _launch_error(exc, plan, created, left, reachable) from exc
     say(f"queued {total} run{'s' if total != 1 else ''} on {plan.queue_name}")
     urls = [client.task_url({"id": i, "project": project_id}) for i in created]
@@ -455,7 +442,7 @@ def _launch_error(
         if left:
             return ServerError(
                 f"interrupted; these runs could not be removed: {', '.join(left)}",
-                "delete them in the ClearML Web UI when the server answers",
+                f"when the server answers: `ak-remote abort --delete {' '.join(left)}`",
             )
         return exc  # the CLI reports Ctrl-C; nothing is left behind
     cause = exc.message if isinstance(exc, AkRemoteError) else f"{type(exc).__name__}: {exc}"
