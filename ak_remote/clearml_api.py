@@ -149,10 +149,8 @@ class SessionTransport:
             res = session.send_request(
                 service, action, version=str(session.api_version), json=dict(body)
             )
-        except (requests.ConnectionError, requests.Timeout) as exc:
-            raise TransientError(f"{type(exc).__name__}: {exc}") from None
         except requests.RequestException as exc:
-            raise TransientError(f"{type(exc).__name__}: {exc}") from None
+            raise TransientError(describe_network_error(exc)) from None
         try:
             envelope = res.json()
         except ValueError:
@@ -163,6 +161,20 @@ class SessionTransport:
 
     def host(self) -> str:
         return str(self._connect().host)
+
+
+def describe_network_error(exc: Exception) -> str:
+    """A short reason for a failed HTTP exchange (the full urllib3 chain helps nobody)."""
+    import requests
+
+    text = str(exc)
+    if isinstance(exc, requests.Timeout) or "timed out" in text:
+        return "timed out"
+    if "Connection refused" in text:
+        return "connection refused"
+    if "RemoteDisconnected" in text or "Connection aborted" in text or "reset" in text:
+        return "connection closed without a response"
+    return f"{type(exc).__name__}: {text[:200]}"
 
 
 def _configured_host() -> str:
@@ -183,14 +195,21 @@ class Client:
         transport: Transport | None = None,
         policy: RetryPolicy | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        on_retry: Callable[[str], None] | None = None,
     ) -> None:
         self.policy = policy or RetryPolicy()
+        self.on_retry = on_retry  # told about each retry (the CLI prints it on stderr)
         self._session_transport = None if transport else SessionTransport(self.policy)
         self._transport: Transport = transport or self._session_transport  # type: ignore[assignment]
         self._sleep = sleep
         self.requests_sent = 0
 
     # -- core ---------------------------------------------------------------------------------
+
+    def _pause(self, delay: float, what: str, error: Exception | None) -> None:
+        if self.on_retry is not None:
+            self.on_retry(f"ClearML server: {what} failed ({error}); retrying in {delay:g} s")
+        self._sleep(delay)
 
     def _send_once(self, endpoint: str, body: Mapping[str, Any]) -> Doc:
         """One attempt: data on success, ApiError on refusal, TransientError on trouble."""
@@ -203,7 +222,7 @@ class Client:
             return data if isinstance(data, dict) else {}
         msg = str(meta.get("result_msg") or f"HTTP {status}")
         if status in TRANSIENT_STATUS or code in TRANSIENT_STATUS:
-            raise TransientError(f"{endpoint}: {msg} (HTTP {status})")
+            raise TransientError(f"HTTP {status}: {msg}")
         if status == 401:
             raise ApiError(
                 endpoint, code, int(meta.get("result_subcode") or 0), msg, CREDENTIALS_HINT
@@ -230,7 +249,7 @@ class Client:
             except TransientError as exc:
                 if attempt == len(delays):
                     raise self._unavailable(endpoint, exc, attempt + 1) from None
-                self._sleep(delays[attempt])
+                self._pause(delays[attempt], endpoint, exc)
         raise AssertionError("unreachable")
 
     def write(
@@ -249,7 +268,7 @@ class Client:
         last: Exception | None = None
         for attempt in range(len(delays) + 1):
             if attempt > 0 and find is not None:
-                self._sleep(delays[attempt - 1])
+                self._pause(delays[attempt - 1], endpoint, last)
                 try:
                     found = find()
                 except ServerUnavailable:
@@ -420,7 +439,7 @@ class Client:
         last: Exception | None = None
         for attempt in range(len(delays) + 1):
             if attempt > 0:
-                self._sleep(delays[attempt - 1])
+                self._pause(delays[attempt - 1], "tasks.enqueue_many", last)
                 try:
                     states = self.get_tasks(ids=pending, only_fields=["status", "execution.queue"])
                     queued = {
@@ -594,9 +613,11 @@ class Client:
                 tmp.replace(dest)
                 return digest.hexdigest()
             except (TransientError, requests.RequestException) as exc:
+                if isinstance(exc, requests.RequestException):
+                    exc = TransientError(describe_network_error(exc))
                 if attempt == len(delays):
                     raise self._unavailable(f"download of {url}", exc, attempt + 1) from None
-                self._sleep(delays[attempt])
+                self._pause(delays[attempt], f"download of {url}", exc)
         raise AssertionError("unreachable")
 
     def _download_with_storage_manager(self, url: str, dest: Path) -> str:
@@ -638,7 +659,7 @@ def last_metric_values(task: Mapping[str, Any]) -> dict[str, float]:
     return values
 
 
-def client_from_config() -> Client:
+def client_from_config(on_retry: Callable[[str], None] | None = None) -> Client:
     """A Client with the retry policy from ak-remote's configuration."""
     from ak_remote.config import load_config
 
@@ -648,5 +669,6 @@ def client_from_config() -> Client:
             attempts=config.http_attempts,
             backoff=config.http_backoff,
             read_timeout=config.http_timeout,
-        )
+        ),
+        on_retry=on_retry,
     )

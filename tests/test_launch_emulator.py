@@ -461,3 +461,11 @@ def test_a_huge_sweep_is_refused_before_asking_the_server(server: Emulator) -> N
     )
     assert result.exit_code == 2 and "841 runs" in result.stderr
     assert server.requests == []  # refused before a single request
+
+
+def test_the_cli_says_when_it_retries(server: Emulator) -> None:
+    server.fail_next("tasks.clone", times=1, mode="drop_response")
+    result = CliRunner().invoke(cli, ["launch", JOB, "-q", "gpu"])
+    assert result.exit_code == 0, result.output
+    assert "tasks.clone failed (connection closed without a response); retrying" in result.stderr
+    assert len(runs(server)) == 1 and result.stdout.strip() == runs(server)[0]["id"]

@@ -53,7 +53,7 @@ def compare(
 
     if plot_path is not None and plot_path.suffix.lower() != ".png":
         raise click.BadParameter("the plot is written as PNG: give a FILE.png", param_hint="--plot")
-    client = client_from_config()
+    client = client_from_config(on_retry=ui.info)
     tasks = select_tasks(client, ids=ids, sweep=sweep_id, project=project, fields=COMPARE_FIELDS)
     comparison = build(tasks, sort=sort, all_metrics=all_metrics, all_params=all_params)
     ui.data(render(comparison, fmt))

@@ -28,7 +28,7 @@ def status(
 
     if not ids and not sweep_id and not project:
         project = load_config().project
-    client = client_from_config()
+    client = client_from_config(on_retry=ui.info)
     tasks = select_tasks(client, ids=ids, sweep=sweep_id, project=project, limit=limit)
     rows = run_statuses(client, tasks)
     if as_json:
@@ -67,7 +67,7 @@ def logs(task_id: str, follow: bool) -> None:
     from ak_remote.follow import BAD_STATUSES, read_log
 
     status = read_log(
-        client_from_config(),
+        client_from_config(on_retry=ui.info),
         task_id,
         emit=ui.data,
         follow=follow,
@@ -84,7 +84,7 @@ def abort(ids: tuple[str, ...], delete: bool) -> None:
     """Stop queued or running runs (dequeue queued ones); --delete removes them."""
     from ak_remote.follow import abort as abort_runs
 
-    result = abort_runs(client_from_config(), ids, delete=delete)
+    result = abort_runs(client_from_config(on_retry=ui.info), ids, delete=delete)
     for task_id in result.stopped + result.deleted:
         ui.data(task_id)
     if result.stopped:

@@ -68,7 +68,7 @@ def launch(
         template_project=pick(template_project, config.template_project) or config.template_project,
         create_queue=create_queue,
     )
-    client = client_from_config()
+    client = client_from_config(on_retry=ui.info)
     plan = plan_launch(client, request)
     if dry_run:
         _show_plan(plan, as_json)
@@ -110,7 +110,7 @@ def follow_runs(task_ids: list[str], interval: float) -> None:
         ui.info("  " + ", ".join(f"{n} {status}" for status, n in sorted(counts.items())))
 
     ui.info(f"Waiting for {len(task_ids)} run(s) (Ctrl-C stops waiting, not the runs)...")
-    rows = wait(client_from_config(), task_ids, interval=interval, on_change=show)
+    rows = wait(client_from_config(on_retry=ui.info), task_ids, interval=interval, on_change=show)
     bad = [row for row in rows if row.status in BAD_STATUSES]
     for row in rows:
         ui.info(f"  {row.id} {row.status} {row.message}".rstrip())

@@ -38,7 +38,12 @@ def pull(task_id: str, dest: Path | None, check: bool, no_load: bool, as_json: b
     if check and no_load:
         raise click.UsageError("--check needs the models loaded; drop --no-load")
     result = pull_run(
-        client_from_config(), task_id, dest, load=not no_load, check=check, progress=ui.info
+        client_from_config(on_retry=ui.info),
+        task_id,
+        dest,
+        load=not no_load,
+        check=check,
+        progress=ui.info,
     )
     if as_json:
         ui.as_json(result.as_dict())

@@ -26,7 +26,7 @@ def reproduce(task_id: str, queue: str | None, wait: bool, dry_run: bool, as_jso
     from ak_remote.reproduce import compare_outcome, execute_reproduce, plan_reproduce
 
     config = load_config()
-    client = client_from_config()
+    client = client_from_config(on_retry=ui.info)
     plan = plan_reproduce(client, task_id, pick(queue, config.queue))
     for line in plan.pinned:
         ui.info(f"  pinned: {line}")

@@ -31,7 +31,7 @@ def sync(project: str | None, image: str | None, docker_args: str | None, as_jso
     """
     config = load_config()
     project_name = pick(project, config.template_project) or config.template_project
-    client = client_from_config()
+    client = client_from_config(on_retry=ui.info)
     result = templates_lib.sync(
         client,
         project_name,
@@ -62,7 +62,7 @@ def list_(project: str | None, as_json: bool) -> None:
     """List the templates: job, task id, image and parameter defaults."""
     config = load_config()
     project_name = pick(project, config.template_project) or config.template_project
-    found = templates_lib.list_templates(client_from_config(), project_name)
+    found = templates_lib.list_templates(client_from_config(on_retry=ui.info), project_name)
     rows = []
     for task in found:
         job = templates_lib.job_of(task)

@@ -38,7 +38,9 @@ def tensorboard(
     from ak_remote.pull import fetch_tensorboard_logs
 
     root = (logdir or _cache_root()).resolve()
-    dirs = fetch_tensorboard_logs(client_from_config(), list(ids), root, progress=ui.info)
+    dirs = fetch_tensorboard_logs(
+        client_from_config(on_retry=ui.info), list(ids), root, progress=ui.info
+    )
     spec = ",".join(f"{label}:{path}" for label, path in dirs.items())
     binary = shutil.which("tensorboard")
     argv = ([binary] if binary else [sys.executable, "-m", "tensorboard.main"]) + [
