@@ -72,6 +72,14 @@ def test_templates_to_pulled_model_and_reproduction(
         assert (dest / "model.keras").is_file() and (dest / "savedmodel").is_dir()
         assert (dest / "inference.json").is_file()
 
+        before = len(emulator.state.tasks)
+        dry = json.loads(
+            ok(invoke("reproduce", task_id, "-q", "cpu", "--dry-run", "--json")).stdout
+        )
+        assert "seed 42" in dry["pinned"] and "the job script stored in the task" in dry["pinned"]
+        assert any("no recorded digest" in w for w in dry["warnings"])
+        assert len(emulator.state.tasks) == before
+
         reproduced = invoke("reproduce", task_id, "-q", "cpu", "--wait", "--json")
         assert reproduced.exit_code == 0, f"{reproduced.output}\n--- agent\n{agent.log()[-6000:]}"
         report = json.loads(reproduced.stdout)
@@ -154,12 +162,14 @@ def test_a_run_that_fails_on_the_agent_makes_launch_wait_exit_5(
             "dataset=/no/such.csv",
             "--wait",
         )
-    assert result.exit_code == 5, result.output
-    task_id = result.stdout.split()[0]
-    assert f"{task_id} (failed)" in result.stderr
-    assert f"ak-remote logs {task_id}" in result.stderr
-    status = json.loads(ok(invoke("status", task_id, "--json")).stdout)[0]
-    assert status["status"] == "failed"
+        assert result.exit_code == 5, result.output
+        task_id = result.stdout.split()[0]
+        assert f"{task_id} (failed)" in result.stderr
+        assert f"ak-remote logs {task_id}" in result.stderr
+        # Checked while the agent still runs: stopping an agent right after a failure can turn
+        # the failed task into "stopped" (clearml-agent's shutdown marks its last task).
+        status = json.loads(ok(invoke("status", task_id, "--json")).stdout)[0]
+        assert status["status"] == "failed"
     log = ok(invoke("logs", task_id)).stdout
     assert "/no/such.csv" in log
     refused = invoke("pull", task_id)
