@@ -24,7 +24,8 @@ from ak_remote.params import SECTION, ParamSet, ParamSpec, format_value
 TEMPLATE_TAG = "ak-remote-template"  # system tag of every template task
 JOB_TAG_PREFIX = "ak-remote-job:"  # system tag naming the job (templates and launched runs)
 USER_TAGS = ["ak-remote", "template"]
-LOCK_FILE = "requirements/worker.lock"
+LOCK_FILE = "requirements/worker.lock"  # what the CPU worker image installs
+GPU_LOCK_FILE = "requirements/worker-gpu.lock"  # the GPU image: tensorflow, not tensorflow-cpu
 _TASK_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
@@ -64,9 +65,17 @@ def _strip_credentials(url: str) -> str:
     return url
 
 
-def pinned_requirements(root: Path = PROJECT_ROOT) -> str:
-    """The worker lock as `name==version` lines (comments dropped)."""
-    path = root / LOCK_FILE
+def lock_for_image(image: str, root: Path = PROJECT_ROOT) -> str:
+    """The lock the image was built from: the GPU one for GPU images (docker/build.sh tags)."""
+    tag = image.rsplit("/", 1)[-1]
+    if "gpu" in tag.lower() and (root / GPU_LOCK_FILE).exists():
+        return GPU_LOCK_FILE
+    return LOCK_FILE
+
+
+def pinned_requirements(root: Path = PROJECT_ROOT, lock: str = LOCK_FILE) -> str:
+    """A worker lock as `name==version` lines (comments dropped)."""
+    path = root / lock
     if not path.exists():
         return ""
     lines = []
@@ -77,9 +86,13 @@ def pinned_requirements(root: Path = PROJECT_ROOT) -> str:
     return "\n".join(lines) + ("\n" if lines else "")
 
 
-def script_section(job: Job, root: Path = PROJECT_ROOT) -> dict[str, Any]:
-    """How an agent gets and runs the job's code (git remote + commit + diff, or the script)."""
-    requirements = {"pip": pinned_requirements(root)}
+def script_section(job: Job, root: Path = PROJECT_ROOT, lock: str = LOCK_FILE) -> dict[str, Any]:
+    """How an agent gets and runs the job's code (git remote + commit + diff, or the script).
+
+    The requirements are the lock the worker image installed: the images run tasks on their
+    own interpreter (CLEARML_AGENT_SKIP_PYTHON_ENV_INSTALL), so this is the record of what runs.
+    """
+    requirements = {"pip": pinned_requirements(root, lock)}
     remote = None
     remotes = (_git(root, "remote") or "").split()
     if remotes:
@@ -144,7 +157,7 @@ def template_fields(
             f"{job.description}. Template kept by `ak-remote templates sync`; "
             f"launch it with `ak-remote launch {job.name} -q QUEUE`."
         ),
-        "script": script_section(job, root),
+        "script": script_section(job, root, lock_for_image(image, root)),
         "container": {"image": image, "arguments": docker_args},
         "hyperparams": hyperparams_for(job.params),
         "tags": list(USER_TAGS),

@@ -111,3 +111,20 @@ def test_each_field_change_is_seen(tmp_path: Path, field: str) -> None:
     have = copy.deepcopy(want)
     have[field] = {"tags": ["other"], "comment": "old", "script": {"diff": "old"}}[field]
     assert changed_fields(want, have) == [field]
+
+
+@pytest.mark.parametrize(
+    ("image", "lock", "tensorflow"),
+    [
+        ("reg/ak-remote-worker:0.1.0-gpu", "requirements/worker-gpu.lock", "tensorflow==2.21.0"),
+        ("ak-remote-worker:gpu", "requirements/worker-gpu.lock", "tensorflow==2.21.0"),
+        ("ak-remote-worker:0.1.0-cpu", "requirements/worker.lock", "tensorflow-cpu==2.21.0"),
+        ("gpu-registry.example/ak:1-cpu", "requirements/worker.lock", "tensorflow-cpu==2.21.0"),
+    ],
+)
+def test_the_recorded_lock_matches_the_image(image: str, lock: str, tensorflow: str) -> None:
+    from ak_remote.templates import lock_for_image
+
+    assert lock_for_image(image) == lock
+    pins = template_fields(JOB, image, "")["script"]["requirements"]["pip"].splitlines()
+    assert tensorflow in pins
