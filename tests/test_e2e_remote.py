@@ -17,11 +17,9 @@ from click.testing import CliRunner, Result
 from ak_remote.clearml_api import client_from_config
 from ak_remote.cli import cli
 from ak_remote.pull import pull as pull_run
-from tests.emulator import fixtures as emulator_fixtures
 from tests.emulator.agent import running_agent
 from tests.emulator.server import Emulator
 
-_emulator_fixture = emulator_fixtures.clearml_emulator
 TINY = ["--set", "max_trials=1", "--set", "epochs=1", "--set", "max_samples=120"]
 
 

@@ -13,10 +13,7 @@ from ak_remote.clearml_api import client_from_config
 from ak_remote.cli import cli
 from ak_remote.config import DEFAULT_IMAGE, config_path, load_config
 from ak_remote.errors import UsageError
-from tests.emulator import fixtures as emulator_fixtures
 from tests.emulator.server import Emulator
-
-_emulator_fixture = emulator_fixtures.clearml_emulator
 
 
 def write(path: Path, text: str) -> Path:

@@ -28,11 +28,7 @@ from ak_remote.launch import (
     launch,
     plan_launch,
 )
-from tests.emulator import fixtures as emulator_fixtures
 from tests.emulator.server import Emulator
-
-# The emulator fixture, for as long as tests/conftest.py does not provide it to every module.
-_emulator_fixture = emulator_fixtures.clearml_emulator
 
 TEMPLATES = "ak-remote/templates"
 JOB = "structured-classifier"

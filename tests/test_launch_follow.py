@@ -14,10 +14,7 @@ from ak_remote.clearml_api import client_from_config
 from ak_remote.cli import cli
 from ak_remote.follow import read_log, wait
 from ak_remote.launch import LaunchRequest, launch
-from tests.emulator import fixtures as emulator_fixtures
 from tests.emulator.server import Emulator
-
-_emulator_fixture = emulator_fixtures.clearml_emulator
 
 
 @pytest.fixture

@@ -13,10 +13,8 @@ from ak_remote.catalog import JOBS, PROJECT_ROOT, get_job
 from ak_remote.clearml_api import client_from_config
 from ak_remote.cli import cli
 from ak_remote.params import ParamSet
-from tests.emulator import fixtures as emulator_fixtures
 from tests.emulator.server import Emulator
 
-_emulator_fixture = emulator_fixtures.clearml_emulator
 WRITES = ("tasks.create", "tasks.edit", "projects.create", "tasks.clone", "tasks.delete")
 
 
