@@ -27,8 +27,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
-def measure(mode: str, job_name: str, sets: dict[str, str], workdir: Path) -> float:
-    """One search in this process; returns its wall time in seconds."""
+def measure(mode: str, job_name: str, sets: dict[str, str], workdir: Path) -> dict[str, float]:
+    """One search in this process; returns its wall time and that of each tracked phase."""
     from ak_remote.catalog import get_job
     from ak_remote.runtime import data as data_module
     from ak_remote.runtime.settings import Settings
@@ -46,6 +46,7 @@ def measure(mode: str, job_name: str, sets: dict[str, str], workdir: Path) -> fl
     keras.utils.set_random_seed(settings.seed)
     x, y = data.x[split.train_val], data.y[split.train_val]
     started = time.perf_counter()
+    phases: dict[str, float] = {}
     if mode == "bare":
         automodel = build_automodel(job, settings, data, str(workdir / "autokeras"), None)
         automodel.fit(
@@ -59,13 +60,14 @@ def measure(mode: str, job_name: str, sets: dict[str, str], workdir: Path) -> fl
                     patience=settings.early_stopping_patience, min_delta=1e-4
                 )
             ],
-            verbose=0,
+            verbose=2,  # as the tracked search() prints
         )
     else:
         from ak_remote.runtime.tracking import Tracker
 
         tracker = Tracker("ak-remote-benchmark", f"{job_name} overhead", offline=True)
         tracker.connect_parameters(job.params.to_strings(job.params.resolve(sets)))
+        phases["task_init"] = time.perf_counter() - started
         search(
             job,
             settings,
@@ -77,17 +79,22 @@ def measure(mode: str, job_name: str, sets: dict[str, str], workdir: Path) -> fl
             None,
             tracker,
         )
+        phases["search"] = time.perf_counter() - started - phases["task_init"]
+        mark = time.perf_counter()
         tracker.upload("tensorboard", workdir / "tensorboard")
+        phases["upload_tensorboard"] = time.perf_counter() - mark
+        mark = time.perf_counter()
         tracker.complete()
-    return time.perf_counter() - started
+        phases["close"] = time.perf_counter() - mark
+    return {"seconds": time.perf_counter() - started, **phases}
 
 
 def _child(args: argparse.Namespace) -> None:
     sets = dict(item.split("=", 1) for item in args.set)
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["HOME"] = tmp  # the offline session and ClearML state stay in the sandbox
-        seconds = measure(args.mode, args.job, sets, Path(tmp))
-    print(json.dumps({"mode": args.mode, "seconds": seconds}))
+        result = measure(args.mode, args.job, sets, Path(tmp))
+    print(json.dumps({"mode": args.mode, **result}))
 
 
 def main() -> None:
@@ -97,7 +104,9 @@ def main() -> None:
     parser.add_argument(
         "--set",
         action="append",
-        default=["max_trials=2", "epochs=3", "max_samples=0", "histogram_freq=1"],
+        # One trial: the image tuner's second candidate is an ImageNet-sized ResNet50, minutes
+        # per epoch on a CPU; the overhead is per epoch and per run, not per candidate.
+        default=["max_trials=1", "epochs=15", "max_samples=0", "histogram_freq=1"],
     )
     parser.add_argument("--mode", choices=("bare", "tracked"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -118,12 +127,23 @@ def main() -> None:
                 sys.exit(f"{mode} run failed:\n{done.stderr[-3000:]}")
             result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
             times[mode].append(result["seconds"])
-            print(f"run {repeat + 1} {mode:8s} {result['seconds']:7.2f} s", file=sys.stderr)
-    bare, tracked = statistics.median(times["bare"]), statistics.median(times["tracked"])
+            detail = ", ".join(
+                f"{k} {v:.2f}" for k, v in result.items() if k not in ("mode", "seconds")
+            )
+            print(
+                f"run {repeat + 1} {mode:8s} {result['seconds']:7.2f} s  {detail}", file=sys.stderr
+            )
     print(f"job: {args.job}  settings: {' '.join(args.set)}  repeats: {args.repeats}")
-    print(f"bare AutoKeras (median):                  {bare:7.2f} s   {times['bare']}")
-    print(f"ClearML offline + TensorBoard (median):   {tracked:7.2f} s   {times['tracked']}")
-    print(f"ratio tracked/bare: {tracked / bare:.3f}  (goal <= 1.10)")
+    for mode, label in (("bare", "bare AutoKeras"), ("tracked", "ClearML offline + TensorBoard")):
+        runs = ", ".join(f"{t:.2f}" for t in times[mode])
+        print(
+            f"{label:31s} median {statistics.median(times[mode]):6.2f} s  "
+            f"min {min(times[mode]):6.2f} s  ({runs})"
+        )
+    # On a shared machine the minimum is the least disturbed estimate; both are shown.
+    median = statistics.median(times["tracked"]) / statistics.median(times["bare"])
+    best = min(times["tracked"]) / min(times["bare"])
+    print(f"ratio tracked/bare: median {median:.3f}, min {best:.3f}  (goal <= 1.10)")
 
 
 if __name__ == "__main__":

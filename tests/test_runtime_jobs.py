@@ -191,6 +191,9 @@ def test_tensorboard_has_scalars_histograms_and_graph_per_trial(job_run: JobRun)
         assert validation["scalars:epoch_loss"] >= 1
         hparams, _ = _events(logdir / trial / "execution0")
         assert hparams["hparams:_hparams_/session_start_info"] == 1
+    checkpoints = sorted(p.name for p in (job_run.run_dir / "checkpoints").iterdir())
+    expected = [*(f"trial_{int(t):02d}.weights.h5" for t in trials), "final.weights.h5"]
+    assert checkpoints == sorted(expected)
     final, final_graph = _events(logdir / "train")  # AutoKeras' final fit
     assert final["scalars:epoch_loss"] == epochs
     assert final_graph

@@ -26,7 +26,14 @@ from typing import Any, NoReturn
 from ak_remote import __version__
 from ak_remote.catalog import PROJECT_ROOT, Job, get_job
 from ak_remote.datasets import check_reference
-from ak_remote.errors import AkRemoteError, DataError, ExitCode, RunFailedError, UsageError
+from ak_remote.errors import (
+    AkRemoteError,
+    DataError,
+    ExitCode,
+    RunFailedError,
+    ServerError,
+    UsageError,
+)
 from ak_remote.params import Value, parse_assignments
 from ak_remote.runtime.settings import Settings
 
@@ -109,9 +116,17 @@ class Run:
 
         offline = bool(args.offline) or not server_configured()
         dataset = str(self.params["dataset"])
-        self.tracker = Tracker(
-            args.project or DEFAULT_PROJECT, args.task_name or f"{job.name} on {dataset}", offline
-        )
+        try:
+            self.tracker = Tracker(
+                args.project or DEFAULT_PROJECT,
+                args.task_name or f"{job.name} on {dataset}",
+                offline,
+            )
+        except Exception as exc:  # the SDK raises many types for an unreachable server
+            raise ServerError(
+                f"could not create the ClearML task: {exc}".splitlines()[0],
+                "check the server and credentials (ak-remote doctor), or pass --offline",
+            ) from exc
         self.summary["task_id"] = self.tracker.task_id
         zip_path = self.tracker.offline_zip()
         self.summary["offline_session"] = str(zip_path) if zip_path else None
@@ -370,6 +385,8 @@ def _say(message: str) -> None:
 def main(job_name: str, argv: list[str] | None = None) -> int:
     """Run `job_name` with `argv` (default: sys.argv[1:]); returns the exit code."""
     debug = os.environ.get(DEBUG_ENV, "") not in ("", "0")
+    # TensorFlow's C++ INFO lines (CPU features, oneDNN) are noise in a job log.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
     run: Run | None = None
     error: AkRemoteError | None = None
     trace = ""

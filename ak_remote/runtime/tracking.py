@@ -39,13 +39,17 @@ AUTO_CONNECT_FRAMEWORKS: dict[str, bool] = {
 
 
 def server_configured() -> bool:
-    """True when a ClearML server is configured through the environment or a clearml.conf."""
-    if os.environ.get("CLEARML_API_HOST"):
+    """True when a ClearML server is configured through the environment or a clearml.conf
+    (and ClearML's own CLEARML_OFFLINE_MODE does not ask for offline)."""
+    env = os.environ
+    if env.get("CLEARML_OFFLINE_MODE", "").strip().lower() in ("1", "true", "yes", "on"):
+        return False
+    if env.get("CLEARML_API_HOST") or env.get("TRAINS_API_HOST"):
         return True
-    explicit = os.environ.get("CLEARML_CONFIG_FILE")
+    explicit = env.get("CLEARML_CONFIG_FILE") or env.get("TRAINS_CONFIG_FILE")
     if explicit:
         return Path(explicit).expanduser().is_file()
-    return (Path.home() / "clearml.conf").is_file()
+    return any((Path.home() / name).is_file() for name in ("clearml.conf", "trains.conf"))
 
 
 class Tracker:
