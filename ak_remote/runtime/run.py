@@ -130,17 +130,17 @@ class Run:
         self.summary["task_id"] = self.tracker.task_id
         zip_path = self.tracker.offline_zip()
         self.summary["offline_session"] = str(zip_path) if zip_path else None
-        # Under an agent the values that count are the server's (a clone's overrides).
-        connected = self.tracker.connect_parameters(job.params.to_strings(self.params))
-        self.params = job.params.resolve(connected)
-        self.summary["params"] = job.params.to_strings(self.params)
-
         if self.run_dir is None:
             stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
             task_part = self.tracker.task_id.removeprefix("offline-")[:8]
             self.run_dir = Path.cwd() / "runs" / job.name / f"{stamp}-{task_part}"
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.summary["run_dir"] = str(self.run_dir)
+        # Under an agent the values that count are the server's (a clone's overrides): they
+        # are validated again, and bad ones fail the task with the same one-line message.
+        connected = self.tracker.connect_parameters(job.params.to_strings(self.params))
+        self.params = job.params.resolve(connected)
+        self.summary["params"] = job.params.to_strings(self.params)
         self.settings = Settings.from_values(self.params)
         self.summary["reproducibility"] = reproducibility(self.settings.seed, self.run_dir)
         _say(f"run folder: {self.run_dir}")
