@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from tests.emulator.agent import run_execute, running_agent, wait_for_status
-from tests.emulator.fixtures import RealServer, run_python, script_result
+from tests.emulator.fixtures import RealServer, run_python, script_result, wait_for
 from tests.emulator.server import Emulator
 
 Handle = Emulator | RealServer
@@ -106,3 +106,38 @@ def test_execute_runs_one_task_by_id(clearml_emulator: Handle, tmp_path: Path) -
     task = clearml_emulator.get_task(task_id)
     assert task["status"] == "completed"
     assert any(a["key"] == "summary" for a in task["execution"]["artifacts"])
+
+
+SLOW_JOB = """
+import time
+from clearml import Task
+task = Task.init()
+for i in range(600):
+    print(f"tick {i}", flush=True)
+    time.sleep(0.5)
+"""
+
+
+def test_stop_of_a_running_task_is_carried_out_by_the_agent(
+    clearml_emulator: Handle, tmp_path: Path
+) -> None:
+    clearml_emulator.create_queue("cpu")
+    (task_id,) = _create_tasks(clearml_emulator, tmp_path / "jobs", "cpu", slow=SLOW_JOB)
+    with running_agent(clearml_emulator, "cpu") as agent:
+        # Wait until the job's own code runs: stopping earlier races with its Task.init, which
+        # moves a stopped task back to in_progress (a transition the server allows).
+        def ticking() -> bool:
+            log = clearml_emulator.call_api("events.get_task_log", task=task_id, batch_size=50)
+            return any("tick" in e.get("msg", "") for e in log["events"])
+
+        wait_for(ticking, timeout=60, what="the job to print")
+        wait_for(
+            lambda: clearml_emulator.get_task(task_id).get("last_worker"),
+            timeout=60,
+            what="a worker report naming the task",
+        )
+        answer = clearml_emulator.call_api("tasks.stop", task=task_id)
+        assert answer["fields"]["status_message"] == "stopping"  # the worker is asked
+        task = wait_for_status(clearml_emulator, task_id, timeout=60, agent=agent)
+    assert task["status"] == "stopped"
+    assert task["status_message"] == f"Changed by clearml-agent {agent.worker_id}"

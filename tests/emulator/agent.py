@@ -40,6 +40,7 @@ def agent_env(
         "CLEARML_AGENT_SKIP_PYTHON_ENV_INSTALL": "1",
         "CLEARML_AGENT_SKIP_PIP_VENV_INSTALL": sys.executable,
         "CLEARML_AGENT_QUEUE_POLL_FREQ_SEC": "0.5",
+        "CLEARML_AGENT_STATUS_REPORT_FREQ_SEC": "2",
         "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
         "PYTHONUNBUFFERED": "1",
     }

@@ -212,7 +212,8 @@ class ClearMLApi:
         self.state = state
         self.files_url = files_url
         self.handlers: dict[str, Handler] = {}
-        self._last_value_iteration: dict[tuple[str, str, str], int] = {}
+        # (task, metric, variant) -> (iteration, timestamp) of the event behind last_metrics' value
+        self._last_value_position: dict[tuple[str, str, str], tuple[int, int]] = {}
         # task id -> time.time() of its last ping/worker report (is a worker still running it?)
         self._task_update_ts: dict[str, float] = {}
         for attr in dir(self):
@@ -1434,10 +1435,13 @@ class ClearMLApi:
         return {"added": added, "errors": sum(errors_info.values()), "errors_info": errors_info}
 
     def _update_last_metrics(self, task: Doc, event: Doc) -> None:
+        """Fold one scalar event into the task's last_metrics, as the server's event ingest does."""
         metric, variant = str(event["metric"]), str(event["variant"])
         value, iteration = float(event["value"]), int(event["iter"])
+        order = (iteration, int(event["timestamp"]))
         metrics = task.setdefault("last_metrics", {}).setdefault(md5_key(metric), {})
         entry = metrics.get(md5_key(variant))
+        position_key = (task["id"], metric, variant)
         if entry is None:
             entry = {
                 "metric": metric,
@@ -1453,11 +1457,13 @@ class ClearMLApi:
                 "mean_value": 0.0,
             }
             metrics[md5_key(variant)] = entry
-        # "value" is the value at the highest iteration reported so far (ties: the latest).
-        iter_key = (task["id"], metric, variant)
-        if iteration >= self._last_value_iteration.get(iter_key, iteration):
+            self._last_value_position[position_key] = order
+        # "value" is the latest by (iteration, timestamp); "first_value" the lowest iteration.
+        if order >= self._last_value_position[position_key]:
             entry["value"] = value
-            self._last_value_iteration[iter_key] = iteration
+            self._last_value_position[position_key] = order
+        if iteration < entry["first_value_iteration"]:
+            entry.update(first_value=value, first_value_iteration=iteration)
         if value < entry["min_value"]:
             entry.update(min_value=value, min_value_iteration=iteration)
         if value > entry["max_value"]:
