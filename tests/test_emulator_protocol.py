@@ -393,3 +393,61 @@ def test_count_and_reset_log(wire: Wire) -> None:
     assert wire.emulator.count() == 2
     wire.emulator.reset_log()
     assert wire.emulator.count() == 0
+
+
+def test_last_metrics_value_follows_the_highest_iteration(wire: Wire) -> None:
+    em = wire.emulator
+    task = em.create_task("t")
+    scalar = {"type": "training_stats_scalar", "task": task, "metric": "m", "variant": "v"}
+    em.add_events(
+        [
+            {**scalar, "value": 2.0, "iter": 5, "timestamp": 1000},
+            {**scalar, "value": 9.0, "iter": 1, "timestamp": 2000},  # late, but older iteration
+            {**scalar, "value": 4.0, "iter": 5, "timestamp": 3000},  # same iteration, newer
+        ]
+    )
+    entry = em.state.tasks[task]["last_metrics"][md5_key("m")][md5_key("v")]
+    assert entry["value"] == 4.0
+    assert (entry["first_value"], entry["first_value_iteration"]) == (9.0, 1)
+    assert (entry["max_value"], entry["max_value_iteration"]) == (9.0, 1)
+    assert entry["count"] == 3 and entry["mean_value"] == pytest.approx(5.0)
+    wire.call("tasks.reset", task=task, force=True)
+    assert em.state.tasks[task]["last_metrics"] == {}
+    em.add_events([{**scalar, "value": 1.0, "iter": 0, "timestamp": 1}])
+    entry = em.state.tasks[task]["last_metrics"][md5_key("m")][md5_key("v")]
+    assert (entry["value"], entry["count"]) == (1.0, 1)
+
+
+def test_get_all_filters_orders_pages_and_projects_fields(wire: Wire) -> None:
+    em = wire.emulator
+    ids = [
+        em.create_task(f"run {i}", project="sweep", tags=["a" if i % 2 else "b"]) for i in range(5)
+    ]
+    em.create_task("elsewhere", project="other")
+    project = em.state.project_by_name("sweep")
+    assert project is not None
+    body = {"project": [project["id"]], "order_by": ["-name"], "only_fields": ["name", "status"]}
+    page0 = wire.call("tasks.get_all", **body, page=0, page_size=2)["tasks"]
+    page2 = wire.call("tasks.get_all", **body, page=2, page_size=2)["tasks"]
+    assert [t["name"] for t in page0] == ["run 4", "run 3"]
+    assert [t["id"] for t in page2] == [ids[0]]
+    assert set(page0[0]) == {"id", "name", "status"}
+    tagged = wire.call("tasks.get_all", tags=["a"], only_fields=["name"])["tasks"]
+    assert sorted(t["name"] for t in tagged) == ["run 1", "run 3"]
+    assert len(wire.call("tasks.get_all", name="^run [0-2]$")["tasks"]) == 3
+    assert wire.error("tasks.get_all", {"name": "("})[:2] == (400, 21)
+    projects = wire.call("projects.get_all", name="^sweep$")["projects"]
+    assert [p["id"] for p in projects] == [project["id"]]
+
+
+def test_workers_expire_after_their_timeout(wire: Wire) -> None:
+    wire.call("workers.register", worker="w1", timeout=1)
+    wire.call("workers.register", worker="w2")
+    assert {w["id"] for w in wire.call("workers.get_all")["workers"]} == {"w1", "w2"}
+    wire.emulator.state.workers["w1"]["last_report_ts"] -= 5
+    assert [w["id"] for w in wire.call("workers.get_all")["workers"]] == ["w2"]
+    wire.emulator.state.workers["w2"]["last_report_ts"] -= 100
+    assert wire.call("workers.get_all", last_seen=50)["workers"] == []
+    assert wire.error("workers.status_report", {"worker": "w2", "timestamp": 0, "task": "x"})[
+        :2
+    ] == (400, 101)
