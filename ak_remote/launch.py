@@ -45,16 +45,19 @@ def _has_control(text: str) -> bool:
     return any(unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") for c in text)
 
 
-def check_name(name: str) -> str:
-    """A run name: stripped, non-empty, printable, at most 200 characters. Raises UsageError."""
+def check_name(name: str, option: str = "--name") -> str:
+    """A run or project name: stripped, non-empty, printable, at most 200 characters.
+
+    Raises UsageError naming `option`.
+    """
     text = name.strip()
     if not text:
-        raise UsageError("--name is empty", "give the run a name, or leave --name out")
+        raise UsageError(f"{option} is empty", f"give a name, or leave {option} out")
     if _has_control(text):
-        raise UsageError(f"--name {name!r} contains control characters", "use printable text")
+        raise UsageError(f"{option} {name!r} contains control characters", "use printable text")
     if len(text) > MAX_NAME_LENGTH:
         raise UsageError(
-            f"--name is {len(text)} characters long", f"keep it under {MAX_NAME_LENGTH}"
+            f"{option} is {len(text)} characters long", f"keep it under {MAX_NAME_LENGTH}"
         )
     return text
 
@@ -233,7 +236,7 @@ def plan_launch(client: Client, request: LaunchRequest) -> LaunchPlan:
     name = check_name(request.name) if request.name is not None else None
     tags = check_tags(request.tags)
     image = check_image(request.docker) if request.docker is not None else None
-    project_name = check_name(request.project)
+    project_name = check_name(request.project, "--project")
 
     template = resolve_template(client, request.template, request.template_project)
     params = template.params
@@ -253,9 +256,10 @@ def plan_launch(client: Client, request: LaunchRequest) -> LaunchPlan:
             raise UsageError(f"--sweep {key} repeats a value", "give each value once")
     points = sweep_points(sweep_axes)
 
-    queue = next((q for q in client.get_queues() if q.get("name") == queue_name), None)
+    queues = client.get_queues()
+    queue = next((q for q in queues if q.get("name") == queue_name), None)
     if queue is None and not request.create_queue:
-        names = sorted(str(q.get("name")) for q in client.get_queues())
+        names = sorted(str(q.get("name")) for q in queues)
         raise UsageError(
             f"queue {queue_name!r} does not exist",
             f"existing queues: {', '.join(names) or '(none)'}; pass --create-queue to create it, "
