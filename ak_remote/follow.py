@@ -64,7 +64,10 @@ def select_tasks(
     """
     given = sum(bool(x) for x in (ids, sweep, project))
     if given != 1:
-        raise UsageError("pick runs by ids, --sweep ID or --project NAME (one of them)")
+        raise UsageError(
+            "pick runs by ids, --sweep ID or --project NAME (one of them)",
+            "for example: --sweep sw-1a2b3c4d (printed by `ak-remote launch`)",
+        )
     if ids:
         wanted = check_task_ids(ids)
         tasks = client.get_tasks(ids=wanted, only_fields=fields)
@@ -92,7 +95,9 @@ def select_tasks(
         raise UsageError(f"no project {project!r} on the server", "check the name in the Web UI")
     tasks = [
         t
-        for t in client.get_tasks(project=project_id, only_fields=fields, order_by=["-created"])
+        for t in client.get_tasks(
+            project=project_id, only_fields=fields, order_by=["-created"], limit=limit
+        )
         if TEMPLATE_TAG not in (t.get("system_tags") or [])
     ]
     tasks = tasks[:limit] if limit else tasks
