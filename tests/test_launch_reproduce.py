@@ -1,0 +1,132 @@
+"""reproduce: what gets pinned from a finished run's record, against the emulator.
+
+The end-to-end test reproduces a real run; these cover the cases it cannot reach here: code
+from a git repository (commit pinned), an image digest, runs that cannot be reproduced.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from ak_remote.clearml_api import client_from_config
+from ak_remote.cli import cli
+from ak_remote.errors import UsageError
+from ak_remote.reproduce import execute_reproduce, metric_deltas, plan_reproduce
+from tests.emulator.server import Emulator
+
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+DIGEST = "reg/ak-remote-worker@sha256:" + "ab" * 32
+
+
+def finished_run(emulator: Emulator, summary: dict[str, Any], **fields: Any) -> str:
+    """A completed task with a summary.json artifact on the fileserver."""
+    general = {
+        "seed": {"section": "General", "name": "seed", "value": "7", "type": "int"},
+        "epochs": {"section": "General", "name": "epochs", "value": "3", "type": "int"},
+    }
+    task_id = emulator.create_task(
+        "wine run",
+        project="ak-remote",
+        hyperparams={"General": general},
+        system_tags=["ak-remote-job:structured-classifier"],
+        **fields,
+    )
+    path = f"/ak-remote/wine run.{task_id}/artifacts/summary.json/summary.json"
+    emulator.state.files[path] = json.dumps(summary).encode()
+    emulator.call("tasks.started", task=task_id)
+    emulator.call(
+        "tasks.add_or_update_artifacts",
+        task=task_id,
+        artifacts=[{"key": "summary.json", "type": "custom", "uri": emulator.file_url(path)}],
+        force=True,
+    )
+    emulator.call("tasks.completed", task=task_id)
+    return task_id
+
+
+SUMMARY = {
+    "metrics": {"test_accuracy": 0.9},
+    "data": {"fingerprint": "f" * 64},
+    "reproducibility": {
+        "seed": 7,
+        "packages": {"autokeras": "3.0.0"},
+        "image": DIGEST,
+        "git": {"commit": COMMIT, "dirty": False},
+    },
+}
+
+
+def test_a_git_run_is_cloned_with_commit_and_image_digest_pinned(
+    clearml_emulator: Emulator,
+) -> None:
+    clearml_emulator.create_queue("gpu")
+    source = finished_run(
+        clearml_emulator,
+        SUMMARY,
+        script={
+            "repository": "https://git.example.com/team/ak.git",
+            "branch": "main",
+            "entry_point": "jobs/structured_classifier.py",
+            "working_dir": ".",
+            "requirements": {"pip": "autokeras==3.0.0\n"},
+        },
+        container={"image": "reg/ak-remote-worker:0.1.0-gpu", "arguments": "--ipc=host"},
+    )
+    client = client_from_config()
+    plan = plan_reproduce(client, source, "gpu")
+    assert plan.warnings == []
+    assert f"commit {COMMIT[:12]}" in plan.pinned and f"image {DIGEST}" in plan.pinned
+    new_id = execute_reproduce(client, plan)
+    task = clearml_emulator.get_task(new_id)
+    assert task["status"] == "queued" and task["parent"] == source
+    assert task["script"]["version_num"] == COMMIT
+    assert task["script"]["repository"] == "https://git.example.com/team/ak.git"
+    assert task["container"] == {"image": DIGEST, "arguments": "--ipc=host"}
+    assert task["hyperparams"]["General"]["seed"]["value"] == "7"
+    assert f"reproduces:{source}" in task["tags"]
+
+
+def test_what_cannot_be_pinned_is_said(clearml_emulator: Emulator) -> None:
+    clearml_emulator.create_queue("gpu")
+    bare = {"metrics": {}, "reproducibility": {"git": {"dirty": True}}}
+    source = finished_run(
+        clearml_emulator,
+        bare,
+        script={"repository": "https://git.example.com/x.git", "entry_point": "a.py"},
+        container={"image": "reg/img:latest"},
+    )
+    result = CliRunner().invoke(cli, ["reproduce", source, "-q", "gpu", "--dry-run"])
+    assert result.exit_code == 0, result.output
+    for warning in (
+        "no commit recorded",
+        "dirty but no diff",
+        "no package list",
+        "reg/img:latest has no recorded digest",
+        "no data fingerprint",
+    ):
+        assert warning in result.stderr
+    assert clearml_emulator.count("tasks.clone") == 0
+
+
+def test_unfinished_runs_and_unknown_queues_are_refused(clearml_emulator: Emulator) -> None:
+    clearml_emulator.create_queue("gpu")
+    draft = clearml_emulator.create_task("draft")
+    with pytest.raises(UsageError, match="only completed runs"):
+        plan_reproduce(client_from_config(), draft, "gpu")
+    source = finished_run(clearml_emulator, SUMMARY, script={"diff": "print(1)\n"})
+    with pytest.raises(UsageError, match="existing queues: gpu"):
+        plan_reproduce(client_from_config(), source, "nope")
+
+
+def test_metric_deltas() -> None:
+    deltas = metric_deltas(
+        {"summary": {"metrics": {"test_accuracy": 0.9, "test_loss": 0.3}}},
+        {"summary": {"metrics": {"test_accuracy": 0.85}}},
+    )
+    by_name = {d.name: d for d in deltas}
+    assert by_name["test_accuracy"].delta == pytest.approx(-0.05)
+    assert by_name["test_loss"].reproduced is None and by_name["test_loss"].delta is None
