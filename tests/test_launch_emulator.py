@@ -465,3 +465,28 @@ def test_the_cli_says_when_it_retries(server: Emulator) -> None:
     assert result.exit_code == 0, result.output
     assert "tasks.clone failed (connection closed without a response); retrying" in result.stderr
     assert len(runs(server)) == 1 and result.stdout.strip() == runs(server)[0]["id"]
+
+
+def test_a_real_ctrl_c_mid_sweep_leaves_nothing(server: Emulator) -> None:
+    """SIGINT to a real `ak-remote launch` process while it is cloning a 300-run sweep."""
+    import os
+    import signal
+
+    seeds = ",".join(str(i) for i in range(1, 301))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ak_remote", "launch", JOB, "-q", "gpu", "--sweep", f"seed={seeds}"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **server.env()},
+    )
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        if line.startswith("created 20/"):
+            proc.send_signal(signal.SIGINT)
+            break
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "Interrupted." in err and out == ""
+    assert runs(server) == [] and queue_entries(server) == []
+    assert server.count("tasks.enqueue_many") == 0
