@@ -570,7 +570,7 @@ class Client:
         data = self.call("models.get_by_id", {"model": model_id})
         return dict(data.get("model") or {})
 
-    def download(self, url: str, dest: Path, expected_sha256: str | None = None) -> str:
+    def download(self, url: str, dest: Path) -> str:
         """Download `url` (fileserver or any http(s) URL) to `dest`; returns its sha256.
 
         Retried on transient failures. Raises ServerError when it cannot be fetched.
