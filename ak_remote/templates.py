@@ -130,6 +130,23 @@ def script_section(job: Job, root: Path = PROJECT_ROOT, lock: str = LOCK_FILE) -
     }
 
 
+def code_warnings(root: Path = PROJECT_ROOT) -> list[str]:
+    """What an agent may not be able to reproduce from this checkout (empty: all good)."""
+    remotes = (_git(root, "remote") or "").split()
+    if not remotes:
+        return []  # the scripts travel inside the templates
+    commit = (_git(root, "rev-parse", "HEAD") or "").strip()
+    warnings = []
+    if commit and not (_git(root, "branch", "-r", "--contains", commit) or "").strip():
+        warnings.append(
+            f"commit {commit[:12]} is on no remote branch: agents cannot check it out; "
+            "push it, then sync again"
+        )
+    if (_git(root, "diff", "HEAD", "--stat") or "").strip():
+        warnings.append("uncommitted changes travel in the templates as a diff; commit them")
+    return warnings
+
+
 def hyperparams_for(params: ParamSet) -> dict[str, dict[str, dict[str, str]]]:
     """The job's defaults as ClearML's hyperparameter tree (section General, typed, described)."""
     return {
@@ -212,6 +229,7 @@ class SyncResult:
     updated: dict[str, tuple[str, list[str]]] = field(default_factory=dict)
     unchanged: dict[str, str] = field(default_factory=dict)
     duplicates: dict[str, list[str]] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -221,6 +239,7 @@ class SyncResult:
             "updated": {job: {"id": i, "fields": f} for job, (i, f) in self.updated.items()},
             "unchanged": self.unchanged,
             "duplicates": self.duplicates,
+            "warnings": self.warnings,
         }
 
 
@@ -262,7 +281,7 @@ def sync(
         job.name: template_fields(job, image, docker_args, root) for job in jobs or JOBS.values()
     }
     project_id = client.ensure_project(project, "ak-remote job templates (drafts agents clone)")
-    result = SyncResult(project, project_id)
+    result = SyncResult(project, project_id, warnings=code_warnings(root))
     existing: dict[str, list[Doc]] = {}
     for task in client.get_tasks(project=project_id, system_tags=[TEMPLATE_TAG]):
         job = job_of(task)

@@ -128,3 +128,14 @@ def test_the_recorded_lock_matches_the_image(image: str, lock: str, tensorflow: 
     assert lock_for_image(image) == lock
     pins = template_fields(JOB, image, "")["script"]["requirements"]["pip"].splitlines()
     assert tensorflow in pins
+
+
+def test_code_warnings(tmp_path: Path) -> None:
+    from ak_remote.templates import code_warnings
+
+    assert code_warnings(checkout(tmp_path / "a", remote=None)) == []
+    root = checkout(tmp_path / "b", remote="https://git.example.com/x.git")
+    warnings = code_warnings(root)
+    assert len(warnings) == 1 and "on no remote branch" in warnings[0]
+    (root / JOB.script).write_text("print('edited')\n")
+    assert any("uncommitted changes" in w for w in code_warnings(root))

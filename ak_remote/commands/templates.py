@@ -48,6 +48,8 @@ def sync(project: str | None, image: str | None, docker_args: str | None, as_jso
             + [(job, task_id, "unchanged") for job, task_id in result.unchanged.items()]
         )
         ui.data(ui.table(["job", "template", "change"], rows))
+    for warning in result.warnings:
+        ui.warn(warning)
     for job, extra in result.duplicates.items():
         ui.warn(f"{job} has {len(extra)} extra template(s): {', '.join(extra)}; delete them")
     if not result.created and not result.updated:
