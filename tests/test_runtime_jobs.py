@@ -13,6 +13,7 @@ import re
 import subprocess
 import sys
 import time
+import uuid
 import zipfile
 from collections import Counter
 from collections.abc import Callable
@@ -30,14 +31,78 @@ pytestmark = pytest.mark.slow
 
 _STRIPPED_ENV = ("CLEARML_", "TRAINS_", "AK_REMOTE_", "KERASTUNER_")
 TINY = ["max_samples=120", "epochs=1", "batch_size=16", "max_trials=1"]
+
+
+def write_image_folder(root: Path, count: int = 150) -> Path:
+    """scikit-learn digits as root/<digit>/<n>.png (8x8 grayscale PNGs)."""
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    for i, (image, label) in enumerate(zip(digits.images[:count], digits.target, strict=False)):
+        folder = root / str(label)
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray((image * 15).astype(np.uint8)).save(folder / f"{i}.png")
+    return root
+
+
+def write_digits_npz(path: Path) -> Path:
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    np.savez(path, x=digits.images[:200], y=digits.target[:200].astype("float32"))
+    return path
+
+
+def write_mixed_wine_csv(path: Path) -> Path:
+    """Wine with a categorical `region` column and the target `cultivar` first (not last)."""
+    import csv
+
+    from sklearn.datasets import load_wine
+
+    wine = load_wine()
+    rng = np.random.default_rng(0)
+    regions = ["north", "south", "east"]
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["cultivar", "region", *wine.feature_names[:6]])
+        for row, target in zip(wine.data, wine.target, strict=True):
+            region = regions[target] if rng.random() < 0.8 else regions[rng.integers(3)]
+            writer.writerow([f"cultivar_{target}", region, *(f"{v:.3f}" for v in row[:6])])
+    return path
+
+
+def write_reviews_csv(path: Path) -> Path:
+    import csv
+
+    from ak_remote.datasets import generate_reviews
+
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["review", "stars"])
+        for review in generate_reviews(200, seed=7):
+            writer.writerow([review.text, review.rating])
+    return path
+
+
+# Local data formats ride along with the family runs: each job family trains once, and the
+# loaders for image folders, .npz and CSV (categorical columns, a named target, text) are
+# exercised end to end; bundled sets cover the others (digits, diabetes, reviews).
+LOCAL_DATA: dict[str, tuple[str, Callable[[Path], Path]]] = {
+    "image-classifier": ("images", write_image_folder),
+    "image-regressor": ("digits.npz", write_digits_npz),
+    "structured-classifier": ("wine_mixed.csv", write_mixed_wine_csv),
+    "text-regressor": ("reviews.csv", write_reviews_csv),
+}
 # Per job: extra --set values and environment. structured-classifier runs two trials and two
 # epochs (so per-trial series and several points exist) with fake credentials in its
 # environment; structured-regressor runs under MirroredStrategy over two logical CPUs;
 # image-regressor also exports the legacy .h5.
-SECRET = "sekrit-never-in-a-run-0123456789"
+# Made at run time: a literal here would be found in ClearML's record of the uncommitted diff.
+SECRET = f"sekrit-{uuid.uuid4().hex}"
 VARIANTS: dict[str, tuple[list[str], dict[str, str]]] = {
     "structured-classifier": (
-        ["max_trials=2", "epochs=2"],
+        ["max_trials=2", "epochs=2", "target=cultivar"],
         {"CLEARML_API_SECRET_KEY": SECRET, "CLEARML_API_ACCESS_KEY": "AKIDTESTACCESS"},
     ),
     "structured-regressor": (["distribution=mirrored"], {"AK_REMOTE_LOGICAL_CPUS": "2"}),
@@ -95,6 +160,10 @@ def _execute(job: str, tmp_path_factory: pytest.TempPathFactory) -> JobRun:
     sets, env = VARIANTS.get(job, ([], {}))
     base = tmp_path_factory.mktemp(job)
     merged = dict(item.split("=", 1) for item in [*TINY, *sets])
+    if job in LOCAL_DATA:
+        name, write = LOCAL_DATA[job]
+        (base / "data").mkdir()
+        merged["dataset"] = str(write(base / "data" / name))
     started = time.monotonic()
     proc = run_job(job, [f"{k}={v}" for k, v in merged.items()], base / "work", base / "home", env)
     seconds = time.monotonic() - started
@@ -243,8 +312,16 @@ def test_inference_metadata_reproduces_the_answers_without_autokeras(job_run: Jo
         assert spec["output"]["class_names"] == job_run.summary["data"]["classes"]
     else:
         assert spec["output"]["decode"] == "identity"
-    if job.family == "structured":
-        assert [c["name"] for c in spec["input"]["columns"]]
+    if job_run.job == "structured-classifier":
+        columns = {c["name"]: c["type"] for c in spec["input"]["columns"]}
+        assert columns["region"] == "categorical"
+        assert columns["alcohol"] == "numerical"
+        assert "cultivar" not in columns
+        assert spec["output"]["target"] == "cultivar"
+        assert spec["input"]["raw"]["dtype"] == "str"
+    if job_run.job == "image-classifier":
+        assert spec["output"]["class_names"] == [str(d) for d in range(10)]
+        assert spec["input"]["raw"]["shape"] == [None, 8, 8]
 
 
 def test_offline_session_holds_parameters_series_and_artifacts(job_run: JobRun) -> None:

@@ -93,6 +93,7 @@ class Run:
             "metrics": {},
             "export": None,
             "tensorboard_dir": None,
+            "distribution": None,
             "model_registration": None,
             "reproducibility": None,
             "status": "running",
