@@ -108,6 +108,25 @@ class TensorBoard(keras.callbacks.TensorBoard):  # type: ignore[misc]
         # without the logs it still writes the graph after the first batch.
         super().on_train_batch_end(batch, None if self.update_freq == "epoch" else logs)
 
+    def _log_weights(self, epoch: int) -> None:
+        """Weight histograms, as Keras writes them (same tags, plugin and 30 buckets).
+
+        Keras builds each with about ten eager TensorFlow ops, ~70 ms an epoch for a small CNN
+        (measured), the largest cost of tracking a fast search; TensorBoard's own numpy
+        `histogram_pb` builds the same summary in a fraction of that.
+        """
+        import numpy as np
+        import tensorflow as tf
+        from tensorboard.plugins.histogram.summary_v2 import histogram_pb
+
+        with self._train_writer.as_default():
+            for layer in self.model.layers:
+                for weight in layer.weights:
+                    tag = f"{weight.name.replace(':', '_')}/histogram"
+                    proto = histogram_pb(tag, np.asarray(weight))
+                    tf.summary.experimental.write_raw_pb(proto.SerializeToString(), step=epoch)
+            self._train_writer.flush()
+
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         super().on_epoch_end(epoch, logs)
         if self._checkpoint is not None:
