@@ -186,6 +186,10 @@ def test_authentication_refusals(wire: Wire) -> None:
     status, envelope = wire.send("GET", "/auth.login", None, auth=bad_secret)
     assert (status, envelope["meta"]["result_subcode"]) == (401, 22)
     assert "token" not in envelope["data"]
+    status, envelope = wire.send("GET", "/auth.login", None, auth=wire.basic(key="nobody"))
+    assert (status, envelope["meta"]["result_subcode"]) == (401, 22)
+    status, envelope = wire.send("GET", "/auth.login", None, auth="Basic %%%")
+    assert (status, envelope["meta"]["result_subcode"]) == (401, 21)
 
 
 def test_invalid_version_path_is_refused(wire: Wire) -> None:

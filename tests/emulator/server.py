@@ -360,16 +360,13 @@ class Emulator:
 
     def _check_basic(self, value: str) -> None:
         try:
-            decoded = base64.b64decode(value, validate=True).decode("utf-8")
-        except (binascii.Error, UnicodeDecodeError) as exc:
-            raise errors.BadCredentials() from exc
-        key, sep, secret = decoded.partition(":")
-        if not sep:
-            raise errors.BadCredentials()
-        if key != self.access_key:
-            raise errors.APIError(400, 75, "Access key not found", key=key)
-        if secret != self.secret_key:
-            raise errors.InvalidCredentials()
+            decoded = base64.b64decode(value.encode(), validate=True).decode("latin-1")
+        except (binascii.Error, ValueError) as exc:
+            raise errors.BadCredentials(str(exc)) from exc
+        key, _, secret = decoded.partition(":")
+        # The server answers 401/22 for an unknown key and for a wrong secret alike.
+        if (key, secret) != (self.access_key, self.secret_key):
+            raise errors.InvalidCredentials("failed to locate provided credentials")
 
     def _authorize(self, endpoint: str, header: str | None) -> dict[str, Any] | None:
         """Check credentials; return auth.login's data when the call is auth.login."""
