@@ -192,9 +192,11 @@ def test_authentication_refusals(wire: Wire) -> None:
     assert (status, envelope["meta"]["result_subcode"]) == (401, 21)
 
 
-def test_invalid_version_path_is_refused(wire: Wire) -> None:
-    status, envelope = wire.send("GET", "/v9.99/tasks.get_all", {})
+def test_malformed_version_path_is_refused_a_newer_one_is_served(wire: Wire) -> None:
+    status, envelope = wire.send("GET", "/vX.Y/tasks.get_all", {})
     assert (status, envelope["meta"]["result_subcode"]) == (400, 2)
+    status, envelope = wire.send("GET", "/v9.99/tasks.get_all", {})
+    assert status == 200 and envelope["data"] == {"tasks": []}
 
 
 def test_duplicate_names_are_refused(wire: Wire) -> None:

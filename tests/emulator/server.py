@@ -464,14 +464,14 @@ class Emulator:
 
     @staticmethod
     def _check_version(version: str) -> None:
+        # The server refuses only malformed versions; a version above its newest is served by
+        # the newest endpoint (apiserver.version.check_max_version defaults to false).
         try:
             parts = tuple(int(p) for p in version.split("."))
         except ValueError as exc:
             raise errors.RequestPathHasInvalidVersion(version=version) from exc
-        if len(parts) != 2 or parts > (2, 23):
-            raise errors.RequestPathHasInvalidVersion(
-                f"Invalid API version (max. supported version is {API_VERSION})", version=version
-            )
+        if not 1 <= len(parts) <= 2:
+            raise errors.RequestPathHasInvalidVersion(version=version)
 
     @staticmethod
     def _parse_body(endpoint: str, raw: bytes, request: _Handler, query: str) -> Any:
