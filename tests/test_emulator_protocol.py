@@ -457,3 +457,18 @@ def test_workers_expire_after_their_timeout(wire: Wire) -> None:
     assert wire.error("workers.status_report", {"worker": "w2", "timestamp": 0, "task": "x"})[
         :2
     ] == (400, 101)
+
+
+def test_enqueue_twice_into_the_same_queue_is_refused(wire: Wire) -> None:
+    """A blind resend of tasks.enqueue fails on the server: 400/706, the queue keeps one entry."""
+    queue = wire.call("queues.create", name="q")["id"]
+    other = wire.call("queues.create", name="other")["id"]
+    task = wire.call("tasks.create", name="t", type="training")["id"]
+    wire.call("tasks.enqueue", task=task, queue=queue)
+    assert wire.error("tasks.enqueue", {"task": task, "queue": queue})[:2] == (400, 706)
+    assert [e["task"] for e in wire.emulator.state.queues[queue]["entries"]] == [task]
+    result = wire.call("tasks.enqueue_many", ids=[task], queue=queue)
+    assert result["succeeded"] == [] and result["failed"][0]["error"]["codes"] == [400, 706]
+    wire.call("tasks.enqueue", task=task, queue=other)  # moving to another queue is fine
+    assert wire.emulator.state.queues[queue]["entries"] == []
+    assert [e["task"] for e in wire.emulator.state.queues[other]["entries"]] == [task]

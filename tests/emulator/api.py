@@ -759,6 +759,25 @@ class ClearMLApi:
         before = task["status"]
         if before == QUEUED and task.get("enqueue_status"):
             before = task["enqueue_status"]
+        queue = self.state.queues[queue_id]
+        if any(e["task"] == task["id"] for e in queue["entries"]):
+            # The server sets `queued`, fails to add the entry, and reverts the status with
+            # force, which also clears enqueue_status.
+            original = task["status"]
+            self._change_status(task, QUEUED, force=bool(req.get("force")))
+            self._change_status(
+                task,
+                original,
+                force=True,
+                status_reason="failed enqueueing",
+                extra={"enqueue_status": None},
+            )
+            raise errors.APIError(
+                400,
+                706,
+                "Failed adding task to queue since task is already queued",
+                task=task["id"],
+            )
         res = self._change_status(
             task,
             QUEUED,
@@ -767,9 +786,7 @@ class ClearMLApi:
             status_message=req.get("status_message", ""),
             extra={"enqueue_status": before},
         )
-        queue = self.state.queues[queue_id]
-        if not any(e["task"] == task["id"] for e in queue["entries"]):
-            queue["entries"].append({"task": task["id"], "added": now_iso()})
+        queue["entries"].append({"task": task["id"], "added": now_iso()})
         queue["last_update"] = now_iso()
         task.setdefault("execution", {})["queue"] = queue_id
         res["fields"]["execution.queue"] = queue_id
