@@ -472,3 +472,25 @@ def test_enqueue_twice_into_the_same_queue_is_refused(wire: Wire) -> None:
     wire.call("tasks.enqueue", task=task, queue=other)  # moving to another queue is fine
     assert wire.emulator.state.queues[queue]["entries"] == []
     assert [e["task"] for e in wire.emulator.state.queues[other]["entries"]] == [task]
+
+
+def test_bad_events_are_counted_and_skipped_all_bad_is_refused(wire: Wire) -> None:
+    em = wire.emulator
+    task = em.create_task("t")
+    good = {"type": "log", "task": task, "msg": "ok"}
+    result = em.add_events(
+        [
+            good,
+            {"type": "nonsense", "task": task},
+            {"type": "log", "task": "0" * 32, "msg": "lost"},
+            {"task": task},
+        ]
+    )
+    assert result["added"] == 1 and result["errors"] == 3
+    assert result["errors_info"][f"Invalid task id {'0' * 32}"] == 1
+    lines = json.dumps({"type": "log", "task": "0" * 32, "msg": "x"}).encode()
+    status, envelope = wire.send("POST", "/events.add_batch", None, raw=lines)
+    assert (status, envelope["meta"]["result_subcode"]) == (400, 131)
+    em.state.tasks[task]["status"] = "published"  # published tasks are locked
+    status, envelope = wire.send("POST", "/events.add_batch", None, raw=json.dumps(good).encode())
+    assert (status, envelope["meta"]["result_subcode"]) == (400, 131)

@@ -1419,42 +1419,86 @@ class ClearMLApi:
     )
 
     def add_events(self, events: list[Any]) -> dict[str, Any]:
-        """events.add_batch (and events.add): store events, keep last_metrics up to date."""
+        """events.add_batch (and events.add): store events, keep last_metrics up to date.
+
+        Like the server, a bad event is counted in ``errors_info`` and skipped; the call fails
+        (400/131) only when no event was added.
+        """
         if not events:
             raise errors.BatchContainsNoItems()
         added, errors_info = 0, {}
+
+        def reject(reason: str) -> None:
+            errors_info[reason] = errors_info.get(reason, 0) + 1
+
+        max_iter: dict[str, int] = {}
+        touched: set[str] = set()
         for raw in events:
             if not isinstance(raw, dict):
                 raise errors.ValidationError("event must be an object")
             event = {k: v for k, v in raw.items() if v is not None}
-            if event.get("type") not in self.EVENT_TYPES:
-                raise errors.ValidationError(f"invalid event type {event.get('type')!r}")
-            owner = event.get("model") if event.get("model_event") else event.get("task")
-            if not owner:
-                raise errors.ValidationError("event has no task")
-            if event.get("model_event"):
-                self._model(owner)
-            elif owner not in self.state.tasks:
-                raise errors.InvalidTaskId(ids=[owner])
+            allow_locked = bool(event.pop("allow_locked", False))
+            model_event = bool(event.get("model_event", False))
+            if model_event and "model" in event:
+                event["task"] = event.pop("model")
+            event["model_event"] = model_event
+            event_type = event.get("type")
+            if event_type is None:
+                reject("Event must have a 'type' field")
+                continue
+            event_type = event["type"] = str(event_type).replace(" ", "_")
+            if event_type not in self.EVENT_TYPES:
+                reject(f"Invalid event type {event_type}")
+                continue
+            if model_event and event_type == "log":
+                reject("Task log events are not supported for models")
+                continue
+            owner = event.get("task")
+            if owner is None:
+                reject("Event must have a 'task' field")
+                continue
+            if not self._accepts_events(owner, model_event, allow_locked):
+                reject(f"Invalid {'model' if model_event else 'task'} id {owner}")
+                continue
+            if "ts" in event:
+                event["timestamp"] = event.pop("ts")
             event.setdefault("timestamp", int(time.time() * 1000))
-            event.setdefault("iter", 0)
-            if event["type"] == "training_stats_scalar":
-                if "metric" not in event or "value" not in event:
-                    errors_info["missing metric or value"] = (
-                        errors_info.get("missing metric or value", 0) + 1
-                    )
-                    continue
-                event.setdefault("variant", "")
-                if not event.get("model_event"):
-                    self._update_last_metrics(self.state.tasks[owner], event)
+            event.setdefault("worker", "")
+            if "iter" in event:
+                event["iter"] = int(event["iter"])
+                max_iter[owner] = max(max_iter.get(owner, 0), event["iter"])
+            event["metric"] = event.get("metric") or ""
+            event["variant"] = event.get("variant") or ""
+            if (
+                event_type == "training_stats_scalar"
+                and not model_event
+                and event.get("value") is not None
+            ):
+                self._update_last_metrics(self.state.tasks[owner], event)
             self.state.events.setdefault(owner, []).append(event)
+            touched.add(owner)
             added += 1
+        for owner in touched:
+            doc = self.state.models.get(owner) or self.state.tasks[owner]
+            if owner in max_iter:
+                doc["last_iteration"] = max(doc.get("last_iteration") or 0, max_iter[owner])
+            doc["last_update"] = now_iso()
+        if not added:
+            raise errors.APIError(400, 131, "Events not added", **errors_info)
         return {"added": added, "errors": sum(errors_info.values()), "errors_info": errors_info}
+
+    def _accepts_events(self, owner: str, model_event: bool, allow_locked: bool) -> bool:
+        """The server takes events only for existing, unlocked (unpublished) tasks and models."""
+        if model_event:
+            model = self.state.models.get(owner)
+            return model is not None and (allow_locked or not model.get("ready"))
+        task = self.state.tasks.get(owner)
+        return task is not None and (allow_locked or task["status"] not in (PUBLISHING, PUBLISHED))
 
     def _update_last_metrics(self, task: Doc, event: Doc) -> None:
         """Fold one scalar event into the task's last_metrics, as the server's event ingest does."""
         metric, variant = str(event["metric"]), str(event["variant"])
-        value, iteration = float(event["value"]), int(event["iter"])
+        value, iteration = float(event["value"]), int(event.get("iter", 0))
         order = (iteration, int(event["timestamp"]))
         metrics = task.setdefault("last_metrics", {}).setdefault(md5_key(metric), {})
         entry = metrics.get(md5_key(variant))
@@ -1487,8 +1531,6 @@ class ClearMLApi:
             entry.update(max_value=value, max_value_iteration=iteration)
         entry["mean_value"] = (entry["mean_value"] * entry["count"] + value) / (entry["count"] + 1)
         entry["count"] += 1
-        task["last_iteration"] = max(task.get("last_iteration") or 0, iteration)
-        task["last_update"] = now_iso()
 
     def ep_events__add(self, req: dict[str, Any]) -> dict[str, Any]:
         self.add_events([req])
@@ -1511,7 +1553,7 @@ class ClearMLApi:
             series = out.setdefault(metric, {}).setdefault(
                 variant, {"name": variant, "x": [], "y": []}
             )
-            x = event["iter"] if key == "iter" else event["timestamp"]
+            x = event.get("iter", 0) if key == "iter" else event["timestamp"]
             series["x"].append(x)
             series["y"].append(event["value"])
         for variants in out.values():
@@ -1603,7 +1645,7 @@ class ClearMLApi:
             ]
             by_iter: dict[int, list[Doc]] = {}
             for event in images:
-                by_iter.setdefault(event["iter"], []).append(copy.deepcopy(event))
+                by_iter.setdefault(event.get("iter", 0), []).append(copy.deepcopy(event))
             iterations = [
                 {"iter": it, "events": evs}
                 for it, evs in sorted(by_iter.items(), reverse=True)[: req.get("iters", 1)]
