@@ -196,7 +196,11 @@ def _select(
     for order in reversed(_as_list(req.get("order_by"))):
         descending = order.startswith("-")
         path = order.lstrip("-+")
-        result.sort(key=lambda d, p=path: _sort_key(_dotted_get(d, p)), reverse=descending)
+
+        def by_path(doc: Doc, path: str = path) -> tuple[int, Any]:
+            return _sort_key(_dotted_get(doc, path))
+
+        result.sort(key=by_path, reverse=descending)
     page, page_size = req.get("page"), req.get("page_size")
     if page is not None and page_size:
         result = result[page * page_size : (page + 1) * page_size]
@@ -403,7 +407,7 @@ class ClearMLApi:
 
     def ep_projects__update(self, req: dict[str, Any]) -> dict[str, Any]:
         project = self._project(req["project"])
-        fields = {
+        fields: dict[str, Any] = {
             k: req[k]
             for k in ("description", "tags", "system_tags", "default_output_destination")
             if k in req
@@ -1137,7 +1141,7 @@ class ClearMLApi:
             raise errors.APIError(400, 203, "Model is ready", model=model["id"])
         if req.get("task"):
             self._task(req["task"])
-        fields = {
+        fields: dict[str, Any] = {
             k: copy.deepcopy(req[k])
             for k in (
                 "name",
@@ -1262,7 +1266,7 @@ class ClearMLApi:
 
     def ep_queues__update(self, req: dict[str, Any]) -> dict[str, Any]:
         queue = self._queue(req["queue"])
-        fields = {k: req[k] for k in ("name", "tags", "system_tags") if k in req}
+        fields: dict[str, Any] = {k: req[k] for k in ("name", "tags", "system_tags") if k in req}
         queue.update(fields, last_update=now_iso())
         return {"updated": 1, "fields": fields}
 
@@ -1426,7 +1430,8 @@ class ClearMLApi:
         """
         if not events:
             raise errors.BatchContainsNoItems()
-        added, errors_info = 0, {}
+        added = 0
+        errors_info: dict[str, int] = {}
 
         def reject(reason: str) -> None:
             errors_info[reason] = errors_info.get(reason, 0) + 1

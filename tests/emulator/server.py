@@ -146,8 +146,8 @@ class Emulator:
         self._token: str | None = None
 
     def _url(self, role: str) -> str:
-        host, port = self._servers[role].server_address[:2]
-        return f"http://{host}:{port}"
+        port = self._servers[role].server_address[1]
+        return f"http://127.0.0.1:{port}"
 
     # ---------------------------------------------------------------- lifecycle
     def start(self) -> Emulator:
@@ -551,7 +551,8 @@ class Emulator:
                 continue
             name = str(name)
             target = f"{prefix}/{name.lstrip('/')}"
-            payload = part.get_payload(decode=True) or b""
+            decoded = part.get_payload(decode=True)
+            payload = decoded if isinstance(decoded, bytes) else b""
             with self.state.lock:
                 self.state.files[target] = payload
             stored[name] = target
