@@ -141,3 +141,11 @@ def test_stop_of_a_running_task_is_carried_out_by_the_agent(
         task = wait_for_status(clearml_emulator, task_id, timeout=60, agent=agent)
     assert task["status"] == "stopped"
     assert task["status_message"] == f"Changed by clearml-agent {agent.worker_id}"
+
+
+def test_daemon_create_queue(clearml_emulator: Handle, tmp_path: Path) -> None:
+    with running_agent(clearml_emulator, "fresh", "--create-queue") as agent:
+        if isinstance(clearml_emulator, Emulator):
+            queue = clearml_emulator.state.queue_by_name("fresh")
+            assert queue is not None
+            assert clearml_emulator.state.workers[agent.worker_id]["queues"] == [queue["id"]]
