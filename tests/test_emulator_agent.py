@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from tests.emulator.agent import run_execute, running_agent, wait_for_status
-from tests.emulator.fixtures import RealServer, run_python, script_result, wait_for
+from tests.emulator.fixtures import RealServer, run_python, script_result, unique_name, wait_for
 from tests.emulator.server import Emulator
 
 Handle = Emulator | RealServer
@@ -53,17 +53,18 @@ def _create_tasks(handle: Handle, work: Path, queue: str, **jobs: str) -> list[s
 def test_daemon_runs_queued_tasks_in_order_to_completed_and_failed(
     clearml_emulator: Handle, tmp_path: Path
 ) -> None:
-    clearml_emulator.create_queue("cpu")
+    queue = unique_name(clearml_emulator, "cpu")
+    clearml_emulator.create_queue(queue)
     good, bad = _create_tasks(
-        clearml_emulator, tmp_path / "jobs", "cpu", good=GOOD_JOB, bad=BAD_JOB
+        clearml_emulator, tmp_path / "jobs", queue, good=GOOD_JOB, bad=BAD_JOB
     )
     assert clearml_emulator.get_task(good)["status"] == "queued"
 
-    with running_agent(clearml_emulator, "cpu", "--cpu-only") as agent:
+    with running_agent(clearml_emulator, queue, "--cpu-only") as agent:
         if isinstance(clearml_emulator, Emulator):
             workers = clearml_emulator.call_api("workers.get_all")["workers"]
             (worker,) = [w for w in workers if w["id"] == agent.worker_id]
-            assert [q["name"] for q in worker["queues"]] == ["cpu"]
+            assert [q["name"] for q in worker["queues"]] == [queue]
         done = wait_for_status(clearml_emulator, good, agent=agent)
         failed = wait_for_status(clearml_emulator, bad, agent=agent)
 
@@ -85,7 +86,7 @@ def test_daemon_runs_queued_tasks_in_order_to_completed_and_failed(
     assert "hello from the good job" in good_log
     bad_log = "".join(e.get("msg", "") for e in em.state.task_events(bad, "log"))
     assert "the job failed on purpose" in bad_log
-    assert em.state.queue_by_name("cpu")["entries"] == []
+    assert em.state.queues[em.state.tasks[good]["execution"]["queue"]]["entries"] == []
     # The only refusals are the ones the real server gives these clients too: the SDK first
     # tries a queue name as an id, the agent asks for an endpoint the open-source server lacks,
     # and it unregisters twice on exit.
@@ -121,9 +122,10 @@ for i in range(600):
 def test_stop_of_a_running_task_is_carried_out_by_the_agent(
     clearml_emulator: Handle, tmp_path: Path
 ) -> None:
-    clearml_emulator.create_queue("cpu")
-    (task_id,) = _create_tasks(clearml_emulator, tmp_path / "jobs", "cpu", slow=SLOW_JOB)
-    with running_agent(clearml_emulator, "cpu") as agent:
+    queue = unique_name(clearml_emulator, "cpu")
+    clearml_emulator.create_queue(queue)
+    (task_id,) = _create_tasks(clearml_emulator, tmp_path / "jobs", queue, slow=SLOW_JOB)
+    with running_agent(clearml_emulator, queue) as agent:
         # Wait until the job's own code runs: stopping earlier races with its Task.init, which
         # moves a stopped task back to in_progress (a transition the server allows).
         def ticking() -> bool:
@@ -144,8 +146,9 @@ def test_stop_of_a_running_task_is_carried_out_by_the_agent(
 
 
 def test_daemon_create_queue(clearml_emulator: Handle, tmp_path: Path) -> None:
-    with running_agent(clearml_emulator, "fresh", "--create-queue") as agent:
+    name = unique_name(clearml_emulator, "fresh")
+    with running_agent(clearml_emulator, name, "--create-queue") as agent:
         if isinstance(clearml_emulator, Emulator):
-            queue = clearml_emulator.state.queue_by_name("fresh")
+            queue = clearml_emulator.state.queue_by_name(name)
             assert queue is not None
             assert clearml_emulator.state.workers[agent.worker_id]["queues"] == [queue["id"]]

@@ -12,7 +12,7 @@ from pathlib import Path
 import requests
 
 from tests.emulator.api import md5_key
-from tests.emulator.fixtures import RealServer, run_python, script_result
+from tests.emulator.fixtures import RealServer, run_python, script_result, unique_name
 from tests.emulator.server import Emulator
 
 Handle = Emulator | RealServer
@@ -125,19 +125,19 @@ def test_task_init_keras_tensorboard_artifact_model_close(
 
 
 LAUNCH_SCRIPT = """
-import json
+import json, sys
 from pathlib import Path
 from clearml import Task
 from clearml.backend_api.session.client import APIClient
 
+project, queue_name = sys.argv[1], sys.argv[2]
 Path("job.py").write_text("print('job')\\n")
-template = Task.create(project_name="emulator/launch", task_name="template", script="job.py",
+template = Task.create(project_name=project, task_name="template", script="job.py",
                        add_task_init_call=True)
 template.set_parameters({"Args/max_trials": 3, "Args/epochs": 10})
 template.set_base_docker("python:3.11-slim")
 client = APIClient()
-queue = client.queues.get_all(name="^gpu$")[0].id
-base = {k: dict(v) for k, v in template.export_task().get("hyperparams", {}).items()}
+queue = client.queues.get_all(name=f"^{queue_name}$")[0].id
 ids = []
 for epochs in (20, 50):
     params = json.loads(json.dumps(template.data.to_dict()["hyperparams"]))
@@ -157,10 +157,10 @@ print("RESULT " + json.dumps({"template": template.id, "runs": ids,
 """
 
 LIST_SCRIPT = """
-import json
+import json, sys
 from clearml import Task
 
-tasks = Task.get_tasks(project_name="emulator/launch", tags=["sweep"],
+tasks = Task.get_tasks(project_name=sys.argv[1], tags=["sweep"],
                        task_filter={"order_by": ["name"]})
 print("RESULT " + json.dumps([
     {"id": t.id, "name": t.name, "status": t.get_status(), "last": t.get_last_scalar_metrics(),
@@ -173,10 +173,15 @@ print("RESULT " + json.dumps([
 def test_template_clone_with_overrides_enqueue_and_list_with_metrics(
     clearml_emulator: Handle, tmp_path: Path
 ) -> None:
-    clearml_emulator.create_queue("gpu")
+    project = unique_name(clearml_emulator, "emulator/launch")
+    queue_name = unique_name(clearml_emulator, "gpu")
+    clearml_emulator.create_queue(queue_name)
     if isinstance(clearml_emulator, Emulator):
         clearml_emulator.reset_log()
-    result = script_result(run_python(clearml_emulator, LAUNCH_SCRIPT, tmp_path / "launch"))
+    launch = run_python(
+        clearml_emulator, LAUNCH_SCRIPT, tmp_path / "launch", args=[project, queue_name]
+    )
+    result = script_result(launch)
     runs = result["runs"]
     assert result["succeeded"] == runs
 
@@ -215,7 +220,9 @@ def test_template_clone_with_overrides_enqueue_and_list_with_metrics(
         ]
         assert em.add_events(lines)["added"] == 2
 
-    listed = script_result(run_python(clearml_emulator, LIST_SCRIPT, tmp_path / "list"))
+    listed = script_result(
+        run_python(clearml_emulator, LIST_SCRIPT, tmp_path / "list", args=[project])
+    )
     assert [t["id"] for t in listed] == runs
     assert [t["epochs"] for t in listed] == ["20", "50"]
     assert all(t["status"] == "queued" for t in listed)

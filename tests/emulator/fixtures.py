@@ -31,6 +31,7 @@ __all__ = [
     "clearml_emulator",
     "run_python",
     "script_result",
+    "unique_name",
     "wait_for",
 ]
 
@@ -139,6 +140,15 @@ def _http_call(
             f"{endpoint}: {meta.get('result_code')}/{meta.get('result_subcode')} "
             f"{meta.get('result_msg')}"
         ) from exc
+
+
+def unique_name(handle: Emulator | RealServer, base: str) -> str:
+    """``base`` on the (fresh) emulator; ``base-<random>`` on a real server that keeps history."""
+    if isinstance(handle, RealServer):
+        import uuid
+
+        return f"{base}-{uuid.uuid4().hex[:8]}"
+    return base
 
 
 def wait_for(condition: Any, timeout: float, interval: float = 0.2, what: str = "condition") -> Any:
