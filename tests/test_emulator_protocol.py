@@ -494,3 +494,22 @@ def test_bad_events_are_counted_and_skipped_all_bad_is_refused(wire: Wire) -> No
     em.state.tasks[task]["status"] = "published"  # published tasks are locked
     status, envelope = wire.send("POST", "/events.add_batch", None, raw=json.dumps(good).encode())
     assert (status, envelope["meta"]["result_subcode"]) == (400, 131)
+
+
+def test_fileserver_faults(wire: Wire) -> None:
+    import requests
+
+    em = wire.emulator
+    em.state.files["/a/b.bin"] = b"data"
+    em.fail_next("fileserver.download", mode="503")
+    assert requests.get(em.file_url("/a/b.bin"), timeout=10).status_code == 503
+    assert requests.get(em.file_url("/a/b.bin"), timeout=10).content == b"data"
+    em.fail_next("fileserver.upload", mode="drop_response")
+    with pytest.raises(requests.ConnectionError):
+        requests.post(em.files_url + "/", files={"/c.bin": ("/c.bin", b"new")}, timeout=10)
+    assert em.state.files["/c.bin"] == b"new"  # applied, answer dropped
+    em.fail_next("fileserver.upload", mode="timeout", hold_s=1.0)
+    with pytest.raises(requests.Timeout):
+        requests.post(em.files_url + "/", files={"/d.bin": ("/d.bin", b"x")}, timeout=0.3)
+    assert "/d.bin" not in em.state.files
+    assert [r.fault for r in em.calls("fileserver.upload")] == ["drop_response", "timeout"]

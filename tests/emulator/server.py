@@ -417,8 +417,8 @@ class Emulator:
             if fault and fault.mode in ("500", "503"):
                 raise errors.APIError(int(fault.mode), 0, f"Injected failure ({fault.mode})")
             if fault and fault.mode == "timeout":
+                self._record(entry)  # recorded on arrival: the client gives up meanwhile
                 time.sleep(fault.hold_s)
-                self._record(entry)
                 request.drop()
                 return
             if not self._known(entry.endpoint):
@@ -507,8 +507,8 @@ class Emulator:
             request.send(entry.status, b'{"error": "injected failure"}')
             return
         if fault and fault.mode == "timeout":
+            self._record(entry)  # recorded on arrival: the client gives up meanwhile
             time.sleep(fault.hold_s)
-            self._record(entry)
             request.drop()
             return
         status, body, ctype = 405, b"method not allowed", "text/plain"
