@@ -61,6 +61,8 @@ TASK_TYPES = (
     "qc",
     "custom",
 )
+# The iteration the SDK uses for single-value scalars (report_single_value).
+SINGLE_SCALAR_ITERATION = -(2**31)
 DEVELOPMENT_TAG = "development"
 ARCHIVED_TAG = "archived"
 # Seconds without a status report after which the server forgets a worker (default timeout).
@@ -1545,27 +1547,38 @@ class ClearMLApi:
         return self.state.task_events(task_id, "training_stats_scalar")
 
     def ep_events__scalar_metrics_iter_histogram(self, req: dict[str, Any]) -> dict[str, Any]:
+        """Scalar series per metric/variant: one point per x (the mean of its values).
+
+        The server aggregates in Elasticsearch: a histogram over ``key`` (iter by default) with
+        the average value per bucket, single-value scalars (iter -2**31) left out.
+        """
         self._task(req["task"])
         key = req.get("key", "iter")
         wanted = {m["metric"]: set(m.get("variants") or []) for m in req.get("metrics") or []}
-        out: dict[str, dict[str, Any]] = {}
+        buckets: dict[str, dict[str, dict[Any, list[float]]]] = {}
         for event in self._scalars(req["task"]):
             metric, variant = event["metric"], event["variant"]
             if wanted and (
                 metric not in wanted or (wanted[metric] and variant not in wanted[metric])
             ):
                 continue
-            series = out.setdefault(metric, {}).setdefault(
-                variant, {"name": variant, "x": [], "y": []}
+            iteration = event.get("iter", 0)
+            if iteration == SINGLE_SCALAR_ITERATION:
+                continue
+            x = iteration if key == "iter" else event["timestamp"]
+            buckets.setdefault(metric, {}).setdefault(variant, {}).setdefault(x, []).append(
+                float(event["value"])
             )
-            x = event.get("iter", 0) if key == "iter" else event["timestamp"]
-            series["x"].append(x)
-            series["y"].append(event["value"])
-        for variants in out.values():
-            for series in variants.values():
-                pairs = sorted(zip(series["x"], series["y"], strict=True), key=lambda p: p[0])
-                series["x"] = [p[0] for p in pairs]
-                series["y"] = [p[1] for p in pairs]
+        out: dict[str, dict[str, Any]] = {}
+        for metric in sorted(buckets):
+            out[metric] = {}
+            for variant in sorted(buckets[metric]):
+                points = sorted(buckets[metric][variant].items())
+                out[metric][variant] = {
+                    "name": variant,
+                    "x": [x for x, _ in points],
+                    "y": [sum(values) / len(values) for _, values in points],
+                }
         return out
 
     def ep_events__get_scalar_metrics_and_variants(self, req: dict[str, Any]) -> dict[str, Any]:
