@@ -173,6 +173,8 @@ def test_events_add_batch_json_lines_keep_last_metrics(wire: Wire) -> None:
         ("queues.get_by_id", {"queue": "gpu"}, (400, 701)),  # a name is not an id
         ("queues.get_default", {}, (400, 707)),
         ("projects.get_by_id", {"project": "0" * 32}, (400, 401)),
+        ("tasks.create", {"name": "x", "type": "training", "project": "0" * 32}, (400, 16)),
+        ("tasks.create", {"name": "x", "type": "training", "parent": "0" * 32}, (400, 16)),
         ("models.get_by_id", {"model": "0" * 32}, (400, 201)),
         ("workers.unregister", {"worker": "nobody"}, (400, 1004)),
         ("workers.get_runtime_properties", {"worker": "w"}, (404, 0)),

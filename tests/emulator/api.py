@@ -429,10 +429,11 @@ class ClearMLApi:
     def _check_task_fields(self, fields: dict[str, Any]) -> None:
         if "type" in fields and fields["type"] not in TASK_TYPES:
             raise errors.ValidationError(f"invalid task type {fields['type']!r}")
-        if fields.get("project"):
-            self._project(fields["project"])
+        # tasks.create/edit/update parse references as the server's parse_from_call: 400/16.
+        if fields.get("project") and fields["project"] not in self.state.projects:
+            raise errors.FieldsValueError("expecting Project id", id=fields["project"])
         if fields.get("parent") and fields["parent"] not in self.state.tasks:
-            raise errors.InvalidTaskId("invalid parent", parent=fields["parent"])
+            raise errors.FieldsValueError("expecting Task id", id=fields["parent"])
 
     def ep_tasks__create(self, req: dict[str, Any]) -> dict[str, Any]:
         fields = {k: copy.deepcopy(req[k]) for k in TASK_CREATE_FIELDS if k in req}
