@@ -156,11 +156,13 @@ def test_unknown_flag_is_a_usage_error(tmp_path: Path) -> None:
         check=False,
     )
     assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines() == [
-        "Error: unrecognized arguments: --bogus (usage: python jobs/image_classifier.py "
-        "[-h] [--set KEY=VALUE] [--run-dir RUN_DIR] [--project PROJECT] "
-        "[--task-name TASK_NAME] [--offline])"
-    ]
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith(
+        "Error: unrecognized arguments: --bogus (usage: python jobs/image_classifier.py [-h] "
+        "[--set KEY=VALUE] [--run-dir RUN_DIR]"
+    )
+    assert lines[0].endswith("])")
     assert not (tmp_path / "runs").exists()
 
 
