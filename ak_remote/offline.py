@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import sys
 import zipfile
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ class ImportedRun:
 
     task_id: str
     model_id: str | None
+    status: str  # what the run itself ended as: "completed" or "failed"
 
 
 def check_session(path: Path) -> None:
@@ -50,6 +52,8 @@ def import_session(path: Path) -> ImportedRun:
 def _import(path: Path) -> ImportedRun:
     from clearml import Task
 
+    summary = _read_artifact(path, "summary.json")
+    inference = _read_artifact(path, "inference.json")
     try:
         task_id = Task.import_offline_session(str(path))
     except Exception as exc:  # the SDK raises bare exceptions for HTTP and auth failures
@@ -60,30 +64,46 @@ def _import(path: Path) -> ImportedRun:
     if not task_id:
         raise ServerError(f"the server did not accept {path.name}", "run `ak-remote doctor`")
     task: Any = Task.get_task(task_id=str(task_id))
+    if summary.get("status") == "failed":
+        # The import always ends the task completed; a failed run must not look good.
+        _mark_failed(str(task_id), str(summary.get("error") or "the offline run failed"))
+        return ImportedRun(str(task_id), None, "failed")
     model_id = None
-    keras_artifact = next(
-        (a for name, a in task.artifacts.items() if name.endswith(".keras") or name == "model"),
-        None,
+    keras_artifact = task.artifacts.get("model.keras")
+    wants_model = summary.get("model_registration") == "pending-import" or not summary
+    if wants_model and keras_artifact is not None and keras_artifact.url:
+        classes = (inference.get("output") or {}).get("class_names") or []
+        labels = {str(name): i for i, name in enumerate(classes)}
+        model_id = _register_model(task, str(keras_artifact.url), labels)
+    return ImportedRun(str(task_id), model_id, "completed")
+
+
+def _read_artifact(path: Path, name: str) -> dict[str, Any]:
+    """A JSON artifact stored inside the session zip ({} when absent or unreadable)."""
+    suffix = f"/artifacts/{name}/{name}"
+    with zipfile.ZipFile(path) as archive:
+        member = next((n for n in archive.namelist() if n.endswith(suffix)), None)
+        if member is None:
+            return {}
+        try:
+            data = json.loads(archive.read(member))
+        except ValueError:
+            return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _mark_failed(task_id: str, message: str) -> None:
+    from ak_remote.clearml_api import client_from_config
+
+    client_from_config().call(
+        "tasks.failed",
+        {
+            "task": task_id,
+            "force": True,
+            "status_reason": "failed in offline mode",
+            "status_message": message[:1000],
+        },
     )
-    if keras_artifact is not None and keras_artifact.url and not task.models.get("output"):
-        model_id = _register_model(task, str(keras_artifact.url), _labels(task))
-    return ImportedRun(str(task_id), model_id)
-
-
-def _labels(task: object) -> dict[str, int]:
-    """Class names the job recorded in its inference metadata, if any."""
-    import json
-
-    artifacts = getattr(task, "artifacts", {})
-    meta = artifacts.get("inference.json")
-    if meta is None:
-        return {}
-    try:
-        data = json.loads(Path(meta.get_local_copy()).read_text())
-    except Exception:  # metadata is a nicety here; the model registers without it
-        return {}
-    classes = (data.get("output") or {}).get("class_names") or []
-    return {str(name): i for i, name in enumerate(classes)}
 
 
 def _register_model(task: Any, uri: str, labels: dict[str, int]) -> str:

@@ -84,3 +84,49 @@ def test_offline_run_imports_with_metrics_artifacts_and_a_registered_model(
     assert model["framework"].lower() == "keras"
     assert model["labels"] == {"class_0": 0, "class_1": 1, "class_2": 2}
     assert result["model_id"] in [m["model"] for m in task["models"]["output"]]
+
+
+def test_a_failed_offline_run_imports_as_failed_without_a_model(
+    clearml_emulator: Emulator, tmp_path: Path
+) -> None:
+    one_class = tmp_path / "one_class.csv"
+    one_class.write_text("a,b,label\n" + "".join(f"{i},{i * 2},x\n" for i in range(12)))
+    run_dir = tmp_path / "run"
+    job = subprocess.run(
+        [
+            sys.executable,
+            str(PROJECT_ROOT / "jobs" / "structured_classifier.py"),
+            "--offline",
+            "--run-dir",
+            str(run_dir),
+            "--set",
+            f"dataset={one_class}",
+        ],
+        env=offline_env(),
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        check=False,
+        timeout=300,
+    )
+    assert job.returncode == 3, job.stderr[-2000:]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "failed"
+
+    imported = subprocess.run(
+        [sys.executable, "-m", "ak_remote", "import-offline", summary["offline_session"], "--json"],
+        env={**os.environ, **clearml_emulator.env()},
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        check=False,
+        timeout=300,
+    )
+    assert imported.returncode == 0, imported.stderr[-3000:]
+    result = json.loads(imported.stdout)
+    assert result["status"] == "failed" and result["model_id"] is None
+    task = clearml_emulator.state.tasks[result["task_id"]]
+    assert task["status"] == "failed"
+    assert "single class" in task["status_message"]
+    assert clearml_emulator.state.models == {}
+    assert "imported as failed" in imported.stderr

@@ -29,9 +29,13 @@ def import_offline(session: Path, as_json: bool) -> None:
         )
     result = offline.import_session(session)
     if as_json:
-        ui.as_json({"task_id": result.task_id, "model_id": result.model_id})
+        ui.as_json(
+            {"task_id": result.task_id, "model_id": result.model_id, "status": result.status}
+        )
     else:
         ui.data(result.task_id)
         if result.model_id:
             ui.info(f"registered model {result.model_id}")
+    if result.status == "failed":
+        ui.warn("the run had failed offline: imported as failed, with no model registered")
     ui.next_steps([f"ak-remote status {result.task_id}", f"ak-remote compare {result.task_id}"])
