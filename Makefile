@@ -4,7 +4,9 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 JOB ?= image-classifier
-DEMO_SET ?= --set max_trials=2 --set epochs=3
+# One candidate: AutoKeras' next image candidates are ResNet50 and an ImageNet-pretrained
+# EfficientNet-B7 (a download, and minutes per epoch on a CPU). See README, "Jobs".
+DEMO_SET ?= --set max_trials=1 --set epochs=5
 
 .PHONY: demo test lint format benchmark image locks clean
 
