@@ -85,6 +85,7 @@ def run_job(
     offline: bool,
     project: str | None = None,
     task_name: str | None = None,
+    resume: bool = False,
 ) -> LocalRun:
     """Run the job script in a child Python and return its summary.
 
@@ -94,6 +95,8 @@ def run_job(
     for key, value in overrides.items():
         argv += ["--set", f"{key}={value}"]
     argv += ["--run-dir", str(run_dir)]
+    if resume:  # the job restores run_dir/search_state.zip (ak_remote.runtime.resume)
+        argv.append("--resume")
     if offline:
         argv.append("--offline")
     if project:

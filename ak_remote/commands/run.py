@@ -29,6 +29,14 @@ from ak_remote.params import parse_assignments
 )
 @click.option("--project", help="ClearML project of the run [default: ak-remote].")
 @click.option("--name", "task_name", help="ClearML task name [default: 'JOB on DATASET'].")
+@click.option(
+    "--resume",
+    "resume_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    metavar="RUN_DIR",
+    help="Continue the search saved in RUN_DIR (a stopped or killed run); its search "
+    "parameters are kept.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the run's summary as JSON.")
 def run(
     job_name: str,
@@ -37,6 +45,7 @@ def run(
     offline: bool,
     project: str | None,
     task_name: str | None,
+    resume_dir: Path | None,
     as_json: bool,
 ) -> None:
     """Run JOB on this machine, tracked in ClearML.
@@ -45,16 +54,28 @@ def run(
     ClearML offline mode, and `ak-remote import-offline` can upload it to a server later.
 
     \b
-    Example:
+    Examples:
       ak-remote run structured-classifier --set max_trials=2 --set epochs=5
+      ak-remote run structured-classifier --resume runs/structured-classifier/20260101-120000
     """
     overrides = parse_assignments(assignments)
+    if resume_dir is not None:
+        from ak_remote.catalog import get_job
+        from ak_remote.runtime.resume import check_resume_dir, resume_overrides
+
+        if run_dir is not None and run_dir.resolve() != resume_dir.resolve():
+            raise click.UsageError("--resume continues in its own folder: drop --run-dir")
+        run_dir = check_resume_dir(str(resume_dir))
+        overrides = resume_overrides(run_dir, get_job(job_name), overrides)
     job, _ = local_run.prepare(job_name, overrides)
     offline = offline or not local_run.server_configured()
     target = run_dir or local_run.new_run_dir(job)
     mode = "offline (no ClearML server configured)" if offline else "tracked on the ClearML server"
-    ui.info(f"Running {job.name} in {target}, {mode}")
-    result = local_run.run_job(job, overrides, target, offline, project, task_name)
+    verb = "Resuming" if resume_dir is not None else "Running"
+    ui.info(f"{verb} {job.name} in {target}, {mode}")
+    result = local_run.run_job(
+        job, overrides, target, offline, project, task_name, resume=resume_dir is not None
+    )
     summary = result.summary
     if as_json:
         ui.as_json(summary)

@@ -178,6 +178,13 @@ def _provenance(
         record["diff_to_autokeras_best_model_keras"] = _max_abs_diff(
             expected, saved.predict(samples, verbose=0)
         )
+    best = automodel.tuner.oracle.get_best_trials(1)
+    if best and not Path(automodel.tuner._get_checkpoint_fname(best[0].trial_id)).is_file():
+        # A resumed search restores trials without their weights (runtime/resume.py), so a best
+        # trial trained before the restart has no model to compare with.
+        record["diff_to_best_trial_model"] = None
+        record["best_trial_model"] = "not kept: trained before the search was resumed"
+        return record
     trial_model = automodel.export_model()
     record["diff_to_best_trial_model"] = _max_abs_diff(
         expected, trial_model.predict(samples, verbose=0)

@@ -70,7 +70,16 @@ def parse_argv(job: Job, argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--project", default=None)
     parser.add_argument("--task-name", default=None)
     parser.add_argument("--offline", action="store_true")
-    return parser.parse_args(argv)
+    parser.add_argument(
+        "--resume", action="store_true", help="continue the search saved in --run-dir"
+    )
+    args = parser.parse_args(argv)
+    if args.resume:
+        # Checked before anything writes into the folder (a failed run writes summary.json).
+        from ak_remote.runtime.resume import check_resume_dir
+
+        check_resume_dir(args.run_dir)
+    return args
 
 
 class Run:
@@ -83,6 +92,8 @@ class Run:
         self.settings = Settings.from_values(job.params.defaults())
         self.run_dir: Path | None = None
         self.tracker: Any = None
+        self.resume = False  # --resume: continue the search saved in the run folder
+        self.search_state: Any = None  # ak_remote.runtime.resume.SearchState, once prepared
         self.summary: dict[str, Any] = {
             "job": job.name,
             "task_id": None,
@@ -96,6 +107,7 @@ class Run:
             "distribution": None,
             "model_registration": None,
             "reproducibility": None,
+            "search": None,
             "status": "running",
         }
 
@@ -115,6 +127,7 @@ class Run:
         except UsageError as exc:
             raise DataError(exc.message, exc.hint) from None
 
+        self.resume = bool(getattr(args, "resume", False))
         offline = bool(args.offline) or not server_configured()
         dataset = str(self.params["dataset"])
         try:
@@ -193,6 +206,17 @@ class Run:
         tensorboard_dir = run_dir / "tensorboard"
         self.summary["tensorboard_dir"] = str(tensorboard_dir)
         _say(f"TensorBoard logs: {tensorboard_dir}  (tensorboard --logdir {tensorboard_dir})")
+        from ak_remote.runtime.resume import prepare
+
+        self.search_state = prepare(
+            run_dir,
+            job.name,
+            job.params.to_strings(self.params),
+            self.summary["data"]["fingerprint"],
+            settings.max_trials,
+            self.tracker,
+            self.resume,
+        )
         result = search(
             job,
             settings,
@@ -203,6 +227,7 @@ class Run:
             str(run_dir),
             strategy,
             self.tracker,
+            self.search_state,
         )
         x_test, y_test = data.x[split.test], data.y[split.test]
         self._evaluate(result, x_test, y_test, classes)
@@ -300,6 +325,8 @@ class Run:
             return None
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.summary["wall_time_s"] = round(time.time() - self.started, 2)
+        if self.search_state is not None:
+            self.summary["search"] = self.search_state.summary()
         path = self.run_dir / "summary.json"
         path.write_text(json.dumps(self.summary, indent=2, default=_json_default) + "\n")
         return path

@@ -120,6 +120,18 @@ class Tracker:
         """Attach a file or a folder (ClearML zips folders) as an artifact, waiting for it."""
         self.task.upload_artifact(name=name, artifact_object=str(path), wait_on_upload=True)
 
+    def download_artifact(self, name: str) -> Path | None:
+        """A fresh local copy of this task's own output artifact `name` (left by an earlier run
+        of the same task), or None when it has none. Raises ValueError when it cannot be fetched.
+        """
+        artifact = self.task.artifacts.get(name)
+        if artifact is None:
+            return None
+        local = artifact.get_local_copy(
+            extract_archive=False, raise_on_error=True, force_download=True
+        )
+        return Path(local)
+
     def register_model(self, weights: Path, labels: Mapping[str, int] | None, name: str) -> str:
         """Register the verified model as the task's output model (online only); its id."""
         from clearml import OutputModel

@@ -11,6 +11,7 @@ from ak_remote.catalog import Job
 from ak_remote.errors import UsageError
 from ak_remote.runtime.callbacks import ScalarSink, TensorBoard
 from ak_remote.runtime.data import Dataset
+from ak_remote.runtime.resume import SearchState
 from ak_remote.runtime.settings import Settings
 
 # Test hook: split the CPU into N logical devices so MirroredStrategy can run without GPUs.
@@ -101,20 +102,30 @@ def tuner_for(job: Job, name: str) -> Any:
 
 
 def build_automodel(
-    job: Job, settings: Settings, data: Dataset, directory: str, strategy: Any
+    job: Job,
+    settings: Settings,
+    data: Dataset,
+    directory: str,
+    strategy: Any,
+    state: SearchState | None = None,
 ) -> Any:
-    """The AutoKeras task object for `job`, configured from the parameters."""
+    """The AutoKeras task object for `job`, configured from the parameters.
+
+    With a `state`, the tuner snapshots the search after every trial, and a restored state is
+    reloaded (overwrite=False) instead of wiped.
+    """
     import autokeras as ak
 
     cls = getattr(ak, job.autokeras_class)
+    tuner = tuner_for(job, settings.tuner)
     kwargs: dict[str, Any] = {
         "max_trials": settings.max_trials,
-        "tuner": tuner_for(job, settings.tuner),
+        "tuner": state.tuner_class(tuner) if state is not None else tuner,
         "objective": settings.objective,
         "seed": settings.seed,
         "directory": directory,
         "project_name": PROJECT_NAME,
-        "overwrite": True,
+        "overwrite": not (state is not None and state.resumed),
     }
     if strategy is not None:
         kwargs["distribution_strategy"] = strategy
@@ -134,11 +145,14 @@ def search(
     run_dir: str,
     strategy: Any,
     sink: ScalarSink | None,
+    state: SearchState | None = None,
 ) -> SearchResult:
     """Run the AutoKeras search and final fit; returns the retrained model with the AutoModel."""
     import keras
 
-    automodel = build_automodel(job, settings, data, os.path.join(run_dir, "autokeras"), strategy)
+    automodel = build_automodel(
+        job, settings, data, os.path.join(run_dir, "autokeras"), strategy, state
+    )
     log_dir = os.path.join(run_dir, "tensorboard")
     callbacks: list[Any] = [
         TensorBoard(
