@@ -41,6 +41,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "compare": ("compare", "compare", "Compare runs: differing parameters and final metrics."),
     "pull": ("pull", "pull", "Download a run's exported model, verify and reload it."),
     "reproduce": ("reproduce", "reproduce", "Run a finished run again with everything pinned."),
+    "resume": ("resume", "resume", "Continue a stopped or failed run's search where it left off."),
     "tensorboard": ("tensorboard", "tensorboard", "Fetch runs' TensorBoard logs and serve them."),
     "queues": ("infra", "queues", "List queues, or create the ones a queue file declares."),
     "agent": ("infra", "agent", "Start clearml-agent daemons serving queues on this host."),

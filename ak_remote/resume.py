@@ -1,0 +1,146 @@
+"""Resuming a stopped or failed remote run: enqueue the *same* task again.
+
+The job the agent then runs finds the task's `search_state` artifact (saved after every finished
+trial, see ak_remote.runtime.resume), restores the Keras Tuner project and continues the search:
+finished trials are not trained again and the total stays `max_trials`. Re-enqueueing the same
+task (rather than a clone) keeps its id, parameters, metrics of the finished trials and the
+artifact; the server allows a failed or stopped task to be enqueued again as it is (no reset:
+a reset would drop the artifact).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ak_remote.clearml_api import Client, Doc
+from ak_remote.errors import ServerError, UsageError
+from ak_remote.follow import check_task_ids
+from ak_remote.runtime.resume import ARTIFACT_NAME
+from ak_remote.templates import TEMPLATE_TAG
+
+RESUMABLE = frozenset({"stopped", "failed"})
+_FIELDS = [
+    "id",
+    "name",
+    "status",
+    "project",
+    "system_tags",
+    "execution.queue",
+    "execution.artifacts",
+]
+
+
+@dataclass
+class Resumed:
+    """A run enqueued again: where, from which status, and whether a search state was saved."""
+
+    task_id: str
+    name: str
+    previous_status: str
+    queue: str
+    has_state: bool
+    url: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.task_id,
+            "name": self.name,
+            "previous_status": self.previous_status,
+            "queue": self.queue,
+            "search_state_saved": self.has_state,
+            "url": self.url,
+        }
+
+
+def _refusal(task_id: str, status: str) -> UsageError:
+    if status in ("completed", "published", "closed"):
+        return UsageError(
+            f"run {task_id} already completed; nothing to resume",
+            f"to run it again from scratch: ak-remote reproduce {task_id}",
+        )
+    if status == "queued":
+        return UsageError(
+            f"run {task_id} is already queued", f"follow it: ak-remote status {task_id}"
+        )
+    if status == "in_progress":
+        return UsageError(
+            f"run {task_id} is still running",
+            f"follow it: ak-remote logs {task_id} --follow; if its agent is gone, "
+            f"ak-remote abort {task_id} first",
+        )
+    return UsageError(
+        f"run {task_id} is {status or 'in an unknown state'}; only stopped or failed runs resume",
+        "launch a new run with ak-remote launch",
+    )
+
+
+def _pick_queue(
+    client: Client, task: Doc, queue: str | None, default_queue: str | None
+) -> tuple[str, str]:
+    """(queue id, name): the one asked for, else the one the run last ran on, else the default."""
+    queues = client.get_queues()
+    if queue:
+        found = next((q for q in queues if q.get("name") == queue), None)
+        if found is None:
+            raise UsageError(f"no queue {queue!r} on the server", "ak-remote queues lists them")
+        return str(found["id"]), queue
+    last = str((task.get("execution") or {}).get("queue") or "")
+    found = next((q for q in queues if last and q.get("id") == last), None)
+    if found is not None:
+        return str(found["id"]), str(found.get("name"))
+    if default_queue:
+        found = next((q for q in queues if q.get("name") == default_queue), None)
+        if found is None:
+            raise UsageError(
+                f"no queue {default_queue!r} (the configured default) on the server",
+                "pass -q QUEUE",
+            )
+        return str(found["id"]), default_queue
+    raise UsageError(
+        f"run {task['id']} has no recorded queue and no default queue is configured",
+        "pass -q QUEUE",
+    )
+
+
+def resume(
+    client: Client, task_id: str, queue: str | None = None, default_queue: str | None = None
+) -> Resumed:
+    """Enqueue the stopped or failed run `task_id` again so that its search continues.
+
+    Raises UsageError for a malformed or unknown id, a run that is not stopped or failed, a
+    template, or an unknown queue (nothing is changed then); ServerError when the enqueue fails.
+    """
+    task_id = check_task_ids([task_id])[0]
+    found = client.get_tasks(ids=[task_id], only_fields=_FIELDS)
+    if not found:
+        raise UsageError(
+            f"no task {task_id}", "check the id with `ak-remote status --project PROJECT`"
+        )
+    task = found[0]
+    if TEMPLATE_TAG in (task.get("system_tags") or []):
+        raise UsageError(
+            f"{task_id} is a template, not a run", "start a run from it with ak-remote launch"
+        )
+    status = str(task.get("status") or "")
+    if status not in RESUMABLE:
+        raise _refusal(task_id, status)
+    queue_id, queue_name = _pick_queue(client, task, queue, default_queue)
+    artifacts = (task.get("execution") or {}).get("artifacts") or []
+    has_state = any(
+        a.get("key") == ARTIFACT_NAME and a.get("mode", "output") == "output" for a in artifacts
+    )
+    done, failed = client.enqueue_many([task_id], queue_id)
+    if task_id not in done:
+        reason = failed.get(task_id) or "the server did not enqueue it"
+        raise ServerError(
+            f"could not enqueue run {task_id}: {reason}", f"ak-remote status {task_id}"
+        )
+    return Resumed(
+        task_id=task_id,
+        name=str(task.get("name") or ""),
+        previous_status=status,
+        queue=queue_name,
+        has_state=has_state,
+        url=client.task_url(task),
+    )
