@@ -197,6 +197,12 @@ def test_a_killed_local_search_resumes_without_retraining(tmp_path: Path) -> Non
     assert {s for s in series if s.startswith("trial ")} == trained | {
         s.replace("train", "validation") for s in trained
     }
+    # TensorBoard: one folder per trial (the interrupted one's partial logs were dropped), each
+    # written once, plus the final fit.
+    board = run_dir / "tensorboard"
+    assert {p.name for p in board.iterdir() if p.is_dir()} == set(finished) | {"train"}
+    for trial_id in finished:
+        assert len(list((board / trial_id / "execution0" / "train").glob("events.*"))) == 1
     final = state_zip.read_bytes()
     assert _manifest(final)["trials_finished"] == MAX_TRIALS
     _assert_bounded(final)

@@ -127,13 +127,21 @@ class SearchState:
         if self.project_dir.exists():
             shutil.rmtree(self.project_dir)
         self.project_dir.mkdir(parents=True)
-        finished = 0
+        kept: set[str] = set()
         for name, data in members.items():
             target = self.project_dir / name
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(data)
             if name.endswith("/trial.json") and _trial_status(data) in FINISHED:
-                finished += 1
+                kept.add(name.split("/", 1)[0].removeprefix("trial_"))
+        finished = len(kept)
+        board = self.run_dir / "tensorboard"
+        if board.is_dir():
+            # Logs of the trial the kill interrupted (its id is trained again from scratch) and
+            # of an interrupted final fit would mix with the new ones: only finished trials stay.
+            for child in board.iterdir():
+                if child.is_dir() and child.name not in kept:
+                    shutil.rmtree(child)
         if self.state_file.resolve() != zip_path.resolve():
             # The artifact becomes the run folder's own snapshot, for a later local --resume.
             shutil.copyfile(zip_path, self.state_file)
