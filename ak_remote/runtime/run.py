@@ -114,7 +114,8 @@ class Run:
     # --- the steps ---------------------------------------------------------------------------
 
     def execute(self, args: argparse.Namespace) -> None:
-        from ak_remote.runtime.tracking import Tracker, server_configured
+        from ak_remote.local_run import server_configured
+        from ak_remote.runtime.tracking import Tracker
 
         job = self.job
         overrides = parse_assignments(args.set)

@@ -7,7 +7,6 @@ server is configured: no CLEARML_API_HOST and no clearml.conf (CLEARML_CONFIG_FI
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -36,20 +35,6 @@ AUTO_CONNECT_FRAMEWORKS: dict[str, bool] = {
     "fastai": False,
     "hydra": False,
 }
-
-
-def server_configured() -> bool:
-    """True when a ClearML server is configured through the environment or a clearml.conf
-    (and ClearML's own CLEARML_OFFLINE_MODE does not ask for offline)."""
-    env = os.environ
-    if env.get("CLEARML_OFFLINE_MODE", "").strip().lower() in ("1", "true", "yes", "on"):
-        return False
-    if env.get("CLEARML_API_HOST") or env.get("TRAINS_API_HOST"):
-        return True
-    explicit = env.get("CLEARML_CONFIG_FILE") or env.get("TRAINS_CONFIG_FILE")
-    if explicit:
-        return Path(explicit).expanduser().is_file()
-    return any((Path.home() / name).is_file() for name in ("clearml.conf", "trains.conf"))
 
 
 class Tracker:
