@@ -65,6 +65,29 @@ def _strip_credentials(url: str) -> str:
     return url
 
 
+def shared_remote(root: Path) -> str | None:
+    """The URL of the checkout's remote when agents on other hosts can clone it, else None.
+
+    A remote that is a path on this machine (a clone of a local folder, as CI makes) is not:
+    the job script then travels inside the template instead.
+    """
+    remotes = (_git(root, "remote") or "").split()
+    if not remotes:
+        return None
+    name = "origin" if "origin" in remotes else remotes[0]
+    url = (_git(root, "remote", "get-url", name) or "").strip()
+    if not url:
+        return None
+    parts = urlsplit(url)
+    if parts.scheme and parts.scheme != "file" and parts.netloc:
+        return url  # https://, ssh://, git://
+    # scp-like syntax, user@host:path or host:path (a colon before any slash)
+    head = url.split("/", 1)[0]
+    if ":" in head and parts.scheme != "file" and len(head.split(":", 1)[0]) > 1:
+        return url
+    return None
+
+
 def lock_for_image(image: str, root: Path = PROJECT_ROOT) -> str:
     """The lock the image was built from: the GPU one for GPU images (docker/build.sh tags)."""
     tag = image.rsplit("/", 1)[-1]
@@ -93,11 +116,7 @@ def script_section(job: Job, root: Path = PROJECT_ROOT, lock: str = LOCK_FILE) -
     own interpreter (CLEARML_AGENT_SKIP_PYTHON_ENV_INSTALL), so this is the record of what runs.
     """
     requirements = {"pip": pinned_requirements(root, lock)}
-    remote = None
-    remotes = (_git(root, "remote") or "").split()
-    if remotes:
-        name = "origin" if "origin" in remotes else remotes[0]
-        remote = (_git(root, "remote", "get-url", name) or "").strip() or None
+    remote = shared_remote(root)
     commit = (_git(root, "rev-parse", "HEAD") or "").strip() if remote else ""
     if remote and commit:
         branch = (_git(root, "rev-parse", "--abbrev-ref", "HEAD") or "").strip()
@@ -132,8 +151,7 @@ def script_section(job: Job, root: Path = PROJECT_ROOT, lock: str = LOCK_FILE) -
 
 def code_warnings(root: Path = PROJECT_ROOT) -> list[str]:
     """What an agent may not be able to reproduce from this checkout (empty: all good)."""
-    remotes = (_git(root, "remote") or "").split()
-    if not remotes:
+    if shared_remote(root) is None:
         return []  # the scripts travel inside the templates
     commit = (_git(root, "rev-parse", "HEAD") or "").strip()
     warnings = []

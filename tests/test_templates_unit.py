@@ -139,3 +139,29 @@ def test_code_warnings(tmp_path: Path) -> None:
     assert len(warnings) == 1 and "on no remote branch" in warnings[0]
     (root / JOB.script).write_text("print('edited')\n")
     assert any("uncommitted changes" in w for w in code_warnings(root))
+
+
+@pytest.mark.parametrize(
+    ("remote", "shared"),
+    [
+        ("https://git.example.com/team/ak.git", True),
+        ("ssh://git@git.example.com/team/ak.git", True),
+        ("git@git.example.com:team/ak.git", True),
+        ("/srv/git/ak-remote", False),  # a clone of a local folder (as CI makes)
+        ("../ak-remote", False),
+        ("file:///srv/git/ak-remote", False),
+    ],
+)
+def test_only_a_remote_other_hosts_can_clone_is_recorded(
+    tmp_path: Path, remote: str, shared: bool
+) -> None:
+    from ak_remote.templates import code_warnings, shared_remote
+
+    root = checkout(tmp_path, remote=remote)
+    assert (shared_remote(root) is not None) is shared
+    script = script_section(JOB, root)
+    if shared:
+        assert script["repository"] and script["entry_point"] == JOB.script
+    else:
+        assert script["repository"] == "" and script["diff"] == "print('job')\n"
+        assert code_warnings(root) == []
