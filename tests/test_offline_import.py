@@ -22,20 +22,13 @@ def offline_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("CLEARML_")}
 
 
-def test_offline_run_imports_with_metrics_artifacts_and_a_registered_model(
-    clearml_emulator: Emulator, tmp_path: Path
-) -> None:
-    run_dir = tmp_path / "run"
-    argv = [
-        sys.executable,
-        str(PROJECT_ROOT / "jobs" / "structured_classifier.py"),
-        "--offline",
-        "--run-dir",
-        str(run_dir),
-    ]
-    for item in TINY:
+def run_offline(tmp_path: Path, sets: list[str]) -> subprocess.CompletedProcess[str]:
+    """The structured-classifier job in offline mode, in <tmp_path>/run."""
+    argv = [sys.executable, str(PROJECT_ROOT / "jobs" / "structured_classifier.py"), "--offline"]
+    argv += ["--run-dir", str(tmp_path / "run")]
+    for item in sets:
         argv += ["--set", item]
-    job = subprocess.run(
+    return subprocess.run(
         argv,
         env=offline_env(),
         capture_output=True,
@@ -44,6 +37,28 @@ def test_offline_run_imports_with_metrics_artifacts_and_a_registered_model(
         check=False,
         timeout=600,
     )
+
+
+def import_offline(
+    emulator: Emulator, session: str, tmp_path: Path
+) -> subprocess.CompletedProcess[str]:
+    """`ak-remote import-offline SESSION --json` in a fresh process pointed at the emulator."""
+    return subprocess.run(
+        [sys.executable, "-m", "ak_remote", "import-offline", session, "--json"],
+        env={**os.environ, **emulator.env()},
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        check=False,
+        timeout=300,
+    )
+
+
+def test_offline_run_imports_with_metrics_artifacts_and_a_registered_model(
+    clearml_emulator: Emulator, tmp_path: Path
+) -> None:
+    run_dir = tmp_path / "run"
+    job = run_offline(tmp_path, TINY)
     assert job.returncode == 0, job.stderr[-3000:]
     summary = json.loads((run_dir / "summary.json").read_text())
     session = Path(summary["offline_session"])
@@ -51,15 +66,7 @@ def test_offline_run_imports_with_metrics_artifacts_and_a_registered_model(
     assert summary["model_registration"] == "pending-import"
     assert clearml_emulator.count() == 0  # offline mode made no request at all
 
-    imported = subprocess.run(
-        [sys.executable, "-m", "ak_remote", "import-offline", str(session), "--json"],
-        env={**os.environ, **clearml_emulator.env()},
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        check=False,
-        timeout=300,
-    )
+    imported = import_offline(clearml_emulator, str(session), tmp_path)
     assert imported.returncode == 0, imported.stderr[-3000:]
     result = json.loads(imported.stdout)
     task = clearml_emulator.state.tasks[result["task_id"]]
@@ -92,36 +99,12 @@ def test_a_failed_offline_run_imports_as_failed_without_a_model(
     one_class = tmp_path / "one_class.csv"
     one_class.write_text("a,b,label\n" + "".join(f"{i},{i * 2},x\n" for i in range(12)))
     run_dir = tmp_path / "run"
-    job = subprocess.run(
-        [
-            sys.executable,
-            str(PROJECT_ROOT / "jobs" / "structured_classifier.py"),
-            "--offline",
-            "--run-dir",
-            str(run_dir),
-            "--set",
-            f"dataset={one_class}",
-        ],
-        env=offline_env(),
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        check=False,
-        timeout=300,
-    )
+    job = run_offline(tmp_path, [f"dataset={one_class}"])
     assert job.returncode == 3, job.stderr[-2000:]
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["status"] == "failed"
 
-    imported = subprocess.run(
-        [sys.executable, "-m", "ak_remote", "import-offline", summary["offline_session"], "--json"],
-        env={**os.environ, **clearml_emulator.env()},
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        check=False,
-        timeout=300,
-    )
+    imported = import_offline(clearml_emulator, summary["offline_session"], tmp_path)
     assert imported.returncode == 0, imported.stderr[-3000:]
     result = json.loads(imported.stdout)
     assert result["status"] == "failed" and result["model_id"] is None
