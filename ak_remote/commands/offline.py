@@ -7,19 +7,20 @@ from pathlib import Path
 import click
 
 from ak_remote import ui
+from ak_remote.commands.common import json_option
+from ak_remote.contract import server_configured
 from ak_remote.errors import UsageError
-from ak_remote.local_run import server_configured
 
 
 @click.command("import-offline")
 @click.argument("session", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@json_option("Print the result as JSON.")
 def import_offline(session: Path, as_json: bool) -> None:
     """Upload SESSION (an offline session zip from `ak-remote run`) to the ClearML server.
 
     The run's model, which offline mode cannot register, is registered on the way.
     """
-    from ak_remote import offline
+    from ak_remote.remote import offline
 
     offline.check_session(session)
     if not server_configured():

@@ -25,6 +25,13 @@ from typing import Any, NoReturn
 
 from ak_remote import __version__
 from ak_remote.catalog import PROJECT_ROOT, Job, get_job
+from ak_remote.contract import (
+    DEFAULT_PROJECT,
+    RUN_COMPLETED,
+    RUN_FAILED,
+    SUMMARY_FILE,
+    new_summary,
+)
 from ak_remote.datasets import check_reference
 from ak_remote.errors import (
     AkRemoteError,
@@ -37,7 +44,6 @@ from ak_remote.errors import (
 from ak_remote.params import Value, parse_assignments
 from ak_remote.runtime.settings import Settings
 
-DEFAULT_PROJECT = "ak-remote"
 DEBUG_ENV = "AK_REMOTE_DEBUG"
 IMAGE_ENV = "AK_REMOTE_IMAGE"  # the worker image sets this, so a run records where it ran
 # The locked packages whose versions decide whether a run can be reproduced.
@@ -76,7 +82,7 @@ def parse_argv(job: Job, argv: list[str]) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.resume:
         # Checked before anything writes into the folder (a failed run writes summary.json).
-        from ak_remote.runtime.resume import check_resume_dir
+        from ak_remote.runtime.search_state import check_resume_dir
 
         check_resume_dir(args.run_dir)
     return args
@@ -93,28 +99,13 @@ class Run:
         self.run_dir: Path | None = None
         self.tracker: Any = None
         self.resume = False  # --resume: continue the search saved in the run folder
-        self.search_state: Any = None  # ak_remote.runtime.resume.SearchState, once prepared
-        self.summary: dict[str, Any] = {
-            "job": job.name,
-            "task_id": None,
-            "offline_session": None,
-            "run_dir": None,
-            "params": {},
-            "data": None,
-            "metrics": {},
-            "export": None,
-            "tensorboard_dir": None,
-            "distribution": None,
-            "model_registration": None,
-            "reproducibility": None,
-            "search": None,
-            "status": "running",
-        }
+        self.search_state: Any = None  # ak_remote.runtime.search_state.SearchState, once prepared
+        self.summary: dict[str, Any] = new_summary(job.name)
 
     # --- the steps ---------------------------------------------------------------------------
 
     def execute(self, args: argparse.Namespace) -> None:
-        from ak_remote.local_run import server_configured
+        from ak_remote.contract import server_configured
         from ak_remote.runtime.tracking import Tracker
 
         job = self.job
@@ -207,7 +198,7 @@ class Run:
         tensorboard_dir = run_dir / "tensorboard"
         self.summary["tensorboard_dir"] = str(tensorboard_dir)
         _say(f"TensorBoard logs: {tensorboard_dir}  (tensorboard --logdir {tensorboard_dir})")
-        from ak_remote.runtime.resume import prepare
+        from ak_remote.runtime.search_state import prepare
 
         self.search_state = prepare(
             run_dir,
@@ -328,23 +319,26 @@ class Run:
         self.summary["wall_time_s"] = round(time.time() - self.started, 2)
         if self.search_state is not None:
             self.summary["search"] = self.search_state.summary()
-        path = self.run_dir / "summary.json"
-        path.write_text(json.dumps(self.summary, indent=2, default=_json_default) + "\n")
+        path = self.run_dir / SUMMARY_FILE
+        # Atomic: a reader (or a run killed mid-write) never sees a half-written summary.
+        tmp = path.with_name(f".{SUMMARY_FILE}.tmp")
+        tmp.write_text(json.dumps(self.summary, indent=2, default=_json_default) + "\n")
+        os.replace(tmp, path)
         return path
 
     def finish(self, error: AkRemoteError | None) -> None:
         """Write summary.json, attach it, and close the task as completed or failed."""
         if error is None:
-            self.summary["status"] = "completed"
+            self.summary["status"] = RUN_COMPLETED
         else:
-            self.summary["status"] = "failed"
+            self.summary["status"] = RUN_FAILED
             self.summary["error"] = str(error).splitlines()[0]
         path = self.write_summary()
         if self.tracker is None:
             return
         try:
             if path is not None:
-                self.tracker.upload("summary.json", path)
+                self.tracker.upload(SUMMARY_FILE, path)
         finally:
             if error is None:
                 self.tracker.complete()

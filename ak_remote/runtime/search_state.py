@@ -39,10 +39,10 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ak_remote.catalog import Job
+from ak_remote.contract import RUN_COMPLETED, SEARCH_STATE_ARTIFACT, SUMMARY_FILE, read_summary
 from ak_remote.errors import DataError, UsageError
 
 STATE_FILE = "search_state.zip"
-ARTIFACT_NAME = "search_state"
 MANIFEST = "ak_remote_search_state.json"
 FORMAT = 1
 PROJECT_DIR = Path("autokeras") / "search"  # training.PROJECT_NAME under <run>/autokeras
@@ -218,7 +218,7 @@ class SearchState:
         if self.uploader is None:
             return
         try:
-            self.uploader.upload(ARTIFACT_NAME, self.state_file)
+            self.uploader.upload(SEARCH_STATE_ARTIFACT, self.state_file)
         except Exception as exc:  # the SDK raises many types; the search goes on regardless
             self.upload_errors += 1
             _say(f"warning: could not upload the search state: {exc}".splitlines()[0])
@@ -294,7 +294,7 @@ def prepare(
     if tracker is None or getattr(tracker, "offline", True):
         return state
     try:
-        downloaded = tracker.download_artifact(ARTIFACT_NAME)
+        downloaded = tracker.download_artifact(SEARCH_STATE_ARTIFACT)
     except Exception as exc:  # the SDK raises many types for a failed download
         state.note = f"the saved search state could not be downloaded ({exc}); started afresh"
         _say(f"warning: {state.note}".splitlines()[0])
@@ -324,13 +324,13 @@ def check_resume_dir(run_dir: str | None) -> Path:
             f"nothing to resume in {run_dir}: no {STATE_FILE}",
             "a run saves it after its first finished trial; start the run again instead",
         )
-    summary = folder / "summary.json"
+    summary = folder / SUMMARY_FILE
     if summary.is_file():
         try:
-            status = json.loads(summary.read_text()).get("status")
-        except (OSError, ValueError, AttributeError):
+            status = read_summary(summary).get("status")
+        except DataError:
             status = None
-        if status == "completed":
+        if status == RUN_COMPLETED:
             raise UsageError(
                 f"the run in {run_dir} already completed; nothing to resume",
                 "start a new run to search again",

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ak_remote.contract import COMPLETED, FAILED, INFERENCE_FILE, RUN_FAILED, SUMMARY_FILE
 from ak_remote.errors import ServerError, UsageError
 
 
@@ -52,8 +53,8 @@ def import_session(path: Path) -> ImportedRun:
 def _import(path: Path) -> ImportedRun:
     from clearml import Task
 
-    summary = _read_artifact(path, "summary.json")
-    inference = _read_artifact(path, "inference.json")
+    summary = _read_artifact(path, SUMMARY_FILE)
+    inference = _read_artifact(path, INFERENCE_FILE)
     try:
         task_id = Task.import_offline_session(str(path))
     except Exception as exc:  # the SDK raises bare exceptions for HTTP and auth failures
@@ -64,10 +65,10 @@ def _import(path: Path) -> ImportedRun:
     if not task_id:
         raise ServerError(f"the server did not accept {path.name}", "run `ak-remote doctor`")
     task: Any = Task.get_task(task_id=str(task_id))
-    if summary.get("status") == "failed":
+    if summary.get("status") == RUN_FAILED:
         # The import always ends the task completed; a failed run must not look good.
         _mark_failed(str(task_id), str(summary.get("error") or "the offline run failed"))
-        return ImportedRun(str(task_id), None, "failed")
+        return ImportedRun(str(task_id), None, FAILED)
     model_id = None
     keras_artifact = task.artifacts.get("model.keras")
     wants_model = summary.get("model_registration") == "pending-import" or not summary
@@ -75,7 +76,7 @@ def _import(path: Path) -> ImportedRun:
         classes = (inference.get("output") or {}).get("class_names") or []
         labels = {str(name): i for i, name in enumerate(classes)}
         model_id = _register_model(task, str(keras_artifact.url), labels)
-    return ImportedRun(str(task_id), model_id, "completed")
+    return ImportedRun(str(task_id), model_id, COMPLETED)
 
 
 def _read_artifact(path: Path, name: str) -> dict[str, Any]:
@@ -93,7 +94,7 @@ def _read_artifact(path: Path, name: str) -> dict[str, Any]:
 
 
 def _mark_failed(task_id: str, message: str) -> None:
-    from ak_remote.clearml_api import client_from_config
+    from ak_remote.remote.clearml_api import client_from_config
 
     client_from_config().call(
         "tasks.failed",
@@ -113,7 +114,7 @@ def _register_model(task: Any, uri: str, labels: dict[str, int]) -> str:
     only running tasks (so does the SDK's OutputModel), hence a forced edit of the task's
     `models`, which is idempotent and so safe to retry.
     """
-    from ak_remote.clearml_api import client_from_config
+    from ak_remote.remote.clearml_api import client_from_config
 
     client = client_from_config()
     task_id = str(task.id)

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
+from ak_remote.contract import sha256_file
 from ak_remote.errors import ServerError
 
 T = TypeVar("T")
@@ -636,11 +637,7 @@ class Client:
             raise ServerError(f"cannot download {url}", "check the storage credentials")
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(local, dest)
-        digest = hashlib.sha256()
-        with dest.open("rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-        return digest.hexdigest()
+        return sha256_file(dest)
 
 
 def last_metric_values(task: Mapping[str, Any]) -> dict[str, float]:
@@ -661,7 +658,7 @@ def last_metric_values(task: Mapping[str, Any]) -> dict[str, float]:
 
 def client_from_config(on_retry: Callable[[str], None] | None = None) -> Client:
     """A Client with the retry policy from ak-remote's configuration."""
-    from ak_remote.config import load_config
+    from ak_remote.remote.config import load_config
 
     config = load_config()
     return Client(
