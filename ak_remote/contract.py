@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final
 
-from ak_remote.errors import DataError
+from ak_remote.errors import DataError, UsageError
 
 # -- where runs live on the server ------------------------------------------------------------
 DEFAULT_PROJECT: Final = "ak-remote"
@@ -27,6 +27,10 @@ PARAM_SECTION: Final = "General"
 # -- tags ----------------------------------------------------------------------------------
 RUN_TAG: Final = "ak-remote"  # user tag of every run ak-remote launches
 TEMPLATE_TAG: Final = "ak-remote-template"  # system tag of a template task (templates sync)
+# System tag naming the template's own id. tasks.clone copies system tags (and the Web UI's Clone
+# keeps them), so TEMPLATE_TAG alone is inherited by every clone; a clone gets a new id, so this
+# one tag can only be true on the task `templates sync` made.
+TEMPLATE_ID_TAG_PREFIX: Final = "ak-remote-template-id:"
 JOB_TAG_PREFIX: Final = "ak-remote-job:"  # system tag naming the job (templates and runs)
 LAUNCH_TAG_PREFIX: Final = "ak-remote-launch:"  # system tag: one per run, unique (retry look-up)
 BATCH_TAG_PREFIX: Final = "ak-remote-batch:"  # system tag: every run of one launch command
@@ -45,6 +49,27 @@ def job_of(tags: object) -> str | None:
         if isinstance(tag, str) and tag.startswith(JOB_TAG_PREFIX):
             return tag[len(JOB_TAG_PREFIX) :]
     return None
+
+
+def template_id_tag(task_id: str) -> str:
+    """The system tag `templates sync` puts on the template with id `task_id`."""
+    return f"{TEMPLATE_ID_TAG_PREFIX}{task_id}"
+
+
+def is_template(task: Mapping[str, Any]) -> bool:
+    """True only for a template `templates sync` made, never for a clone of one."""
+    tags = task.get("system_tags")
+    tags = tags if isinstance(tags, list) else []
+    return TEMPLATE_TAG in tags and template_id_tag(str(task.get("id"))) in tags
+
+
+def template_tags(tags: object) -> list[str]:
+    """The system tags that mark a template (what ak-remote's own clones must not carry)."""
+    return [
+        t
+        for t in (tags if isinstance(tags, list) else [])
+        if t == TEMPLATE_TAG or (isinstance(t, str) and t.startswith(TEMPLATE_ID_TAG_PREFIX))
+    ]
 
 
 # -- ClearML task statuses (as the server reports them) ---------------------------------------
@@ -84,6 +109,28 @@ _ID = re.compile(r"^[0-9a-f]{32}$")
 def is_task_id(text: str) -> bool:
     """True for a ClearML id (task, dataset, model): 32 lowercase hex digits."""
     return bool(_ID.match(text))
+
+
+# -- queue names ----------------------------------------------------------------------------
+# ClearML queue names are free text on the server; ak-remote keeps every queue it names, creates
+# or serves to what survives a shell, a systemd instance name and a Kubernetes label unquoted:
+# one rule, so `launch --create-queue` never makes a queue `agent up` refuses.
+QUEUE_NAME_RULE: Final = (
+    "letters, digits, '.', '_' or '-', starting with a letter or digit, at most 64"
+)
+_QUEUE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+def is_queue_name(name: str) -> bool:
+    """True when `name` follows the one queue-name rule."""
+    return bool(_QUEUE_NAME.match(name))
+
+
+def check_queue_name(name: str) -> str:
+    """`name` when it follows the queue-name rule; raises UsageError otherwise."""
+    if not is_queue_name(name):
+        raise UsageError(f"invalid queue name {name!r}", f"use {QUEUE_NAME_RULE}")
+    return name
 
 
 # -- environment ------------------------------------------------------------------------------

@@ -12,8 +12,8 @@ from ak_remote.contract import (
     FINAL_STATUSES,
     QUEUED,
     SWEEP_TAG_PREFIX,
-    TEMPLATE_TAG,
     is_task_id,
+    is_template,
 )
 from ak_remote.errors import UsageError, WaitTimeout
 from ak_remote.remote.clearml_api import Client, Doc, last_metric_values
@@ -99,7 +99,7 @@ def select_tasks(
         for t in client.get_tasks(
             project=project_id, only_fields=fields, order_by=["-created"], limit=limit
         )
-        if TEMPLATE_TAG not in (t.get("system_tags") or [])
+        if not is_template(t)
     ]
     tasks = tasks[:limit] if limit else tasks
     return sorted(tasks, key=lambda t: str(t.get("created") or ""))

@@ -256,22 +256,57 @@ class SyncResult:
 
 
 def list_templates(client: Client, project: str) -> list[Doc]:
-    """The template tasks in `project` (empty when the project does not exist)."""
+    """The templates `templates sync` made in `project` (never clones of them)."""
     project_id = client.find_project(project)
     if project_id is None:
         return []
+    return [t for t in _tagged(client, project_id) if contract.is_template(t)]
+
+
+def _tagged(client: Client, project_id: str | None = None) -> list[Doc]:
+    """Tasks carrying the template tag: templates, and any clone of one (clones inherit it)."""
     return client.get_tasks(project=project_id, system_tags=[TEMPLATE_TAG])
+
+
+def _unmarked_original(tasks: Sequence[Doc], job_name: str) -> Doc | None:
+    """A template synced before templates named their own id, or one whose marking was lost.
+
+    The original is a draft named after its job, created before any clone of it (a clone is
+    renamed by the Web UI, and is queued or run by any other route).
+    """
+    legacy = [
+        t
+        for t in tasks
+        if job_of(t) is not None
+        and job_of(t).name == job_name  # type: ignore[union-attr]
+        and t.get("name") == job_name
+        and t.get("status") in (contract.CREATED, None)
+        and not any(
+            str(tag).startswith(contract.TEMPLATE_ID_TAG_PREFIX)
+            for tag in t.get("system_tags") or []
+        )
+    ]
+    legacy.sort(key=lambda t: str(t.get("created") or ""))
+    return legacy[0] if legacy else None
 
 
 def _finder(client: Client, project_id: str, job_name: str) -> Callable[[], str | None]:
     def find() -> str | None:
-        for task in client.get_tasks(project=project_id, system_tags=[TEMPLATE_TAG]):
-            job = job_of(task)
-            if job is not None and job.name == job_name:
-                return str(task["id"])
-        return None
+        found = _unmarked_original(_tagged(client, project_id), job_name)
+        return str(found["id"]) if found else None
 
     return find
+
+
+def _marked(task: Doc, want: Sequence[str]) -> list[str]:
+    """The task's system tags with the template's own: stale template-id tags dropped."""
+    own = contract.template_id_tag(str(task["id"]))
+    kept = [
+        str(t)
+        for t in task.get("system_tags") or []
+        if not str(t).startswith(contract.TEMPLATE_ID_TAG_PREFIX)
+    ]
+    return kept + [t for t in [*want, own] if t not in kept]
 
 
 def sync(
@@ -294,23 +329,33 @@ def sync(
     }
     project_id = client.ensure_project(project, "ak-remote job templates (drafts agents clone)")
     result = SyncResult(project, project_id, warnings=code_warnings(root))
+    tagged = _tagged(client, project_id)
     existing: dict[str, list[Doc]] = {}
-    for task in client.get_tasks(project=project_id, system_tags=[TEMPLATE_TAG]):
+    for task in tagged:
         job = job_of(task)
-        if job is not None:
+        if job is not None and contract.is_template(task):
             existing.setdefault(job.name, []).append(task)
     for name, want in wanted.items():
         have = existing.get(name) or []
+        if not have:
+            original = _unmarked_original(tagged, name)
+            if original is not None:
+                have = [original]
         if len(have) > 1:
             result.duplicates[name] = [str(t["id"]) for t in have[1:]]
         if not have:
             body = {**want, "project": project_id}
             task_id = client.create_task(body, find=_finder(client, project_id, name))
+            # Only now is the id known: the tag naming it is what no clone can carry truly.
+            client.edit_task(
+                task_id, {"system_tags": [*want["system_tags"], contract.template_id_tag(task_id)]}
+            )
             result.created[name] = task_id
             if progress:
                 progress(f"created template {name} ({task_id})")
             continue
         current = have[0]
+        want = {**want, "system_tags": _marked(current, want["system_tags"])}
         changed = changed_fields(want, current)
         if changed:
             client.edit_task(str(current["id"]), {k: want[k] for k in changed}, force=True)
@@ -372,10 +417,11 @@ def resolve_template(client: Client, name_or_id: str, project: str) -> Template:
         return Template(task, job, job.params if job else _params_from_task(task))
     job = get_job(text)
     # One tag per filter: the server ORs the tags of one filter, so narrow down here.
+    # Only what `templates sync` made: clones inherit TEMPLATE_TAG, never the own-id tag.
     found = [
         t
-        for t in client.get_tasks(system_tags=[TEMPLATE_TAG])
-        if job_tag(job) in (t.get("system_tags") or [])
+        for t in _tagged(client)
+        if contract.is_template(t) and job_tag(job) in (t.get("system_tags") or [])
     ]
     if len(found) > 1:
         project_id = client.find_project(project)

@@ -1,0 +1,108 @@
+"""Issue 13 item 1: only what `templates sync` made is a template, never a clone of one.
+
+clearml-server copies system tags on clone and the Web UI's Clone keeps them; the emulator does
+the same, so these tests make clones exactly as the SDK and the Web UI do.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from click.testing import CliRunner
+
+from ak_remote import contract
+from ak_remote.catalog import JOBS
+from ak_remote.cli import cli
+from ak_remote.remote import templates
+from ak_remote.remote.clearml_api import client_from_config
+from tests.emulator.fixtures import run_python, script_result
+from tests.emulator.server import Emulator
+
+JOB = "structured-classifier"
+
+SDK_CLONES = """
+import json, sys
+from clearml import Task
+ids = []
+for i in range(int(sys.argv[2])):
+    clone = Task.clone(source_task=sys.argv[1])
+    ids.append(clone.id)
+Task.enqueue(ids[0], queue_name="cpu")
+print("RESULT " + json.dumps(ids))
+"""
+
+
+def cli_json(*args: str) -> Any:
+    result = CliRunner().invoke(cli, [*args, "--json"])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def web_ui_clone(emulator: Emulator, source: dict[str, Any], name: str) -> str:
+    """A clone as the Web UI makes it: same project, the source's system tags kept."""
+    response = emulator.call_api(
+        "tasks.clone",
+        task=source["id"],
+        new_task_name=name,
+        new_task_project=source["project"],
+        new_task_system_tags=list(source["system_tags"]),
+    )
+    return str(response["id"])
+
+
+def test_clones_of_a_template_never_become_templates(
+    clearml_emulator: Emulator, tmp_path: Any
+) -> None:
+    synced = cli_json("templates", "sync")["created"]
+    clearml_emulator.create_queue("cpu")
+    original = clearml_emulator.get_task(synced[JOB])
+    sdk_ids = script_result(
+        run_python(clearml_emulator, SDK_CLONES, tmp_path / "sdk", args=[synced[JOB], "4"])
+    )
+    # What the server really did: every SDK clone carries the template's tags.
+    for task_id in sdk_ids:
+        assert contract.TEMPLATE_TAG in clearml_emulator.get_task(task_id)["system_tags"]
+    web_ids = [
+        web_ui_clone(clearml_emulator, original, f"Clone Of {JOB}"),
+        web_ui_clone(clearml_emulator, original, JOB),  # renamed back to the job's name
+    ]
+
+    listed = cli_json("templates", "list")
+    assert sorted(row["id"] for row in listed) == sorted(synced.values())
+
+    plan = cli_json("launch", JOB, "-q", "cpu", "--dry-run")
+    assert plan["template"]["id"] == synced[JOB]
+
+    again = cli_json("templates", "sync")
+    assert again["created"] == {} and again["updated"] == {} and again["duplicates"] == {}
+    assert again["unchanged"] == synced
+
+    # ak-remote's own clone of the template is a run, not a template.
+    launched = cli_json("launch", JOB, "-q", "cpu")
+    run = clearml_emulator.get_task(launched["runs"][0]["id"])
+    assert contract.template_tags(run["system_tags"]) == []
+    assert not contract.is_template(run)
+    for task_id in [*sdk_ids, *web_ids]:
+        assert not contract.is_template(clearml_emulator.get_task(task_id))
+    # Runs made from clones show up in status (they are runs, not templates).
+    client = client_from_config()
+    assert len(templates.list_templates(client, contract.DEFAULT_TEMPLATE_PROJECT)) == len(JOBS)
+
+
+def test_a_template_synced_before_own_id_tags_is_adopted_not_duplicated(
+    clearml_emulator: Emulator,
+) -> None:
+    synced = cli_json("templates", "sync")["created"]
+    # As an older ak-remote left it: the template tag and the job tag, no own-id tag.
+    for task_id in synced.values():
+        task = clearml_emulator.get_task(task_id)
+        tags = [t for t in task["system_tags"] if not t.startswith(contract.TEMPLATE_ID_TAG_PREFIX)]
+        clearml_emulator.call_api("tasks.edit", task=task_id, system_tags=tags, force=True)
+    legacy = clearml_emulator.get_task(synced[JOB])
+    web_ui_clone(clearml_emulator, legacy, f"Clone Of {JOB}")
+    web_ui_clone(clearml_emulator, legacy, JOB)  # a later clone with the same name
+    result = cli_json("templates", "sync")
+    assert result["created"] == {} and result["duplicates"] == {}
+    assert {job: entry["id"] for job, entry in result["updated"].items()} == synced
+    assert sorted(row["id"] for row in cli_json("templates", "list")) == sorted(synced.values())
