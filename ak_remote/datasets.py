@@ -16,6 +16,7 @@ Accepted forms:
 from __future__ import annotations
 
 import random
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
@@ -95,8 +96,20 @@ class DatasetRef:
 
     @property
     def source(self) -> str:
-        """How summaries and task names show it."""
-        return f"{CLEARML_SCHEME}{self.value}" if self.kind == "clearml" else self.value
+        """How summaries and task names show it (credentials in a URL masked)."""
+        return (
+            f"{CLEARML_SCHEME}{self.value}"
+            if self.kind == "clearml"
+            else mask_credentials(self.value)
+        )
+
+
+_CREDENTIALS = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>[^/@\s]+)@")
+
+
+def mask_credentials(text: str) -> str:
+    """`text` with every URL's `user:password@` replaced by `***@` (for messages and records)."""
+    return _CREDENTIALS.sub(lambda m: f"{m.group('scheme')}***@", text)
 
 
 def bundled_for(family: str, kind: str) -> list[str]:
@@ -115,33 +128,36 @@ def check_reference(reference: str, family: str, kind: str) -> DatasetRef:
     if family not in FAMILIES or kind not in KINDS:
         raise ValueError(f"unknown job family/kind {family}/{kind}")
     ref = reference.strip()
+    shown = mask_credentials(ref)  # what messages may print
     if not ref:
         raise UsageError("dataset is empty", _choices_hint(family, kind))
     if ref.startswith(CLEARML_SCHEME):
         dataset_id = ref[len(CLEARML_SCHEME) :].strip("/")
         if not is_task_id(dataset_id):
             raise UsageError(
-                f"{ref!r} is not a ClearML dataset id",
+                f"{shown!r} is not a ClearML dataset id",
                 "use clearml://<32-character id>, as `clearml-data list` shows it",
             )
         return DatasetRef("clearml", dataset_id)
     parsed = urlparse(ref)
     if parsed.scheme == "file":
-        return _check_local(Path(parsed.path), ref, family)
+        return _check_local(Path(parsed.path), shown, family)
     # A one-letter scheme is a Windows drive ("C:\\data.csv"), not a URL.
     if len(parsed.scheme) > 1:
         if parsed.scheme not in REMOTE_SCHEMES:
             raise UsageError(
-                f"unsupported dataset URL scheme {parsed.scheme!r} in {ref!r}",
+                f"unsupported dataset URL scheme {parsed.scheme!r} in {shown!r}",
                 f"use one of {', '.join(s + '://' for s in REMOTE_SCHEMES)} or clearml://ID",
             )
         if not parsed.netloc:
-            raise UsageError(f"dataset URL {ref!r} has no host or bucket", "e.g. s3://bucket/x.csv")
+            raise UsageError(
+                f"dataset URL {shown!r} has no host or bucket", "e.g. s3://bucket/x.csv"
+            )
         suffix = _suffix(parsed.path)
         allowed = LOCAL_SUFFIXES[family] + ARCHIVE_SUFFIXES
         if suffix and suffix not in allowed:
             raise UsageError(
-                f"{family} jobs cannot read {suffix} files ({ref})",
+                f"{family} jobs cannot read {suffix} files ({shown})",
                 f"point to one of: {', '.join(allowed)}",
             )
         return DatasetRef("remote", ref)
@@ -149,14 +165,37 @@ def check_reference(reference: str, family: str, kind: str) -> DatasetRef:
         item = BUNDLED[ref]
         if family not in item.families or kind not in item.kinds:
             raise UsageError(
-                f"bundled dataset {ref!r} does not fit a {family} {kind}",
+                f"bundled dataset {shown!r} does not fit a {family} {kind}",
                 _choices_hint(family, kind),
             )
         return DatasetRef("bundled", ref)
     looks_like_path = any(sep in ref for sep in ("/", "\\")) or "." in ref
     if not looks_like_path:
-        raise UsageError(f"unknown dataset {ref!r}", _choices_hint(family, kind))
-    return _check_local(Path(ref).expanduser(), ref, family)
+        raise UsageError(f"unknown dataset {shown!r}", _choices_hint(family, kind))
+    return _check_local(Path(ref).expanduser(), shown, family)
+
+
+def check_for_agent(reference: str, family: str, kind: str) -> DatasetRef:
+    """Like `check_reference`, for a run an agent executes: a local path is refused.
+
+    An agent runs on another machine and cannot see this one's files, so a path (even one that
+    exists here) would only fail there, after the run was queued. Raises UsageError.
+    """
+    ref = reference.strip()
+    parsed = urlparse(ref)
+    local = parsed.scheme == "file" or (
+        len(parsed.scheme) <= 1
+        and ref not in BUNDLED
+        and (any(sep in ref for sep in ("/", "\\")) or "." in ref)
+    )
+    if local:
+        raise UsageError(
+            f"dataset {mask_credentials(ref)!r} is a path on this machine, and an agent cannot "
+            "see this machine's files",
+            "upload it (clearml-data create/add/close) and pass clearml://DATASET_ID, "
+            "or pass a URL the agent can fetch",
+        )
+    return check_reference(ref, family, kind)
 
 
 def _check_local(path: Path, ref: str, family: str) -> DatasetRef:

@@ -7,7 +7,6 @@ Pure library: no click, no TensorFlow, no ClearML server. The CLI (`ak-remote ag
 from __future__ import annotations
 
 import os
-import re
 import shlex
 import subprocess
 import sys
@@ -16,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from ak_remote.contract import QUEUE_NAME_RULE, check_queue_name, is_queue_name
 from ak_remote.errors import UsageError
 
 if sys.version_info >= (3, 11):
@@ -44,9 +44,6 @@ DEFAULT_AGENT: tuple[str, ...] = ("clearml-agent",)
 # `ak-remote[train,agent]` installed carry every locked dependency, so installing is never needed.
 SKIP_ENV_INSTALL = "CLEARML_AGENT_SKIP_PYTHON_ENV_INSTALL"
 
-# ClearML queue names are free text on the server; we keep ours to what survives a shell,
-# a systemd instance name and a Kubernetes label without quoting.
-_QUEUE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _QUEUE_KEYS = frozenset({"name", "description", "tags"})
 
 
@@ -114,11 +111,7 @@ def _check_queues(queues: Sequence[str]) -> list[str]:
         )
     seen: list[str] = []
     for queue in queues:
-        if not _QUEUE_NAME.match(queue):
-            raise UsageError(
-                f"invalid queue name {queue!r}",
-                hint="use letters, digits, '.', '_' or '-' (at most 64), as in infra/queues.toml",
-            )
+        check_queue_name(queue)
         if queue in seen:
             raise UsageError(f"queue {queue!r} is given twice", hint="list each queue once")
         seen.append(queue)
@@ -253,10 +246,9 @@ def _queue_from_table(table: Any, where: str) -> QueueSpec:
             hint=f"allowed keys: {', '.join(sorted(_QUEUE_KEYS))}",
         )
     name = table.get("name")
-    if not isinstance(name, str) or not _QUEUE_NAME.match(name):
+    if not isinstance(name, str) or not is_queue_name(name):
         raise UsageError(
-            f"{where}: invalid or missing queue name {name!r}",
-            hint="use letters, digits, '.', '_' or '-' (at most 64)",
+            f"{where}: invalid or missing queue name {name!r}", hint=f"use {QUEUE_NAME_RULE}"
         )
     description = table.get("description", "")
     if not isinstance(description, str):

@@ -28,6 +28,7 @@ from ak_remote.contract import (
     SWEEP_TAG_PREFIX,
     job_tag,
 )
+from ak_remote.contract import check_queue_name as contract_queue_name
 from ak_remote.errors import AkRemoteError, InternalError, ServerError, UsageError
 from ak_remote.params import SECTION, format_value, parse_assignments, parse_sweep
 from ak_remote.remote.clearml_api import Client, Doc
@@ -118,12 +119,7 @@ def check_queue_name(queue: str | None) -> str:
             "no queue given",
             "pass -q/--queue QUEUE, or set AK_REMOTE_QUEUE; list them: ak-remote queues",
         )
-    text = queue.strip()
-    if _has_control(text) or len(text) > MAX_NAME_LENGTH:
-        raise UsageError(
-            f"invalid queue name {queue!r}", "use the queue's name as the server shows it"
-        )
-    return text
+    return contract_queue_name(queue.strip())
 
 
 def sweep_points(axes: Mapping[str, Sequence[str]]) -> list[dict[str, str]]:
@@ -213,7 +209,9 @@ def _new_id(prefix: str) -> str:
 
 
 def _summary(overrides: Mapping[str, str], limit: int = 120) -> str:
-    text = " ".join(f"{k}={v}" for k, v in overrides.items())
+    from ak_remote.datasets import mask_credentials
+
+    text = mask_credentials(" ".join(f"{k}={v}" for k, v in overrides.items()))
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
@@ -259,6 +257,8 @@ def plan_launch(client: Client, request: LaunchRequest) -> LaunchPlan:
         if len(set(sweep_axes[spec_name])) != len(values):
             raise UsageError(f"--sweep {key} repeats a value", "give each value once")
     points = sweep_points(sweep_axes)
+    if template.job is not None:
+        _check_datasets(client, template, [{**template.values(), **fixed, **p} for p in points])
 
     queues = client.get_queues()
     queue = next((q for q in queues if q.get("name") == queue_name), None)
@@ -328,6 +328,26 @@ def plan_launch(client: Client, request: LaunchRequest) -> LaunchPlan:
         runs=runs,
         image=image or (template.task.get("container") or {}).get("image"),
     )
+
+
+def _check_datasets(client: Client, template: Template, runs: Sequence[Mapping[str, str]]) -> None:
+    """Every run's dataset is one an agent can fetch; raises UsageError before any write."""
+    from ak_remote.datasets import check_for_agent
+
+    job = template.job
+    assert job is not None
+    checked: set[str] = set()
+    for values in runs:
+        reference = values.get("dataset", "")
+        if reference in checked:
+            continue
+        checked.add(reference)
+        ref = check_for_agent(reference, job.family, job.kind)
+        if ref.kind == "clearml" and not client.get_tasks(ids=[ref.value], only_fields=["id"]):
+            raise UsageError(
+                f"no ClearML dataset {ref.value} on the server",
+                "check the id with `clearml-data list`",
+            )
 
 
 def merged_hyperparams(

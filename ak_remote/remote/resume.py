@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ak_remote.contract import RESUMABLE, SEARCH_STATE_ARTIFACT, TEMPLATE_TAG
+from ak_remote.contract import RESUMABLE, SEARCH_STATE_ARTIFACT, check_queue_name, is_template
 from ak_remote.errors import ServerError, UsageError
 from ak_remote.remote.clearml_api import Client, Doc
 from ak_remote.remote.runs import check_task_ids
@@ -111,13 +111,15 @@ def resume(
     template, or an unknown queue (nothing is changed then); ServerError when the enqueue fails.
     """
     task_id = check_task_ids([task_id])[0]
+    if queue:
+        check_queue_name(queue)
     found = client.get_tasks(ids=[task_id], only_fields=_FIELDS)
     if not found:
         raise UsageError(
             f"no task {task_id}", "check the id with `ak-remote status --project PROJECT`"
         )
     task = found[0]
-    if TEMPLATE_TAG in (task.get("system_tags") or []):
+    if is_template(task):
         raise UsageError(
             f"{task_id} is a template, not a run", "start a run from it with ak-remote launch"
         )
