@@ -72,7 +72,8 @@ class LazyGroup(click.Group):
         except AkRemoteError as exc:
             if debug:
                 traceback.print_exc()
-            click.echo(f"Error: {exc}", err=True)
+            if not exc.reported:
+                click.echo(f"Error: {exc}", err=True)
             sys.exit(exc.exit_code)
         except Exception as exc:  # a bug: say so plainly, with the traceback behind --debug
             if debug:
@@ -114,7 +115,8 @@ def cli(ctx: click.Context, debug: bool) -> None:
     Start here:
       ak-remote run structured-classifier --set max_trials=2   # on this machine
       ak-remote templates sync && ak-remote launch image-classifier -q gpu
-    Exit codes: 0 ok, 1 internal error, 2 usage, 3 data, 4 server, 5 run failed, 130 Ctrl-C.
+    Exit codes: 0 ok, 1 internal error, 2 usage, 3 data, 4 server, 5 run failed, 6 timeout,
+    130 Ctrl-C, 143 stopped (SIGTERM).
     """
     from ak_remote.commands.common import App
 

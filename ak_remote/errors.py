@@ -16,12 +16,15 @@ class ExitCode(IntEnum):
     RUN_FAILED = 5  # a run failed, was aborted, or its exported model failed verification
     TIMEOUT = 6  # gave up waiting (--timeout); the runs themselves go on
     INTERRUPTED = 130  # Ctrl-C
+    STOPPED = 143  # stopped by SIGTERM (128 + 15): the run is marked failed and can be resumed
 
 
 class AkRemoteError(Exception):
     """Base of every error that is the user's to fix; carries a hint saying what to do next."""
 
     exit_code: ExitCode = ExitCode.INTERNAL
+    # True when the line was already printed (by the job process the CLI ran): print it once.
+    reported: bool = False
 
     def __init__(self, message: str, hint: str | None = None) -> None:
         super().__init__(message)

@@ -39,6 +39,11 @@ from ak_remote.remote import local_run
     help="Continue the search saved in RUN_DIR (a stopped or killed run); its search "
     "parameters are kept.",
 )
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Replace what --run-dir holds (a finished run's models included).",
+)
 @json_option("Print the run's summary as JSON.")
 def run(
     job_name: str,
@@ -48,6 +53,7 @@ def run(
     project: str | None,
     task_name: str | None,
     resume_dir: Path | None,
+    overwrite: bool,
     as_json: bool,
 ) -> None:
     """Run JOB on this machine, tracked in ClearML.
@@ -69,14 +75,26 @@ def run(
             raise click.UsageError("--resume continues in its own folder: drop --run-dir")
         run_dir = check_resume_dir(str(resume_dir))
         overrides = resume_overrides(run_dir, get_job(job_name), overrides)
+    if overwrite and resume_dir is not None:
+        raise click.UsageError("--overwrite replaces a run and --resume continues it: pick one")
     job, _ = local_run.prepare(job_name, overrides)
     offline = offline or not contract.server_configured()
     target = run_dir or local_run.new_run_dir(job)
+    from ak_remote.runtime.rundir import check_run_dir  # pure Python, no TensorFlow
+
+    check_run_dir(target, resume_dir is not None, overwrite)
     mode = "offline (no ClearML server configured)" if offline else "tracked on the ClearML server"
     verb = "Resuming" if resume_dir is not None else "Running"
     ui.info(f"{verb} {job.name} in {target}, {mode}")
     result = local_run.run_job(
-        job, overrides, target, offline, project, task_name, resume=resume_dir is not None
+        job,
+        overrides,
+        target,
+        offline,
+        project,
+        task_name,
+        resume=resume_dir is not None,
+        overwrite=overwrite,
     )
     summary = result.summary
     if as_json:

@@ -6,26 +6,38 @@ remote run execute the same code; the launcher process itself never imports Tens
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
+import signal
 import subprocess
 import sys
 import time
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ak_remote.catalog import Job, get_job
-from ak_remote.contract import RUN_COMPLETED, read_summary
+from ak_remote.contract import (
+    RUN_COMPLETED,
+    RUN_FAILED,
+    RUN_RUNNING,
+    SUMMARY_FILE,
+    read_summary,
+)
 from ak_remote.errors import (
     AkRemoteError,
     DataError,
     ExitCode,
+    InternalError,
     RunFailedError,
     UsageError,
 )
 from ak_remote.params import Value
 
 RUNS_DIR_ENV = "AK_REMOTE_RUNS_DIR"
+PARENT_ENV = "AK_REMOTE_PARENT_PID"  # the job stops itself when this process dies (runtime/run.py)
 
 
 @dataclass
@@ -72,6 +84,7 @@ def run_job(
     project: str | None = None,
     task_name: str | None = None,
     resume: bool = False,
+    overwrite: bool = False,
 ) -> LocalRun:
     """Run the job script in a child Python and return its summary.
 
@@ -83,20 +96,24 @@ def run_job(
     argv += ["--run-dir", str(run_dir)]
     if resume:  # the job restores run_dir/search_state.zip (ak_remote.runtime.search_state)
         argv.append("--resume")
+    if overwrite:
+        argv.append("--overwrite")
     if offline:
         argv.append("--offline")
     if project:
         argv += ["--project", project]
     if task_name:
         argv += ["--task-name", task_name]
-    # The job's own output is progress, not data: it goes to our stderr.
-    completed = subprocess.run(argv, stdout=sys.stderr, stderr=None, check=False)
-    summary_path = run_dir / "summary.json"
+    code = _run_child(argv)
+    summary_path = run_dir / SUMMARY_FILE
     summary: dict[str, Any] = {}
     if summary_path.is_file():
-        summary = read_summary(summary_path)
-    if completed.returncode != 0:
-        raise _failure(completed.returncode, summary, run_dir)
+        try:
+            summary = read_summary(summary_path)
+        except DataError:
+            summary = {}
+    if code != 0:
+        raise _failure(code, summary, run_dir, job.name)
     if summary.get("status") != RUN_COMPLETED:
         raise RunFailedError(
             f"the job exited cleanly but left no completed summary in {run_dir}",
@@ -105,13 +122,103 @@ def run_job(
     return LocalRun(job, run_dir, summary)
 
 
-def _failure(code: int, summary: dict[str, Any], run_dir: Path) -> AkRemoteError:
-    message = str(summary.get("error") or f"the job exited with code {code}")
+def _run_child(argv: list[str]) -> int:
+    """Run the job and return its exit status (negative: killed by that signal).
+
+    Stopping this CLI stops the job: SIGTERM and SIGHUP are passed on to it and waited for (it
+    marks its run failed and exits 143); if this process dies outright, the job notices through
+    PARENT_ENV and stops itself. Ctrl-C reaches both through the terminal.
+    """
+    env = {**os.environ, PARENT_ENV: str(os.getpid())}
+    # The job's own output is progress, not data: it goes to our stderr.
+    child = subprocess.Popen(argv, stdout=sys.stderr, env=env)
+
+    def forward(signum: int, _frame: Any) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            child.send_signal(signum)
+
+    previous = {
+        signum: signal.signal(signum, forward) for signum in (signal.SIGTERM, signal.SIGHUP)
+    }
+    try:
+        while True:
+            try:
+                return child.wait()
+            except KeyboardInterrupt:
+                # The terminal sent SIGINT to the job too; give it time to close its run.
+                forward(signal.SIGINT, None)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+
+
+def _mark_failed(run_dir: Path, summary: dict[str, Any], message: str) -> None:
+    """Record in summary.json that the job died without closing its run (it said "running")."""
+    if summary.get("status") != RUN_RUNNING:
+        return
+    summary = {**summary, "status": RUN_FAILED, "error": message}
+    path = run_dir / SUMMARY_FILE
+    tmp = path.with_name(f".{SUMMARY_FILE}.tmp")
+    try:
+        tmp.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+
+
+def _close_offline_session(summary: dict[str, Any]) -> None:
+    """Zip a killed job's offline session folder, which its own close would have zipped.
+
+    Without the zip the session cannot be imported; its folder holds everything recorded up
+    to the kill (the same layout the SDK zips: the folder's files, relative names).
+    """
+    target = summary.get("offline_session")
+    if not target:
+        return
+    zip_path = Path(str(target))
+    folder = zip_path.with_suffix("")
+    if zip_path.exists() or not folder.is_dir():
+        return
+    tmp = zip_path.with_name(f".{zip_path.name}.tmp")
+    try:
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED, allowZip64=True) as out:
+            for path in sorted(folder.rglob("*")):
+                if path.is_file():
+                    out.write(path, arcname=path.relative_to(folder).as_posix())
+        os.replace(tmp, zip_path)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+
+
+def _failure(code: int, summary: dict[str, Any], run_dir: Path, job_name: str) -> AkRemoteError:
     hint = f"see the job's output above; its files are in {run_dir}"
-    if code == ExitCode.USAGE:
-        return UsageError(message, "check the --set values: `ak-remote jobs JOB` lists them")
-    if code == ExitCode.DATA:
-        return DataError(message, "check the dataset parameter and the data it points at")
-    if code < 0 or code == ExitCode.INTERRUPTED:
-        return AkRemoteError("the job was interrupted", hint)
-    return RunFailedError(message, hint)
+    if code < 0:
+        name = _signal_name(-code)
+        why = " (the out-of-memory killer sends it)" if -code == signal.SIGKILL else ""
+        message = f"the job was killed by {name}{why}"
+        _mark_failed(run_dir, summary, message)
+        _close_offline_session(summary)
+        return RunFailedError(message, f"resume it: ak-remote run {job_name} --resume {run_dir}")
+    known = {int(c) for c in ExitCode} - {int(ExitCode.OK)}
+    if code not in known:
+        return RunFailedError(f"the job exited with code {code}", hint)
+    # The job printed its own one-line error; it is not repeated here.
+    message = str(summary.get("error") or f"the job exited with code {code}")
+    error: AkRemoteError = {
+        ExitCode.USAGE: UsageError,
+        ExitCode.DATA: DataError,
+        ExitCode.INTERNAL: InternalError,
+    }.get(ExitCode(code), RunFailedError)(message, hint)
+    error.exit_code = ExitCode(code)
+    error.reported = True
+    return error
+
+
+def _signal_name(signum: int) -> str:
+    try:
+        return f"{signal.Signals(signum).name} (signal {signum})"
+    except ValueError:
+        return f"signal {signum}"

@@ -3,8 +3,9 @@
     python jobs/<job>.py [--set KEY=VALUE ...] [--run-dir DIR] [--project P] [--task-name N]
                          [--offline]
 
-Exit codes (ak_remote.errors.ExitCode): 0 ok, 2 bad parameters, 3 data errors, 5 export
-verification failed, 1 anything unexpected. Known errors print one line
+Exit codes (ak_remote.errors.ExitCode): 0 ok, 2 bad parameters or run folder, 3 data errors,
+5 export verification failed or the disk is full, 143 stopped by SIGTERM/SIGHUP (or the `ak-remote
+run` that started it died), 1 anything unexpected. Known errors print one line
 `Error: <message> (<hint>)` to stderr (a traceback only with AK_REMOTE_DEBUG=1), mark the ClearML
 task failed, and still write summary.json (status "failed").
 """
@@ -12,8 +13,11 @@ task failed, and still write summary.json (status "failed").
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
+import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -42,6 +46,7 @@ from ak_remote.errors import (
     UsageError,
 )
 from ak_remote.params import Value, parse_assignments
+from ak_remote.runtime.rundir import RunDirLock, claim
 from ak_remote.runtime.settings import Settings
 
 DEBUG_ENV = "AK_REMOTE_DEBUG"
@@ -79,6 +84,9 @@ def parse_argv(job: Job, argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--resume", action="store_true", help="continue the search saved in --run-dir"
     )
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace whatever --run-dir already holds"
+    )
     args = parser.parse_args(argv)
     if args.resume:
         # Checked before anything writes into the folder (a failed run writes summary.json).
@@ -101,6 +109,7 @@ class Run:
         self.resume = False  # --resume: continue the search saved in the run folder
         self.search_state: Any = None  # ak_remote.runtime.search_state.SearchState, once prepared
         self.summary: dict[str, Any] = new_summary(job.name)
+        self.lock: RunDirLock | None = None  # the claim on run_dir, held until the process ends
 
     # --- the steps ---------------------------------------------------------------------------
 
@@ -133,15 +142,19 @@ class Run:
                 f"could not create the ClearML task: {exc}".splitlines()[0],
                 "check the server and credentials (ak-remote doctor), or pass --offline",
             ) from exc
+        _restore_fault_signals()  # after the SDK's Task.init installed its handlers
         self.summary["task_id"] = self.tracker.task_id
         zip_path = self.tracker.offline_zip()
         self.summary["offline_session"] = str(zip_path) if zip_path else None
         if self.run_dir is None:
             stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
             task_part = self.tracker.task_id.removeprefix("offline-")[:8]
-            self.run_dir = Path.cwd() / "runs" / job.name / f"{stamp}-{task_part}"
+            folder = Path.cwd() / "runs" / job.name / f"{stamp}-{task_part}"
+            self.lock = claim(folder)
+            self.run_dir = folder
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.summary["run_dir"] = str(self.run_dir)
+        self.write_summary()  # status "running" from the start: a killed run is never "completed"
         # Under an agent the values that count are the server's (a clone's overrides): they
         # are validated again, and bad ones fail the task with the same one-line message.
         connected = self.tracker.connect_parameters(job.params.to_strings(self.params))
@@ -167,7 +180,7 @@ class Run:
             settings.validation_split,
             settings.max_samples,
         )
-        (run_dir / "data_split.json").write_text(json.dumps(split.to_json()) + "\n")
+        _write_atomic(run_dir / "data_split.json", json.dumps(split.to_json()) + "\n")
         classes = data_module.class_names(data) if job.is_classifier else None
         if job.is_classifier and len({str(v) for v in data.y[split.train_val]}) < 2:
             raise DataError(
@@ -185,6 +198,7 @@ class Run:
             "split_file": "data_split.json",
             "split_sha256": split.digest(),
         }
+        self.write_summary()
 
         configure_devices(settings.gpus)
         import keras
@@ -209,6 +223,11 @@ class Run:
             self.tracker,
             self.resume,
         )
+        if self.search_state.resumed:
+            from ak_remote.runtime.replay import replay_trials
+
+            # The restored trials' curves belong in this session's record too.
+            replay_trials(tensorboard_dir, self.tracker)
         result = search(
             job,
             settings,
@@ -223,6 +242,7 @@ class Run:
         )
         x_test, y_test = data.x[split.test], data.y[split.test]
         self._evaluate(result, x_test, y_test, classes)
+        self.write_summary()
         self._export(data, result, x_test)
 
     def _evaluate(self, result: Any, x_test: Any, y_test: Any, classes: list[str] | None) -> None:
@@ -260,10 +280,15 @@ class Run:
         from ak_remote.runtime.export import export_and_verify
 
         assert self.run_dir is not None
+        # Exported into a staging folder and moved into models/ only once verified: a kill or a
+        # failed check never leaves a half-written or unverified model where a good one was.
         models_dir = self.run_dir / "models"
+        staging = self.run_dir / "models.tmp"
+        if staging.exists():
+            shutil.rmtree(staging)
         formats = self.settings.export_formats
         tolerance = self.settings.export_tolerance
-        exported = export_and_verify(self.job, data, x_test, result, models_dir, formats, tolerance)
+        exported = export_and_verify(self.job, data, x_test, result, staging, formats, tolerance)
         verification = exported.verification
         self.summary["export"] = {
             "formats": {name: f"models/{path}" for name, path in exported.formats.items()},
@@ -279,10 +304,16 @@ class Run:
             detail = ", ".join(
                 f"{k}: {v:.3g}" for k, v in verification["max_abs_diff"].items()
             ) or "; ".join(verification.get("errors", {}).values())
+            rejected = self.run_dir / "models.unverified"
+            if rejected.exists():
+                shutil.rmtree(rejected)
+            staging.rename(rejected)
+            self.summary["export"]["formats"] = {}
             raise RunFailedError(
                 f"exported model failed verification ({detail}; tolerance {tolerance:g})",
-                "the files are kept in models/ for inspection; do not serve them",
+                "the files are kept in models.unverified/ for inspection; do not serve them",
             )
+        _replace_folder(staging, models_dir)
         _say(
             "export verified: "
             + ", ".join(f"{k} max|diff|={v:.2g}" for k, v in verification["max_abs_diff"].items())
@@ -320,10 +351,13 @@ class Run:
         if self.search_state is not None:
             self.summary["search"] = self.search_state.summary()
         path = self.run_dir / SUMMARY_FILE
-        # Atomic: a reader (or a run killed mid-write) never sees a half-written summary.
-        tmp = path.with_name(f".{SUMMARY_FILE}.tmp")
-        tmp.write_text(json.dumps(self.summary, indent=2, default=_json_default) + "\n")
-        os.replace(tmp, path)
+        text = json.dumps(self.summary, indent=2, default=_json_default) + "\n"
+        try:
+            _write_atomic(path, text)
+        except OSError as exc:
+            if exc.errno != errno.ENOSPC or self.lock is None or not self.lock.free_reserve():
+                raise
+            _write_atomic(path, text)  # the space kept for this last summary
         return path
 
     def finish(self, error: AkRemoteError | None) -> None:
@@ -334,6 +368,8 @@ class Run:
             self.summary["status"] = RUN_FAILED
             self.summary["error"] = str(error).splitlines()[0]
         path = self.write_summary()
+        if self.lock is not None:
+            self.lock.free_reserve()  # the run is over: its folder keeps only what it wrote
         if self.tracker is None:
             return
         try:
@@ -344,6 +380,32 @@ class Run:
                 self.tracker.complete()
             else:
                 self.tracker.fail(str(error))
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """Write `text` to `path` so a reader, or a kill mid-write, sees the old or the new file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        with tmp.open("w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _replace_folder(new: Path, target: Path) -> None:
+    """Move `new` to `target`, replacing it: the old folder is removed only after the rename."""
+    old = target.with_name(f"{target.name}.old")
+    if old.exists():
+        shutil.rmtree(old)
+    if target.exists():
+        target.rename(old)
+    new.rename(target)
+    if old.exists():
+        shutil.rmtree(old)
 
 
 def reproducibility(seed: int, run_dir: Path) -> dict[str, Any]:
@@ -405,33 +467,132 @@ def _say(message: str) -> None:
     print(f"[ak-remote] {message}", file=sys.stderr, flush=True)
 
 
+class Stopped(BaseException):
+    """A stop signal arrived (SIGTERM, SIGHUP, or the launching CLI died).
+
+    A BaseException, like KeyboardInterrupt, so Keras Tuner's per-trial `except Exception` does
+    not take it for a failed trial and carry on.
+    """
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+PARENT_ENV = "AK_REMOTE_PARENT_PID"  # set by `ak-remote run`: the job stops when it dies
+
+
+def _on_stop_signal(signum: int, _frame: Any) -> None:
+    raise Stopped(signum)
+
+
+def _stop_with_parent() -> None:
+    """End this job when the `ak-remote run` that started it dies, however it dies.
+
+    Linux: the kernel sends SIGTERM on the parent's death (PR_SET_PDEATHSIG). Elsewhere, and as
+    a second line, a thread compares getppid() with the parent the CLI named.
+    """
+    parent = os.environ.get(PARENT_ENV, "")
+    if not parent.isdigit():
+        return
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG = 1
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != int(parent):  # the parent died before we could ask
+        os.kill(os.getpid(), signal.SIGTERM)
+        return
+    import threading
+
+    def watch() -> None:
+        while os.getppid() == int(parent):
+            time.sleep(1.0)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="ak-remote-parent-watch", daemon=True).start()
+
+
+def _restore_fault_signals() -> None:
+    """Give SIGSEGV and its kin back to the OS (the SDK installs Python handlers for them).
+
+    A Python handler for a synchronous fault returns into the faulting instruction: the process
+    spins at 100 % CPU forever and no other signal gets through. Dying is the honest outcome.
+    """
+    for name in ("SIGSEGV", "SIGBUS", "SIGILL", "SIGFPE"):
+        signum = getattr(signal, name, None)
+        if signum is not None and callable(signal.getsignal(signum)):
+            signal.signal(signum, signal.SIG_DFL)
+
+
+def _disk_full(run_dir: Path | None, exc: BaseException) -> bool:
+    """Whether `exc` is, or was most likely caused by, a full disk under the run folder."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno == errno.ENOSPC:
+            return True
+        if "No space left on device" in str(seen):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    if run_dir is None:
+        return False
+    try:  # Keras Tuner and h5py turn ENOSPC into their own errors
+        return shutil.disk_usage(run_dir).free < 1024 * 1024
+    except OSError:
+        return False
+
+
 def main(job_name: str, argv: list[str] | None = None) -> int:
     """Run `job_name` with `argv` (default: sys.argv[1:]); returns the exit code."""
     debug = os.environ.get(DEBUG_ENV, "") not in ("", "0")
     # TensorFlow's C++ INFO lines (CPU features, oneDNN) are noise in a job log.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+    for name in ("SIGTERM", "SIGHUP"):
+        signal.signal(getattr(signal, name), _on_stop_signal)
     run: Run | None = None
     error: AkRemoteError | None = None
     trace = ""
     code = ExitCode.OK
     try:
+        _stop_with_parent()
         job = get_job(job_name)
         run = Run(job)
         args = parse_argv(job, list(sys.argv[1:] if argv is None else argv))
         if args.run_dir:
-            run.run_dir = Path(args.run_dir).resolve()
+            folder = Path(args.run_dir).resolve()
+            # Claimed before anything is written there; a refused claim writes nothing.
+            run.lock = claim(folder, bool(args.resume), bool(args.overwrite))
+            run.run_dir = folder
         run.execute(args)
     except AkRemoteError as exc:
         error, code, trace = exc, exc.exit_code, traceback.format_exc()
     except KeyboardInterrupt:
         error, code = RunFailedError("interrupted"), ExitCode.INTERRUPTED
+    except Stopped as exc:
+        resume_dir = run.run_dir if run is not None else None
+        error = RunFailedError(
+            f"stopped by {signal.Signals(exc.signum).name}",
+            f"resume it: ak-remote run {job_name} --resume {resume_dir}" if resume_dir else None,
+        )
+        code = ExitCode.STOPPED
     except Exception as exc:  # a bug or an upstream failure: one line, traceback on request
         trace = traceback.format_exc()
-        error = AkRemoteError(
-            f"{type(exc).__name__}: {exc}".splitlines()[0][:500],
-            f"rerun with {DEBUG_ENV}=1 for the traceback",
-        )
-        code = ExitCode.INTERNAL
+        run_dir = run.run_dir if run is not None else None
+        if _disk_full(run_dir, exc):
+            error = RunFailedError(
+                f"no space left on the device of the run folder {run_dir}",
+                f"free some space, then resume: ak-remote run {job_name} --resume {run_dir}",
+            )
+            code = ExitCode.RUN_FAILED
+        else:
+            error = AkRemoteError(
+                f"{type(exc).__name__}: {exc}".splitlines()[0][:500],
+                f"rerun with {DEBUG_ENV}=1 for the traceback",
+            )
+            code = ExitCode.INTERNAL
     if trace and debug:
         print(trace, file=sys.stderr, end="")
     if run is not None:
@@ -440,8 +601,9 @@ def main(job_name: str, argv: list[str] | None = None) -> int:
         try:
             run.finish(error)
         except Exception as exc:  # closing must not hide the run's own outcome
-            print(f"Error: could not close the run: {exc}", file=sys.stderr)
-            code = code or ExitCode.INTERNAL
+            if error is None:
+                error = AkRemoteError(f"could not close the run: {exc}".splitlines()[0][:500])
+                code = ExitCode.INTERNAL
     if error is not None:
         print(f"Error: {error}", file=sys.stderr, flush=True)
     if run is not None and run.summary.get("offline_session"):
