@@ -209,7 +209,9 @@ def parse_sweep(items: Iterable[str]) -> dict[str, list[str]]:
 
 
 def common_params(
-    default_dataset: str, default_objective: str = "val_loss"
+    default_dataset: str,
+    default_objective: str = "val_loss",
+    objectives: tuple[str, ...] = (),
 ) -> tuple[ParamSpec, ...]:
     """The parameters every job takes, with the job's own dataset and objective defaults."""
     return (
@@ -239,6 +241,7 @@ def common_params(
             "str",
             default_objective,
             "metric the search optimises (e.g. val_loss, val_accuracy)",
+            choices=objectives,
         ),
         ParamSpec("batch_size", "int", 32, "training batch size", min=1, max=65536),
         ParamSpec(

@@ -98,9 +98,17 @@ class TensorBoard(keras.callbacks.TensorBoard):  # type: ignore[misc]
 
     def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
         if self._checkpoint is not None and self._unsaved is not None:
-            self._checkpoint.on_epoch_end(*self._unsaved)
+            self._save_checkpoint(*self._unsaved)
             self._unsaved = None
         super().on_train_end(logs)
+
+    def _save_checkpoint(self, epoch: int, logs: dict[str, Any]) -> None:
+        # h5py segfaults when the disk fills while it closes the file: check the space first.
+        from ak_remote.runtime.diskspace import ensure_space, weights_bytes
+
+        assert self._checkpoint is not None
+        ensure_space(self.checkpoint_dir, weights_bytes(self.model))
+        self._checkpoint.on_epoch_end(epoch, logs)
 
     def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         # Keras 3.12 calls tf.summary.scalar for every metric of every batch even with
@@ -131,7 +139,7 @@ class TensorBoard(keras.callbacks.TensorBoard):  # type: ignore[misc]
         super().on_epoch_end(epoch, logs)
         if self._checkpoint is not None:
             if time.monotonic() - self._last_save >= CHECKPOINT_INTERVAL_S:
-                self._checkpoint.on_epoch_end(epoch, logs)
+                self._save_checkpoint(epoch, dict(logs or {}))
                 self._last_save, self._unsaved = time.monotonic(), None
             else:
                 self._unsaved = (epoch, dict(logs or {}))
