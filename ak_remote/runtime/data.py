@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import logging
 import math
 import zipfile
 from collections.abc import Sequence
@@ -25,6 +26,7 @@ from ak_remote.datasets import (
     DatasetRef,
     check_reference,
     generate_reviews,
+    mask_credentials,
 )
 from ak_remote.errors import DataError, UsageError
 
@@ -178,12 +180,30 @@ def _load_bundled(name: str, family: str, kind: str) -> Dataset:
     return Dataset(x, y, name, "target", columns, types)
 
 
+class _MaskCredentials(logging.Filter):
+    """Masks user:password@ in a log record (the SDK logs the URL it failed to download)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg, record.args = mask_credentials(record.getMessage()), ()
+        return True
+
+
+def _mask_sdk_logs() -> None:
+    """Put the masking filter on every ClearML logger (filters apply where a record is made)."""
+    names = [n for n in list(logging.root.manager.loggerDict) if n.split(".")[0] == "clearml"]
+    for name in ["clearml", "clearml.storage", *names]:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _MaskCredentials) for f in logger.filters):
+            logger.addFilter(_MaskCredentials())
+
+
 def _local_path(ref: DatasetRef) -> Path:
     if ref.kind == "local":
         return Path(ref.value)
     if ref.kind == "remote":
         from clearml import StorageManager
 
+        _mask_sdk_logs()
         try:
             local = StorageManager.get_local_copy(remote_url=ref.value, extract_archive=True)
         except Exception as exc:  # the SDK raises many types; the message is what matters

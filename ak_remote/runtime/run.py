@@ -36,7 +36,7 @@ from ak_remote.contract import (
     SUMMARY_FILE,
     new_summary,
 )
-from ak_remote.datasets import check_reference
+from ak_remote.datasets import check_reference, mask_credentials
 from ak_remote.errors import (
     AkRemoteError,
     DataError,
@@ -134,7 +134,7 @@ class Run:
         try:
             self.tracker = Tracker(
                 args.project or DEFAULT_PROJECT,
-                args.task_name or f"{job.name} on {dataset}",
+                args.task_name or f"{job.name} on {mask_credentials(dataset)}",
                 offline,
             )
         except Exception as exc:  # the SDK raises many types for an unreachable server
@@ -157,9 +157,14 @@ class Run:
         self.write_summary()  # status "running" from the start: a killed run is never "completed"
         # Under an agent the values that count are the server's (a clone's overrides): they
         # are validated again, and bad ones fail the task with the same one-line message.
-        connected = self.tracker.connect_parameters(job.params.to_strings(self.params))
+        # Credentials in a dataset URL stay in this process: the task, the session and the
+        # summary get the masked text, and the masked value maps back to the real one here.
+        real = job.params.to_strings(self.params)
+        shown = _public(real)
+        connected = self.tracker.connect_parameters(shown)
+        connected = {k: real[k] if v == shown.get(k) else v for k, v in connected.items()}
         self.params = job.params.resolve(connected)
-        self.summary["params"] = job.params.to_strings(self.params)
+        self.summary["params"] = _public(job.params.to_strings(self.params))
         self.settings = Settings.from_values(self.params)
         self.summary["reproducibility"] = reproducibility(self.settings.seed, self.run_dir)
         _say(f"run folder: {self.run_dir}")
@@ -217,7 +222,7 @@ class Run:
         self.search_state = prepare(
             run_dir,
             job.name,
-            job.params.to_strings(self.params),
+            _public(job.params.to_strings(self.params)),
             self.summary["data"]["fingerprint"],
             settings.max_trials,
             self.tracker,
@@ -366,7 +371,7 @@ class Run:
             self.summary["status"] = RUN_COMPLETED
         else:
             self.summary["status"] = RUN_FAILED
-            self.summary["error"] = str(error).splitlines()[0]
+            self.summary["error"] = mask_credentials(str(error).splitlines()[0])
         path = self.write_summary()
         if self.lock is not None:
             self.lock.free_reserve()  # the run is over: its folder keeps only what it wrote
@@ -379,7 +384,12 @@ class Run:
             if error is None:
                 self.tracker.complete()
             else:
-                self.tracker.fail(str(error))
+                self.tracker.fail(mask_credentials(str(error)))
+
+
+def _public(values: dict[str, str]) -> dict[str, str]:
+    """Parameter values as they may be recorded: credentials in URLs masked."""
+    return {key: mask_credentials(value) for key, value in values.items()}
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -554,6 +564,7 @@ def main(job_name: str, argv: list[str] | None = None) -> int:
         signal.signal(getattr(signal, name), _on_stop_signal)
     run: Run | None = None
     error: AkRemoteError | None = None
+    disk_full = False
     trace = ""
     code = ExitCode.OK
     try:
@@ -581,10 +592,16 @@ def main(job_name: str, argv: list[str] | None = None) -> int:
     except Exception as exc:  # a bug or an upstream failure: one line, traceback on request
         trace = traceback.format_exc()
         run_dir = run.run_dir if run is not None else None
-        if _disk_full(run_dir, exc):
+        disk_full = _disk_full(run_dir, exc)
+        if disk_full:
+            again = (
+                f"resume: ak-remote run {job_name} --resume {run_dir}"
+                if run_dir is not None and (run_dir / "search_state.zip").is_file()
+                else f"run it again (--overwrite {run_dir} to reuse the folder)"
+            )
             error = RunFailedError(
                 f"no space left on the device of the run folder {run_dir}",
-                f"free some space, then resume: ak-remote run {job_name} --resume {run_dir}",
+                f"free some space, then {again}",
             )
             code = ExitCode.RUN_FAILED
         else:
@@ -597,7 +614,7 @@ def main(job_name: str, argv: list[str] | None = None) -> int:
         print(trace, file=sys.stderr, end="")
     if run is not None:
         if error is not None and run.params:
-            run.summary["params"] = run.job.params.to_strings(run.params)
+            run.summary["params"] = _public(run.job.params.to_strings(run.params))
         try:
             run.finish(error)
         except Exception as exc:  # closing must not hide the run's own outcome
@@ -605,7 +622,12 @@ def main(job_name: str, argv: list[str] | None = None) -> int:
                 error = AkRemoteError(f"could not close the run: {exc}".splitlines()[0][:500])
                 code = ExitCode.INTERNAL
     if error is not None:
-        print(f"Error: {error}", file=sys.stderr, flush=True)
+        print(f"Error: {mask_credentials(str(error))}", file=sys.stderr, flush=True)
     if run is not None and run.summary.get("offline_session"):
         print(f"offline session: {run.summary['offline_session']}", file=sys.stderr, flush=True)
+    if disk_full:
+        # The run is recorded; h5py's teardown of a file whose write hit the full disk can
+        # segfault at interpreter exit, which would replace this exit code with SIGSEGV.
+        sys.stdout.flush()
+        os._exit(int(code))
     return int(code)

@@ -40,6 +40,7 @@ from typing import Any, Protocol
 
 from ak_remote.catalog import Job
 from ak_remote.contract import RUN_COMPLETED, SEARCH_STATE_ARTIFACT, SUMMARY_FILE, read_summary
+from ak_remote.datasets import mask_credentials
 from ak_remote.errors import DataError, UsageError
 
 STATE_FILE = "search_state.zip"
@@ -389,13 +390,54 @@ def read_snapshot(zip_path: Path) -> tuple[dict[str, bytes], dict[str, Any]]:
         raise corrupt("unknown manifest format")
     if "oracle.json" not in members or not any(re.match(r"tuner.*\.json$", n) for n in members):
         raise corrupt("no oracle or tuner state")
+    parsed: dict[str, Any] = {}
     for name, data in members.items():
         if name.endswith(".json"):
             try:
-                json.load(io.BytesIO(data))
+                parsed[name] = json.load(io.BytesIO(data))
             except ValueError:
                 raise corrupt(f"{name} is not JSON") from None
+    problem = _shape_problem(parsed)
+    if problem:
+        raise corrupt(problem)
     return members, manifest
+
+
+# The keys Keras Tuner reads back, and their JSON types: a snapshot that is valid JSON but not
+# what the tuner wrote would otherwise fail deep inside the search, after "search resumed".
+_ORACLE_KEYS = {
+    "ongoing_trials": dict,
+    "hyperparameters": dict,
+    "start_order": list,
+    "end_order": list,
+    "run_times": dict,
+}
+_TRIAL_KEYS = {"trial_id": str, "hyperparameters": dict, "metrics": dict, "status": str}
+
+
+def _shape_problem(parsed: Mapping[str, Any]) -> str | None:
+    """What is wrong with the snapshot's JSON files for Keras Tuner, or None."""
+    oracle = parsed.get("oracle.json")
+    if not isinstance(oracle, dict):
+        return "oracle.json is not an object"
+    for key, kind in _ORACLE_KEYS.items():
+        if not isinstance(oracle.get(key), kind):
+            return f"oracle.json has no valid {key!r}"
+    trial_ids = set()
+    for name, value in parsed.items():
+        if name.startswith("tuner") and not isinstance(value, dict):
+            return f"{name} is not an object"
+        if name.endswith("/trial.json"):
+            if not isinstance(value, dict):
+                return f"{name} is not an object"
+            for key, kind in _TRIAL_KEYS.items():
+                if not isinstance(value.get(key), kind):
+                    return f"{name} has no valid {key!r}"
+            trial_ids.add(value["trial_id"])
+    unknown = [str(t) for t in oracle["ongoing_trials"].values() if t not in trial_ids]
+    if unknown:
+        return f"oracle.json names trial {unknown[0]!r}, which the snapshot lacks"
+    return None
 
 
 def _trial_status(data: bytes) -> str:
@@ -423,11 +465,18 @@ def resume_overrides(run_dir: Path, job: Job, overrides: Mapping[str, str]) -> d
             f"resume it with `ak-remote run {manifest.get('job')} --resume {run_dir}`",
         )
     saved = {str(k): str(v) for k, v in (manifest.get("params") or {}).items()}
+    dataset = saved.get("dataset", "")
+    if "***@" in dataset and "dataset" not in overrides:
+        # A snapshot records the dataset URL without its credentials: they must come again.
+        raise UsageError(
+            f"the saved search names the dataset {dataset} without its credentials",
+            "pass the full URL again: --set dataset=URL",
+        )
     merged = job.params.to_strings(job.params.resolve({**saved, **overrides}))
     changed = [
-        f"{key}={merged[key]} (saved: {value})"
+        f"{key}={mask_credentials(merged[key])} (saved: {value})"
         for key, value in saved.items()
-        if key in merged and merged[key] != value
+        if key in merged and mask_credentials(merged[key]) != value
     ]
     if changed:
         raise UsageError(
