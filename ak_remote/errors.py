@@ -69,3 +69,9 @@ class RunFailedError(AkRemoteError):
     """A run ended badly: failed, aborted, or its export did not verify."""
 
     exit_code = ExitCode.RUN_FAILED
+
+
+class StoppedError(AkRemoteError):
+    """The command was stopped by a signal (SIGTERM, SIGHUP); what it started was stopped too."""
+
+    exit_code = ExitCode.STOPPED

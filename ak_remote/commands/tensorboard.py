@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import shlex
 import shutil
-import subprocess
+import signal
 import sys
 from pathlib import Path
 
@@ -13,7 +13,7 @@ import click
 
 from ak_remote import ui
 from ak_remote.commands.common import App, pass_app
-from ak_remote.errors import UsageError
+from ak_remote.errors import StoppedError, UsageError
 
 
 def _cache_root() -> Path:
@@ -62,5 +62,9 @@ def tensorboard(
                 "pip install tensorboard, or rerun with --print-command",
             ) from None
     ui.info(f"TensorBoard on http://{host}:{port} (Ctrl-C stops it)")
-    # A list, never a shell: run names come from the server.
-    subprocess.run(argv, check=False)
+    from ak_remote.process import run_tied
+
+    # A list, never a shell: run names come from the server. Tied: stopping us stops it.
+    _, stopped = run_tied(argv)
+    if stopped is not None:
+        raise StoppedError(f"stopped by {signal.Signals(stopped).name}; TensorBoard stopped too")

@@ -6,11 +6,9 @@ remote run execute the same code; the launcher process itself never imports Tens
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
-import subprocess
 import sys
 import time
 import zipfile
@@ -125,34 +123,15 @@ def run_job(
 def _run_child(argv: list[str]) -> int:
     """Run the job and return its exit status (negative: killed by that signal).
 
-    Stopping this CLI stops the job: SIGTERM and SIGHUP are passed on to it and waited for (it
-    marks its run failed and exits 143); if this process dies outright, the job notices through
-    PARENT_ENV and stops itself. Ctrl-C reaches both through the terminal.
+    Stopping this CLI stops the job (ak_remote.process); if this process dies outright, the job
+    also notices through PARENT_ENV (any OS) and stops itself, marking its run failed.
     """
+    from ak_remote.process import run_tied
+
     env = {**os.environ, PARENT_ENV: str(os.getpid())}
     # The job's own output is progress, not data: it goes to our stderr.
-    child = subprocess.Popen(argv, stdout=sys.stderr, env=env)
-
-    def forward(signum: int, _frame: Any) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            child.send_signal(signum)
-
-    previous = {
-        signum: signal.signal(signum, forward) for signum in (signal.SIGTERM, signal.SIGHUP)
-    }
-    try:
-        while True:
-            try:
-                return child.wait()
-            except KeyboardInterrupt:
-                # The terminal sent SIGINT to the job too; give it time to close its run.
-                forward(signal.SIGINT, None)
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-        if child.poll() is None:
-            child.kill()
-            child.wait()
+    code, _ = run_tied(argv, env, stdout=sys.stderr)
+    return code
 
 
 def _mark_failed(run_dir: Path, summary: dict[str, Any], message: str) -> None:

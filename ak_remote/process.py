@@ -1,0 +1,72 @@
+"""Child processes tied to the CLI: stopping the CLI stops them, and they die with it.
+
+`ak-remote run` starts the training process and `ak-remote tensorboard` starts TensorBoard.
+Either used to outlive a SIGTERM to the CLI. Here SIGTERM and SIGHUP are passed on to the child
+and waited for, and on Linux the kernel sends the child SIGTERM when the CLI dies in any way,
+SIGKILL included (PR_SET_PDEATHSIG, set in the child between fork and exec).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from typing import IO, Any
+
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent(parent: int) -> Callable[[], None] | None:
+    if not sys.platform.startswith("linux"):
+        return None
+
+    def set_death_signal() -> None:  # runs in the child, before exec
+        import ctypes
+
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before the death signal was set
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return set_death_signal
+
+
+def run_tied(
+    argv: Sequence[str], env: Mapping[str, str] | None = None, stdout: IO[Any] | None = None
+) -> tuple[int, int | None]:
+    """Run `argv` to its end; returns (its exit status, the stop signal this CLI got or None).
+
+    A negative status is the signal that killed the child.
+    """
+    child = subprocess.Popen(
+        list(argv),
+        env=dict(env) if env is not None else None,
+        stdout=stdout,
+        preexec_fn=_die_with_parent(os.getpid()),
+    )
+    received: list[int] = []
+
+    def forward(signum: int, _frame: Any) -> None:
+        received.append(signum)
+        with contextlib.suppress(ProcessLookupError):
+            child.send_signal(signum)
+
+    previous = {
+        signum: signal.signal(signum, forward) for signum in (signal.SIGTERM, signal.SIGHUP)
+    }
+    try:
+        while True:
+            try:
+                return child.wait(), (received[0] if received else None)
+            except KeyboardInterrupt:
+                # The terminal sent SIGINT to the child too; give it time to close.
+                forward(signal.SIGINT, None)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        if child.poll() is None:
+            child.kill()
+            child.wait()
