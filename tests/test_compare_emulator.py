@@ -6,6 +6,7 @@ import csv
 import io
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from ak_remote.cli import cli
@@ -78,3 +79,21 @@ def test_compare_a_sweep_with_curves(clearml_emulator: Emulator, tmp_path: Path)
 
     wrong = CliRunner().invoke(cli, ["compare", *result.task_ids, "--plot", "curves.svg"])
     assert wrong.exit_code == 2 and "PNG" in wrong.stderr
+
+
+def test_the_compare_link_uses_the_route_of_the_servers_web_app(
+    clearml_emulator: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """clearml-web 2.x: compare-tasks (its compare-experiments redirect drops the ids)."""
+    import tests.emulator.server as emulator_server
+
+    monkeypatch.setattr(emulator_server, "SERVER_VERSION", "2.0.0")
+    client = client_from_config()
+    templates.sync(client, "ak-remote/templates", "img:1", "")
+    clearml_emulator.create_queue("gpu")
+    result = launch(client, LaunchRequest("structured-classifier", "gpu", sweep=["epochs=2,4"]))
+    out = CliRunner().invoke(cli, ["compare", *result.task_ids])
+    assert out.exit_code == 0, out.output
+    ids = ",".join(result.task_ids)
+    assert f"/projects/*/compare-tasks;ids={ids}/scalars/graph" in out.stderr
+    assert "compare-experiments" not in out.stderr

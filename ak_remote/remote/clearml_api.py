@@ -306,7 +306,18 @@ class Client:
         return f"{self.web_host()}/projects/{project}/experiments/{task['id']}/output/execution"
 
     def compare_url(self, task_ids: Sequence[str]) -> str:
-        return f"{self.web_host()}/projects/*/compare-experiments;ids={','.join(task_ids)}"
+        """The Web UI's comparison of the tasks, in the route the server's web app has.
+
+        clearml-web 2.0 moved it to `compare-tasks`; its `compare-experiments` redirect drops
+        `;ids=`, so the old route opens an empty comparison there. Older servers only have the
+        old route. The version comes from the login token; unknown means a current server.
+        """
+        ids = ",".join(task_ids)
+        version = str(self.server_info().get("server_version") or "")
+        major = version.split(".", 1)[0]
+        if major.isdigit() and int(major) < 2:
+            return f"{self.web_host()}/projects/*/compare-experiments;ids={ids}"
+        return f"{self.web_host()}/projects/*/compare-tasks;ids={ids}/scalars/graph"
 
     # -- projects -----------------------------------------------------------------------------
 
