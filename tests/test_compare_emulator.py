@@ -97,3 +97,48 @@ def test_the_compare_link_uses_the_route_of_the_servers_web_app(
     ids = ",".join(result.task_ids)
     assert f"/projects/*/compare-tasks;ids={ids}/scalars/graph" in out.stderr
     assert "compare-experiments" not in out.stderr
+
+
+def test_a_plot_of_many_runs_tells_them_apart(clearml_emulator: Emulator, tmp_path: Path) -> None:
+    """Distinct labels (what differs), distinct colours, legend outside, one-epoch runs visible."""
+    from ak_remote.remote.compare import plot, run_labels
+
+    client = client_from_config()
+    templates.sync(client, "ak-remote/templates", "img:1", "")
+    clearml_emulator.create_queue("gpu")
+    result = launch(
+        client,
+        LaunchRequest(
+            "structured-classifier",
+            "gpu",
+            sweep=["max_trials=1,2,3", "epochs=1,5", "tuner=greedy,random"],
+        ),
+    )
+    events = []
+    for n, task_id in enumerate(result.task_ids):
+        epochs = int(result.plan.runs[n].overrides["epochs"])
+        for epoch in range(epochs):
+            for split, offset in (("train", 0.0), ("validation", 0.05)):
+                events.append(
+                    {
+                        "type": "training_stats_scalar",
+                        "task": task_id,
+                        "metric": "epoch_loss",
+                        "variant": f"final · {split}",
+                        "value": 1.0 / (epoch + 1) + n / 50 + offset,
+                        "iter": epoch,
+                    }
+                )
+    clearml_emulator.add_events(events)
+    tasks = client.get_tasks(ids=result.task_ids)
+    labels = run_labels(tasks)
+    assert len(set(labels.values())) == len(tasks) == 12
+    assert all("max_trials=" in text and "epochs=" in text for text in labels.values())
+    path = tmp_path / "many.png"
+    drawn = plot(client, tasks, "epoch_loss", path, labels)
+    assert path.read_bytes()[:4] == b"\x89PNG"
+    assert len({line.label for line in drawn}) == len(drawn) == 24
+    colors = {line.task_id: line.color for line in drawn}
+    assert len(set(colors.values())) == 12  # one colour per run, no repeats
+    assert all(line.marker == "o" for line in drawn if line.points == 1)
+    assert drawn[0].label.startswith("★ ") and drawn[0].last == min(d.last for d in drawn)

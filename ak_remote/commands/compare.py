@@ -8,7 +8,7 @@ import click
 
 from ak_remote import ui
 from ak_remote.commands.common import App, pass_app
-from ak_remote.remote.compare import COMPARE_FIELDS, FORMATS, build, plot, render
+from ak_remote.remote.compare import COMPARE_FIELDS, FORMATS, build, plot, render, run_labels
 
 
 @click.command()
@@ -60,7 +60,6 @@ def compare(
     comparison = build(tasks, sort=sort, all_metrics=all_metrics, all_params=all_params)
     ui.data(render(comparison, fmt))
     if plot_path is not None:
-        names = {str(t["id"]): str(t.get("name") or t["id"])[:30] for t in tasks}
-        lines = plot(client, tasks, metric, plot_path, names)
-        ui.info(f"Plotted {lines} curve(s) of {metric} to {plot_path}")
+        drawn = plot(client, tasks, metric, plot_path, run_labels(tasks))
+        ui.info(f"Plotted {len(drawn)} curve(s) of {metric} to {plot_path}")
     ui.info(f"Web UI comparison: {client.compare_url([str(t['id']) for t in tasks])}")

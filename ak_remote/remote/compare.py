@@ -190,20 +190,60 @@ def curves(client: Client, task_id: str, metric: str) -> dict[str, tuple[list[fl
     return found
 
 
+def run_labels(tasks: Sequence[Doc], limit: int = 60) -> dict[str, str]:
+    """A short, distinct legend label per run: the parameters that differ between the runs.
+
+    Runs that differ in nothing shown (or share a label) get their id's first characters.
+    """
+    params = [_general(t) for t in tasks]
+    names = sorted({k for p in params for k in p})
+    differing = [n for n in names if len({p.get(n) for p in params}) > 1]
+    labels: dict[str, str] = {}
+    for task, values in zip(tasks, params, strict=True):
+        text = " ".join(f"{n}={values.get(n, '')}" for n in differing)
+        labels[str(task["id"])] = text[:limit] if text else str(task.get("name") or "")[:limit]
+    counts: dict[str, int] = {}
+    for text in labels.values():
+        counts[text] = counts.get(text, 0) + 1
+    for task_id, text in labels.items():
+        if counts[text] > 1 or not text:
+            labels[task_id] = f"{text} [{task_id[:6]}]".strip()
+    return labels
+
+
+@dataclass
+class Drawn:
+    """One line of the plot: whose, which series, its colour and marker, its last value."""
+
+    task_id: str
+    label: str
+    color: str
+    marker: str | None
+    points: int
+    last: float
+
+
+# Line styles per series of one run (its colour says which run): train solid, validation dashed.
+_STYLES = ("-", "--", ":", "-.")
+
+
 def plot(
     client: Client, tasks: Sequence[Doc], metric: str, path: Path, names: Mapping[str, str]
-) -> int:
-    """Draw every run's `metric` curves into a PNG; returns the number of lines drawn.
+) -> list[Drawn]:
+    """Draw every run's `metric` curves into a PNG, one colour per run; returns the lines drawn.
 
-    Raises UsageError when no run has such a series.
+    The legend sits outside the axes, best run first (by its last value of `metric`), with that
+    value in the label; short runs (a single epoch) are drawn as markers. Raises UsageError when
+    no run has such a series.
     """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.colors import to_hex
+    from matplotlib.ticker import MaxNLocator
 
-    figure, axes = plt.subplots(figsize=(9, 5.5))
-    lines = 0
+    found: list[tuple[str, dict[str, tuple[list[float], list[float]]]]] = []
     available: set[str] = set()
     for task in tasks:
         task_id = str(task["id"])
@@ -212,24 +252,52 @@ def plot(
             available.update(
                 f"{t}/{s}" for t, v in client.scalar_histogram(task_id).items() for s in v
             )
-        for label, (xs, ys) in sorted(series.items()):
-            axes.plot(
-                xs, ys, marker="." if len(xs) < 30 else None, label=f"{names[task_id]} {label}"
-            )
-            lines += 1
-    if not lines:
-        plt.close(figure)
+        found.append((task_id, series))
+    if not any(series for _, series in found):
         raise UsageError(
             f"no run has a scalar series matching {metric!r}",
             f"series: {', '.join(sorted(available)[:20]) or '(none yet)'}",
         )
-    axes.set_xlabel("iteration / epoch")
+    runs = [(task_id, series) for task_id, series in found if series]
+    cmap = plt.get_cmap("tab10" if len(runs) <= 10 else "tab20" if len(runs) <= 20 else "turbo")
+    count = len(runs)
+    colors = [to_hex(cmap(i if count <= 20 else i / max(count - 1, 1))) for i in range(count)]
+    sign = 1.0 if lower_is_better(metric) else -1.0
+
+    def last(series: Mapping[str, tuple[list[float], list[float]]]) -> float:
+        # The run's standing: the last value of its last (validation when there is one) series.
+        names_sorted = sorted(series, key=lambda n: ("validation" not in n, n))
+        return series[names_sorted[0]][1][-1]
+
+    order = sorted(range(count), key=lambda i: sign * last(runs[i][1]))
+    figure, axes = plt.subplots(figsize=(11, 5.5))
+    drawn: list[Drawn] = []
+    for rank, i in enumerate(order):
+        task_id, series = runs[i]
+        color = colors[i]
+        for n, (label, (xs, ys)) in enumerate(sorted(series.items())):
+            marker = "o" if len(xs) <= 3 else None
+            split = label.split("/", 1)[-1]  # the series: "trial 00 · validation", "final · train"
+            text = f"{'★ ' if rank == 0 else ''}{names[task_id]} · {split} ({ys[-1]:.4g})"
+            axes.plot(
+                xs,
+                ys,
+                color=color,
+                linestyle=_STYLES[n % len(_STYLES)],
+                marker=marker,
+                markersize=7 if marker else 0,
+                linewidth=1.6,
+                label=text,
+            )
+            drawn.append(Drawn(task_id, text, color, marker, len(xs), ys[-1]))
+    axes.set_xlabel("epoch")
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes.set_ylabel(metric)
-    axes.set_title(f"{metric} of {len(tasks)} run(s)")
+    better = "lower" if sign > 0 else "higher"
+    axes.set_title(f"{metric} of {len(tasks)} run(s): {better} is better, ★ best last value")
     axes.grid(alpha=0.3)
-    axes.legend(fontsize="small", loc="best")
-    figure.tight_layout()
+    axes.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=110)
+    figure.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(figure)
-    return lines
+    return drawn
