@@ -61,6 +61,28 @@ def json_option(help_text: str = "Print as JSON.") -> Callable[[F], F]:
     return click.option("--json", "as_json", is_flag=True, help=help_text)
 
 
+# What the server's status messages mean, in words (its own are internal shorthand).
+_REASONS = {
+    "forced stop (non-responsive)": "the server stopped it: no report from it for two hours",
+    "stopped by user": "stopped by a user",
+    "aborted": "aborted",
+}
+
+
+def _why(status: str, message: str) -> str:
+    """A short reason after a run's final status, only for runs that did not complete."""
+    from ak_remote.contract import BAD_STATUSES
+
+    if status not in BAD_STATUSES:
+        return ""
+    text = " ".join(message.split())
+    reason = _REASONS.get(text.lower())
+    if reason is None:
+        # "completed", "Stopped"...: a status word that says nothing the status does not
+        reason = "" if not text or text.lower() in {status, "completed", "failed"} else text
+    return f" ({reason[:160]})" if reason else ""
+
+
 def follow_runs(client: Client, task_ids: list[str], interval: float) -> None:
     """Wait for the runs with a progress line per change; RunFailedError if any did not complete."""
     from ak_remote.contract import BAD_STATUSES
@@ -76,7 +98,7 @@ def follow_runs(client: Client, task_ids: list[str], interval: float) -> None:
     rows = wait(client, task_ids, interval=interval, on_change=show)
     bad = [row for row in rows if row.status in BAD_STATUSES]
     for row in rows:
-        ui.info(f"  {row.id} {row.status} {row.message}".rstrip())
+        ui.info(f"  {row.id} {row.status}{_why(row.status, row.message)}")
     if bad:
         raise RunFailedError(
             f"{len(bad)} of {len(rows)} runs did not complete: "

@@ -165,7 +165,8 @@ def agents(app: App, as_json: bool) -> None:
     "--queue",
     "queue_names",
     multiple=True,
-    help="Queue to check (repeatable) [default: AK_REMOTE_QUEUE, else gpu].",
+    help="Queue to check (repeatable) [default: AK_REMOTE_QUEUE, else every queue: at least "
+    "one must have an agent].",
 )
 @json_option("Print the checks as JSON.")
 @pass_app
@@ -179,7 +180,7 @@ def doctor(app: App, queue_names: tuple[str, ...], as_json: bool) -> None:
     from ak_remote.remote.config import DEFAULT_IMAGE
 
     config = app.config
-    names = list(queue_names) or [config.queue or "gpu"]
+    names = list(queue_names) or ([config.queue] if config.queue else [])
     checks = diagnose(app.client, server_configured(), names, config.image, DEFAULT_IMAGE)
     if as_json:
         ui.as_json([check.__dict__ for check in checks])

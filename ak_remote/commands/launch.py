@@ -7,7 +7,13 @@ import click
 from ak_remote import ui
 from ak_remote.commands.common import App, follow_runs, json_option, pass_app
 from ak_remote.remote.config import pick
-from ak_remote.remote.launch import LaunchPlan, LaunchRequest, execute_launch, plan_launch
+from ak_remote.remote.launch import (
+    SWEEP_ID_AT_LAUNCH,
+    LaunchPlan,
+    LaunchRequest,
+    execute_launch,
+    plan_launch,
+)
 
 
 @click.command()
@@ -109,14 +115,16 @@ def _show_plan(plan: LaunchPlan, as_json: bool) -> None:
     ui.info(f"Dry run: nothing is created. Template {plan.template.name} ({plan.template.id})")
     ui.info(f"  queue {queue}, project {project}, image {plan.image or '(template default)'}")
     if plan.sweep_id:
-        ui.info(f"  sweep {plan.sweep_id}: {len(plan.runs)} runs")
+        # The id is drawn when the runs are created: printing this plan's would promise an id
+        # the real launch does not get.
+        ui.info(f"  a sweep of {len(plan.runs)} runs (its id is given when it is launched)")
     headers = ["run", "name", "overrides", "tags"]
     rows = [
         [
             run.index + 1,
             run.name,
             " ".join(f"{k}={v}" for k, v in run.overrides.items()) or "(template defaults)",
-            ",".join(run.tags),
+            ",".join(run.tags).replace(plan.sweep_id or "\0", SWEEP_ID_AT_LAUNCH),
         ]
         for run in plan.runs
     ]

@@ -6,12 +6,15 @@ import click
 
 from ak_remote import ui
 from ak_remote.commands.common import App, follow_runs, json_option, pass_app
-from ak_remote.remote.config import pick
 
 
 @click.command()
 @click.argument("task_id", metavar="ID")
-@click.option("-q", "--queue", help="Queue to run the reproduction on [default: from config].")
+@click.option(
+    "-q",
+    "--queue",
+    help="Queue to run the reproduction on [default: the original's queue, else config].",
+)
 @click.option(
     "--wait", is_flag=True, help="Wait for it and print metric deltas (exit 5 if it failed)."
 )
@@ -30,7 +33,7 @@ def reproduce(
 
     config = app.config
     client = app.client()
-    plan = plan_reproduce(client, task_id, pick(queue, config.queue))
+    plan = plan_reproduce(client, task_id, queue, config.queue)
     for line in plan.pinned:
         ui.info(f"  pinned: {line}")
     for line in plan.warnings:

@@ -48,11 +48,18 @@ def diagnose(
         present = {str(q.get("name")): q for q in client.get_queues()}
         workers = client.get_workers()
     except ServerError as exc:
-        checks.append(Check("server", False, exc.message, exc.hint or "run `ak-remote doctor`"))
+        # The client's own hint says to run doctor: we are doctor, so say what to check.
+        fix = (
+            "check that the server is up and that CLEARML_API_HOST (or api.api_server in "
+            "clearml.conf) points at it"
+        )
+        checks.append(Check("server", False, exc.message, fix))
         return checks
     info = client.server_info()
     version = f" (server {info['server_version']}, API {info['api_version']})" if info else ""
     checks.append(Check("server", True, f"reachable, credentials accepted{version}"))
+    if not queues:
+        checks.extend(_any_queue_served(present, workers))
     for name in queues:
         queue = present.get(name)
         if queue is None:
@@ -87,6 +94,43 @@ def diagnose(
                     f"start one: `ak-remote agent up --queue {name} --gpus 0` (infra/README.md)",
                 )
             )
+    return _image_checks(checks, image, default_image)
+
+
+def _any_queue_served(present: dict[str, Any], workers: list[Any]) -> list[Check]:
+    """No queue named: the setup is healthy when some queue has an agent (a CPU-only fleet
+    serving `cpu` is as good as a GPU one serving `gpu`)."""
+    served = sorted(
+        name
+        for name, queue in present.items()
+        if any(str(queue.get("id")) in _queue_ids(w) for w in workers)
+    )
+    if served:
+        return [Check("queues", True, f"agents serve {', '.join(served)}")]
+    if not present:
+        return [
+            Check(
+                "queues",
+                False,
+                "the server has no queue",
+                "`ak-remote queues apply` (declared in infra/queues.toml)",
+            )
+        ]
+    return [
+        Check(
+            "queues",
+            False,
+            f"no agent serves any queue ({', '.join(sorted(present))})",
+            "start one: `ak-remote agent up --queue QUEUE --gpus 0` (or --cpu-only)",
+        )
+    ]
+
+
+def _queue_ids(worker: Any) -> set[str]:
+    return {str(q.get("id") if isinstance(q, dict) else q) for q in worker.get("queues") or []}
+
+
+def _image_checks(checks: list[Check], image: str | None, default_image: str) -> list[Check]:
     if image and image != default_image:
         checks.append(Check("worker image", True, image))
     elif image:

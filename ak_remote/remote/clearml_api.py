@@ -123,11 +123,20 @@ class SessionTransport:
             raise ServerError("no ClearML credentials are configured", CREDENTIALS_HINT) from None
         except Exception as exc:  # login failures come as LoginError/ValueError/requests errors
             text = str(exc)
+            host = _configured_host()
+            if not _is_server_url(host) or re.search(
+                r"InvalidSchema|MissingSchema|InvalidURL|No connection adapters", text
+            ):
+                # A typo in the address: no retry can fix it, so say so once.
+                raise ServerError(
+                    f"the ClearML server address {host!r} is not a URL",
+                    "set CLEARML_API_HOST (or api.api_server in clearml.conf) to "
+                    "http(s)://HOST:PORT",
+                ) from None
             if re.search(r"error 40[13]", text):
                 raise ServerError(
                     f"the ClearML server rejected the credentials: {text}", CREDENTIALS_HINT
                 ) from None
-            host = _configured_host()
             if re.search(r"Connection refused|NewConnectionError|Name or service|timed out", text):
                 raise TransientError(f"cannot reach the ClearML server at {host}") from None
             raise TransientError(f"cannot log in to the ClearML server at {host}: {text}") from None
@@ -176,6 +185,18 @@ def describe_network_error(exc: Exception) -> str:
     if "RemoteDisconnected" in text or "Connection aborted" in text or "reset" in text:
         return "connection closed without a response"
     return f"{type(exc).__name__}: {text[:200]}"
+
+
+def _is_server_url(host: str) -> bool:
+    """Whether `host` is an http(s) URL with a host part (what the SDK can connect to)."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(host)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname) and " " not in host
 
 
 def _configured_host() -> str:

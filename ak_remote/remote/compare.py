@@ -16,7 +16,7 @@ from ak_remote.params import SECTION
 from ak_remote.remote.clearml_api import Client, Doc, last_metric_values
 from ak_remote.remote.runs import metric_rank
 
-FORMATS = ("table", "markdown", "csv", "json")
+FORMATS = ("table", "markdown", "md", "csv", "json")  # md: markdown, as people type it
 COMPARE_FIELDS = [
     "id",
     "name",
@@ -127,6 +127,7 @@ def _fmt(value: Any) -> str:
 
 def render(comparison: Comparison, fmt: str) -> str:
     """The comparison as a table, Markdown, CSV or JSON text."""
+    fmt = "markdown" if fmt == "md" else fmt
     if fmt == "json":
         return json.dumps(comparison.as_dict(), indent=2, sort_keys=True)
     headers = ["id", "name", "status", *comparison.param_names, *comparison.metric_names]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import json
 import secrets
 import unicodedata
 from collections.abc import Callable, Mapping, Sequence
@@ -34,6 +35,7 @@ from ak_remote.params import SECTION, format_value, parse_assignments, parse_swe
 from ak_remote.remote.clearml_api import Client, Doc
 from ak_remote.remote.templates import Template, resolve_template
 
+SWEEP_ID_AT_LAUNCH = "sw-<drawn at launch>"
 MAX_RUNS = 500  # a bigger sweep is almost surely a typo; split it
 MAX_NAME_LENGTH = 200
 MAX_TAG_LENGTH = 100
@@ -117,7 +119,7 @@ def check_queue_name(queue: str | None) -> str:
     if queue is None or not queue.strip():
         raise UsageError(
             "no queue given",
-            "pass -q/--queue QUEUE, or set AK_REMOTE_QUEUE; list them: ak-remote queues",
+            "pass -q/--queue QUEUE, or set AK_REMOTE_QUEUE; list them: ak-remote queues list",
         )
     return contract_queue_name(queue.strip())
 
@@ -177,7 +179,7 @@ class LaunchPlan:
 
     def describe(self) -> dict[str, Any]:
         """A JSON-able account of what would be created (used by --dry-run)."""
-        return {
+        described = {
             "template": {"id": self.template.id, "name": self.template.name},
             "queue": {
                 "name": self.queue_name,
@@ -202,6 +204,12 @@ class LaunchPlan:
                 for run in self.runs
             ],
         }
+        if self.sweep_id is None:
+            return described
+        # The sweep id is drawn when the runs are created: a dry run shows where it goes, never
+        # an id the real launch will not have.
+        text = json.dumps(described).replace(self.sweep_id, SWEEP_ID_AT_LAUNCH)
+        return dict(json.loads(text))
 
 
 def _new_id(prefix: str) -> str:

@@ -60,16 +60,25 @@ class ReproducePlan:
         }
 
 
-def plan_reproduce(client: Client, task_id: str, queue: str | None) -> ReproducePlan:
+def plan_reproduce(
+    client: Client, task_id: str, queue: str | None, default_queue: str | None = None
+) -> ReproducePlan:
     """Read the original run and its summary; decide what to pin. Writes nothing.
 
     Raises UsageError (run not finished, unknown queue), RunFailedError (no summary).
     """
     from ak_remote.remote.runs import check_task_ids
 
-    queue_name = check_queue_name(queue)
     task_id = check_task_ids([task_id])[0]
+    if queue is not None:
+        check_queue_name(queue)
     original = client.get_task(task_id)
+    if queue is None:
+        # Same hardware by default: the queue the original ran on, when it still exists.
+        ran_on = str((original.get("execution") or {}).get("queue") or "")
+        queues = client.get_queues()
+        queue = next((str(q["name"]) for q in queues if q.get("id") == ran_on), default_queue)
+    queue_name = check_queue_name(queue)
     if original.get("status") not in FINISHED_OK:
         raise UsageError(
             f"run {task_id} is {original.get('status')}; only completed runs are reproduced",

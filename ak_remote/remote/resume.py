@@ -82,7 +82,9 @@ def _pick_queue(
     if queue:
         found = next((q for q in queues if q.get("name") == queue), None)
         if found is None:
-            raise UsageError(f"no queue {queue!r} on the server", "ak-remote queues lists them")
+            raise UsageError(
+                f"no queue {queue!r} on the server", "list them: ak-remote queues list"
+            )
         return str(found["id"]), queue
     last = str((task.get("execution") or {}).get("queue") or "")
     found = next((q for q in queues if last and q.get("id") == last), None)
