@@ -35,11 +35,16 @@ def _die_with_parent(parent: int) -> Callable[[], None] | None:
 
 
 def run_tied(
-    argv: Sequence[str], env: Mapping[str, str] | None = None, stdout: IO[Any] | None = None
+    argv: Sequence[str],
+    env: Mapping[str, str] | None = None,
+    stdout: IO[Any] | None = None,
+    reraise_interrupt: bool = True,
 ) -> tuple[int, int | None]:
     """Run `argv` to its end; returns (its exit status, the stop signal this CLI got or None).
 
-    A negative status is the signal that killed the child.
+    A negative status is the signal that killed the child. After Ctrl-C the child is waited for,
+    then KeyboardInterrupt is raised again unless `reraise_interrupt` is False (the child then
+    reports the interruption itself, through its exit status).
     """
     child = subprocess.Popen(
         list(argv),
@@ -62,8 +67,17 @@ def run_tied(
             try:
                 return child.wait(), (received[0] if received else None)
             except KeyboardInterrupt:
-                # The terminal sent SIGINT to the child too; give it time to close.
-                forward(signal.SIGINT, None)
+                # A Ctrl-C in the terminal reached the child too: a second SIGINT would cut its
+                # cleanup short. Only a child that did not get it (kill -INT to this process
+                # alone) is passed one, after a grace period.
+                try:
+                    code = child.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    forward(signal.SIGINT, None)
+                    code = child.wait()
+                if reraise_interrupt:
+                    raise
+                return code, None
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)

@@ -56,7 +56,9 @@ def run_cli(
     )
 
 
-def start_cli(home: Path, cwd: Path, *args: str) -> subprocess.Popen[str]:
+def start_cli(
+    home: Path, cwd: Path, *args: str, new_session: bool = False
+) -> subprocess.Popen[str]:
     home.mkdir(parents=True, exist_ok=True)
     cwd.mkdir(parents=True, exist_ok=True)
     return subprocess.Popen(
@@ -66,6 +68,7 @@ def start_cli(home: Path, cwd: Path, *args: str) -> subprocess.Popen[str]:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        start_new_session=new_session,  # its own process group, as a terminal's job is
     )
 
 
@@ -236,3 +239,21 @@ def test_a_killed_training_is_reported_as_killed_and_resumes_completely(
         events = [n for n in names if n.endswith(".jsonl") or "metrics" in n]
         text = b"".join(archive.read(n) for n in events).decode(errors="replace")
     assert "trial 00" in text and "trial 01" in text
+
+
+def test_ctrl_c_stops_both_and_reports_once(
+    home: Path, tmp_path: Path, procs: list[subprocess.Popen[str]]
+) -> None:
+    run_dir = tmp_path / "run"
+    first = start_cli(
+        home, tmp_path, "--run-dir", str(run_dir), *sets("max_trials=3"), new_session=True
+    )
+    procs.append(first)
+    trainer = holder_pid(run_dir)
+    wait_for(lambda: (run_dir / "summary.json").is_file(), 60, "summary.json")
+    os.killpg(first.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
+    _, stderr = first.communicate(timeout=120)
+    assert first.returncode == 130, stderr[-3000:]
+    assert not alive(trainer)
+    assert errors(stderr) == ["Error: interrupted"]
+    assert summary(run_dir)["status"] == "failed"

@@ -130,7 +130,7 @@ def _run_child(argv: list[str]) -> int:
 
     env = {**os.environ, PARENT_ENV: str(os.getpid())}
     # The job's own output is progress, not data: it goes to our stderr.
-    code, _ = run_tied(argv, env, stdout=sys.stderr)
+    code, _ = run_tied(argv, env, stdout=sys.stderr, reraise_interrupt=False)
     return code
 
 

@@ -299,7 +299,11 @@ class Run:
             "formats": {name: f"models/{path}" for name, path in exported.formats.items()},
             "inference": "models/inference.json",
             "check_samples": "models/check_samples.npz",
-            "checksums": exported.checksums,
+            # Keyed by path in the run folder: where the files are once moved in.
+            "checksums": {
+                _moved(name, staging.name, models_dir.name): digest
+                for name, digest in exported.checksums.items()
+            },
             "verification": verification,
         }
         for name, diff in verification["max_abs_diff"].items():
@@ -385,6 +389,12 @@ class Run:
                 self.tracker.complete()
             else:
                 self.tracker.fail(mask_credentials(str(error)))
+
+
+def _moved(name: str, old: str, new: str) -> str:
+    """`name` (a path in the run folder) after its first part moved from `old` to `new`."""
+    head, _, rest = name.partition("/")
+    return f"{new}/{rest}" if head == old and rest else name
 
 
 def _public(values: dict[str, str]) -> dict[str, str]:
