@@ -121,7 +121,7 @@ class SessionTransport:
             session = Session(config=config, http_retries_config={"total": 0}, verbose=False)
         except MissingConfigError:
             raise ServerError("no ClearML credentials are configured", CREDENTIALS_HINT) from None
-        except Exception as exc:  # login failures come as LoginError/ValueError/requests errors
+        except Exception as exc:  # noqa: BLE001 - login failures come as LoginError/ValueError/requests errors
             text = str(exc)
             if re.search(r"error 40[13]", text):
                 raise ServerError(
@@ -184,7 +184,7 @@ def _configured_host() -> str:
         from clearml.backend_api.session import Session
 
         return str(Session.get_api_server_host())
-    except Exception:  # only for a message
+    except Exception:  # noqa: BLE001 - only for a message
         return "(unknown host)"
 
 
@@ -629,7 +629,7 @@ class Client:
 
         try:
             local = StorageManager.get_local_copy(remote_url=url, extract_archive=False)
-        except Exception as exc:  # the SDK raises many types; its message is what matters
+        except Exception as exc:  # noqa: BLE001 - the SDK raises many types; its message is what matters
             raise ServerError(
                 f"cannot download {url}: {exc}", "check the storage credentials"
             ) from None

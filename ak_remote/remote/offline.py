@@ -57,7 +57,7 @@ def _import(path: Path) -> ImportedRun:
     inference = _read_artifact(path, INFERENCE_FILE)
     try:
         task_id = Task.import_offline_session(str(path))
-    except Exception as exc:  # the SDK raises bare exceptions for HTTP and auth failures
+    except Exception as exc:  # noqa: BLE001 - the SDK raises bare exceptions for HTTP and auth failures
         raise ServerError(
             f"importing {path.name} failed: {exc}",
             "check CLEARML_API_HOST and the credentials in clearml.conf",

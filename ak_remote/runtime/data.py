@@ -186,7 +186,7 @@ def _local_path(ref: DatasetRef) -> Path:
 
         try:
             local = StorageManager.get_local_copy(remote_url=ref.value, extract_archive=True)
-        except Exception as exc:  # the SDK raises many types; the message is what matters
+        except Exception as exc:  # noqa: BLE001 - the SDK raises many types; the message is what matters
             raise DataError(
                 f"could not fetch {ref.value}: {exc}", "check the URL and its credentials"
             ) from None
@@ -197,7 +197,7 @@ def _local_path(ref: DatasetRef) -> Path:
 
     try:
         folder = ClearMLDataset.get(dataset_id=ref.value).get_local_copy()
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - the SDK raises untyped errors; its message is reported
         raise DataError(
             f"could not get ClearML dataset {ref.value}: {exc}",
             "check the id with `clearml-data list` and that the server is configured",

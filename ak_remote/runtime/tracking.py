@@ -43,6 +43,10 @@ class Tracker:
     def __init__(self, project: str, name: str, offline: bool) -> None:
         from clearml import Task
 
+        from ak_remote.runtime import console
+
+        console.tidy()  # ClearML set up its own console logger on import
+
         if offline:
             Task.set_offline(True)
         # ClearML reports from a forked subprocess on Linux by default; closing then waits

@@ -432,7 +432,7 @@ class Emulator:
             code, subcode, msg = 200, 0, "OK"
         except errors.APIError as exc:
             code, subcode, msg, data = exc.code, exc.subcode, exc.msg, {}
-        except Exception as exc:  # a bug in the emulator: answer as the server does (500/0)
+        except Exception as exc:  # noqa: BLE001 - a bug in the emulator: answer as the server does (500/0)
             code, subcode, msg, data = 500, 0, f"{type(exc).__name__}: {exc}", {}
             self.internal_errors.append(f"{entry.endpoint}: {traceback.format_exc()}")
         if fault and fault.mode == "drop_response":
