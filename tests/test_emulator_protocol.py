@@ -221,21 +221,21 @@ def test_duplicate_names_are_refused(wire: Wire) -> None:
 
 def test_status_machine_matches_the_server(wire: Wire) -> None:
     """Every (from, to) pair: allowed ones change the status, the others answer 400/110."""
-    api = wire.emulator.api
+    tasks = wire.emulator.api.tasks
     for current in TASK_STATUSES:
         for new in TASK_STATUSES:
             task_id = wire.emulator.create_task(f"{current}->{new}")
             wire.emulator.state.tasks[task_id]["status"] = current
             refusal: APIError | None = None
             try:
-                api._change_status(wire.emulator.state.tasks[task_id], new)
+                tasks._change_status(wire.emulator.state.tasks[task_id], new)
             except APIError as exc:
                 refusal = exc
             assert refusal is None or refusal.subcode == 110, refusal
             allowed = refusal is None
             assert allowed == (new == current or new in STATUS_TRANSITIONS[current])
             # force skips the check, as on the server
-            api._change_status(wire.emulator.state.tasks[task_id], new, force=True)
+            tasks._change_status(wire.emulator.state.tasks[task_id], new, force=True)
             assert wire.emulator.state.tasks[task_id]["status"] == new
 
 
