@@ -74,7 +74,6 @@ def quiet_libraries() -> None:
     if verbose():
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # C++ INFO lines are never useful
         return
-    # C++ INFO and WARNING lines (oneDNN, CPU features, absl's pre-init notice) are not routable.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     logging.captureWarnings(True)
     root = logging.getLogger()
@@ -83,13 +82,44 @@ def quiet_libraries() -> None:
         root.addHandler(_handler)
         root.addHandler(_errors)
         root.setLevel(logging.INFO)
+    _import_tensorflow_quietly()
     tidy()
+
+
+def _import_tensorflow_quietly() -> None:
+    """Import TensorFlow with file descriptor 2 pointed at a temporary file.
+
+    Its native libraries write to stderr while loading (absl's pre-init notice, oneDNN's INFO
+    line, twice), whatever TF_CPP_MIN_LOG_LEVEL says; what they wrote goes to the log file. An
+    import error still reaches the terminal, as the exception it raises.
+    """
+    import tempfile
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            import tensorflow  # noqa: F401
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            written = capture.read().decode("utf-8", errors="replace")
+    for line in written.splitlines():
+        logging.getLogger("tensorflow.native").info(line)
 
 
 def tidy() -> None:
     """Point the libraries' own loggers at the log file (again after a library set itself up)."""
     if verbose():
         return
+    if "clearml" in sys.modules:
+        # ClearML makes its console logger on first use (during Task.init, with the repository
+        # and GPU warnings); make it now, so that it can be pointed at the file before then.
+        from clearml.debugging.log import LoggerRoot
+
+        LoggerRoot.get_base_logger()
     for name in _LIBRARY_LOGGERS:
         logger = logging.getLogger(name)
         for handler in list(logger.handlers):

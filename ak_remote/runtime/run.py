@@ -202,9 +202,9 @@ class Run:
         console.say(
             f"TensorBoard logs: {tensorboard_dir}  (tensorboard --logdir {tensorboard_dir})"
         )
-        from ak_remote.runtime.search_state import prepare
+        from ak_remote.runtime.search_state import restore_or_start
 
-        self.search_state = prepare(
+        self.search_state = restore_or_start(
             run_dir,
             job.name,
             job.params.to_strings(self.params),

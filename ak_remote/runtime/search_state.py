@@ -272,7 +272,7 @@ class SearchState:
         return record
 
 
-def prepare(
+def restore_or_start(
     run_dir: Path,
     job: str,
     params: Mapping[str, str],
