@@ -31,9 +31,7 @@ def import_offline(app: App, session: Path, as_json: bool) -> None:
         )
     result = offline.import_session(app.client(), session)
     if as_json:
-        ui.as_json(
-            {"task_id": result.task_id, "model_id": result.model_id, "status": result.status}
-        )
+        ui.as_json(result)
     else:
         ui.data(result.task_id)
         if result.model_id:
