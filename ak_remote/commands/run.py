@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import click
@@ -44,6 +45,12 @@ from ak_remote.remote import local_run
     is_flag=True,
     help="Replace what --run-dir holds (a finished run's models included).",
 )
+@click.option(
+    "-v",
+    "--verbose",
+    is_flag=True,
+    help="Show TensorFlow's, Keras' and ClearML's warnings [default: RUN/logs/libraries.log].",
+)
 @json_option("Print the run's summary as JSON.")
 def run(
     job_name: str,
@@ -54,6 +61,7 @@ def run(
     task_name: str | None,
     resume_dir: Path | None,
     overwrite: bool,
+    verbose: bool,
     as_json: bool,
 ) -> None:
     """Run JOB on this machine, tracked in ClearML.
@@ -67,6 +75,8 @@ def run(
       ak-remote run structured-classifier --resume runs/structured-classifier/20260101-120000
     """
     overrides = parse_assignments(assignments)
+    if verbose:  # read by the job's runtime (ak_remote.runtime.console), a child process
+        os.environ["AK_REMOTE_VERBOSE"] = "1"
     if resume_dir is not None:
         from ak_remote.catalog import get_job
         from ak_remote.runtime.search_state import check_resume_dir, resume_overrides
@@ -77,7 +87,7 @@ def run(
         overrides = resume_overrides(run_dir, get_job(job_name), overrides)
     if overwrite and resume_dir is not None:
         raise click.UsageError("--overwrite replaces a run and --resume continues it: pick one")
-    job, _ = local_run.prepare(job_name, overrides)
+    job, _ = local_run.check_request(job_name, overrides)
     offline = offline or not contract.server_configured()
     target = run_dir or local_run.new_run_dir(job)
     from ak_remote.runtime.rundir import check_run_dir  # pure Python, no TensorFlow

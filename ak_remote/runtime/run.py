@@ -46,6 +46,7 @@ from ak_remote.errors import (
     UsageError,
 )
 from ak_remote.params import Value, parse_assignments
+from ak_remote.runtime import console
 from ak_remote.runtime.rundir import RunDirLock, claim
 from ak_remote.runtime.settings import Settings
 
@@ -153,6 +154,7 @@ class Run:
             self.lock = claim(folder)
             self.run_dir = folder
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        console.log_to(self.run_dir)
         self.summary["run_dir"] = str(self.run_dir)
         self.write_summary()  # status "running" from the start: a killed run is never "completed"
         # Under an agent the values that count are the server's (a clone's overrides): they
@@ -167,7 +169,7 @@ class Run:
         self.summary["params"] = _public(job.params.to_strings(self.params))
         self.settings = Settings.from_values(self.params)
         self.summary["reproducibility"] = reproducibility(self.settings.seed, self.run_dir)
-        _say(f"run folder: {self.run_dir}")
+        console.say(f"run folder: {self.run_dir}")
         self._train_and_export()
 
     def _train_and_export(self) -> None:
@@ -216,10 +218,12 @@ class Run:
         }
         tensorboard_dir = run_dir / "tensorboard"
         self.summary["tensorboard_dir"] = str(tensorboard_dir)
-        _say(f"TensorBoard logs: {tensorboard_dir}  (tensorboard --logdir {tensorboard_dir})")
-        from ak_remote.runtime.search_state import prepare
+        console.say(
+            f"TensorBoard logs: {tensorboard_dir}  (tensorboard --logdir {tensorboard_dir})"
+        )
+        from ak_remote.runtime.search_state import restore_or_start
 
-        self.search_state = prepare(
+        self.search_state = restore_or_start(
             run_dir,
             job.name,
             _public(job.params.to_strings(self.params)),
@@ -279,7 +283,7 @@ class Run:
             self.tracker.report_single_value(name, value)
             self.tracker.report_scalar("test", name.removeprefix("test_"), value, 0)
         self.summary["metrics"] = metrics
-        _say("test metrics: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
+        console.say("test metrics: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
 
     def _export(self, data: Any, result: Any, x_test: Any) -> None:
         from ak_remote.runtime.export import export_and_verify
@@ -323,7 +327,7 @@ class Run:
                 "the files are kept in models.unverified/ for inspection; do not serve them",
             )
         _replace_folder(staging, models_dir)
-        _say(
+        console.say(
             "export verified: "
             + ", ".join(f"{k} max|diff|={v:.2g}" for k, v in verification["max_abs_diff"].items())
         )
@@ -483,10 +487,6 @@ def _json_default(value: Any) -> Any:
     return str(value)
 
 
-def _say(message: str) -> None:
-    print(f"[ak-remote] {message}", file=sys.stderr, flush=True)
-
-
 class Stopped(BaseException):
     """A stop signal arrived (SIGTERM, SIGHUP, or the launching CLI died).
 
@@ -568,8 +568,7 @@ def _disk_full(run_dir: Path | None, exc: BaseException) -> bool:
 def main(job_name: str, argv: list[str] | None = None) -> int:
     """Run `job_name` with `argv` (default: sys.argv[1:]); returns the exit code."""
     debug = os.environ.get(DEBUG_ENV, "") not in ("", "0")
-    # TensorFlow's C++ INFO lines (CPU features, oneDNN) are noise in a job log.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+    console.quiet_libraries()  # before TensorFlow loads: its warnings go to the run's log file
     for name in ("SIGTERM", "SIGHUP"):
         signal.signal(getattr(signal, name), _on_stop_signal)
     run: Run | None = None
@@ -599,7 +598,7 @@ def main(job_name: str, argv: list[str] | None = None) -> int:
             f"resume it: ak-remote run {job_name} --resume {resume_dir}" if resume_dir else None,
         )
         code = ExitCode.STOPPED
-    except Exception as exc:  # a bug or an upstream failure: one line, traceback on request
+    except Exception as exc:  # noqa: BLE001 - a bug or an upstream failure: one line, traceback on request
         trace = traceback.format_exc()
         run_dir = run.run_dir if run is not None else None
         disk_full = _disk_full(run_dir, exc)
@@ -621,20 +620,20 @@ def main(job_name: str, argv: list[str] | None = None) -> int:
             )
             code = ExitCode.INTERNAL
     if trace and debug:
-        print(trace, file=sys.stderr, end="")
+        console.error(trace.rstrip())
     if run is not None:
         if error is not None and run.params:
             run.summary["params"] = _public(run.job.params.to_strings(run.params))
         try:
             run.finish(error)
-        except Exception as exc:  # closing must not hide the run's own outcome
-            if error is None:
+        except Exception as exc:  # noqa: BLE001 - closing must not hide the run's own outcome
+            if error is None:  # else the run's own error is the one line printed
                 error = AkRemoteError(f"could not close the run: {exc}".splitlines()[0][:500])
                 code = ExitCode.INTERNAL
     if error is not None:
-        print(f"Error: {mask_credentials(str(error))}", file=sys.stderr, flush=True)
+        console.error(f"Error: {mask_credentials(str(error))}")
     if run is not None and run.summary.get("offline_session"):
-        print(f"offline session: {run.summary['offline_session']}", file=sys.stderr, flush=True)
+        console.error(f"offline session: {run.summary['offline_session']}")
     if disk_full:
         # The run is recorded; h5py's teardown of a file whose write hit the full disk can
         # segfault at interpreter exit, which would replace this exit code with SIGSEGV.
