@@ -85,9 +85,9 @@ def test_the_compare_link_uses_the_route_of_the_servers_web_app(
     clearml_emulator: Emulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """clearml-web 2.x: compare-tasks (its compare-experiments redirect drops the ids)."""
-    import tests.emulator.server as emulator_server
+    import tests.emulator.services.auth as emulator_auth
 
-    monkeypatch.setattr(emulator_server, "SERVER_VERSION", "2.0.0")
+    monkeypatch.setattr(emulator_auth, "SERVER_VERSION", "2.0.0")
     client = client_from_config()
     templates.sync(client, "ak-remote/templates", "img:1", "")
     clearml_emulator.create_queue("gpu")
