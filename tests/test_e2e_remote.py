@@ -157,7 +157,8 @@ def test_a_run_that_fails_on_the_agent_makes_launch_wait_exit_5(
             "-q",
             "cpu",
             "--set",
-            "dataset=/no/such.csv",
+            # Launch refuses local paths (an agent cannot see them): a URL that fails there.
+            "dataset=http://127.0.0.1:9/no/such.csv",
             "--wait",
         )
         assert result.exit_code == 5, result.output
@@ -169,6 +170,6 @@ def test_a_run_that_fails_on_the_agent_makes_launch_wait_exit_5(
         status = json.loads(ok(invoke("status", task_id, "--json")).stdout)[0]
         assert status["status"] == "failed"
     log = ok(invoke("logs", task_id)).stdout
-    assert "/no/such.csv" in log
+    assert "127.0.0.1:9/no/such.csv" in log
     refused = invoke("pull", task_id)
     assert refused.exit_code == 5 and "no verified model" in refused.stderr

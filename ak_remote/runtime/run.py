@@ -567,10 +567,18 @@ def _disk_full(run_dir: Path | None, exc: BaseException) -> bool:
 
 def main(job_name: str, argv: list[str] | None = None) -> int:
     """Run `job_name` with `argv` (default: sys.argv[1:]); returns the exit code."""
+    stops = (signal.SIGTERM, signal.SIGHUP)
+    previous = {signum: signal.signal(signum, _on_stop_signal) for signum in stops}
+    try:
+        return _main(job_name, argv)
+    finally:  # a caller in the same process (a test) gets its own handlers back
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _main(job_name: str, argv: list[str] | None) -> int:
     debug = os.environ.get(DEBUG_ENV, "") not in ("", "0")
     console.quiet_libraries()  # before TensorFlow loads: its warnings go to the run's log file
-    for name in ("SIGTERM", "SIGHUP"):
-        signal.signal(getattr(signal, name), _on_stop_signal)
     run: Run | None = None
     error: AkRemoteError | None = None
     disk_full = False
