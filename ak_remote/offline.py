@@ -69,12 +69,15 @@ def _import(path: Path) -> ImportedRun:
         _mark_failed(str(task_id), str(summary.get("error") or "the offline run failed"))
         return ImportedRun(str(task_id), None, "failed")
     model_id = None
-    keras_artifact = task.artifacts.get("model.keras")
+    # The serving model (a zipped TF Serving base folder) when the run has one.
+    serving = task.artifacts.get("serving")
+    keras_artifact = serving or task.artifacts.get("model.keras")
     wants_model = summary.get("model_registration") == "pending-import" or not summary
     if wants_model and keras_artifact is not None and keras_artifact.url:
         classes = (inference.get("output") or {}).get("class_names") or []
         labels = {str(name): i for i, name in enumerate(classes)}
-        model_id = _register_model(task, str(keras_artifact.url), labels)
+        framework = "TensorFlow" if serving is not None else "Keras"
+        model_id = _register_model(task, str(keras_artifact.url), labels, framework)
     return ImportedRun(str(task_id), model_id, "completed")
 
 
@@ -106,7 +109,7 @@ def _mark_failed(task_id: str, message: str) -> None:
     )
 
 
-def _register_model(task: Any, uri: str, labels: dict[str, int]) -> str:
+def _register_model(task: Any, uri: str, labels: dict[str, int], framework: str) -> str:
     """Create the model record for the uploaded `.keras` file and list it among the task's outputs.
 
     The import leaves the task completed, and the server lets `tasks.add_or_update_model` touch
@@ -123,7 +126,7 @@ def _register_model(task: Any, uri: str, labels: dict[str, int]) -> str:
         {
             "name": f"{task.name} model",
             "uri": uri,
-            "framework": "Keras",
+            "framework": framework,
             "labels": labels,
             "task": task_id,
             "project": str(task.project),

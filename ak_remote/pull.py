@@ -213,6 +213,8 @@ def pull(
         name: safe_relative(str(path)).name for name, path in (export.get("formats") or {}).items()
     }
     wanted = [(f, f) for f in formats.values()] + [(m, m) for m in METADATA]
+    if export.get("serving"):  # the serving model (TF Serving base folder), runs since 0.x
+        wanted.append(("serving", "serving"))
     for key, relative in wanted:
         artifact = artifacts.get(key)
         if artifact is None:
