@@ -105,7 +105,7 @@ def export_and_verify(
     pipeline.save(str(pipeline_file))
 
     # The model users serve: raw inputs in, answers out (runtime/serving.py).
-    serving_meta = serving.export(job, data, model, pipeline, out_spec, models_dir)
+    serving_meta = serving.export(job, data, model, pipeline, out_spec, models_dir, samples_raw)
     inference = _inference_spec(job, data, model, pipeline_file.name, written, out_spec, dtype)
     inference["serving"] = {
         "path": f"{serving.SERVING_DIR}/{serving.VERSION}",

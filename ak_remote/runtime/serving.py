@@ -287,13 +287,39 @@ def build(model: Any, pipeline: Any, meta: dict[str, Any]) -> tuple[Any, dict[st
     return module, functions
 
 
+def rest_example(meta: dict[str, Any], x_raw: Any, count: int = 2) -> dict[str, Any]:
+    """A TF Serving REST request body (row format) for the first raw samples."""
+    if meta["family"] == "image":
+        count = 1  # pixels make long bodies
+    feeds = raw_feeds(meta, np.asarray(x_raw)[:count])
+    signature = "serve" if "serve" in feeds else next(iter(feeds))
+    inputs = feeds[signature]
+    if len(inputs) == 1:
+        instances: list[Any] = next(iter(inputs.values())).tolist()
+    else:
+        n = len(next(iter(inputs.values())))
+        instances = [{key: values[i].item() for key, values in inputs.items()} for i in range(n)]
+    body: dict[str, Any] = {"instances": instances}
+    if signature != "serve":
+        body = {"signature_name": signature, **body}
+    return body
+
+
 def export(
-    job: Job, data: Dataset, model: Any, pipeline: Any, out_spec: dict[str, Any], models_dir: Path
+    job: Job,
+    data: Dataset,
+    model: Any,
+    pipeline: Any,
+    out_spec: dict[str, Any],
+    models_dir: Path,
+    x_raw: Any,
 ) -> dict[str, Any]:
     """Write models/serving/1/ (SavedModel + assets.extra metadata); returns the metadata."""
     import tensorflow as tf
 
     meta = describe(job, data, model, pipeline, out_spec)
+    # POST it to http://HOST:8501/v1/models/NAME:predict (serving_default is `serve`).
+    meta["rest_example"] = rest_example(meta, x_raw)
     module, functions = build(model, pipeline, meta)
     target = models_dir / SERVING_DIR / VERSION
     shutil.rmtree(models_dir / SERVING_DIR, ignore_errors=True)
