@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from ak_remote import ui
+from ak_remote.commands.common import App, pass_app
 
 
 @click.command()
@@ -32,7 +33,8 @@ from ak_remote import ui
     type=click.Path(file_okay=False, path_type=Path),
     help="Where a run id's model is pulled to [default: pulled/RUN_ID].",
 )
-def predict(target: str, source: str, fmt: str, resize: bool, dest: Path | None) -> None:
+@pass_app
+def predict(app: App, target: str, source: str, fmt: str, resize: bool, dest: Path | None) -> None:
     """Predict with a run's serving model: a run folder, a pulled folder, or a run id.
 
     The serving model takes raw inputs (CSV cells with blanks, sentences, image pixels) and
@@ -43,15 +45,13 @@ def predict(target: str, source: str, fmt: str, resize: bool, dest: Path | None)
       ak-remote predict runs/structured-classifier/20260101-120000 --input new_rows.csv
       echo "great product, works well" | ak-remote predict RUN_ID --input - --format json
     """
-    from ak_remote.predict import predict as run_predict
-    from ak_remote.predict import render, resolve
+    from ak_remote.remote.predict import predict as run_predict
+    from ak_remote.remote.predict import render, resolve
 
     def fetch(task_id: str) -> Path:
-        from ak_remote.clearml_api import client_from_config
-        from ak_remote.pull import pull
+        from ak_remote.remote.pull import pull
 
-        client = client_from_config(on_retry=ui.info)
-        return pull(client, task_id, dest, load=False, progress=ui.info).dest
+        return pull(app.client(), task_id, dest, load=False, progress=ui.info).dest
 
     version_dir = resolve(target, fetch)
     ui.data(render(run_predict(version_dir, source, resize=resize), fmt))

@@ -10,19 +10,18 @@ from __future__ import annotations
 import csv
 import io
 import json
-import re
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ak_remote.contract import is_task_id
 from ak_remote.errors import DataError, UsageError
 
 SERVING = "serving"
 METADATA_FILE = "assets.extra/ak_remote_serving.json"  # as runtime/serving.py writes it
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
-TASK_ID = re.compile(r"^[0-9a-f]{32}$")
 BATCH = 256
 
 
@@ -63,7 +62,7 @@ def resolve(target: str, fetch: Callable[[str], Path] | None = None) -> Path:
                 "give a run folder of a run made with this ak-remote version, or its pulled copy",
             )
         return found
-    if TASK_ID.match(target) and fetch is not None:
+    if is_task_id(target) and fetch is not None:
         found = serving_version_dir(fetch(target))
         if found is None:
             raise UsageError(
