@@ -70,6 +70,7 @@ def test_templates_to_pulled_model_and_reproduction(
         assert (dest / "model.keras").is_file() and (dest / "savedmodel").is_dir()
         assert (dest / "serving" / "1" / "saved_model.pb").is_file()
         assert "tensorflow/serving" in pulled.stderr  # the command that serves it
+        assert "Serving model: " in pulled.stderr  # --check replayed raw inputs through it
 
         # predict by run id: pulls the serving model, answers raw CSV rows.
         from sklearn.datasets import load_wine

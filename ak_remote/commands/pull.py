@@ -60,6 +60,13 @@ def pull(
             f"Check passed: {result.check['samples']} held-out samples reproduced "
             f"(max |diff| {diffs}; tolerance {result.check['tolerance']:g})"
         )
+        if result.check.get("serving"):
+            serving = result.check["serving"]
+            diffs = ", ".join(f"{k} {v:.2g}" for k, v in serving["max_abs_diff"].items())
+            ui.info(
+                f"Serving model: {serving['samples']} raw held-out samples answered as the run "
+                f"did (max |diff| {diffs})"
+            )
     steps = [f"see {result.dest / 'inference.json'} for how to call the model"]
     if (result.dest / "serving").is_dir():
         name = "".join(c if c.isalnum() else "_" for c in str(result.summary.get("job") or "model"))
