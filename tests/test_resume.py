@@ -29,8 +29,8 @@ from click.testing import CliRunner, Result
 from ak_remote.catalog import PROJECT_ROOT, get_job
 from ak_remote.cli import cli
 from ak_remote.errors import DataError, UsageError
-from ak_remote.runtime import resume as state_module
-from ak_remote.runtime.resume import (
+from ak_remote.runtime import search_state as state_module
+from ak_remote.runtime.search_state import (
     MANIFEST,
     STATE_FILE,
     SearchState,
@@ -463,9 +463,7 @@ def test_a_run_killed_on_its_agent_resumes_on_a_fresh_one(
     for trial_id, data in restored.items():
         assert finished[trial_id] == data  # untouched: never trained again
     # No epoch of a restored trial was reported after the resume.
-    restored_series = {
-        f"trial-{int(t):02d}/{s}" for t in restored for s in ("train", "validation")
-    }
+    restored_series = {f"trial-{int(t):02d}/{s}" for t in restored for s in ("train", "validation")}
     late = [
         e
         for e in emulator.state.task_events(task_id, "training_stats_scalar")

@@ -4,7 +4,7 @@ headless Chromium (Debian's `chromium`, driven by Playwright).
 One structured-classifier search (2 trials, 1 epoch) runs as an agent would run it; TensorBoard
 serves its `tensorboard/` folder on a free loopback port. The tests click through the Graphs,
 Histograms, Scalars and HParams tabs and save a screenshot of each under the test's temp folder
-(the path is printed: `pytest -s` shows it).
+(`screenshots0` under pytest's base temp folder, e.g. /tmp/pytest-of-root/pytest-current/).
 """
 
 from __future__ import annotations
@@ -98,9 +98,7 @@ def browser() -> Iterator[Any]:
 
 @pytest.fixture(scope="module")
 def shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("screenshots")
-    print(f"\nscreenshots: {folder}")
-    return folder
+    return tmp_path_factory.mktemp("screenshots")
 
 
 def _open(browser: Any, url: str, height: int = 1000) -> Any:

@@ -13,7 +13,7 @@ trial's), so the HParams tab lists every trial and the final fit. Each `train` r
   `functional` node): an op graph of the forward pass traced as a `tf.function` (ops grouped
   by layer), and a conceptual graph (tag `keras`) with one node per layer, no model wrapper.
 
-Series naming route (facts.md: ClearML's TensorBoard capture names per-trial series
+Series naming route (ClearML's TensorBoard capture names per-trial series
 inconsistently): the job turns ClearML's TensorBoard auto-capture off and reports every epoch's
 logs itself through the ClearML Logger from this callback, one series per trial and split, named
 as the TensorBoard runs: title `epoch_<metric>` (the tag TensorBoard shows), series
@@ -36,12 +36,13 @@ from __future__ import annotations
 import json
 import math
 import os
-import sys
 import time
 from pathlib import Path
 from typing import Any, Protocol
 
 import keras
+
+from ak_remote.runtime import console
 
 
 class ScalarSink(Protocol):
@@ -284,8 +285,8 @@ class TensorBoard(keras.callbacks.TensorBoard):  # type: ignore[misc]
         try:
             graph_def = op_graph(self.model)
             concept = conceptual_graph(self.model)
-        except Exception as exc:  # any tracing failure: the training itself is unaffected
-            _say(f"warning: no model graph for {self.phase}: {exc}".splitlines()[0])
+        except Exception as exc:  # noqa: BLE001 - any tracing failure; training is unaffected
+            console.say(f"warning: no model graph for {self.phase}: {exc}".splitlines()[0])
             return
         metadata = SummaryMetadata()
         metadata.plugin_data.plugin_name = "graph_keras_model"
@@ -368,7 +369,3 @@ def trainable_weights(model: Any) -> list[tuple[str, Any]]:
             seen.add(tag)
             found.append((tag, weight))
     return found
-
-
-def _say(message: str) -> None:
-    print(f"[ak-remote] {message}", file=sys.stderr, flush=True)
