@@ -1,0 +1,54 @@
+"""Worker image references: which ones pin content, and a tag's registry digest where known.
+
+A reference pins the image when it is `name@sha256:<digest>` (a registry digest, pullable
+anywhere) or `sha256:<id>` (an image ID, as docker/build.sh prints: runnable on every host that
+holds that image, never pulled). Tags can move. Pure library: no click, no TensorFlow.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+
+__all__ = ["is_image_id", "is_pinned", "registry_digest"]
+
+_IMAGE_ID = re.compile(r"^sha256:[0-9a-f]{64}$")
+
+
+def is_image_id(reference: str) -> bool:
+    """True for a full local image ID (`sha256:` and 64 hex digits)."""
+    return bool(_IMAGE_ID.match(reference.strip()))
+
+
+def is_pinned(reference: str) -> bool:
+    """True when the reference names the image's content, not a tag that can move."""
+    text = reference.strip()
+    return "@sha256:" in text or is_image_id(text)
+
+
+def registry_digest(reference: str, docker: str = "docker", timeout: float = 10.0) -> str | None:
+    """`repo@sha256:...` of a tag this host's Docker pulled or pushed, else None.
+
+    None as well without a Docker engine, for a tag never pushed (it has no registry digest:
+    its image ID pins it only on this host), or for a reference that is already pinned.
+    """
+    if is_pinned(reference) or shutil.which(docker) is None:
+        return None
+    try:
+        found = subprocess.run(
+            [docker, "image", "inspect", "--format", '{{join .RepoDigests "\\n"}}', reference],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if found.returncode != 0:
+        return None
+    repository = reference.rsplit(":", 1)[0] if ":" in reference.rsplit("/", 1)[-1] else reference
+    for line in found.stdout.splitlines():
+        if line.split("@", 1)[0] == repository:
+            return line.strip()
+    return None
