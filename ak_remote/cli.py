@@ -35,9 +35,9 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "Create, update and list the template tasks agents clone.",
     ),
     "launch": ("launch", "launch", "Clone a template with overrides and enqueue it (or a sweep)."),
-    "status": ("follow", "status", "Show the status and latest metrics of runs."),
-    "logs": ("follow", "logs", "Print (or follow) a run's console log."),
-    "abort": ("follow", "abort", "Stop queued or running runs."),
+    "status": ("runs", "status", "Show the status and latest metrics of runs."),
+    "logs": ("runs", "logs", "Print (or follow) a run's console log."),
+    "abort": ("runs", "abort", "Stop queued or running runs."),
     "compare": ("compare", "compare", "Compare runs: differing parameters and final metrics."),
     "pull": ("pull", "pull", "Download a run's exported model, verify and reload it."),
     "reproduce": ("reproduce", "reproduce", "Run a finished run again with everything pinned."),
@@ -74,11 +74,13 @@ class LazyGroup(click.Group):
                 traceback.print_exc()
             click.echo(f"Error: {exc}", err=True)
             sys.exit(exc.exit_code)
-        except Exception as exc:  # a bug: say so plainly, with the traceback behind --debug
+        except Exception as exc:  # noqa: BLE001 - a bug: say so plainly, with the traceback behind --debug
             if debug:
                 traceback.print_exc()
             click.echo(
-                f"Internal error: {type(exc).__name__}: {exc} (rerun with --debug)", err=True
+                f"Internal error: {type(exc).__name__}: {exc} "
+                "(this is a bug: rerun with --debug and report it)",
+                err=True,
             )
             sys.exit(ExitCode.INTERNAL)
         sys.exit(result if isinstance(result, int) else ExitCode.OK)
@@ -114,7 +116,12 @@ def cli(ctx: click.Context, debug: bool) -> None:
       ak-remote templates sync && ak-remote launch image-classifier -q gpu
     Exit codes: 0 ok, 1 internal error, 2 usage, 3 data, 4 server, 5 run failed, 130 Ctrl-C.
     """
-    ctx.obj = {"debug": debug}
+    from ak_remote.commands.common import App
+
+    # Tests pass their own App (obj=...) to inject a client; a normal run makes one here.
+    if not isinstance(ctx.obj, App):
+        ctx.obj = App()
+    ctx.obj.debug = debug
 
 
 def main() -> None:

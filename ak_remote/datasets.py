@@ -16,11 +16,11 @@ Accepted forms:
 from __future__ import annotations
 
 import random
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
+from ak_remote.contract import is_task_id
 from ak_remote.errors import UsageError
 
 FAMILIES = ("image", "text", "structured")
@@ -84,7 +84,6 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz")
 REMOTE_SCHEMES = ("http", "https", "s3", "gs", "azure")
 CLEARML_SCHEME = "clearml://"
-_DATASET_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
 @dataclass(frozen=True)
@@ -120,7 +119,7 @@ def check_reference(reference: str, family: str, kind: str) -> DatasetRef:
         raise UsageError("dataset is empty", _choices_hint(family, kind))
     if ref.startswith(CLEARML_SCHEME):
         dataset_id = ref[len(CLEARML_SCHEME) :].strip("/")
-        if not _DATASET_ID.match(dataset_id):
+        if not is_task_id(dataset_id):
             raise UsageError(
                 f"{ref!r} is not a ClearML dataset id",
                 "use clearml://<32-character id>, as `clearml-data list` shows it",

@@ -14,6 +14,7 @@ class ExitCode(IntEnum):
     DATA = 3  # the data cannot be read or cannot train this job (empty, corrupt, one class)
     SERVER = 4  # the ClearML server is unreachable or refused a request
     RUN_FAILED = 5  # a run failed, was aborted, or its exported model failed verification
+    TIMEOUT = 6  # gave up waiting (--timeout); the runs themselves go on
     INTERRUPTED = 130  # Ctrl-C
 
 
@@ -47,6 +48,18 @@ class ServerError(AkRemoteError):
     """The ClearML server could not be reached or refused a request."""
 
     exit_code = ExitCode.SERVER
+
+
+class InternalError(AkRemoteError):
+    """A bug in ak-remote, reported with what it left behind (never as a server or user error)."""
+
+    exit_code = ExitCode.INTERNAL
+
+
+class WaitTimeout(AkRemoteError):
+    """Waiting for runs took longer than asked; the runs are not touched."""
+
+    exit_code = ExitCode.TIMEOUT
 
 
 class RunFailedError(AkRemoteError):

@@ -11,11 +11,13 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from ak_remote.contract import PARAM_SECTION
 from ak_remote.errors import UsageError
 
 Value = str | int | float | bool | tuple[str, ...]
 
-SECTION = "General"  # ClearML hyperparameter section the jobs connect their parameters to
+# ClearML hyperparameter section the jobs connect their parameters to (ak_remote.contract).
+SECTION = PARAM_SECTION
 
 _TRUE = {"true", "1", "yes", "on"}
 _FALSE = {"false", "0", "no", "off"}

@@ -1,4 +1,4 @@
-"""ak_remote.agents: agent command lines, starting agents, and the declarative queue file."""
+"""ak_remote.fleet.agents: agent command lines, starting agents, and the declarative queue file."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from ak_remote.agents import (
+from ak_remote.errors import ExitCode, UsageError
+from ak_remote.fleet.agents import (
     SKIP_ENV_INSTALL,
     AgentCommand,
     QueueSpec,
@@ -21,7 +22,6 @@ from ak_remote.agents import (
     parse_gpus,
     start_agents,
 )
-from ak_remote.errors import ExitCode, UsageError
 
 REPO = Path(__file__).resolve().parents[1]
 QUEUES_FILE = REPO / "infra" / "queues.toml"

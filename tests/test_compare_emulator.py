@@ -8,10 +8,10 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from ak_remote import templates
-from ak_remote.clearml_api import client_from_config
 from ak_remote.cli import cli
-from ak_remote.launch import LaunchRequest, launch
+from ak_remote.remote import templates
+from ak_remote.remote.clearml_api import client_from_config
+from ak_remote.remote.launch import LaunchRequest, launch
 from tests.emulator.server import Emulator
 
 

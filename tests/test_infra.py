@@ -20,7 +20,7 @@ import pytest
 import tomllib
 import yaml
 
-from ak_remote.agents import build_agent_commands, load_queue_file
+from ak_remote.fleet.agents import build_agent_commands, load_queue_file
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

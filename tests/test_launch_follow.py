@@ -9,11 +9,11 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from ak_remote import templates
-from ak_remote.clearml_api import client_from_config
 from ak_remote.cli import cli
-from ak_remote.follow import read_log, wait
-from ak_remote.launch import LaunchRequest, launch
+from ak_remote.remote import templates
+from ak_remote.remote.clearml_api import client_from_config
+from ak_remote.remote.launch import LaunchRequest, launch
+from ak_remote.remote.runs import read_log, wait
 from tests.emulator.server import Emulator
 
 
@@ -25,7 +25,7 @@ def sweep(clearml_emulator: Emulator, monkeypatch: pytest.MonkeyPatch) -> Iterat
     templates.sync(client, "ak-remote/templates", "img:1", "")
     clearml_emulator.create_queue("gpu")
     result = launch(client, LaunchRequest("structured-classifier", "gpu", sweep=["epochs=1,2"]))
-    yield result
+    return result
 
 
 def start(emulator: Emulator, task_id: str) -> None:

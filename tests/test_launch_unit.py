@@ -17,7 +17,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ak_remote.catalog import get_job
-from ak_remote.clearml_api import (
+from ak_remote.errors import UsageError
+from ak_remote.params import parse_sweep
+from ak_remote.remote.clearml_api import (
     ApiError,
     Client,
     RetryPolicy,
@@ -25,8 +27,7 @@ from ak_remote.clearml_api import (
     TransientError,
     last_metric_values,
 )
-from ak_remote.errors import UsageError
-from ak_remote.launch import (
+from ak_remote.remote.launch import (
     MAX_NAME_LENGTH,
     check_image,
     check_name,
@@ -34,8 +35,7 @@ from ak_remote.launch import (
     merged_hyperparams,
     sweep_points,
 )
-from ak_remote.params import parse_sweep
-from ak_remote.templates import Template, hyperparams_for
+from ak_remote.remote.templates import Template, hyperparams_for
 
 # -- names, tags, images ---------------------------------------------------------------------
 
@@ -72,7 +72,11 @@ def test_check_name_accepts_or_refuses_cleanly(text: str) -> None:
     try:
         name = check_name(text)
     except UsageError as exc:
-        assert exc.hint
+        refusal: UsageError | None = exc
+    else:
+        refusal = None
+    if refusal is not None:
+        assert refusal.hint
         return
     assert name == name.strip() and 0 < len(name) <= MAX_NAME_LENGTH
     assert not any(unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") for c in name)

@@ -8,11 +8,12 @@ from typing import Any
 
 from click.testing import CliRunner
 
-from ak_remote import templates
+from ak_remote import contract
 from ak_remote.catalog import JOBS, PROJECT_ROOT, get_job
-from ak_remote.clearml_api import client_from_config
 from ak_remote.cli import cli
 from ak_remote.params import ParamSet
+from ak_remote.remote import templates
+from ak_remote.remote.clearml_api import client_from_config
 from tests.emulator.server import Emulator
 
 WRITES = ("tasks.create", "tasks.edit", "projects.create", "tasks.clone", "tasks.delete")
@@ -21,7 +22,7 @@ WRITES = ("tasks.create", "tasks.edit", "projects.create", "tasks.clone", "tasks
 def template_tasks(emulator: Emulator) -> list[dict[str, Any]]:
     with emulator.state.lock:
         return [
-            t for t in emulator.state.tasks.values() if templates.TEMPLATE_TAG in t["system_tags"]
+            t for t in emulator.state.tasks.values() if contract.TEMPLATE_TAG in t["system_tags"]
         ]
 
 

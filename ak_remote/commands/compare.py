@@ -7,8 +7,8 @@ from pathlib import Path
 import click
 
 from ak_remote import ui
-from ak_remote.clearml_api import client_from_config
-from ak_remote.compare import COMPARE_FIELDS, FORMATS, build, plot, render
+from ak_remote.commands.common import App, pass_app
+from ak_remote.remote.compare import COMPARE_FIELDS, FORMATS, build, plot, render
 
 
 @click.command()
@@ -31,7 +31,9 @@ from ak_remote.compare import COMPARE_FIELDS, FORMATS, build, plot, render
     show_default=True,
     help="Scalar (title or title/series substring) drawn by --plot.",
 )
+@pass_app
 def compare(
+    app: App,
     ids: tuple[str, ...],
     sweep_id: str | None,
     project: str | None,
@@ -49,11 +51,11 @@ def compare(
       ak-remote compare --sweep sw-1a2b3c4d --sort test_accuracy
       ak-remote compare ID1 ID2 --format markdown --plot curves.png --metric epoch_val_loss
     """
-    from ak_remote.follow import select_tasks
+    from ak_remote.remote.runs import select_tasks
 
     if plot_path is not None and plot_path.suffix.lower() != ".png":
         raise click.BadParameter("the plot is written as PNG: give a FILE.png", param_hint="--plot")
-    client = client_from_config(on_retry=ui.info)
+    client = app.client()
     tasks = select_tasks(client, ids=ids, sweep=sweep_id, project=project, fields=COMPARE_FIELDS)
     comparison = build(tasks, sort=sort, all_metrics=all_metrics, all_params=all_params)
     ui.data(render(comparison, fmt))

@@ -8,7 +8,8 @@ import click
 
 from ak_remote import ui
 from ak_remote.catalog import PROJECT_ROOT
-from ak_remote.errors import ExitCode
+from ak_remote.commands.common import App, json_option, pass_app
+from ak_remote.errors import RunFailedError, ServerError
 
 DEFAULT_QUEUE_FILE = PROJECT_ROOT / "infra" / "queues.toml"
 
@@ -19,12 +20,12 @@ def queues() -> None:
 
 
 @queues.command("list")
-@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
-def queues_list(as_json: bool) -> None:
+@json_option()
+@pass_app
+def queues_list(app: App, as_json: bool) -> None:
     """List the queues on the server with their queued runs."""
-    from ak_remote.clearml_api import client_from_config
 
-    found = client_from_config().get_queues()
+    found = app.client().get_queues()
     if as_json:
         ui.as_json(
             [
@@ -44,18 +45,18 @@ def queues_list(as_json: bool) -> None:
 @queues.command("apply")
 @click.argument("queue_file", required=False, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--dry-run", is_flag=True, help="Show what would be created; create nothing.")
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def queues_apply(queue_file: Path | None, dry_run: bool, as_json: bool) -> None:
+@json_option("Print the result as JSON.")
+@pass_app
+def queues_apply(app: App, queue_file: Path | None, dry_run: bool, as_json: bool) -> None:
     """Create the queues QUEUE_FILE declares (default infra/queues.toml) that are missing.
 
     Existing queues are left as they are; running it twice changes nothing the second time.
     """
-    from ak_remote.agents import load_queue_file
-    from ak_remote.clearml_api import client_from_config
-    from ak_remote.fleet import apply_queues
+    from ak_remote.fleet.agents import load_queue_file
+    from ak_remote.fleet.queues import apply_queues
 
     specs = load_queue_file(queue_file or DEFAULT_QUEUE_FILE)
-    result = apply_queues(client_from_config(), specs, dry_run=dry_run)
+    result = apply_queues(app.client(), specs, dry_run=dry_run)
     if as_json:
         ui.as_json({"created": result.created, "existing": result.existing, "dry_run": dry_run})
         return
@@ -107,7 +108,7 @@ def agent_up(
       ak-remote agent up -q gpu --gpus 0,1 --per-gpu --image ak-remote-worker:0.1.0-gpu
       ak-remote agent up -q cpu --cpu-only --print
     """
-    from ak_remote.agents import build_agent_commands, start_agents
+    from ak_remote.fleet.agents import build_agent_commands, start_agents
 
     commands = build_agent_commands(
         list(queue_names),
@@ -127,20 +128,24 @@ def agent_up(
     ui.info(f"started {len(processes)} agent(s): pids {', '.join(str(p.pid) for p in processes)}")
     ui.next_steps(["ak-remote agents", "ak-remote doctor"])
     codes = [process.wait() for process in processes]
-    if any(codes):
-        raise SystemExit(ExitCode.RUN_FAILED)
+    failed = [f"pid {p.pid} exit {code}" for p, code in zip(processes, codes, strict=True) if code]
+    if failed:
+        raise RunFailedError(
+            f"{len(failed)} agent(s) exited with an error: {', '.join(failed)}",
+            "read the agents' output above; `ak-remote agent up --print` shows their commands",
+        )
 
 
 @click.command()
-@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
-def agents(as_json: bool) -> None:
+@json_option()
+@pass_app
+def agents(app: App, as_json: bool) -> None:
     """List registered workers with their queues and current run."""
-    from ak_remote.clearml_api import client_from_config
-    from ak_remote.fleet import list_workers
+    from ak_remote.fleet.queues import list_workers
 
-    rows = list_workers(client_from_config())
+    rows = list_workers(app.client())
     if as_json:
-        ui.as_json([row.__dict__ for row in rows])
+        ui.as_json(rows)
         return
     if not rows:
         ui.info("no workers registered")
@@ -162,26 +167,30 @@ def agents(as_json: bool) -> None:
     multiple=True,
     help="Queue to check (repeatable) [default: AK_REMOTE_QUEUE, else gpu].",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print the checks as JSON.")
-def doctor(queue_names: tuple[str, ...], as_json: bool) -> None:
+@json_option("Print the checks as JSON.")
+@pass_app
+def doctor(app: App, queue_names: tuple[str, ...], as_json: bool) -> None:
     """Check credentials, server, queues, their workers and the worker image.
 
     Prints one fix per problem; exits 4 when anything needs fixing.
     """
-    from ak_remote.clearml_api import client_from_config
-    from ak_remote.config import DEFAULT_IMAGE, load_config
-    from ak_remote.fleet import diagnose
-    from ak_remote.local_run import server_configured
+    from ak_remote.contract import server_configured
+    from ak_remote.fleet.doctor import diagnose
+    from ak_remote.remote.config import DEFAULT_IMAGE
 
-    config = load_config()
+    config = app.config
     names = list(queue_names) or [config.queue or "gpu"]
-    checks = diagnose(client_from_config, server_configured(), names, config.image, DEFAULT_IMAGE)
+    checks = diagnose(app.client, server_configured(), names, config.image, DEFAULT_IMAGE)
     if as_json:
-        ui.as_json([check.__dict__ for check in checks])
+        ui.as_json(checks)
     else:
         for check in checks:
             ui.data(f"{'ok ' if check.ok else 'FAIL'} {check.name}: {check.detail}")
             if not check.ok:
                 ui.data(f"     fix: {check.fix}")
-    if not all(check.ok for check in checks):
-        raise SystemExit(ExitCode.SERVER)
+    failing = [check.name for check in checks if not check.ok]
+    if failing:
+        raise ServerError(
+            f"doctor found {len(failing)} problem(s): {', '.join(failing)}",
+            "apply the fixes listed above",
+        )

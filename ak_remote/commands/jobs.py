@@ -6,12 +6,13 @@ import click
 
 from ak_remote import ui
 from ak_remote.catalog import JOBS, get_job
+from ak_remote.commands.common import json_option
 from ak_remote.params import format_value
 
 
 @click.command()
 @click.argument("job_name", metavar="[JOB]", required=False)
-@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@json_option()
 def jobs(job_name: str | None, as_json: bool) -> None:
     """List the jobs, or the parameters of JOB with their types and defaults."""
     if job_name is None:

@@ -5,10 +5,9 @@ from __future__ import annotations
 import click
 
 from ak_remote import ui
-from ak_remote.clearml_api import client_from_config
-from ak_remote.config import load_config, pick
-from ak_remote.errors import RunFailedError
-from ak_remote.launch import LaunchPlan, LaunchRequest, execute_launch, plan_launch
+from ak_remote.commands.common import App, follow_runs, json_option, pass_app
+from ak_remote.remote.config import pick
+from ak_remote.remote.launch import LaunchPlan, LaunchRequest, execute_launch, plan_launch
 
 
 @click.command()
@@ -29,8 +28,10 @@ from ak_remote.launch import LaunchPlan, LaunchRequest, execute_launch, plan_lau
 @click.option("--create-queue", is_flag=True, help="Create the queue if it does not exist.")
 @click.option("--dry-run", is_flag=True, help="Print what would be created; create nothing.")
 @click.option("--wait", is_flag=True, help="Follow the runs until they end; exit 5 if any failed.")
-@click.option("--json", "as_json", is_flag=True, help="Print the runs (or the plan) as JSON.")
+@json_option("Print the runs (or the plan) as JSON.")
+@pass_app
 def launch(
+    app: App,
     template: str,
     queue: str | None,
     sets: tuple[str, ...],
@@ -55,7 +56,7 @@ def launch(
       ak-remote launch image-classifier -q gpu --set max_trials=20
       ak-remote launch structured-classifier -q cpu --sweep epochs=10,20 --sweep tuner=greedy,random
     """
-    config = load_config()
+    config = app.config
     request = LaunchRequest(
         template=template,
         queue=pick(queue, config.queue),
@@ -68,7 +69,7 @@ def launch(
         template_project=pick(template_project, config.template_project) or config.template_project,
         create_queue=create_queue,
     )
-    client = client_from_config(on_retry=ui.info)
+    client = app.client()
     plan = plan_launch(client, request)
     if dry_run:
         _show_plan(plan, as_json)
@@ -95,31 +96,8 @@ def launch(
             ]
         )
         return
-    follow_runs(result.task_ids, config.poll_interval)
+    follow_runs(client, result.task_ids, config.poll_interval)
     ui.next_steps([f"ak-remote compare {selector}", f"ak-remote pull {result.task_ids[0]} --check"])
-
-
-def follow_runs(task_ids: list[str], interval: float) -> None:
-    """Wait for the runs with a progress line per change; RunFailedError if any did not complete."""
-    from ak_remote.follow import BAD_STATUSES, RunStatus, wait
-
-    def show(rows: list[RunStatus]) -> None:
-        counts: dict[str, int] = {}
-        for row in rows:
-            counts[row.status] = counts.get(row.status, 0) + 1
-        ui.info("  " + ", ".join(f"{n} {status}" for status, n in sorted(counts.items())))
-
-    ui.info(f"Waiting for {len(task_ids)} run(s) (Ctrl-C stops waiting, not the runs)...")
-    rows = wait(client_from_config(on_retry=ui.info), task_ids, interval=interval, on_change=show)
-    bad = [row for row in rows if row.status in BAD_STATUSES]
-    for row in rows:
-        ui.info(f"  {row.id} {row.status} {row.message}".rstrip())
-    if bad:
-        raise RunFailedError(
-            f"{len(bad)} of {len(rows)} runs did not complete: "
-            + ", ".join(f"{row.id} ({row.status})" for row in bad),
-            f"read the log: ak-remote logs {bad[0].id}",
-        )
 
 
 def _show_plan(plan: LaunchPlan, as_json: bool) -> None:

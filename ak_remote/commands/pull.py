@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from ak_remote import ui
-from ak_remote.clearml_api import client_from_config
+from ak_remote.commands.common import App, json_option, pass_app
 
 
 @click.command()
@@ -25,20 +25,23 @@ from ak_remote.clearml_api import client_from_config
 @click.option(
     "--no-load", is_flag=True, help="Only download and verify checksums; do not load the models."
 )
-@click.option("--json", "as_json", is_flag=True, help="Print what was pulled as JSON.")
-def pull(task_id: str, dest: Path | None, check: bool, no_load: bool, as_json: bool) -> None:
+@json_option("Print what was pulled as JSON.")
+@pass_app
+def pull(
+    app: App, task_id: str, dest: Path | None, check: bool, no_load: bool, as_json: bool
+) -> None:
     """Download a run's exported models and inference metadata, verified against its checksums.
 
     A download that does not match the sha256 the job recorded is fetched again once, then
     rejected (exit 5). The models are then reloaded (AutoKeras custom objects included); with
     --check they must reproduce the predictions the job recorded on held-out samples.
     """
-    from ak_remote.pull import pull as pull_run
+    from ak_remote.remote.pull import pull as pull_run
 
     if check and no_load:
         raise click.UsageError("--check needs the models loaded; drop --no-load")
     result = pull_run(
-        client_from_config(on_retry=ui.info),
+        app.client(),
         task_id,
         dest,
         load=not no_load,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import click
 
 from ak_remote import ui
-from ak_remote.clearml_api import client_from_config
-from ak_remote.config import load_config, pick
+from ak_remote.commands.common import App, follow_runs, json_option, pass_app
+from ak_remote.remote.config import pick
 
 
 @click.command()
@@ -16,17 +16,20 @@ from ak_remote.config import load_config, pick
     "--wait", is_flag=True, help="Wait for it and print metric deltas (exit 5 if it failed)."
 )
 @click.option("--dry-run", is_flag=True, help="Show what would be pinned; create nothing.")
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def reproduce(task_id: str, queue: str | None, wait: bool, dry_run: bool, as_json: bool) -> None:
+@json_option("Print the result as JSON.")
+@pass_app
+def reproduce(
+    app: App, task_id: str, queue: str | None, wait: bool, dry_run: bool, as_json: bool
+) -> None:
     """Clone a finished run pinning code, image, packages, seed and data; run it again.
 
     Warns about anything that could not be pinned. With --wait, prints the difference of each
     test metric from the original when it finishes.
     """
-    from ak_remote.reproduce import compare_outcome, execute_reproduce, plan_reproduce
+    from ak_remote.remote.reproduce import compare_outcome, execute_reproduce, plan_reproduce
 
-    config = load_config()
-    client = client_from_config(on_retry=ui.info)
+    config = app.config
+    client = app.client()
     plan = plan_reproduce(client, task_id, pick(queue, config.queue))
     for line in plan.pinned:
         ui.info(f"  pinned: {line}")
@@ -46,9 +49,7 @@ def reproduce(task_id: str, queue: str | None, wait: bool, dry_run: bool, as_jso
         ui.next_steps([f"ak-remote status {new_id}", f"ak-remote compare {task_id} {new_id}"])
         return
     ui.info(f"Reproduction {new_id} queued on {plan.queue_name}")
-    from ak_remote.commands.launch import follow_runs
-
-    follow_runs([new_id], config.poll_interval)
+    follow_runs(client, [new_id], config.poll_interval)
     deltas, notes = compare_outcome(client, plan, new_id)
     if as_json:
         ui.as_json(

@@ -5,8 +5,7 @@ from __future__ import annotations
 import click
 
 from ak_remote import ui
-from ak_remote.clearml_api import client_from_config
-from ak_remote.config import load_config
+from ak_remote.commands.common import App, follow_runs, json_option, pass_app
 
 
 @click.command()
@@ -17,8 +16,9 @@ from ak_remote.config import load_config
     help="Queue to enqueue on [default: the queue it last ran on, else AK_REMOTE_QUEUE / config].",
 )
 @click.option("--wait", is_flag=True, help="Follow the run until it ends; exit 5 if it fails.")
-@click.option("--json", "as_json", is_flag=True, help="Print what was resumed as JSON.")
-def resume(task_id: str, queue: str | None, wait: bool, as_json: bool) -> None:
+@json_option("Print what was resumed as JSON.")
+@pass_app
+def resume(app: App, task_id: str, queue: str | None, wait: bool, as_json: bool) -> None:
     """Enqueue the stopped or failed run ID again; its search continues where it left off.
 
     The job restores the search state the run saved after its last finished trial: finished
@@ -29,10 +29,10 @@ def resume(task_id: str, queue: str | None, wait: bool, as_json: bool) -> None:
     Example:
       ak-remote resume 0123456789abcdef0123456789abcdef -q gpu --wait
     """
-    from ak_remote.resume import resume as resume_run
+    from ak_remote.remote.resume import resume as resume_run
 
-    config = load_config()
-    client = client_from_config(on_retry=ui.info)
+    config = app.config
+    client = app.client()
     result = resume_run(client, task_id, queue, config.queue)
     if as_json:
         ui.as_json(result.as_dict())
@@ -54,7 +54,5 @@ def resume(task_id: str, queue: str | None, wait: bool, as_json: bool) -> None:
             ]
         )
         return
-    from ak_remote.commands.launch import follow_runs
-
-    follow_runs([result.task_id], config.poll_interval)
+    follow_runs(client, [result.task_id], config.poll_interval)
     ui.next_steps([f"ak-remote pull {result.task_id} --check"])

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import click
 
-from ak_remote import local_run, ui
+from ak_remote import contract, ui
+from ak_remote.commands.common import json_option
 from ak_remote.params import parse_assignments
+from ak_remote.remote import local_run
 
 
 @click.command()
@@ -37,7 +40,13 @@ from ak_remote.params import parse_assignments
     help="Continue the search saved in RUN_DIR (a stopped or killed run); its search "
     "parameters are kept.",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print the run's summary as JSON.")
+@click.option(
+    "-v",
+    "--verbose",
+    is_flag=True,
+    help="Show TensorFlow's, Keras' and ClearML's warnings [default: RUN/logs/libraries.log].",
+)
+@json_option("Print the run's summary as JSON.")
 def run(
     job_name: str,
     assignments: tuple[str, ...],
@@ -46,6 +55,7 @@ def run(
     project: str | None,
     task_name: str | None,
     resume_dir: Path | None,
+    verbose: bool,
     as_json: bool,
 ) -> None:
     """Run JOB on this machine, tracked in ClearML.
@@ -59,16 +69,18 @@ def run(
       ak-remote run structured-classifier --resume runs/structured-classifier/20260101-120000
     """
     overrides = parse_assignments(assignments)
+    if verbose:  # read by the job's runtime (ak_remote.runtime.console), a child process
+        os.environ["AK_REMOTE_VERBOSE"] = "1"
     if resume_dir is not None:
         from ak_remote.catalog import get_job
-        from ak_remote.runtime.resume import check_resume_dir, resume_overrides
+        from ak_remote.runtime.search_state import check_resume_dir, resume_overrides
 
         if run_dir is not None and run_dir.resolve() != resume_dir.resolve():
             raise click.UsageError("--resume continues in its own folder: drop --run-dir")
         run_dir = check_resume_dir(str(resume_dir))
         overrides = resume_overrides(run_dir, get_job(job_name), overrides)
-    job, _ = local_run.prepare(job_name, overrides)
-    offline = offline or not local_run.server_configured()
+    job, _ = local_run.check_request(job_name, overrides)
+    offline = offline or not contract.server_configured()
     target = run_dir or local_run.new_run_dir(job)
     mode = "offline (no ClearML server configured)" if offline else "tracked on the ClearML server"
     verb = "Resuming" if resume_dir is not None else "Running"

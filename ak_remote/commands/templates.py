@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import click
 
-from ak_remote import templates as templates_lib
 from ak_remote import ui
-from ak_remote.clearml_api import client_from_config
-from ak_remote.config import load_config, pick
+from ak_remote.commands.common import App, json_option, pass_app
+from ak_remote.contract import PARAM_SECTION
+from ak_remote.remote import templates as templates_lib
+from ak_remote.remote.config import pick
 
 
 @click.group()
@@ -21,17 +22,20 @@ def templates() -> None:
 @click.option(
     "--docker-args", help="Docker arguments recorded with the image [default: from config]."
 )
-@click.option("--json", "as_json", is_flag=True, help="Print what was created/updated as JSON.")
-def sync(project: str | None, image: str | None, docker_args: str | None, as_json: bool) -> None:
+@json_option("Print what was created/updated as JSON.")
+@pass_app
+def sync(
+    app: App, project: str | None, image: str | None, docker_args: str | None, as_json: bool
+) -> None:
     """Create or update one template per job; changes nothing when all are up to date.
 
     A template records the entry point (git repository and commit when the checkout has a
     remote, otherwise the script itself), the worker image and its arguments, the pinned
     requirements (requirements/worker.lock) and the job's typed default parameters.
     """
-    config = load_config()
+    config = app.config
     project_name = pick(project, config.template_project) or config.template_project
-    client = client_from_config(on_retry=ui.info)
+    client = app.client()
     chosen = pick(image, config.image) or config.image
     from ak_remote.images import registry_digest
 
@@ -67,16 +71,17 @@ def sync(project: str | None, image: str | None, docker_args: str | None, as_jso
 
 @templates.command("list")
 @click.option("--project", help="ClearML project of the templates [default: ak-remote/templates].")
-@click.option("--json", "as_json", is_flag=True, help="Print the templates as JSON.")
-def list_(project: str | None, as_json: bool) -> None:
+@json_option("Print the templates as JSON.")
+@pass_app
+def list_(app: App, project: str | None, as_json: bool) -> None:
     """List the templates: job, task id, image and parameter defaults."""
-    config = load_config()
+    config = app.config
     project_name = pick(project, config.template_project) or config.template_project
-    found = templates_lib.list_templates(client_from_config(on_retry=ui.info), project_name)
+    found = templates_lib.list_templates(app.client(), project_name)
     rows = []
     for task in found:
         job = templates_lib.job_of(task)
-        general = (task.get("hyperparams") or {}).get("General") or {}
+        general = (task.get("hyperparams") or {}).get(PARAM_SECTION) or {}
         rows.append(
             {
                 "job": job.name if job else task.get("name"),

@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 
 from ak_remote import ui
-from ak_remote.clearml_api import client_from_config
+from ak_remote.commands.common import App, pass_app
 from ak_remote.errors import UsageError
 
 
@@ -31,16 +31,15 @@ def _cache_root() -> Path:
     help="Where to unpack the logs [default: ~/.cache/ak-remote/tensorboard].",
 )
 @click.option("--print-command", is_flag=True, help="Print the tensorboard command; do not run it.")
+@pass_app
 def tensorboard(
-    ids: tuple[str, ...], port: int, host: str, logdir: Path | None, print_command: bool
+    app: App, ids: tuple[str, ...], port: int, host: str, logdir: Path | None, print_command: bool
 ) -> None:
     """Download the runs' TensorBoard logs and start TensorBoard over them, one run per name."""
-    from ak_remote.pull import fetch_tensorboard_logs
+    from ak_remote.remote.pull import fetch_tensorboard_logs
 
     root = (logdir or _cache_root()).resolve()
-    dirs = fetch_tensorboard_logs(
-        client_from_config(on_retry=ui.info), list(ids), root, progress=ui.info
-    )
+    dirs = fetch_tensorboard_logs(app.client(), list(ids), root, progress=ui.info)
     spec = ",".join(f"{label}:{path}" for label, path in dirs.items())
     binary = shutil.which("tensorboard")
     argv = ([binary] if binary else [sys.executable, "-m", "tensorboard.main"]) + [

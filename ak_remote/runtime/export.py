@@ -10,7 +10,6 @@ records how far the best trial's model is from it.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from ak_remote.catalog import Job
+from ak_remote.contract import sha256_file
 from ak_remote.runtime.data import Dataset
 from ak_remote.runtime.inference import ARGMAX, IDENTITY, THRESHOLD, decode
 
@@ -123,7 +123,7 @@ def export_and_verify(
             else:
                 reloaded = keras.models.load_model(str(path), custom_objects=ak.CUSTOM_OBJECTS)
                 outputs = np.asarray(reloaded.predict(samples, verbose=0))
-        except Exception as exc:  # any reload failure is a verification failure, said plainly
+        except Exception as exc:  # noqa: BLE001 - any reload failure is a verification failure, said plainly
             errors[name] = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
             continue
         diffs[name] = _max_abs_diff(expected, outputs)
@@ -180,8 +180,8 @@ def _provenance(
         )
     best = automodel.tuner.oracle.get_best_trials(1)
     if best and not Path(automodel.tuner._get_checkpoint_fname(best[0].trial_id)).is_file():
-        # A resumed search restores trials without their weights (runtime/resume.py), so a best
-        # trial trained before the restart has no model to compare with.
+        # A resumed search restores trials without their weights (runtime/search_state.py), so a
+        # best trial trained before the restart has no model to compare with.
         record["diff_to_best_trial_model"] = None
         record["best_trial_model"] = "not kept: trained before the search was resumed"
         return record
@@ -215,12 +215,8 @@ def _checksums(models_dir: Path) -> dict[str, str]:
     sums: dict[str, str] = {}
     for path in sorted(models_dir.rglob("*")):
         if path.is_file():
-            digest = hashlib.sha256()
-            with path.open("rb") as handle:
-                for block in iter(lambda: handle.read(1 << 20), b""):
-                    digest.update(block)
             # Keys relative to the run folder, like every other path in summary.json.
-            sums[path.relative_to(models_dir.parent).as_posix()] = digest.hexdigest()
+            sums[path.relative_to(models_dir.parent).as_posix()] = sha256_file(path)
     return sums
 
 

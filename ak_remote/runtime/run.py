@@ -25,6 +25,13 @@ from typing import Any, NoReturn
 
 from ak_remote import __version__
 from ak_remote.catalog import PROJECT_ROOT, Job, get_job
+from ak_remote.contract import (
+    DEFAULT_PROJECT,
+    RUN_COMPLETED,
+    RUN_FAILED,
+    SUMMARY_FILE,
+    new_summary,
+)
 from ak_remote.datasets import check_reference
 from ak_remote.errors import (
     AkRemoteError,
@@ -35,9 +42,9 @@ from ak_remote.errors import (
     UsageError,
 )
 from ak_remote.params import Value, parse_assignments
+from ak_remote.runtime import console
 from ak_remote.runtime.settings import Settings
 
-DEFAULT_PROJECT = "ak-remote"
 DEBUG_ENV = "AK_REMOTE_DEBUG"
 IMAGE_ENV = "AK_REMOTE_IMAGE"  # set by hand or by an agent's config: the image a run ran in
 # clearml-agent's Docker mode sets this in every task container to the image it started, as the
@@ -79,7 +86,7 @@ def parse_argv(job: Job, argv: list[str]) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.resume:
         # Checked before anything writes into the folder (a failed run writes summary.json).
-        from ak_remote.runtime.resume import check_resume_dir
+        from ak_remote.runtime.search_state import check_resume_dir
 
         check_resume_dir(args.run_dir)
     return args
@@ -96,28 +103,13 @@ class Run:
         self.run_dir: Path | None = None
         self.tracker: Any = None
         self.resume = False  # --resume: continue the search saved in the run folder
-        self.search_state: Any = None  # ak_remote.runtime.resume.SearchState, once prepared
-        self.summary: dict[str, Any] = {
-            "job": job.name,
-            "task_id": None,
-            "offline_session": None,
-            "run_dir": None,
-            "params": {},
-            "data": None,
-            "metrics": {},
-            "export": None,
-            "tensorboard_dir": None,
-            "distribution": None,
-            "model_registration": None,
-            "reproducibility": None,
-            "search": None,
-            "status": "running",
-        }
+        self.search_state: Any = None  # ak_remote.runtime.search_state.SearchState, once prepared
+        self.summary: dict[str, Any] = new_summary(job.name)
 
     # --- the steps ---------------------------------------------------------------------------
 
     def execute(self, args: argparse.Namespace) -> None:
-        from ak_remote.local_run import server_configured
+        from ak_remote.contract import server_configured
         from ak_remote.runtime.tracking import Tracker
 
         job = self.job
@@ -153,6 +145,7 @@ class Run:
             task_part = self.tracker.task_id.removeprefix("offline-")[:8]
             self.run_dir = Path.cwd() / "runs" / job.name / f"{stamp}-{task_part}"
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        console.log_to(self.run_dir)
         self.summary["run_dir"] = str(self.run_dir)
         # Under an agent the values that count are the server's (a clone's overrides): they
         # are validated again, and bad ones fail the task with the same one-line message.
@@ -161,7 +154,7 @@ class Run:
         self.summary["params"] = job.params.to_strings(self.params)
         self.settings = Settings.from_values(self.params)
         self.summary["reproducibility"] = reproducibility(self.settings.seed, self.run_dir)
-        _say(f"run folder: {self.run_dir}")
+        console.say(f"run folder: {self.run_dir}")
         self._train_and_export()
 
     def _train_and_export(self) -> None:
@@ -209,10 +202,12 @@ class Run:
         }
         tensorboard_dir = run_dir / "tensorboard"
         self.summary["tensorboard_dir"] = str(tensorboard_dir)
-        _say(f"TensorBoard logs: {tensorboard_dir}  (tensorboard --logdir {tensorboard_dir})")
-        from ak_remote.runtime.resume import prepare
+        console.say(
+            f"TensorBoard logs: {tensorboard_dir}  (tensorboard --logdir {tensorboard_dir})"
+        )
+        from ak_remote.runtime.search_state import restore_or_start
 
-        self.search_state = prepare(
+        self.search_state = restore_or_start(
             run_dir,
             job.name,
             job.params.to_strings(self.params),
@@ -266,7 +261,7 @@ class Run:
             self.tracker.report_single_value(name, value)
             self.tracker.report_scalar("test", name.removeprefix("test_"), value, 0)
         self.summary["metrics"] = metrics
-        _say("test metrics: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
+        console.say("test metrics: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
 
     def _export(self, data: Any, result: Any, x_test: Any) -> None:
         from ak_remote.runtime.export import export_and_verify
@@ -295,7 +290,7 @@ class Run:
                 f"exported model failed verification ({detail}; tolerance {tolerance:g})",
                 "the files are kept in models/ for inspection; do not serve them",
             )
-        _say(
+        console.say(
             "export verified: "
             + ", ".join(f"{k} max|diff|={v:.2g}" for k, v in verification["max_abs_diff"].items())
         )
@@ -331,23 +326,26 @@ class Run:
         self.summary["wall_time_s"] = round(time.time() - self.started, 2)
         if self.search_state is not None:
             self.summary["search"] = self.search_state.summary()
-        path = self.run_dir / "summary.json"
-        path.write_text(json.dumps(self.summary, indent=2, default=_json_default) + "\n")
+        path = self.run_dir / SUMMARY_FILE
+        # Atomic: a reader (or a run killed mid-write) never sees a half-written summary.
+        tmp = path.with_name(f".{SUMMARY_FILE}.tmp")
+        tmp.write_text(json.dumps(self.summary, indent=2, default=_json_default) + "\n")
+        os.replace(tmp, path)
         return path
 
     def finish(self, error: AkRemoteError | None) -> None:
         """Write summary.json, attach it, and close the task as completed or failed."""
         if error is None:
-            self.summary["status"] = "completed"
+            self.summary["status"] = RUN_COMPLETED
         else:
-            self.summary["status"] = "failed"
+            self.summary["status"] = RUN_FAILED
             self.summary["error"] = str(error).splitlines()[0]
         path = self.write_summary()
         if self.tracker is None:
             return
         try:
             if path is not None:
-                self.tracker.upload("summary.json", path)
+                self.tracker.upload(SUMMARY_FILE, path)
         finally:
             if error is None:
                 self.tracker.complete()
@@ -410,15 +408,10 @@ def _json_default(value: Any) -> Any:
     return str(value)
 
 
-def _say(message: str) -> None:
-    print(f"[ak-remote] {message}", file=sys.stderr, flush=True)
-
-
 def main(job_name: str, argv: list[str] | None = None) -> int:
     """Run `job_name` with `argv` (default: sys.argv[1:]); returns the exit code."""
     debug = os.environ.get(DEBUG_ENV, "") not in ("", "0")
-    # TensorFlow's C++ INFO lines (CPU features, oneDNN) are noise in a job log.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+    console.quiet_libraries()  # before TensorFlow loads: its warnings go to the run's log file
     run: Run | None = None
     error: AkRemoteError | None = None
     trace = ""
@@ -434,7 +427,7 @@ def main(job_name: str, argv: list[str] | None = None) -> int:
         error, code, trace = exc, exc.exit_code, traceback.format_exc()
     except KeyboardInterrupt:
         error, code = RunFailedError("interrupted"), ExitCode.INTERRUPTED
-    except Exception as exc:  # a bug or an upstream failure: one line, traceback on request
+    except Exception as exc:  # noqa: BLE001 - a bug or an upstream failure: one line, traceback on request
         trace = traceback.format_exc()
         error = AkRemoteError(
             f"{type(exc).__name__}: {exc}".splitlines()[0][:500],
@@ -442,17 +435,17 @@ def main(job_name: str, argv: list[str] | None = None) -> int:
         )
         code = ExitCode.INTERNAL
     if trace and debug:
-        print(trace, file=sys.stderr, end="")
+        console.error(trace.rstrip())
     if run is not None:
         if error is not None and run.params:
             run.summary["params"] = run.job.params.to_strings(run.params)
         try:
             run.finish(error)
-        except Exception as exc:  # closing must not hide the run's own outcome
-            print(f"Error: could not close the run: {exc}", file=sys.stderr)
+        except Exception as exc:  # noqa: BLE001 - closing must not hide the run's own outcome
+            console.error(f"Error: could not close the run: {exc}")
             code = code or ExitCode.INTERNAL
     if error is not None:
-        print(f"Error: {error}", file=sys.stderr, flush=True)
+        console.error(f"Error: {error}")
     if run is not None and run.summary.get("offline_session"):
-        print(f"offline session: {run.summary['offline_session']}", file=sys.stderr, flush=True)
+        console.error(f"offline session: {run.summary['offline_session']}")
     return int(code)

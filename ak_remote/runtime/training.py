@@ -11,7 +11,7 @@ from ak_remote.catalog import Job
 from ak_remote.errors import UsageError
 from ak_remote.runtime.callbacks import ScalarSink, TensorBoard
 from ak_remote.runtime.data import Dataset
-from ak_remote.runtime.resume import SearchState
+from ak_remote.runtime.search_state import SearchState
 from ak_remote.runtime.settings import Settings
 
 # Test hook: split the CPU into N logical devices so MirroredStrategy can run without GPUs.

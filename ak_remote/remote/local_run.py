@@ -6,7 +6,6 @@ remote run execute the same code; the launcher process itself never imports Tens
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -16,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ak_remote.catalog import Job, get_job
+from ak_remote.contract import RUN_COMPLETED, read_summary
 from ak_remote.errors import (
     AkRemoteError,
     DataError,
@@ -37,21 +37,7 @@ class LocalRun:
     summary: dict[str, Any]
 
 
-def server_configured(env: dict[str, str] | None = None) -> bool:
-    """True when ClearML has a server to talk to (env vars or a clearml.conf)."""
-    env = dict(os.environ) if env is None else env
-    if env.get("CLEARML_OFFLINE_MODE", "").lower() in ("1", "true", "yes", "on"):
-        return False
-    if env.get("CLEARML_API_HOST") or env.get("TRAINS_API_HOST"):
-        return True
-    config = env.get("CLEARML_CONFIG_FILE") or env.get("TRAINS_CONFIG_FILE")
-    if config:
-        return Path(config).expanduser().is_file()
-    home = Path(env.get("HOME") or Path.home())
-    return any((home / name).is_file() for name in ("clearml.conf", "trains.conf"))
-
-
-def prepare(job_name: str, overrides: dict[str, str]) -> tuple[Job, dict[str, Value]]:
+def check_request(job_name: str, overrides: dict[str, str]) -> tuple[Job, dict[str, Value]]:
     """Check the job, its parameters and its dataset reference; raises UsageError/DataError."""
     job = get_job(job_name)
     values = job.params.resolve(overrides)
@@ -95,7 +81,7 @@ def run_job(
     for key, value in overrides.items():
         argv += ["--set", f"{key}={value}"]
     argv += ["--run-dir", str(run_dir)]
-    if resume:  # the job restores run_dir/search_state.zip (ak_remote.runtime.resume)
+    if resume:  # the job restores run_dir/search_state.zip (ak_remote.runtime.search_state)
         argv.append("--resume")
     if offline:
         argv.append("--offline")
@@ -108,10 +94,10 @@ def run_job(
     summary_path = run_dir / "summary.json"
     summary: dict[str, Any] = {}
     if summary_path.is_file():
-        summary = json.loads(summary_path.read_text())
+        summary = read_summary(summary_path)
     if completed.returncode != 0:
         raise _failure(completed.returncode, summary, run_dir)
-    if summary.get("status") != "completed":
+    if summary.get("status") != RUN_COMPLETED:
         raise RunFailedError(
             f"the job exited cleanly but left no completed summary in {run_dir}",
             "rerun with AK_REMOTE_DEBUG=1 and report it",

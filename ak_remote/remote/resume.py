@@ -1,7 +1,8 @@
 """Resuming a stopped or failed remote run: enqueue the *same* task again.
 
 The job the agent then runs finds the task's `search_state` artifact (saved after every finished
-trial, see ak_remote.runtime.resume), restores the Keras Tuner project and continues the search:
+trial, see ak_remote.runtime.search_state), restores the Keras Tuner project and continues the
+search:
 finished trials are not trained again and the total stays `max_trials`. Re-enqueueing the same
 task (rather than a clone) keeps its id, parameters, metrics of the finished trials and the
 artifact; the server allows a failed or stopped task to be enqueued again as it is (no reset:
@@ -13,13 +14,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ak_remote.clearml_api import Client, Doc
+from ak_remote.contract import RESUMABLE, SEARCH_STATE_ARTIFACT, TEMPLATE_TAG
 from ak_remote.errors import ServerError, UsageError
-from ak_remote.follow import check_task_ids
-from ak_remote.runtime.resume import ARTIFACT_NAME
-from ak_remote.templates import TEMPLATE_TAG
+from ak_remote.remote.clearml_api import Client, Doc
+from ak_remote.remote.runs import check_task_ids
 
-RESUMABLE = frozenset({"stopped", "failed"})
 _FIELDS = [
     "id",
     "name",
@@ -128,7 +127,8 @@ def resume(
     queue_id, queue_name = _pick_queue(client, task, queue, default_queue)
     artifacts = (task.get("execution") or {}).get("artifacts") or []
     has_state = any(
-        a.get("key") == ARTIFACT_NAME and a.get("mode", "output") == "output" for a in artifacts
+        a.get("key") == SEARCH_STATE_ARTIFACT and a.get("mode", "output") == "output"
+        for a in artifacts
     )
     done, failed = client.enqueue_many([task_id], queue_id)
     if task_id not in done:

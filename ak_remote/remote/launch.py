@@ -19,16 +19,20 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ak_remote.clearml_api import Client, Doc
-from ak_remote.config import DEFAULT_PROJECT, DEFAULT_TEMPLATE_PROJECT
-from ak_remote.errors import AkRemoteError, ServerError, UsageError
+from ak_remote.contract import (
+    BATCH_TAG_PREFIX,
+    DEFAULT_PROJECT,
+    DEFAULT_TEMPLATE_PROJECT,
+    LAUNCH_TAG_PREFIX,
+    RUN_TAG,
+    SWEEP_TAG_PREFIX,
+    job_tag,
+)
+from ak_remote.errors import AkRemoteError, InternalError, ServerError, UsageError
 from ak_remote.params import SECTION, format_value, parse_assignments, parse_sweep
-from ak_remote.templates import JOB_TAG_PREFIX, Template, resolve_template
+from ak_remote.remote.clearml_api import Client, Doc
+from ak_remote.remote.templates import Template, resolve_template
 
-LAUNCH_TAG_PREFIX = "ak-remote-launch:"  # system tag: one per run, unique (look before retry)
-BATCH_TAG_PREFIX = "ak-remote-batch:"  # system tag: every run of one launch command
-SWEEP_TAG_PREFIX = "sweep:"  # user tag: every run of one sweep (shown and filterable in the UI)
-RUN_TAG = "ak-remote"
 MAX_RUNS = 500  # a bigger sweep is almost surely a typo; split it
 MAX_NAME_LENGTH = 200
 MAX_TAG_LENGTH = 100
@@ -273,7 +277,7 @@ def plan_launch(client: Client, request: LaunchRequest) -> LaunchPlan:
     if sweep_id:
         base_tags.append(f"{SWEEP_TAG_PREFIX}{sweep_id}")
     template_values = template.values()
-    job_tags = [f"{JOB_TAG_PREFIX}{template.job.name}"] if template.job else []
+    job_tags = [job_tag(template.job.name)] if template.job else []
     container = None
     if image is not None:
         container = {**(template.task.get("container") or {}), "image": image}
@@ -451,6 +455,13 @@ def _launch_error(
         return exc  # the CLI reports Ctrl-C; nothing is left behind
     cause = exc.message if isinstance(exc, AkRemoteError) else f"{type(exc).__name__}: {exc}"
     where = f"after {len(created)} of {len(plan.runs)} runs were created"
+    if not isinstance(exc, AkRemoteError):
+        # A bug, not an outage: say so, with what the rollback left behind.
+        leftover = f"; left on the server: {', '.join(left)}" if left else "; nothing was left"
+        return InternalError(
+            f"launch failed {where}: {cause}{leftover}",
+            "this is a bug: rerun with --debug and report it",
+        )
     if not left and reachable:
         return ServerError(
             f"launch failed {where}: {cause}; removed them all, nothing was launched",

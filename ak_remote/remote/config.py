@@ -14,10 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from ak_remote import __version__
+from ak_remote.contract import DEFAULT_PROJECT, DEFAULT_TEMPLATE_PROJECT
 from ak_remote.errors import UsageError
 
-DEFAULT_TEMPLATE_PROJECT = "ak-remote/templates"
-DEFAULT_PROJECT = "ak-remote"
 # The GPU worker image docker/build.sh tags for this version of ak-remote.
 DEFAULT_IMAGE = f"ak-remote-worker:{__version__}-gpu"
 

@@ -9,7 +9,6 @@ TensorFlow, only here and only then.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import tempfile
@@ -19,13 +18,19 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from ak_remote.clearml_api import Client, Doc
-from ak_remote.errors import RunFailedError, UsageError
+from ak_remote.contract import (
+    BAD_STATUSES,
+    FINISHED_OK,
+    MODEL_METADATA,
+    SUMMARY_FILE,
+    parse_summary,
+    sha256_file,
+)
+from ak_remote.errors import DataError, RunFailedError, UsageError
+from ak_remote.remote.clearml_api import Client, Doc
 
 Progress = Callable[[str], None]
-SUMMARY = "summary.json"
-METADATA = ("inference.json", "pipeline.json", "check_samples.npz")
-FINISHED_OK = ("completed", "published", "closed")
+SUMMARY = SUMMARY_FILE
 
 
 @dataclass
@@ -63,14 +68,6 @@ def safe_relative(name: str) -> PurePosixPath:
     return path
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def fetch_summary(client: Client, task: Mapping[str, Any], dest: Path) -> dict[str, Any]:
     """Download and parse the run's summary.json. Raises RunFailedError when it has none."""
     artifact = artifacts_of(task).get(SUMMARY)
@@ -87,9 +84,10 @@ def fetch_summary(client: Client, task: Mapping[str, Any], dest: Path) -> dict[s
         raise RunFailedError(
             f"the run's {SUMMARY} is not valid JSON", "do not use this run"
         ) from None
-    if not isinstance(summary, dict):
-        raise RunFailedError(f"the run's {SUMMARY} is not a JSON object", "do not use this run")
-    return summary
+    try:
+        return parse_summary(summary, f"the run's {SUMMARY}")
+    except DataError as exc:
+        raise RunFailedError(exc.message, exc.hint or "do not use this run") from None
 
 
 def _download_verified(client: Client, url: str, target: Path, expected: str, say: Progress) -> str:
@@ -127,7 +125,9 @@ def _extract_zip(archive: Path, target: Path) -> None:
 
 def _folder_sums(root: Path) -> dict[str, str]:
     return {
-        p.relative_to(root).as_posix(): sha256_of(p) for p in sorted(root.rglob("*")) if p.is_file()
+        p.relative_to(root).as_posix(): sha256_file(p)
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
     }
 
 
@@ -177,14 +177,14 @@ def pull(
     Raises UsageError (run not finished), RunFailedError (failed export check, integrity or
     prediction mismatch, reload failure), ServerError.
     """
-    from ak_remote.follow import check_task_ids
+    from ak_remote.remote.runs import check_task_ids
 
     say = progress or (lambda _text: None)
     task_id = check_task_ids([task_id])[0]
     task = client.get_task(task_id)
     status = str(task.get("status"))
     if status not in FINISHED_OK:
-        if status in ("failed", "stopped"):
+        if status in BAD_STATUSES:
             raise RunFailedError(
                 f"run {task_id} ended {status}; it has no verified model",
                 f"ak-remote logs {task_id}",
@@ -212,7 +212,7 @@ def pull(
     formats: dict[str, str] = {
         name: safe_relative(str(path)).name for name, path in (export.get("formats") or {}).items()
     }
-    wanted = [(f, f) for f in formats.values()] + [(m, m) for m in METADATA]
+    wanted = [(f, f) for f in formats.values()] + [(m, m) for m in MODEL_METADATA]
     for key, relative in wanted:
         artifact = artifacts.get(key)
         if artifact is None:
@@ -264,7 +264,7 @@ def load_models(dest: Path, formats: Mapping[str, str]) -> dict[str, Any]:
                 import keras
 
                 models[name] = keras.models.load_model(str(path), custom_objects=ak.CUSTOM_OBJECTS)
-        except Exception as exc:  # any reload failure means the model is unusable
+        except Exception as exc:  # noqa: BLE001 - any reload failure means the model is unusable
             raise RunFailedError(
                 f"{relative} downloaded intact but does not load: {type(exc).__name__}: {exc}"[
                     :400
@@ -326,7 +326,7 @@ def fetch_tensorboard_logs(
 
     Raises UsageError for unknown ids, RunFailedError for a run without TensorBoard logs.
     """
-    from ak_remote.follow import select_tasks
+    from ak_remote.remote.runs import select_tasks
 
     say = progress or (lambda _text: None)
     tasks = select_tasks(client, ids=task_ids, fields=["id", "name", "status", "execution"])

@@ -8,7 +8,6 @@ its arguments, the pinned requirements, and the job's default hyperparameters wi
 
 from __future__ import annotations
 
-import re
 import subprocess
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -16,31 +15,26 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from ak_remote import contract
 from ak_remote.catalog import JOBS, PROJECT_ROOT, Job, get_job
-from ak_remote.clearml_api import Client, Doc
+from ak_remote.contract import RUN_TAG, TEMPLATE_TAG, is_task_id
 from ak_remote.errors import UsageError
 from ak_remote.params import SECTION, ParamSet, ParamSpec, format_value
+from ak_remote.remote.clearml_api import Client, Doc
 
-TEMPLATE_TAG = "ak-remote-template"  # system tag of every template task
-JOB_TAG_PREFIX = "ak-remote-job:"  # system tag naming the job (templates and launched runs)
-USER_TAGS = ["ak-remote", "template"]
+USER_TAGS = [RUN_TAG, "template"]
 LOCK_FILE = "requirements/worker.lock"  # what the CPU worker image installs
 GPU_LOCK_FILE = "requirements/worker-gpu.lock"  # the GPU image: tensorflow, not tensorflow-cpu
-_TASK_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
 def job_tag(job: Job) -> str:
-    return f"{JOB_TAG_PREFIX}{job.name}"
+    return contract.job_tag(job.name)
 
 
 def job_of(task: Mapping[str, Any]) -> Job | None:
     """The catalog job a template or run belongs to (from its system tags), or None."""
-    for tag in task.get("system_tags") or []:
-        if isinstance(tag, str) and tag.startswith(JOB_TAG_PREFIX):
-            name = tag[len(JOB_TAG_PREFIX) :]
-            if name in JOBS:
-                return JOBS[name]
-    return None
+    name = contract.job_of(task.get("system_tags"))
+    return JOBS.get(name) if name else None
 
 
 def _git(root: Path, *args: str) -> str | None:
@@ -372,7 +366,7 @@ def resolve_template(client: Client, name_or_id: str, project: str) -> Template:
     Raises UsageError naming the known jobs, or telling to run `templates sync`.
     """
     text = name_or_id.strip()
-    if _TASK_ID.match(text):
+    if is_task_id(text):
         task = client.get_task(text)
         job = job_of(task)
         return Template(task, job, job.params if job else _params_from_task(task))

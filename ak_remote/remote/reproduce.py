@@ -18,14 +18,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ak_remote.clearml_api import Client, Doc, last_metric_values
+from ak_remote.contract import (
+    BATCH_TAG_PREFIX,
+    FINISHED_OK,
+    JOB_TAG_PREFIX,
+    LAUNCH_TAG_PREFIX,
+    REPRODUCES_TAG_PREFIX,
+    RUN_TAG,
+)
 from ak_remote.errors import RunFailedError, UsageError
 from ak_remote.images import is_image_id, is_pinned
-from ak_remote.launch import BATCH_TAG_PREFIX, LAUNCH_TAG_PREFIX, RUN_TAG, check_queue_name
 from ak_remote.params import SECTION
-from ak_remote.pull import FINISHED_OK, fetch_summary
+from ak_remote.remote.clearml_api import Client, Doc, last_metric_values
+from ak_remote.remote.launch import check_queue_name
+from ak_remote.remote.pull import fetch_summary
 
-REPRODUCES_TAG_PREFIX = "reproduces:"
 Progress = Callable[[str], None]
 
 
@@ -59,7 +66,7 @@ def plan_reproduce(client: Client, task_id: str, queue: str | None) -> Reproduce
 
     Raises UsageError (run not finished, unknown queue), RunFailedError (no summary).
     """
-    from ak_remote.follow import check_task_ids
+    from ak_remote.remote.runs import check_task_ids
 
     queue_name = check_queue_name(queue)
     task_id = check_task_ids([task_id])[0]
@@ -154,7 +161,7 @@ def plan_reproduce(client: Client, task_id: str, queue: str | None) -> Reproduce
 
     batch = secrets.token_hex(4)
     token = f"{LAUNCH_TAG_PREFIX}{batch}-0"
-    job_tags = [t for t in original.get("system_tags") or [] if str(t).startswith("ak-remote-job:")]
+    job_tags = [t for t in original.get("system_tags") or [] if str(t).startswith(JOB_TAG_PREFIX)]
     tags = [t for t in original.get("tags") or [] if not str(t).startswith(REPRODUCES_TAG_PREFIX)]
     tags = list(
         dict.fromkeys([RUN_TAG, *tags, "reproduction", f"{REPRODUCES_TAG_PREFIX}{task_id}"])

@@ -5,9 +5,9 @@ from __future__ import annotations
 import click
 
 from ak_remote import ui
-from ak_remote.clearml_api import client_from_config
-from ak_remote.config import load_config
+from ak_remote.commands.common import App, json_option, pass_app
 from ak_remote.errors import RunFailedError
+from ak_remote.remote.config import load_config
 
 
 def _metrics_text(metrics: dict[str, float]) -> str:
@@ -19,16 +19,22 @@ def _metrics_text(metrics: dict[str, float]) -> str:
 @click.option("--sweep", "sweep_id", help="All runs of this sweep id.")
 @click.option("--project", help="Runs of this project [default without IDS/--sweep: ak-remote].")
 @click.option("--limit", default=20, show_default=True, help="At most this many runs of a project.")
-@click.option("--json", "as_json", is_flag=True, help="Print the statuses as JSON.")
+@json_option("Print the statuses as JSON.")
+@pass_app
 def status(
-    ids: tuple[str, ...], sweep_id: str | None, project: str | None, limit: int, as_json: bool
+    app: App,
+    ids: tuple[str, ...],
+    sweep_id: str | None,
+    project: str | None,
+    limit: int,
+    as_json: bool,
 ) -> None:
     """Show runs' status, queue, worker, runtime and latest metrics."""
-    from ak_remote.follow import format_duration, key_metrics, run_statuses, select_tasks
+    from ak_remote.remote.runs import format_duration, key_metrics, run_statuses, select_tasks
 
     if not ids and not sweep_id and not project:
         project = load_config().project
-    client = client_from_config(on_retry=ui.info)
+    client = app.client()
     tasks = select_tasks(client, ids=ids, sweep=sweep_id, project=project, limit=limit)
     rows = run_statuses(client, tasks)
     if as_json:
@@ -62,12 +68,14 @@ def status(
 @click.command()
 @click.argument("task_id", metavar="ID")
 @click.option("-f", "--follow", is_flag=True, help="Keep printing until the run ends.")
-def logs(task_id: str, follow: bool) -> None:
+@pass_app
+def logs(app: App, task_id: str, follow: bool) -> None:
     """Print a run's console log (with --follow, until it ends; exit 5 if it failed)."""
-    from ak_remote.follow import BAD_STATUSES, read_log
+    from ak_remote.contract import BAD_STATUSES
+    from ak_remote.remote.runs import read_log
 
     status = read_log(
-        client_from_config(on_retry=ui.info),
+        app.client(),
         task_id,
         emit=ui.data,
         follow=follow,
@@ -80,11 +88,12 @@ def logs(task_id: str, follow: bool) -> None:
 @click.command()
 @click.argument("ids", nargs=-1, required=True, metavar="IDS...")
 @click.option("--delete", is_flag=True, help="Delete the runs instead of stopping them.")
-def abort(ids: tuple[str, ...], delete: bool) -> None:
+@pass_app
+def abort(app: App, ids: tuple[str, ...], delete: bool) -> None:
     """Stop queued or running runs (dequeue queued ones); --delete removes them."""
-    from ak_remote.follow import abort as abort_runs
+    from ak_remote.remote.runs import abort as abort_runs
 
-    result = abort_runs(client_from_config(on_retry=ui.info), ids, delete=delete)
+    result = abort_runs(app.client(), ids, delete=delete)
     for task_id in result.stopped + result.deleted:
         ui.data(task_id)
     if result.stopped:

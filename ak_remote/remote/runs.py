@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from ak_remote.clearml_api import Client, Doc, last_metric_values
-from ak_remote.errors import UsageError
-from ak_remote.launch import SWEEP_TAG_PREFIX
-from ak_remote.templates import TEMPLATE_TAG
+from ak_remote.contract import (
+    FINAL_STATUSES,
+    QUEUED,
+    SWEEP_TAG_PREFIX,
+    TEMPLATE_TAG,
+    is_task_id,
+)
+from ak_remote.errors import UsageError, WaitTimeout
+from ak_remote.remote.clearml_api import Client, Doc, last_metric_values
 
-FINAL_STATUSES = frozenset({"completed", "failed", "stopped", "closed", "published"})
-BAD_STATUSES = frozenset({"failed", "stopped"})
 STATUS_FIELDS = [
     "id",
     "name",
@@ -33,7 +35,6 @@ STATUS_FIELDS = [
     "last_update",
     "last_metrics",
 ]
-_TASK_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
 def check_task_ids(ids: Sequence[str]) -> list[str]:
@@ -41,7 +42,7 @@ def check_task_ids(ids: Sequence[str]) -> list[str]:
     result = []
     for raw in ids:
         text = raw.strip().lower()
-        if not _TASK_ID.match(text):
+        if not is_task_id(text):
             raise UsageError(
                 f"{raw!r} is not a task id", "task ids are 32 hex characters, as `launch` prints"
             )
@@ -233,7 +234,7 @@ def wait(
         if rows and all(row.final for row in rows):
             return rows
         if timeout is not None and time.monotonic() - started > timeout:
-            raise UsageError(
+            raise WaitTimeout(
                 f"runs still not finished after {int(timeout)} s",
                 "they keep running; follow them with `ak-remote status`",
             )
@@ -301,7 +302,7 @@ def abort(client: Client, ids: Sequence[str], delete: bool = False) -> AbortResu
     result = AbortResult()
     if delete:
         for task in tasks:
-            if task.get("status") == "queued":
+            if task.get("status") == QUEUED:
                 client.dequeue(str(task["id"]))
         refused = client.delete_many(wanted, force=True)
         result.refused = {i: "the server refused to delete it" for i in refused}
@@ -313,7 +314,7 @@ def abort(client: Client, ids: Sequence[str], delete: bool = False) -> AbortResu
         if status in FINAL_STATUSES:
             result.already_final.append(str(task["id"]))
             continue
-        if status == "queued":
+        if status == QUEUED:
             client.dequeue(str(task["id"]))
         active.append(str(task["id"]))
     if active:

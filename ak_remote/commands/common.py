@@ -1,0 +1,85 @@
+"""What every command shares: the per-invocation context, shared options, following runs.
+
+The context (`App`) is created once by the `ak-remote` group and holds the one ClearML client of
+the invocation, made on first use; tests pass their own (`CliRunner().invoke(cli, args,
+obj=App(client_factory=...))`), which is the seam Flask's CLI uses too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import click
+
+from ak_remote import ui
+from ak_remote.errors import RunFailedError
+
+if TYPE_CHECKING:
+    from ak_remote.remote.clearml_api import Client
+    from ak_remote.remote.config import Config
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class App:
+    """Per-invocation state: --debug, ak-remote's configuration and the one ClearML client."""
+
+    def __init__(
+        self, debug: bool = False, client_factory: Callable[[], Client] | None = None
+    ) -> None:
+        self.debug = debug
+        self._client_factory = client_factory
+        self._client: Client | None = None
+        self._config: Config | None = None
+
+    @property
+    def config(self) -> Config:
+        if self._config is None:
+            from ak_remote.remote.config import load_config
+
+            self._config = load_config()
+        return self._config
+
+    def client(self) -> Client:
+        """The invocation's ClearML client (logs in once, on first use)."""
+        if self._client is None:
+            if self._client_factory is not None:
+                self._client = self._client_factory()
+            else:
+                from ak_remote.remote.clearml_api import client_from_config
+
+                self._client = client_from_config(on_retry=ui.info)
+        return self._client
+
+
+pass_app = click.make_pass_decorator(App, ensure=True)
+
+
+def json_option(help_text: str = "Print as JSON.") -> Callable[[F], F]:
+    """The `--json` flag, the same on every command (stdout gets JSON only)."""
+    return click.option("--json", "as_json", is_flag=True, help=help_text)
+
+
+def follow_runs(client: Client, task_ids: list[str], interval: float) -> None:
+    """Wait for the runs with a progress line per change; RunFailedError if any did not complete."""
+    from ak_remote.contract import BAD_STATUSES
+    from ak_remote.remote.runs import RunStatus, wait
+
+    def show(rows: list[RunStatus]) -> None:
+        counts: dict[str, int] = {}
+        for row in rows:
+            counts[row.status] = counts.get(row.status, 0) + 1
+        ui.info("  " + ", ".join(f"{n} {status}" for status, n in sorted(counts.items())))
+
+    ui.info(f"Waiting for {len(task_ids)} run(s) (Ctrl-C stops waiting, not the runs)...")
+    rows = wait(client, task_ids, interval=interval, on_change=show)
+    bad = [row for row in rows if row.status in BAD_STATUSES]
+    for row in rows:
+        ui.info(f"  {row.id} {row.status} {row.message}".rstrip())
+    if bad:
+        raise RunFailedError(
+            f"{len(bad)} of {len(rows)} runs did not complete: "
+            + ", ".join(f"{row.id} ({row.status})" for row in bad),
+            f"read the log: ak-remote logs {bad[0].id}",
+        )

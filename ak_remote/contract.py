@@ -1,0 +1,177 @@
+"""What the launcher (laptop side) and the job runtime (worker side) agree on.
+
+One home for the shared vocabulary: the ClearML project and parameter section, the tags that
+mark templates and runs, task and run statuses, artifact names, the id rule, and the typed,
+versioned run summary (`summary.json`) that the runtime writes and every reader parses. Both
+sides import this module; it imports neither side, nor TensorFlow, nor ClearML.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Final
+
+from ak_remote.errors import DataError
+
+# -- where runs live on the server ------------------------------------------------------------
+DEFAULT_PROJECT: Final = "ak-remote"
+DEFAULT_TEMPLATE_PROJECT: Final = "ak-remote/templates"
+# The hyperparameter section a job's typed parameters live in (the Web UI's "General").
+PARAM_SECTION: Final = "General"
+
+# -- tags ----------------------------------------------------------------------------------
+RUN_TAG: Final = "ak-remote"  # user tag of every run ak-remote launches
+TEMPLATE_TAG: Final = "ak-remote-template"  # system tag of a template task (templates sync)
+JOB_TAG_PREFIX: Final = "ak-remote-job:"  # system tag naming the job (templates and runs)
+LAUNCH_TAG_PREFIX: Final = "ak-remote-launch:"  # system tag: one per run, unique (retry look-up)
+BATCH_TAG_PREFIX: Final = "ak-remote-batch:"  # system tag: every run of one launch command
+SWEEP_TAG_PREFIX: Final = "sweep:"  # user tag: every run of one sweep (filterable in the UI)
+REPRODUCES_TAG_PREFIX: Final = "reproduces:"  # user tag of a reproduction: the original's id
+
+
+def job_tag(job_name: str) -> str:
+    """The system tag that names a job on templates and runs."""
+    return f"{JOB_TAG_PREFIX}{job_name}"
+
+
+def job_of(tags: object) -> str | None:
+    """The job named by a task's system tags, or None."""
+    for tag in tags if isinstance(tags, list) else []:
+        if isinstance(tag, str) and tag.startswith(JOB_TAG_PREFIX):
+            return tag[len(JOB_TAG_PREFIX) :]
+    return None
+
+
+# -- ClearML task statuses (as the server reports them) ---------------------------------------
+CREATED: Final = "created"
+QUEUED: Final = "queued"
+IN_PROGRESS: Final = "in_progress"
+STOPPED: Final = "stopped"
+FAILED: Final = "failed"
+COMPLETED: Final = "completed"
+CLOSED: Final = "closed"
+PUBLISHED: Final = "published"
+FINAL_STATUSES: Final = frozenset({COMPLETED, FAILED, STOPPED, CLOSED, PUBLISHED})
+FINISHED_OK: Final = frozenset({COMPLETED, PUBLISHED, CLOSED})
+BAD_STATUSES: Final = frozenset({FAILED, STOPPED})
+RESUMABLE: Final = frozenset({STOPPED, FAILED})
+
+# -- run statuses (summary.json "status") ------------------------------------------------------
+RUN_RUNNING: Final = "running"
+RUN_COMPLETED: Final = "completed"
+RUN_FAILED: Final = "failed"
+
+# -- files a run writes and the artifact names they are uploaded under -------------------------
+SUMMARY_FILE: Final = "summary.json"
+INFERENCE_FILE: Final = "inference.json"
+PIPELINE_FILE: Final = "pipeline.json"
+CHECK_SAMPLES_FILE: Final = "check_samples.npz"
+DATA_SPLIT_FILE: Final = "data_split.json"
+SEARCH_STATE_ARTIFACT: Final = "search_state"
+TENSORBOARD_ARTIFACT: Final = "tensorboard"
+# What `pull` fetches beside the models themselves.
+MODEL_METADATA: Final = (INFERENCE_FILE, PIPELINE_FILE, CHECK_SAMPLES_FILE)
+
+# -- ids --------------------------------------------------------------------------------------
+_ID = re.compile(r"^[0-9a-f]{32}$")
+
+
+def is_task_id(text: str) -> bool:
+    """True for a ClearML id (task, dataset, model): 32 lowercase hex digits."""
+    return bool(_ID.match(text))
+
+
+# -- environment ------------------------------------------------------------------------------
+def server_configured(env: Mapping[str, str] | None = None) -> bool:
+    """True when ClearML has a server to talk to (env vars or a clearml.conf).
+
+    The CLI and the job runtime use this one rule, so `ak-remote run` and the job it starts agree
+    on offline mode.
+    """
+    env = dict(os.environ) if env is None else env
+    if env.get("CLEARML_OFFLINE_MODE", "").lower() in ("1", "true", "yes", "on"):
+        return False
+    if env.get("CLEARML_API_HOST") or env.get("TRAINS_API_HOST"):
+        return True
+    config = env.get("CLEARML_CONFIG_FILE") or env.get("TRAINS_CONFIG_FILE")
+    if config:
+        return Path(config).expanduser().is_file()
+    home = Path(env.get("HOME") or Path.home())
+    return any((home / name).is_file() for name in ("clearml.conf", "trains.conf"))
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    """The hex sha256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+# -- the run summary (summary.json) ----------------------------------------------------------
+# Version 1: the layout written since the first landing (no "schema_version" key meant 1).
+SUMMARY_VERSION: Final = 1
+SUMMARY_KEYS: Final = (
+    "job",
+    "task_id",
+    "offline_session",
+    "run_dir",
+    "params",
+    "data",
+    "metrics",
+    "export",
+    "tensorboard_dir",
+    "distribution",
+    "model_registration",
+    "reproducibility",
+    "search",
+    "status",
+)
+
+
+def new_summary(job_name: str) -> dict[str, Any]:
+    """An empty summary of a run that has just started."""
+    summary: dict[str, Any] = dict.fromkeys(SUMMARY_KEYS)
+    summary.update(
+        schema_version=SUMMARY_VERSION, job=job_name, params={}, metrics={}, status=RUN_RUNNING
+    )
+    return summary
+
+
+def parse_summary(data: object, source: str = SUMMARY_FILE) -> dict[str, Any]:
+    """Check a summary's shape and version; raises DataError for one this version cannot read."""
+    if not isinstance(data, dict):
+        raise DataError(f"{source} is not a run summary", "it must be a JSON object")
+    version = data.get("schema_version", 1)
+    if not isinstance(version, int) or version < 1:
+        raise DataError(f"{source} has an invalid schema_version {version!r}")
+    if version > SUMMARY_VERSION:
+        raise DataError(
+            f"{source} was written by a newer ak-remote (summary version {version}, "
+            f"this one reads up to {SUMMARY_VERSION})",
+            "upgrade ak-remote (pip install -U ak-remote)",
+        )
+    status = data.get("status")
+    if status is not None and status not in (RUN_RUNNING, RUN_COMPLETED, RUN_FAILED):
+        raise DataError(f"{source} has an unknown status {status!r}")
+    for key in ("params", "metrics"):
+        if not isinstance(data.get(key) or {}, dict):
+            raise DataError(f"{source}: {key!r} must be an object")
+    return data
+
+
+def read_summary(path: Path) -> dict[str, Any]:
+    """Read and check a run's summary.json; raises DataError when missing or unreadable."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DataError(f"{path} does not exist", "is this a run folder?") from None
+    except (OSError, ValueError) as exc:
+        raise DataError(f"cannot read {path}: {exc}") from None
+    return parse_summary(data, str(path))
