@@ -28,7 +28,10 @@ def is_pinned(reference: str) -> bool:
 
 
 def registry_digest(reference: str, docker: str = "docker", timeout: float = 10.0) -> str | None:
-    """`repo@sha256:...` of a tag this host's Docker pulled or pushed, else None.
+    """`repo:tag@sha256:...` for a tag this host's Docker pulled or pushed, else None.
+
+    The tag stays for people (and for telling GPU images from CPU ones); Docker runs and pulls
+    by the digest alone.
 
     None as well without a Docker engine, for a tag never pushed (it has no registry digest:
     its image ID pins it only on this host), or for a reference that is already pinned.
@@ -49,6 +52,7 @@ def registry_digest(reference: str, docker: str = "docker", timeout: float = 10.
         return None
     repository = reference.rsplit(":", 1)[0] if ":" in reference.rsplit("/", 1)[-1] else reference
     for line in found.stdout.splitlines():
-        if line.split("@", 1)[0] == repository:
-            return line.strip()
+        name, _, digest = line.strip().partition("@")
+        if name == repository and digest:
+            return f"{reference}@{digest}"
     return None

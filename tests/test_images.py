@@ -103,3 +103,19 @@ def test_dry_run_names_the_base_it_would_use(base: str) -> None:
         "debootstrap": "ak-remote-base:bookworm-py311",
     }.get(base, base)
     assert f"BASE_IMAGE={expected}" in result.stdout
+
+
+def test_registry_digest_keeps_the_tag_and_adds_the_pushed_digest(tmp_path: Path) -> None:
+    """The RepoDigests parsing (a pushed image needs a registry, which this machine lacks: a
+    script stands in for `docker image inspect`'s output)."""
+    digest = "sha256:" + "cd" * 32
+    fake = tmp_path / "docker"
+    fake.write_text(
+        "#!/bin/sh\n"
+        f"printf 'other.example/x@{IMAGE_ID}\\nreg.example/team/ak-remote-worker@{digest}\\n'\n"
+    )
+    fake.chmod(0o755)
+    tag = "reg.example/team/ak-remote-worker:0.1.0-gpu"
+    pinned = registry_digest(tag, docker=str(fake))
+    assert pinned == f"{tag}@{digest}" and is_pinned(pinned)
+    assert registry_digest("reg.example/team/unrelated:1", docker=str(fake)) is None
