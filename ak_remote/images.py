@@ -11,7 +11,7 @@ import re
 import shutil
 import subprocess
 
-__all__ = ["is_image_id", "is_pinned", "registry_digest"]
+__all__ = ["is_image_id", "is_pinned", "registry_digest", "worker_image_problem"]
 
 _IMAGE_ID = re.compile(r"^sha256:[0-9a-f]{64}$")
 
@@ -55,4 +55,39 @@ def registry_digest(reference: str, docker: str = "docker", timeout: float = 10.
         name, _, digest = line.strip().partition("@")
         if name == repository and digest:
             return f"{reference}@{digest}"
+    return None
+
+
+def worker_image_problem(image: str, docker: str = "docker", timeout: float = 120.0) -> str | None:
+    """Why `image` cannot run ak-remote jobs on this host's Docker, or None.
+
+    Checked only where it can be: with a Docker engine here, for an image here (a tag not here
+    may still be pulled by the agent later; an image ID can never be). The check runs the
+    interpreter the agent will use (`$LOCAL_PYTHON`, else python3) on `import ak_remote`, with no
+    network.
+    """
+    if shutil.which(docker) is None:
+        return None
+    try:
+        present = subprocess.run(
+            [docker, "image", "inspect", image], capture_output=True, timeout=timeout, check=False
+        )
+        if present.returncode != 0:
+            if is_image_id(image):
+                return f"image {image} is not on this host (removed, or built elsewhere)"
+            return None
+        probe = 'exec "${LOCAL_PYTHON:-python3}" -c "import ak_remote"'
+        run = [docker, "run", "--rm", "--network", "none", "--entrypoint", "bash"]
+        found = subprocess.run(
+            [*run, image, "-c", probe],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if found.returncode != 0:
+        last = (found.stderr.strip().splitlines() or ["no output"])[-1]
+        return f"image {image} cannot run ak-remote jobs: its Python lacks ak_remote ({last})"
     return None

@@ -263,3 +263,30 @@ def test_a_launched_run_trains_inside_the_cpu_image_through_a_docker_mode_agent(
 
     dry = json.loads(ok(invoke("reproduce", task_id, "-q", "cpu", "--dry-run", "--json")).stdout)
     assert f"image {cpu_image}" in dry["pinned"]
+
+
+def test_agent_up_refuses_an_image_without_ak_remote_or_one_that_is_gone(cpu_image: str) -> None:
+    # The worker image with ak-remote uninstalled: what a plain Python image would look like.
+    container = f"ak-remote-test-strip-{os.getpid()}"
+    stripped = f"ak-remote-test-no-ak-remote:{os.getpid()}"
+    uninstall = "/opt/venv/bin/python -m pip uninstall --yes --quiet ak-remote"
+    strip = ["docker", "run", "--user", "0", "--name", container, "--entrypoint", "bash"]
+    subprocess.run([*strip, cpu_image, "-c", uninstall], capture_output=True, check=True)
+    try:
+        subprocess.run(["docker", "commit", container, stripped], capture_output=True, check=True)
+        refused = invoke("agent", "up", "-q", "cpu", "--cpu-only", "--image", stripped)
+        assert refused.exit_code == 2, refused.output
+        assert f"image {stripped} cannot run ak-remote jobs" in refused.stderr
+        assert "No module named 'ak_remote'" in refused.stderr
+        assert "make image" in refused.stderr
+        gone = "sha256:" + "0" * 64
+        missing = invoke("agent", "up", "-q", "cpu", "--cpu-only", "--image", gone)
+        assert missing.exit_code == 2, missing.output
+        assert f"image {gone} is not on this host" in missing.stderr
+        # The real image passes the same check (the end-to-end test starts an agent on it).
+        from ak_remote.images import worker_image_problem
+
+        assert worker_image_problem(cpu_image) is None
+    finally:
+        subprocess.run(["docker", "rm", "-f", container], capture_output=True, check=False)
+        subprocess.run(["docker", "image", "rm", stripped], capture_output=True, check=False)
