@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # A running Docker engine for docker/build.sh, the Docker-mode tests and CI.
 #
-#   docker/engine.sh ensure   # install Debian's docker.io and debootstrap if missing (as root,
-#                             # with apt-get), start dockerd if it is not running, wait for it
+#   docker/engine.sh ensure   # as root: install Debian's docker.io, debootstrap and
+#                             # python3.11-venv where missing (apt-get); then start dockerd if
+#                             # it is not running, and wait until it answers
 #   docker/engine.sh check    # exit 0 when `docker info` answers, else one line saying why
 #
 # For machines without an init system (CI containers, these build hosts): dockerd is started
@@ -30,6 +31,9 @@ install_missing() {
     local missing=()
     command -v dockerd >/dev/null 2>&1 || missing+=(docker.io)
     command -v debootstrap >/dev/null 2>&1 || missing+=(debootstrap)
+    # Debian's Python 3.11 with venv: the Docker-mode test runs clearml-agent from it, as an
+    # agent host would (tests/test_docker_agent.py).
+    /usr/bin/python3.11 -c "import ensurepip" >/dev/null 2>&1 || missing+=(python3.11-venv)
     [[ ${#missing[@]} -eq 0 ]] && return 0
     if [[ $(id -u) -ne 0 ]] || ! command -v apt-get >/dev/null 2>&1; then
         echo "engine.sh: ${missing[*]} missing and cannot install here (needs root and apt-get); install Docker's engine yourself" >&2
@@ -41,15 +45,13 @@ install_missing() {
 }
 
 ensure() {
-    if command -v docker >/dev/null 2>&1 && answers; then
-        return 0
+    if [[ $(id -u) -eq 0 ]]; then
+        install_missing
+    elif ! answers; then
+        echo "engine.sh: Docker's engine does not answer and only root can install or start it here; sudo docker/engine.sh ensure" >&2
+        return 1
     fi
-    install_missing
     if ! answers; then
-        if [[ $(id -u) -ne 0 ]]; then
-            echo "engine.sh: Docker's engine is not running and only root can start it here; sudo docker/engine.sh ensure" >&2
-            return 1
-        fi
         if ! pgrep -x dockerd >/dev/null 2>&1; then
             echo "engine.sh: starting dockerd (log: $log)" >&2
             # setsid: the engine outlives this script and the test or CI step that started it.
