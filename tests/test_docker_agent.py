@@ -284,7 +284,7 @@ def test_agent_up_refuses_an_image_without_ak_remote_or_one_that_is_gone(cpu_ima
         assert missing.exit_code == 2, missing.output
         assert f"image {gone} is not on this host" in missing.stderr
         # The real image passes the same check (the end-to-end test starts an agent on it).
-        from ak_remote.images import worker_image_problem
+        from ak_remote.fleet.images import worker_image_problem
 
         assert worker_image_problem(cpu_image) is None
     finally:

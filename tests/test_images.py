@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from ak_remote.images import is_image_id, is_pinned, registry_digest
+from ak_remote.fleet.images import is_image_id, is_pinned, registry_digest
 
 REPO = Path(__file__).resolve().parents[1]
 IMAGE_ID = "sha256:" + "0123456789abcdef" * 4

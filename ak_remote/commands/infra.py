@@ -125,7 +125,7 @@ def agent_up(
             ui.data(command.shell())
         return
     if image is not None:
-        from ak_remote.images import worker_image_problem
+        from ak_remote.fleet.images import worker_image_problem
 
         problem = worker_image_problem(image)
         if problem is not None:

@@ -37,7 +37,7 @@ def sync(
     project_name = pick(project, config.template_project) or config.template_project
     client = app.client()
     chosen = pick(image, config.image) or config.image
-    from ak_remote.images import registry_digest
+    from ak_remote.fleet.images import registry_digest
 
     # A tag this host pushed or pulled is recorded by its registry digest: agents then run
     # exactly that image, and runs and reproductions name it (see docker/README.md).

@@ -25,9 +25,10 @@ from ak_remote.contract import (
     LAUNCH_TAG_PREFIX,
     REPRODUCES_TAG_PREFIX,
     RUN_TAG,
+    is_image_id,
+    is_pinned,
 )
 from ak_remote.errors import RunFailedError, UsageError
-from ak_remote.images import is_image_id, is_pinned
 from ak_remote.params import SECTION
 from ak_remote.remote.clearml_api import Client, Doc, last_metric_values
 from ak_remote.remote.launch import check_queue_name

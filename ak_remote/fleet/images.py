@@ -7,24 +7,12 @@ holds that image, never pulled). Tags can move. Pure library: no click, no Tenso
 
 from __future__ import annotations
 
-import re
 import shutil
 import subprocess
 
+from ak_remote.contract import is_image_id, is_pinned
+
 __all__ = ["is_image_id", "is_pinned", "registry_digest", "worker_image_problem"]
-
-_IMAGE_ID = re.compile(r"^sha256:[0-9a-f]{64}$")
-
-
-def is_image_id(reference: str) -> bool:
-    """True for a full local image ID (`sha256:` and 64 hex digits)."""
-    return bool(_IMAGE_ID.match(reference.strip()))
-
-
-def is_pinned(reference: str) -> bool:
-    """True when the reference names the image's content, not a tag that can move."""
-    text = reference.strip()
-    return "@sha256:" in text or is_image_id(text)
 
 
 def registry_digest(reference: str, docker: str = "docker", timeout: float = 10.0) -> str | None:
