@@ -133,6 +133,21 @@ def check_queue_name(name: str) -> str:
     return name
 
 
+# -- worker images ----------------------------------------------------------------------------
+_IMAGE_ID = re.compile(r"^sha256:[0-9a-f]{64}$")
+
+
+def is_image_id(reference: str) -> bool:
+    """True for a full local image ID (`sha256:` and 64 hex digits)."""
+    return bool(_IMAGE_ID.match(reference.strip()))
+
+
+def is_pinned(reference: str) -> bool:
+    """True when an image reference names the image's content, not a tag that can move."""
+    text = reference.strip()
+    return "@sha256:" in text or is_image_id(text)
+
+
 # -- environment ------------------------------------------------------------------------------
 def server_configured(env: Mapping[str, str] | None = None) -> bool:
     """True when ClearML has a server to talk to (env vars or a clearml.conf).
@@ -178,6 +193,8 @@ SUMMARY_KEYS: Final = (
     "model_registration",
     "reproducibility",
     "search",
+    "baseline",  # the majority-class / training-mean score on the test split (runtime/baseline)
+    "below_baseline",  # true when the model does not beat it
     "status",
 )
 

@@ -238,7 +238,7 @@ def test_a_killed_training_is_reported_as_killed_and_resumes_completely(
         names = archive.namelist()
         events = [n for n in names if n.endswith(".jsonl") or "metrics" in n]
         text = b"".join(archive.read(n) for n in events).decode(errors="replace")
-    assert "trial 00" in text and "trial 01" in text
+    assert "trial-00/" in text and "trial-01/" in text
 
 
 def test_ctrl_c_stops_both_and_reports_once(

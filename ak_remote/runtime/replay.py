@@ -3,7 +3,7 @@
 The restored trials were trained (and reported) by the killed process; its ClearML session may
 be lost or separate. Their TensorBoard event files survive in the run folder, so the resumed
 session reports their epoch scalars again, under the same titles and series the live callback
-uses (`epoch_loss`, `trial 00 · train`).
+uses (`epoch_loss`, `trial-00/train`).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from ak_remote.runtime.callbacks import phase_of
+from ak_remote.runtime.callbacks import TRIAL_PREFIX
 
 SPLITS = ("train", "validation")
 
@@ -25,12 +25,14 @@ def replay_trials(board: Path, sink: Any, trial_ids: set[str] | None = None) -> 
     count = 0
     if not board.is_dir():
         return 0
-    for trial in sorted(p for p in board.iterdir() if p.is_dir() and p.name not in SPLITS):
+    for trial in sorted(p for p in board.iterdir() if p.is_dir()):
+        if not trial.name.startswith(TRIAL_PREFIX):
+            continue  # the final fit is trained again, and reported, by this run
         if trial_ids is not None and trial.name not in trial_ids:
             continue
-        phase = phase_of(str(board), str(trial))
-        for split_dir in sorted(trial.rglob("*")):
-            if not split_dir.is_dir() or split_dir.name not in SPLITS:
+        for split in SPLITS:
+            split_dir = trial / split
+            if not split_dir.is_dir():
                 continue
             events = EventAccumulator(str(split_dir), size_guidance={"tensors": 0})
             events.Reload()
@@ -40,6 +42,6 @@ def replay_trials(board: Path, sink: Any, trial_ids: set[str] | None = None) -> 
                 for event in events.Tensors(tag):
                     value = float(tensor_util.make_ndarray(event.tensor_proto))
                     if math.isfinite(value):
-                        sink.report_scalar(tag, f"{phase} · {split_dir.name}", value, event.step)
+                        sink.report_scalar(tag, f"{trial.name}/{split}", value, event.step)
                         count += 1
     return count
