@@ -39,6 +39,14 @@ from ak_remote.remote import local_run
     help="Continue the search saved in RUN_DIR (a stopped or killed run); its search "
     "parameters are kept.",
 )
+@click.option(
+    "--parallel",
+    type=int,
+    default=None,
+    metavar="N",
+    help="Spread the search over N worker processes here (one GPU each when there are GPUs); "
+    "the best candidate is then trained once more and exported.",
+)
 @json_option("Print the run's summary as JSON.")
 def run(
     job_name: str,
@@ -48,6 +56,7 @@ def run(
     project: str | None,
     task_name: str | None,
     resume_dir: Path | None,
+    parallel: int | None,
     as_json: bool,
 ) -> None:
     """Run JOB on this machine, tracked in ClearML.
@@ -59,6 +68,7 @@ def run(
     Examples:
       ak-remote run structured-classifier --set max_trials=2 --set epochs=5
       ak-remote run structured-classifier --resume runs/structured-classifier/20260101-120000
+      ak-remote run image-classifier --set max_trials=16 --parallel 8   # 8 GPUs, 8 workers
     """
     overrides = parse_assignments(assignments)
     if resume_dir is not None:
@@ -69,14 +79,33 @@ def run(
             raise click.UsageError("--resume continues in its own folder: drop --run-dir")
         run_dir = check_resume_dir(str(resume_dir))
         overrides = resume_overrides(run_dir, get_job(job_name), overrides)
-    job, _ = local_run.prepare(job_name, overrides)
+    job, values = local_run.prepare(job_name, overrides)
     offline = offline or not contract.server_configured()
     target = run_dir or local_run.new_run_dir(job)
+    extra: list[str] = []
+    if parallel is not None:
+        from ak_remote.search.spec import CONTROLLER, LOCAL_BACKEND, SearchSpec, check_parallel
+
+        if resume_dir is not None:
+            raise click.UsageError("--parallel cannot be combined with --resume (yet)")
+        check_parallel(parallel, int(values["max_trials"]))
+        spec = SearchSpec(role=CONTROLLER, backend=LOCAL_BACKEND, parallel=parallel)
+        target.mkdir(parents=True, exist_ok=True)
+        spec_file = target / "search_spec.json"
+        spec_file.write_text(spec.to_json() + "\n")
+        extra = ["--search-spec", str(spec_file)]
     mode = "offline (no ClearML server configured)" if offline else "tracked on the ClearML server"
     verb = "Resuming" if resume_dir is not None else "Running"
     ui.info(f"{verb} {job.name} in {target}, {mode}")
     result = local_run.run_job(
-        job, overrides, target, offline, project, task_name, resume=resume_dir is not None
+        job,
+        overrides,
+        target,
+        offline,
+        project,
+        task_name,
+        resume=resume_dir is not None,
+        extra_args=extra,
     )
     summary = result.summary
     if as_json:

@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -72,6 +73,7 @@ def run_job(
     project: str | None = None,
     task_name: str | None = None,
     resume: bool = False,
+    extra_args: Sequence[str] = (),
 ) -> LocalRun:
     """Run the job script in a child Python and return its summary.
 
@@ -89,6 +91,7 @@ def run_job(
         argv += ["--project", project]
     if task_name:
         argv += ["--task-name", task_name]
+    argv += list(extra_args)  # e.g. --search-spec FILE: a parallel search's controller
     # The job's own output is progress, not data: it goes to our stderr.
     completed = subprocess.run(argv, stdout=sys.stderr, stderr=None, check=False)
     summary_path = run_dir / "summary.json"

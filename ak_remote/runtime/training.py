@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -108,11 +109,14 @@ def build_automodel(
     directory: str,
     strategy: Any,
     state: SearchState | None = None,
+    candidate: Mapping[str, Any] | None = None,
 ) -> Any:
     """The AutoKeras task object for `job`, configured from the parameters.
 
     With a `state`, the tuner snapshots the search after every trial, and a restored state is
-    reloaded (overwrite=False) instead of wiped.
+    reloaded (overwrite=False) instead of wiped. With a `candidate` (a parallel search's trial
+    or final fit) it trains exactly those values: every one Fixed, no new entries tuned, one
+    trial.
     """
     import autokeras as ak
 
@@ -127,6 +131,16 @@ def build_automodel(
         "project_name": PROJECT_NAME,
         "overwrite": not (state is not None and state.resumed),
     }
+    if candidate is not None:
+        from ak_remote.search.oracle import fixed_hyperparameters
+
+        kwargs.update(
+            max_trials=1,
+            tuner=state.tuner_class("random") if state is not None else "random",
+            hyperparameters=fixed_hyperparameters(dict(candidate)),
+            tune_new_entries=False,
+            overwrite=True,
+        )
     if strategy is not None:
         kwargs["distribution_strategy"] = strategy
     if job.family == "structured":
@@ -146,12 +160,13 @@ def search(
     strategy: Any,
     sink: ScalarSink | None,
     state: SearchState | None = None,
+    candidate: Mapping[str, Any] | None = None,
 ) -> SearchResult:
     """Run the AutoKeras search and final fit; returns the retrained model with the AutoModel."""
     import keras
 
     automodel = build_automodel(
-        job, settings, data, os.path.join(run_dir, "autokeras"), strategy, state
+        job, settings, data, os.path.join(run_dir, "autokeras"), strategy, state, candidate
     )
     log_dir = os.path.join(run_dir, "tensorboard")
     callbacks: list[Any] = [
