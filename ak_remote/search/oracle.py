@@ -27,6 +27,7 @@ class KerasTunerOracle:
         # sign of a broken search space.
         oracle.max_retries_per_trial = 0
         oracle.max_consecutive_failed_trials = 10**9
+        oracle.verbose = 0  # its trial tables would flood the controller log
 
     def ask(self, slot: str) -> Ask:
         from keras_tuner.engine.trial import TrialStatus
