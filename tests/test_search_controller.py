@@ -67,6 +67,9 @@ class InstantBackend:
     def stop(self, handles: list[str]) -> None:
         self.stopped += handles
 
+    def abandon(self, handle: str, reason: str) -> None:
+        self.stopped.append(handle)
+
 
 def _oracle(tmp_path: Path, tuner: str, max_trials: int) -> KerasTunerOracle:
     job = get_job("structured-classifier")

@@ -297,12 +297,11 @@ def control(run: Any, data: Any, split: Any) -> None:
     def on_event(kind: str, controller: ctl.Controller, trial: ctl.Trial | None) -> None:
         if trial is not None and kind in ("completed", "failed", "retried", "submitted"):
             attempt = trial.current
-            note = (
-                f" {controller.oracle.objective}={trial.objective:.4g}"
-                if kind == "completed"
-                else ""
-            )
-            why = f": {attempt.message}" if kind in ("failed", "retried") else ""
+            note = ""
+            if kind == "completed" and trial.objective is not None:
+                note = f" {controller.oracle.objective}={trial.objective:.4g}"
+            failed = trial.attempts[-2] if kind == "retried" else attempt
+            why = f": {failed.message}" if kind in ("failed", "retried") else ""
             _say(f"trial {trial.trial_id} {kind}{note} ({attempt.handle}){why}")
         if kind == "completed" and trial is not None and trial is not controller.final:
             best = controller.best()

@@ -174,6 +174,19 @@ class ClearMLBackend:
         if handles:
             self.client.stop_many(handles, message="stopped by the search controller")
 
+    def abandon(self, handle: str, reason: str) -> None:
+        # A stop request leaves a task a worker reported recently "in_progress" until that
+        # worker stops it (the server's rule); a dead worker never will. Failed, by force.
+        self.client.call(
+            "tasks.failed",
+            {
+                "task": handle,
+                "force": True,
+                "status_reason": reason[:250],
+                "status_message": reason[:250],
+            },
+        )
+
     def children(self) -> list[dict[str, Any]]:
         """Every trial/final task of this search (any status)."""
         tag = f"{SEARCH_OF_PREFIX}{self.spec.search_id}"
@@ -333,6 +346,9 @@ class LocalBackend:
                 except ProcessLookupError:
                     pass
                 process.wait(10)
+
+    def abandon(self, handle: str, reason: str) -> None:
+        self.stop([handle])
 
     def close(self) -> None:
         self.stop(list(self.processes))

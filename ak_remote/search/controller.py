@@ -85,6 +85,10 @@ class Backend(Protocol):
 
     def stop(self, handles: list[str]) -> None: ...
 
+    def abandon(self, handle: str, reason: str) -> None:
+        """Give up on a lost attempt: make sure it can never report as running or done."""
+        ...
+
 
 @dataclass
 class Attempt:
@@ -303,10 +307,9 @@ class Controller:
             elif seen.status in (FAILED, MISSING):
                 self._attempt_failed(trial, seen.message or seen.status)
             elif seen.status == RUNNING and now - since > self.lost_after_s:
-                self.backend.stop([attempt.handle])
-                self._attempt_failed(
-                    trial, f"lost: no sign of life for {now - since:.0f} s (agent gone?)"
-                )
+                reason = f"lost: no sign of life for {now - since:.0f} s (agent gone?)"
+                self.backend.abandon(attempt.handle, reason)
+                self._attempt_failed(trial, reason)
 
     def _attempt_done(self, trial: Trial, objective: float) -> None:
         attempt = trial.current
