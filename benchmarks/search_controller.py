@@ -17,6 +17,7 @@ optimizer and its default `pool_period_min` (2 minutes) unless --hpo-pool-min is
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import signal
@@ -97,7 +98,7 @@ def gaps(emulator: Emulator, ids: list[str]) -> list[float]:
     result = []
     for tasks in by_worker.values():
         tasks.sort(key=lambda t: _ts(t["started"]))
-        for before, after in zip(tasks, tasks[1:], strict=False):
+        for before, after in itertools.pairwise(tasks):
             result.append(_ts(after["started"]) - _ts(before["completed"]))
     return result
 

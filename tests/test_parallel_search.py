@@ -117,9 +117,7 @@ def test_a_search_over_two_agents_survives_a_killed_agent(
                 0.5,
                 "a finished trial",
             )
-            finished_before = {
-                str(t["id"]) for t in children() if t["status"] == "completed"
-            }
+            finished_before = {str(t["id"]) for t in children() if t["status"] == "completed"}
             _kill_tree(controller_agent.process.pid)
         emulator.call("tasks.stopped", task=search_id, force=True)  # the server's watchdog
         with running_agent(emulator, "services", log_dir=logs) as controller_agent:

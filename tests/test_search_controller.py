@@ -18,11 +18,11 @@ import pytest
 
 from ak_remote.catalog import get_job
 from ak_remote.runtime import data as data_module
-from ak_remote.runtime.parallel import STATE_JSON, StateStore, build_oracle
 from ak_remote.runtime.settings import Settings
 from ak_remote.search import controller as ctl
 from ak_remote.search.controller import Controller, Observation, values_key
 from ak_remote.search.oracle import KerasTunerOracle
+from ak_remote.search.runner import STATE_JSON, StateStore, build_oracle
 
 
 def _score(values: dict[str, Any]) -> float:

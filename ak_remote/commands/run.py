@@ -88,7 +88,7 @@ def run(
 
         if resume_dir is not None:
             raise click.UsageError("--parallel cannot be combined with --resume (yet)")
-        check_parallel(parallel, int(values["max_trials"]))
+        check_parallel(parallel, int(str(values["max_trials"])))
         spec = SearchSpec(role=CONTROLLER, backend=LOCAL_BACKEND, parallel=parallel)
         target.mkdir(parents=True, exist_ok=True)
         spec_file = target / "search_spec.json"

@@ -12,6 +12,7 @@ the summary.json it leaves.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -341,10 +342,8 @@ class LocalBackend:
         for handle in handles:
             process = self.processes.get(handle)
             if process is not None and process.poll() is None:
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.killpg(process.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
                 process.wait(10)
 
     def abandon(self, handle: str, reason: str) -> None:
