@@ -74,7 +74,7 @@ class LazyGroup(click.Group):
                 traceback.print_exc()
             click.echo(f"Error: {exc}", err=True)
             sys.exit(exc.exit_code)
-        except Exception as exc:  # a bug: say so plainly, with the traceback behind --debug
+        except Exception as exc:  # noqa: BLE001 - a bug: say so plainly, with the traceback behind --debug
             if debug:
                 traceback.print_exc()
             click.echo(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -15,8 +16,15 @@ def data(text: str) -> None:
 
 
 def as_json(obj: Any) -> None:
-    """Print `obj` as indented JSON to stdout."""
-    click.echo(json.dumps(obj, indent=2, sort_keys=True, default=str))
+    """Print `obj` as indented JSON to stdout (dataclasses as their fields, so commands pass
+    the library's result objects as they are)."""
+    click.echo(json.dumps(obj, indent=2, sort_keys=True, default=_plain))
+
+
+def _plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    return str(value)
 
 
 def info(text: str) -> None:

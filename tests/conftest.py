@@ -24,4 +24,4 @@ def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[P
             monkeypatch.delenv(name)
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "2")
-    yield home
+    return home

@@ -13,6 +13,7 @@ import jwt
 import pytest
 
 from tests.emulator.api import STATUS_TRANSITIONS, TASK_STATUSES, md5_key
+from tests.emulator.errors import APIError
 from tests.emulator.server import Emulator
 
 
@@ -220,20 +221,21 @@ def test_duplicate_names_are_refused(wire: Wire) -> None:
 
 def test_status_machine_matches_the_server(wire: Wire) -> None:
     """Every (from, to) pair: allowed ones change the status, the others answer 400/110."""
-    api = wire.emulator.api
+    tasks = wire.emulator.api.tasks
     for current in TASK_STATUSES:
         for new in TASK_STATUSES:
             task_id = wire.emulator.create_task(f"{current}->{new}")
             wire.emulator.state.tasks[task_id]["status"] = current
+            refusal: APIError | None = None
             try:
-                api._change_status(wire.emulator.state.tasks[task_id], new)
-                allowed = True
-            except Exception as exc:
-                assert getattr(exc, "subcode", None) == 110, exc
-                allowed = False
+                tasks._change_status(wire.emulator.state.tasks[task_id], new)
+            except APIError as exc:
+                refusal = exc
+            assert refusal is None or refusal.subcode == 110, refusal
+            allowed = refusal is None
             assert allowed == (new == current or new in STATUS_TRANSITIONS[current])
             # force skips the check, as on the server
-            api._change_status(wire.emulator.state.tasks[task_id], new, force=True)
+            tasks._change_status(wire.emulator.state.tasks[task_id], new, force=True)
             assert wire.emulator.state.tasks[task_id]["status"] == new
 
 
@@ -386,8 +388,8 @@ def test_fault_timeout_holds_then_closes_without_applying(wire: Wire) -> None:
     wire.emulator.fail_next("tasks.create", mode="timeout", hold_s=1.0)
     with pytest.raises((TimeoutError, socket.timeout)):
         wire.send("POST", "/tasks.create", {"name": "t", "type": "training"}, timeout=0.3)
+    wire.emulator.fail_next("tasks.create", mode="timeout", hold_s=0.2)
     with pytest.raises(http.client.RemoteDisconnected):  # nobody waiting: closed unanswered
-        wire.emulator.fail_next("tasks.create", mode="timeout", hold_s=0.2)
         wire.send("POST", "/tasks.create", {"name": "t", "type": "training"}, timeout=5)
     assert wire.emulator.state.tasks == {}
 

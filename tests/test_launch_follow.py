@@ -25,7 +25,7 @@ def sweep(clearml_emulator: Emulator, monkeypatch: pytest.MonkeyPatch) -> Iterat
     templates.sync(client, "ak-remote/templates", "img:1", "")
     clearml_emulator.create_queue("gpu")
     result = launch(client, LaunchRequest("structured-classifier", "gpu", sweep=["epochs=1,2"]))
-    yield result
+    return result
 
 
 def start(emulator: Emulator, task_id: str) -> None:

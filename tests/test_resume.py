@@ -29,7 +29,7 @@ from click.testing import CliRunner, Result
 from ak_remote.catalog import PROJECT_ROOT, get_job
 from ak_remote.cli import cli
 from ak_remote.errors import DataError, UsageError
-from ak_remote.runtime import resume as state_module
+from ak_remote.runtime import search_state as state_module
 from ak_remote.runtime.search_state import (
     MANIFEST,
     STATE_FILE,

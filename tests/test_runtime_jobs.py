@@ -397,3 +397,21 @@ def test_text_export_reloads_with_its_pipeline(runs: Callable[[str], JobRun]) ->
         outputs = serve(tf.saved_model.load(str(models / "savedmodel")), x)
         assert np.max(np.abs(np.asarray(outputs) - samples["y_pred"])) <= 1e-4
         assert np.array_equal(decode(outputs, spec["output"]), samples["answers"])
+
+
+NOISE = (
+    "WARNING:tensorflow",
+    "UserWarning",
+    "oneDNN custom operations",
+    "absl::InitializeLog",
+    "Skipping variable loading",
+    "clearml.Repository Detection",
+)
+
+
+def test_console_shows_progress_and_keeps_library_warnings_in_the_log(job_run: JobRun) -> None:
+    shown = [noise for noise in NOISE if noise in job_run.proc.stderr]
+    assert shown == [], job_run.proc.stderr[-3000:]
+    assert "[ak-remote] export verified" in job_run.proc.stderr
+    log = (job_run.run_dir / "logs" / "libraries.log").read_text()
+    assert "oneDNN custom operations" in log  # what TensorFlow's native code printed on load

@@ -145,7 +145,7 @@ def agents(app: App, as_json: bool) -> None:
 
     rows = list_workers(app.client())
     if as_json:
-        ui.as_json([row.__dict__ for row in rows])
+        ui.as_json(rows)
         return
     if not rows:
         ui.info("no workers registered")
@@ -182,7 +182,7 @@ def doctor(app: App, queue_names: tuple[str, ...], as_json: bool) -> None:
     names = list(queue_names) or [config.queue or "gpu"]
     checks = diagnose(app.client, server_configured(), names, config.image, DEFAULT_IMAGE)
     if as_json:
-        ui.as_json([check.__dict__ for check in checks])
+        ui.as_json(checks)
     else:
         for check in checks:
             ui.data(f"{'ok ' if check.ok else 'FAIL'} {check.name}: {check.detail}")

@@ -7,15 +7,16 @@ from pathlib import Path
 import click
 
 from ak_remote import ui
-from ak_remote.commands.common import json_option
-from ak_remote.contract import server_configured
+from ak_remote.commands.common import App, json_option, pass_app
+from ak_remote.contract import FAILED, server_configured
 from ak_remote.errors import UsageError
 
 
 @click.command("import-offline")
 @click.argument("session", type=click.Path(dir_okay=False, path_type=Path))
 @json_option("Print the result as JSON.")
-def import_offline(session: Path, as_json: bool) -> None:
+@pass_app
+def import_offline(app: App, session: Path, as_json: bool) -> None:
     """Upload SESSION (an offline session zip from `ak-remote run`) to the ClearML server.
 
     The run's model, which offline mode cannot register, is registered on the way.
@@ -28,15 +29,13 @@ def import_offline(session: Path, as_json: bool) -> None:
             "no ClearML server is configured",
             "run `clearml-init` or set CLEARML_API_HOST and the CLEARML_API_* keys",
         )
-    result = offline.import_session(session)
+    result = offline.import_session(app.client(), session)
     if as_json:
-        ui.as_json(
-            {"task_id": result.task_id, "model_id": result.model_id, "status": result.status}
-        )
+        ui.as_json(result)
     else:
         ui.data(result.task_id)
         if result.model_id:
             ui.info(f"registered model {result.model_id}")
-    if result.status == "failed":
+    if result.status == FAILED:
         ui.warn("the run had failed offline: imported as failed, with no model registered")
     ui.next_steps([f"ak-remote status {result.task_id}", f"ak-remote compare {result.task_id}"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import click
@@ -47,6 +48,12 @@ from ak_remote.remote import local_run
     help="Spread the search over N worker processes here (one GPU each when there are GPUs); "
     "the best candidate is then trained once more and exported.",
 )
+@click.option(
+    "-v",
+    "--verbose",
+    is_flag=True,
+    help="Show TensorFlow's, Keras' and ClearML's warnings [default: RUN/logs/libraries.log].",
+)
 @json_option("Print the run's summary as JSON.")
 def run(
     job_name: str,
@@ -57,6 +64,7 @@ def run(
     task_name: str | None,
     resume_dir: Path | None,
     parallel: int | None,
+    verbose: bool,
     as_json: bool,
 ) -> None:
     """Run JOB on this machine, tracked in ClearML.
@@ -71,6 +79,8 @@ def run(
       ak-remote run image-classifier --set max_trials=16 --parallel 8   # 8 GPUs, 8 workers
     """
     overrides = parse_assignments(assignments)
+    if verbose:  # read by the job's runtime (ak_remote.runtime.console), a child process
+        os.environ["AK_REMOTE_VERBOSE"] = "1"
     if resume_dir is not None:
         from ak_remote.catalog import get_job
         from ak_remote.runtime.search_state import check_resume_dir, resume_overrides
@@ -79,7 +89,7 @@ def run(
             raise click.UsageError("--resume continues in its own folder: drop --run-dir")
         run_dir = check_resume_dir(str(resume_dir))
         overrides = resume_overrides(run_dir, get_job(job_name), overrides)
-    job, values = local_run.prepare(job_name, overrides)
+    job, values = local_run.check_request(job_name, overrides)
     offline = offline or not contract.server_configured()
     target = run_dir or local_run.new_run_dir(job)
     extra: list[str] = []

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from ak_remote.contract import sha256_file
+from ak_remote.contract import COMPLETED, IN_PROGRESS, QUEUED, sha256_file
 from ak_remote.errors import ServerError
 
 T = TypeVar("T")
@@ -32,6 +32,8 @@ Doc = dict[str, Any]
 
 # HTTP statuses worth retrying: the request may not have been processed, or may be again later.
 TRANSIENT_STATUS = frozenset({500, 502, 503, 504, 509, 429})
+# A task in one of these states was taken by enqueue (a lost answer is looked up by them).
+TAKEN_BY_QUEUE = frozenset({QUEUED, IN_PROGRESS, COMPLETED})
 CONFIG_HINT = "check CLEARML_API_HOST / clearml.conf, run `ak-remote doctor`"
 CREDENTIALS_HINT = (
     "run `clearml-init`, or set CLEARML_API_HOST, CLEARML_API_ACCESS_KEY and "
@@ -121,7 +123,7 @@ class SessionTransport:
             session = Session(config=config, http_retries_config={"total": 0}, verbose=False)
         except MissingConfigError:
             raise ServerError("no ClearML credentials are configured", CREDENTIALS_HINT) from None
-        except Exception as exc:  # login failures come as LoginError/ValueError/requests errors
+        except Exception as exc:  # noqa: BLE001 - login failures come as LoginError/ValueError/requests errors
             text = str(exc)
             if re.search(r"error 40[13]", text):
                 raise ServerError(
@@ -184,7 +186,7 @@ def _configured_host() -> str:
         from clearml.backend_api.session import Session
 
         return str(Session.get_api_server_host())
-    except Exception:  # only for a message
+    except Exception:  # noqa: BLE001 - only for a message
         return "(unknown host)"
 
 
@@ -237,21 +239,54 @@ class Client:
             CONFIG_HINT,
         )
 
+    def _retrying(
+        self,
+        what: str,
+        attempt: Callable[[], T],
+        look: Callable[[], T | None] | None = None,
+        retries: bool = True,
+        look_last: bool = False,
+    ) -> T:
+        """The one retry loop: `attempt()` until it does not raise TransientError.
+
+        Pauses per the policy between tries. Before each retry (and after the last failure when
+        `look_last`), `look()` may return a result, meaning an earlier try took effect. Raises
+        ServerUnavailable when the tries run out.
+        """
+        delays = self.policy.delays() if retries else []
+        last: Exception | None = None
+        for number in range(len(delays) + 1):
+            if number > 0:
+                self._pause(delays[number - 1], what, last)
+                found = self._look(look)
+                if found is not None:
+                    return found
+            try:
+                return attempt()
+            except TransientError as exc:
+                last = exc
+        assert last is not None
+        found = self._look(look) if look_last else None
+        if found is not None:
+            return found
+        raise self._unavailable(what, last, len(delays) + 1)
+
+    @staticmethod
+    def _look(look: Callable[[], T | None] | None) -> T | None:
+        if look is None:
+            return None
+        try:
+            return look()
+        except ServerUnavailable:
+            return None  # cannot look now: the next try (or the error) tells
+
     def call(self, endpoint: str, body: Mapping[str, Any] | None = None) -> Doc:
         """An idempotent call (a read): retried on transient failures.
 
         Raises ApiError when refused, ServerUnavailable when retries run out.
         """
-        body = dict(body or {})
-        delays = self.policy.delays()
-        for attempt in range(len(delays) + 1):
-            try:
-                return self._send_once(endpoint, body)
-            except TransientError as exc:
-                if attempt == len(delays):
-                    raise self._unavailable(endpoint, exc, attempt + 1) from None
-                self._pause(delays[attempt], endpoint, exc)
-        raise AssertionError("unreachable")
+        request = dict(body or {})
+        return self._retrying(endpoint, lambda: self._send_once(endpoint, request))
 
     def write(
         self,
@@ -265,30 +300,14 @@ class Client:
         Without `find` the write is tried once. Raises ApiError when refused and
         ServerUnavailable when the server stays unreachable (the write may or may not exist).
         """
-        delays = self.policy.delays() if find is not None else []
-        last: Exception | None = None
-        for attempt in range(len(delays) + 1):
-            if attempt > 0 and find is not None:
-                self._pause(delays[attempt - 1], endpoint, last)
-                try:
-                    found = find()
-                except ServerUnavailable:
-                    found = None  # cannot look: the retry below tells
-                if found is not None:
-                    return found
-            try:
-                return parse(self._send_once(endpoint, body))
-            except TransientError as exc:
-                last = exc
-        assert last is not None
-        if find is not None:  # the last attempt may have taken effect after all
-            try:
-                found = find()
-            except ServerUnavailable:
-                found = None
-            if found is not None:
-                return found
-        raise self._unavailable(endpoint, last, len(delays) + 1)
+        # The last attempt may have taken effect after all: look once more before giving up.
+        return self._retrying(
+            endpoint,
+            lambda: parse(self._send_once(endpoint, body)),
+            look=find,
+            retries=find is not None,
+            look_last=True,
+        )
 
     # -- hosts and links ----------------------------------------------------------------------
 
@@ -436,37 +455,25 @@ class Client:
         """
         pending = list(task_ids)
         done: list[str] = []
-        delays = self.policy.delays()
-        last: Exception | None = None
-        for attempt in range(len(delays) + 1):
-            if attempt > 0:
-                self._pause(delays[attempt - 1], "tasks.enqueue_many", last)
-                try:
-                    states = self.get_tasks(ids=pending, only_fields=["status", "execution.queue"])
-                    queued = {
-                        str(t["id"])
-                        for t in states
-                        if t.get("status") in ("queued", "in_progress", "completed")
-                    }
-                    done += [i for i in pending if i in queued]
-                    pending = [i for i in pending if i not in queued]
-                except ServerUnavailable:
-                    pass
-                if not pending:
-                    return done, {}
-            try:
-                data = self._send_once("tasks.enqueue_many", {"ids": pending, "queue": queue_id})
-            except TransientError as exc:
-                last = exc
-                continue
+
+        def look() -> tuple[list[str], Doc] | None:
+            nonlocal pending
+            states = self.get_tasks(ids=pending, only_fields=["status", "execution.queue"])
+            queued = {str(t["id"]) for t in states if t.get("status") in TAKEN_BY_QUEUE}
+            done.extend(i for i in pending if i in queued)
+            pending = [i for i in pending if i not in queued]
+            return (done, {}) if not pending else None
+
+        def attempt() -> tuple[list[str], Doc]:
+            data = self._send_once("tasks.enqueue_many", {"ids": pending, "queue": queue_id})
             failed: Doc = {}
             for item in data.get("failed") or []:
                 error = item.get("error") or {}
                 failed[str(item.get("id"))] = str(error.get("msg") or error)
-            done += [str(item["id"]) for item in data.get("succeeded") or []]
+            done.extend(str(item["id"]) for item in data.get("succeeded") or [])
             return done, failed
-        assert last is not None
-        raise self._unavailable("tasks.enqueue_many", last, len(delays) + 1)
+
+        return self._retrying("tasks.enqueue_many", attempt, look=look)
 
     def dequeue_many(self, task_ids: Sequence[str]) -> None:
         """tasks.dequeue_many (retried: dequeuing twice is harmless)."""
@@ -479,6 +486,35 @@ class Client:
             return []
         data = self.call("tasks.delete_many", {"ids": list(task_ids), "force": force})
         return [str(item.get("id")) for item in data.get("failed") or []]
+
+    def mark_failed(self, task_id: str, reason: str, message: str) -> None:
+        """tasks.failed, forced (whatever the task's status; idempotent, so retried)."""
+        self.call(
+            "tasks.failed",
+            {
+                "task": task_id,
+                "force": True,
+                "status_reason": reason,
+                "status_message": message[:1000],
+            },
+        )
+
+    def register_output_model(self, task: Mapping[str, Any], fields: Mapping[str, Any]) -> str:
+        """models.create for `task`, then list the model among the task's outputs as "model".
+
+        A finished task refuses `tasks.add_or_update_model` (the SDK's OutputModel too), hence
+        a forced edit of the task's `models`, which is idempotent and so safe to retry. The
+        create is not idempotent: it is sent once, never retried blindly.
+        """
+        task_id = str(task["id"])
+        body = {"task": task_id, "project": str(task.get("project")), "ready": True, **fields}
+        model_id = self.write("models.create", body, find=None, parse=lambda d: str(d["id"]))
+        current = self.get_task(task_id).get("models") or {}
+        outputs = [m for m in current.get("output") or [] if m.get("name") != "model"]
+        outputs.append({"name": "model", "model": model_id})
+        models = {"input": current.get("input") or [], "output": outputs}
+        self.call("tasks.edit", {"task": task_id, "force": True, "models": models})
+        return model_id
 
     def stop_many(self, task_ids: Sequence[str], message: str = "aborted by ak-remote") -> Doc:
         """tasks.stop_many (force: queued or running); returns {id: error} for refusals."""
@@ -590,8 +626,9 @@ class Client:
                 headers = session.add_auth_headers({})
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = dest.with_name(dest.name + ".part")
-        delays = self.policy.delays()
-        for attempt in range(len(delays) + 1):
+        what = f"download of {url}"
+
+        def attempt() -> str:
             try:
                 digest = hashlib.sha256()
                 with requests.get(
@@ -613,13 +650,10 @@ class Client:
                             out.write(chunk)
                 tmp.replace(dest)
                 return digest.hexdigest()
-            except (TransientError, requests.RequestException) as exc:
-                if isinstance(exc, requests.RequestException):
-                    exc = TransientError(describe_network_error(exc))
-                if attempt == len(delays):
-                    raise self._unavailable(f"download of {url}", exc, attempt + 1) from None
-                self._pause(delays[attempt], f"download of {url}", exc)
-        raise AssertionError("unreachable")
+            except requests.RequestException as exc:
+                raise TransientError(describe_network_error(exc)) from None
+
+        return self._retrying(what, attempt)
 
     def _download_with_storage_manager(self, url: str, dest: Path) -> str:
         """s3://, gs://, azure:// and other storage the SDK knows (its own credentials)."""
@@ -629,7 +663,7 @@ class Client:
 
         try:
             local = StorageManager.get_local_copy(remote_url=url, extract_archive=False)
-        except Exception as exc:  # the SDK raises many types; its message is what matters
+        except Exception as exc:  # noqa: BLE001 - the SDK raises many types; its message is what matters
             raise ServerError(
                 f"cannot download {url}: {exc}", "check the storage credentials"
             ) from None

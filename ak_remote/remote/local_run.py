@@ -38,7 +38,7 @@ class LocalRun:
     summary: dict[str, Any]
 
 
-def prepare(job_name: str, overrides: dict[str, str]) -> tuple[Job, dict[str, Value]]:
+def check_request(job_name: str, overrides: dict[str, str]) -> tuple[Job, dict[str, Value]]:
     """Check the job, its parameters and its dataset reference; raises UsageError/DataError."""
     job = get_job(job_name)
     values = job.params.resolve(overrides)

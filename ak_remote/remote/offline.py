@@ -12,6 +12,7 @@ from typing import Any
 
 from ak_remote.contract import COMPLETED, FAILED, INFERENCE_FILE, RUN_FAILED, SUMMARY_FILE
 from ak_remote.errors import ServerError, UsageError
+from ak_remote.remote.clearml_api import Client
 
 
 @dataclass
@@ -39,7 +40,7 @@ def check_session(path: Path) -> None:
         )
 
 
-def import_session(path: Path) -> ImportedRun:
+def import_session(client: Client, path: Path) -> ImportedRun:
     """Import the session, then register its exported model (offline runs cannot).
 
     Raises UsageError for a bad file, ServerError when the server refuses or is unreachable.
@@ -47,17 +48,17 @@ def import_session(path: Path) -> ImportedRun:
     check_session(path)
     # The SDK prints progress on stdout, which carries only data here.
     with contextlib.redirect_stdout(sys.stderr):
-        return _import(path)
+        return _import(client, path)
 
 
-def _import(path: Path) -> ImportedRun:
+def _import(client: Client, path: Path) -> ImportedRun:
     from clearml import Task
 
     summary = _read_artifact(path, SUMMARY_FILE)
     inference = _read_artifact(path, INFERENCE_FILE)
     try:
         task_id = Task.import_offline_session(str(path))
-    except Exception as exc:  # the SDK raises bare exceptions for HTTP and auth failures
+    except Exception as exc:  # noqa: BLE001 - the SDK raises bare exceptions for HTTP and auth failures
         raise ServerError(
             f"importing {path.name} failed: {exc}",
             "check CLEARML_API_HOST and the credentials in clearml.conf",
@@ -67,7 +68,8 @@ def _import(path: Path) -> ImportedRun:
     task: Any = Task.get_task(task_id=str(task_id))
     if summary.get("status") == RUN_FAILED:
         # The import always ends the task completed; a failed run must not look good.
-        _mark_failed(str(task_id), str(summary.get("error") or "the offline run failed"))
+        message = str(summary.get("error") or "the offline run failed")
+        client.mark_failed(str(task_id), "failed in offline mode", message)
         return ImportedRun(str(task_id), None, FAILED)
     model_id = None
     keras_artifact = task.artifacts.get("model.keras")
@@ -75,7 +77,16 @@ def _import(path: Path) -> ImportedRun:
     if wants_model and keras_artifact is not None and keras_artifact.url:
         classes = (inference.get("output") or {}).get("class_names") or []
         labels = {str(name): i for i, name in enumerate(classes)}
-        model_id = _register_model(task, str(keras_artifact.url), labels)
+        model_id = client.register_output_model(
+            {"id": str(task.id), "project": str(task.project)},
+            {
+                "name": f"{task.name} model",
+                "uri": str(keras_artifact.url),
+                "framework": "Keras",
+                "labels": labels,
+                "comment": "registered by ak-remote import-offline",
+            },
+        )
     return ImportedRun(str(task_id), model_id, COMPLETED)
 
 
@@ -91,52 +102,3 @@ def _read_artifact(path: Path, name: str) -> dict[str, Any]:
         except ValueError:
             return {}
     return data if isinstance(data, dict) else {}
-
-
-def _mark_failed(task_id: str, message: str) -> None:
-    from ak_remote.remote.clearml_api import client_from_config
-
-    client_from_config().call(
-        "tasks.failed",
-        {
-            "task": task_id,
-            "force": True,
-            "status_reason": "failed in offline mode",
-            "status_message": message[:1000],
-        },
-    )
-
-
-def _register_model(task: Any, uri: str, labels: dict[str, int]) -> str:
-    """Create the model record for the uploaded `.keras` file and list it among the task's outputs.
-
-    The import leaves the task completed, and the server lets `tasks.add_or_update_model` touch
-    only running tasks (so does the SDK's OutputModel), hence a forced edit of the task's
-    `models`, which is idempotent and so safe to retry.
-    """
-    from ak_remote.remote.clearml_api import client_from_config
-
-    client = client_from_config()
-    task_id = str(task.id)
-    # Not idempotent: sent once, never retried blindly.
-    model_id = client.write(
-        "models.create",
-        {
-            "name": f"{task.name} model",
-            "uri": uri,
-            "framework": "Keras",
-            "labels": labels,
-            "task": task_id,
-            "project": str(task.project),
-            "ready": True,
-            "comment": "registered by ak-remote import-offline",
-        },
-        find=None,
-        parse=lambda data: str(data["id"]),
-    )
-    current = client.get_task(task_id).get("models") or {}
-    outputs = [m for m in current.get("output") or [] if m.get("name") != "model"]
-    outputs.append({"name": "model", "model": model_id})
-    models = {"input": current.get("input") or [], "output": outputs}
-    client.call("tasks.edit", {"task": task_id, "force": True, "models": models})
-    return model_id

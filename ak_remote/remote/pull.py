@@ -264,7 +264,7 @@ def load_models(dest: Path, formats: Mapping[str, str]) -> dict[str, Any]:
                 import keras
 
                 models[name] = keras.models.load_model(str(path), custom_objects=ak.CUSTOM_OBJECTS)
-        except Exception as exc:  # any reload failure means the model is unusable
+        except Exception as exc:  # noqa: BLE001 - any reload failure means the model is unusable
             raise RunFailedError(
                 f"{relative} downloaded intact but does not load: {type(exc).__name__}: {exc}"[
                     :400

@@ -1,6 +1,6 @@
 """The job's training callback: TensorBoard per trial, clean ClearML series, and checkpoints.
 
-Series naming route (facts.md: ClearML's TensorBoard capture names per-trial series
+Series naming route (ClearML's TensorBoard capture names per-trial series
 inconsistently): the job turns ClearML's TensorBoard auto-capture off and reports every epoch's
 logs itself through the ClearML Logger from this callback, one series per trial and split:
 title `epoch_<metric>` (the tag TensorBoard shows), series `trial 00 · train`,

@@ -181,28 +181,11 @@ def _load_bundled(name: str, family: str, kind: str) -> Dataset:
 def _local_path(ref: DatasetRef) -> Path:
     if ref.kind == "local":
         return Path(ref.value)
+    from ak_remote.runtime import tracking  # ClearML's SDK, only for remote data
+
     if ref.kind == "remote":
-        from clearml import StorageManager
-
-        try:
-            local = StorageManager.get_local_copy(remote_url=ref.value, extract_archive=True)
-        except Exception as exc:  # the SDK raises many types; the message is what matters
-            raise DataError(
-                f"could not fetch {ref.value}: {exc}", "check the URL and its credentials"
-            ) from None
-        if not local:
-            raise DataError(f"could not fetch {ref.value}", "check the URL and its credentials")
-        return Path(local)
-    from clearml import Dataset as ClearMLDataset
-
-    try:
-        folder = ClearMLDataset.get(dataset_id=ref.value).get_local_copy()
-    except Exception as exc:
-        raise DataError(
-            f"could not get ClearML dataset {ref.value}: {exc}",
-            "check the id with `clearml-data list` and that the server is configured",
-        ) from None
-    return Path(folder)
+        return tracking.fetch_url(ref.value)
+    return tracking.fetch_dataset(ref.value)
 
 
 def _load_path(path: Path, family: str, kind: str, target: str, source: str) -> Dataset:

@@ -123,7 +123,7 @@ def export_and_verify(
             else:
                 reloaded = keras.models.load_model(str(path), custom_objects=ak.CUSTOM_OBJECTS)
                 outputs = np.asarray(reloaded.predict(samples, verbose=0))
-        except Exception as exc:  # any reload failure is a verification failure, said plainly
+        except Exception as exc:  # noqa: BLE001 - any reload failure is a verification failure, said plainly
             errors[name] = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
             continue
         diffs[name] = _max_abs_diff(expected, outputs)

@@ -16,7 +16,6 @@ Every trial and final fit checks its data fingerprint against the search's first
 from __future__ import annotations
 
 import math
-import sys
 import time
 from typing import Any
 
@@ -26,6 +25,7 @@ from ak_remote.contract import (
     SEARCH_SPEC_KEY,
 )
 from ak_remote.errors import DataError, RunFailedError
+from ak_remote.runtime import console
 from ak_remote.search.spec import CONTROLLER, FINAL, TRIAL, SearchSpec
 
 
@@ -156,7 +156,7 @@ def train_trial(run: Any, data: Any, split: Any) -> None:
 
 
 def _say(message: str) -> None:
-    print(f"[ak-remote] {message}", file=sys.stderr, flush=True)
+    console.say(message)
 
 
 __all__ = ["run_part", "search_spec", "train_trial"]

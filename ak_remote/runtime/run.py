@@ -42,6 +42,7 @@ from ak_remote.errors import (
     UsageError,
 )
 from ak_remote.params import Value, parse_assignments
+from ak_remote.runtime import console
 from ak_remote.runtime.settings import Settings
 
 DEBUG_ENV = "AK_REMOTE_DEBUG"
@@ -145,6 +146,7 @@ class Run:
             task_part = self.tracker.task_id.removeprefix("offline-")[:8]
             self.run_dir = Path.cwd() / "runs" / job.name / f"{stamp}-{task_part}"
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        console.log_to(self.run_dir)
         self.summary["run_dir"] = str(self.run_dir)
         # Under an agent the values that count are the server's (a clone's overrides): they
         # are validated again, and bad ones fail the task with the same one-line message.
@@ -156,7 +158,7 @@ class Run:
         from ak_remote.runtime.parallel import search_spec
 
         self.search_spec = search_spec(args, self.tracker)
-        _say(f"run folder: {self.run_dir}")
+        console.say(f"run folder: {self.run_dir}")
         self._train_and_export()
 
     def _train_and_export(self) -> None:
@@ -209,10 +211,12 @@ class Run:
         }
         tensorboard_dir = run_dir / "tensorboard"
         self.summary["tensorboard_dir"] = str(tensorboard_dir)
-        _say(f"TensorBoard logs: {tensorboard_dir}  (tensorboard --logdir {tensorboard_dir})")
-        from ak_remote.runtime.search_state import prepare
+        console.say(
+            f"TensorBoard logs: {tensorboard_dir}  (tensorboard --logdir {tensorboard_dir})"
+        )
+        from ak_remote.runtime.search_state import restore_or_start
 
-        self.search_state = prepare(
+        self.search_state = restore_or_start(
             run_dir,
             job.name,
             job.params.to_strings(self.params),
@@ -267,7 +271,7 @@ class Run:
             self.tracker.report_single_value(name, value)
             self.tracker.report_scalar("test", name.removeprefix("test_"), value, 0)
         self.summary["metrics"] = metrics
-        _say("test metrics: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
+        console.say("test metrics: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
 
     def _export(self, data: Any, result: Any, x_test: Any) -> None:
         from ak_remote.runtime.export import export_and_verify
@@ -296,7 +300,7 @@ class Run:
                 f"exported model failed verification ({detail}; tolerance {tolerance:g})",
                 "the files are kept in models/ for inspection; do not serve them",
             )
-        _say(
+        console.say(
             "export verified: "
             + ", ".join(f"{k} max|diff|={v:.2g}" for k, v in verification["max_abs_diff"].items())
         )
@@ -414,15 +418,10 @@ def _json_default(value: Any) -> Any:
     return str(value)
 
 
-def _say(message: str) -> None:
-    print(f"[ak-remote] {message}", file=sys.stderr, flush=True)
-
-
 def main(job_name: str, argv: list[str] | None = None) -> int:
     """Run `job_name` with `argv` (default: sys.argv[1:]); returns the exit code."""
     debug = os.environ.get(DEBUG_ENV, "") not in ("", "0")
-    # TensorFlow's C++ INFO lines (CPU features, oneDNN) are noise in a job log.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+    console.quiet_libraries()  # before TensorFlow loads: its warnings go to the run's log file
     run: Run | None = None
     error: AkRemoteError | None = None
     trace = ""
@@ -438,7 +437,7 @@ def main(job_name: str, argv: list[str] | None = None) -> int:
         error, code, trace = exc, exc.exit_code, traceback.format_exc()
     except KeyboardInterrupt:
         error, code = RunFailedError("interrupted"), ExitCode.INTERRUPTED
-    except Exception as exc:  # a bug or an upstream failure: one line, traceback on request
+    except Exception as exc:  # noqa: BLE001 - a bug or an upstream failure: one line, traceback on request
         trace = traceback.format_exc()
         error = AkRemoteError(
             f"{type(exc).__name__}: {exc}".splitlines()[0][:500],
@@ -446,17 +445,17 @@ def main(job_name: str, argv: list[str] | None = None) -> int:
         )
         code = ExitCode.INTERNAL
     if trace and debug:
-        print(trace, file=sys.stderr, end="")
+        console.error(trace.rstrip())
     if run is not None:
         if error is not None and run.params:
             run.summary["params"] = run.job.params.to_strings(run.params)
         try:
             run.finish(error)
-        except Exception as exc:  # closing must not hide the run's own outcome
-            print(f"Error: could not close the run: {exc}", file=sys.stderr)
+        except Exception as exc:  # noqa: BLE001 - closing must not hide the run's own outcome
+            console.error(f"Error: could not close the run: {exc}")
             code = code or ExitCode.INTERNAL
     if error is not None:
-        print(f"Error: {error}", file=sys.stderr, flush=True)
+        console.error(f"Error: {error}")
     if run is not None and run.summary.get("offline_session"):
-        print(f"offline session: {run.summary['offline_session']}", file=sys.stderr, flush=True)
+        console.error(f"offline session: {run.summary['offline_session']}")
     return int(code)

@@ -31,7 +31,6 @@ import json
 import os
 import re
 import shutil
-import sys
 import time
 import zipfile
 from collections.abc import Mapping
@@ -41,6 +40,7 @@ from typing import Any, Protocol
 from ak_remote.catalog import Job
 from ak_remote.contract import RUN_COMPLETED, SEARCH_STATE_ARTIFACT, SUMMARY_FILE, read_summary
 from ak_remote.errors import DataError, UsageError
+from ak_remote.runtime import console
 
 STATE_FILE = "search_state.zip"
 MANIFEST = "ak_remote_search_state.json"
@@ -148,7 +148,7 @@ class SearchState:
         self.resumed = True
         self.restored_from = source
         self.trials_restored = finished
-        _say(
+        console.say(
             f"search resumed from the {source} ({STATE_FILE}): {finished} finished trial(s) "
             "are not trained again"
         )
@@ -213,15 +213,15 @@ class SearchState:
         try:
             self.snapshot()
         except OSError as exc:  # a full disk must not end the search that it would protect
-            _say(f"warning: could not save the search state: {exc}")
+            console.say(f"warning: could not save the search state: {exc}")
             return
         if self.uploader is None:
             return
         try:
             self.uploader.upload(SEARCH_STATE_ARTIFACT, self.state_file)
-        except Exception as exc:  # the SDK raises many types; the search goes on regardless
+        except Exception as exc:  # noqa: BLE001 - the SDK raises many types; the search goes on regardless
             self.upload_errors += 1
-            _say(f"warning: could not upload the search state: {exc}".splitlines()[0])
+            console.say(f"warning: could not upload the search state: {exc}".splitlines()[0])
 
     def snapshot(self) -> Path:
         """Write `<run>/search_state.zip` atomically from the project folder; returns its path."""
@@ -272,7 +272,7 @@ class SearchState:
         return record
 
 
-def prepare(
+def restore_or_start(
     run_dir: Path,
     job: str,
     params: Mapping[str, str],
@@ -295,9 +295,9 @@ def prepare(
         return state
     try:
         downloaded = tracker.download_artifact(SEARCH_STATE_ARTIFACT)
-    except Exception as exc:  # the SDK raises many types for a failed download
+    except Exception as exc:  # noqa: BLE001 - the SDK raises many types for a failed download
         state.note = f"the saved search state could not be downloaded ({exc}); started afresh"
-        _say(f"warning: {state.note}".splitlines()[0])
+        console.say(f"warning: {state.note}".splitlines()[0])
         return state
     if downloaded is None:
         return state
@@ -305,7 +305,7 @@ def prepare(
         state.restore(Path(downloaded), "task artifact")
     except (DataError, UsageError) as exc:
         state.note = f"the saved search state was not used: {exc.message}; started afresh"
-        _say(f"warning: {state.note}")
+        console.say(f"warning: {state.note}")
         if state.project_dir.exists():
             shutil.rmtree(state.project_dir)
     return state
@@ -403,10 +403,6 @@ def _trial_status(data: bytes) -> str:
         return str(json.loads(data).get("status") or "")
     except (ValueError, AttributeError):
         return ""
-
-
-def _say(message: str) -> None:
-    print(f"[ak-remote] {message}", file=sys.stderr, flush=True)
 
 
 def resume_overrides(run_dir: Path, job: Job, overrides: Mapping[str, str]) -> dict[str, str]:

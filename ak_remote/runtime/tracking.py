@@ -11,11 +11,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from ak_remote.errors import DataError
 from ak_remote.params import SECTION
 
 # Frameworks whose ClearML auto-capture a job turns off, and why:
-# - tensorboard: its per-trial series names are inconsistent (facts.md); the job reports one
-#   clearly named series per trial and split itself (ak_remote.runtime.callbacks);
+# - tensorboard: its per-trial series names are inconsistent (seen in offline sessions); the
+#   job reports one clearly named series per trial and split itself (runtime/callbacks.py);
 # - tensorflow/keras: every checkpoint save would be registered as an output model, a model
 #   "reported as good" before it is verified; the job registers the verified one itself;
 # - tfdefines: absl flags captured one `tasks.edit` each (31 edits for a small job);
@@ -42,6 +43,10 @@ class Tracker:
 
     def __init__(self, project: str, name: str, offline: bool) -> None:
         from clearml import Task
+
+        from ak_remote.runtime import console
+
+        console.tidy()  # ClearML set up its own console logger on import
 
         if offline:
             Task.set_offline(True)
@@ -151,3 +156,35 @@ class Tracker:
             # Under an agent close() leaves the status to the daemon: say failed ourselves.
             _failed()
         task.close()
+
+
+def fetch_url(url: str) -> Path:
+    """A local copy of a URL or bucket path through ClearML's StorageManager (its credentials).
+
+    Raises DataError when it cannot be fetched.
+    """
+    from clearml import StorageManager
+
+    try:
+        local = StorageManager.get_local_copy(remote_url=url, extract_archive=True)
+    except Exception as exc:  # noqa: BLE001 - the SDK raises many types; the message is what matters
+        raise DataError(
+            f"could not fetch {url}: {exc}", "check the URL and its credentials"
+        ) from None
+    if not local:
+        raise DataError(f"could not fetch {url}", "check the URL and its credentials")
+    return Path(local)
+
+
+def fetch_dataset(dataset_id: str) -> Path:
+    """A local copy of a ClearML Dataset. Raises DataError when it cannot be had."""
+    from clearml import Dataset
+
+    try:
+        folder = Dataset.get(dataset_id=dataset_id).get_local_copy()
+    except Exception as exc:  # noqa: BLE001 - the SDK raises untyped errors; its message is reported
+        raise DataError(
+            f"could not get ClearML dataset {dataset_id}: {exc}",
+            "check the id with `clearml-data list` and that the server is configured",
+        ) from None
+    return Path(folder)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import sys
 import time
 import zipfile
 from pathlib import Path
@@ -87,7 +86,7 @@ class StateStore:
             return
         try:
             self.tracker.upload(SEARCH_CONTROLLER_ARTIFACT, self.path)
-        except Exception as exc:  # the SDK raises many types; the search goes on regardless
+        except Exception as exc:  # noqa: BLE001 - the SDK raises many types; the search goes on
             self.upload_errors += 1
             _say(f"warning: could not upload the search state: {exc}".splitlines()[0])
 
@@ -97,7 +96,7 @@ class StateStore:
         if self.tracker is not None and not self.tracker.offline:
             try:
                 downloaded = self.tracker.download_artifact(SEARCH_CONTROLLER_ARTIFACT)
-            except Exception as exc:  # a failed download must say so, not start afresh silently
+            except Exception as exc:  # noqa: BLE001 - must say so, not start afresh silently
                 raise DataError(f"cannot download the saved search state: {exc}") from None
             if downloaded is not None:
                 return Path(downloaded)
@@ -289,7 +288,9 @@ def _num(trial_id: str) -> int:
 
 
 def _say(message: str) -> None:
-    print(f"[ak-remote] {message}", file=sys.stderr, flush=True)
+    from ak_remote.runtime import console
+
+    console.say(message)
 
 
 __all__ = ["STATE_FILE", "StateStore", "build_oracle", "control"]

@@ -3,13 +3,13 @@
 Three ``ThreadingHTTPServer`` listeners on free 127.0.0.1 ports, one per ClearML host. The API
 listener speaks the wire protocol the SDK and clearml-agent use (see README.md): versioned and
 unversioned paths, GET or POST with a JSON body, JSON-lines batches, the ``meta``/``data``
-envelope, HTTP Basic for ``auth.login`` and a bearer JWT afterwards.
+envelope, HTTP Basic for ``auth.login`` and a bearer JWT afterwards. This module owns the
+listeners, the request log and fault injection; what a call does is in ``api.py`` and
+``services/`` (credentials in ``services/auth.py``, stored files in ``services/files.py``).
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import copy
 import json
 import re
@@ -19,23 +19,16 @@ import traceback
 import urllib.parse
 import uuid
 from dataclasses import dataclass, field
-from email import policy
-from email.parser import BytesParser
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-import jwt
-
 from tests.emulator import errors
-from tests.emulator.api import ClearMLApi
-from tests.emulator.schemas import validate_request
-from tests.emulator.state import COMPANY_ID, USER_ID, USER_NAME, ServerState
+from tests.emulator.api import BATCH_ENDPOINTS, ClearMLApi
+from tests.emulator.services import auth, files
+from tests.emulator.services.auth import API_VERSION
+from tests.emulator.state import ServerState
 
-API_VERSION = "2.23"  # the newest API the SDK 2.1.12 ships schemas for
-SERVER_VERSION = "1.16.0"
-TOKEN_LIFETIME_S = 24 * 3600
-BATCH_ENDPOINTS = frozenset({"events.add_batch", "tasks.update_batch"})
 FAULT_MODES = ("500", "503", "timeout", "drop_response")
 _PATH_RE = re.compile(r"^/(?:v(?P<version>[^/]+)/)?(?P<endpoint>[A-Za-z_]+\.[A-Za-z_]+)/?$")
 
@@ -65,10 +58,10 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, role: str, emulator: Emulator) -> None:
+    def __init__(self, role: str, emulator: Emulator, port: int = 0) -> None:
         self.role = role
         self.emulator = emulator
-        super().__init__(("127.0.0.1", 0), _Handler)
+        super().__init__(("127.0.0.1", port), _Handler)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -126,7 +119,9 @@ class Emulator:
         access_key: str = "EMULATORACCESSKEY",
         secret_key: str = "emulator-secret-key-0123456789",
         config_dir: Path | None = None,
+        port: int = 0,
     ) -> None:
+        """`port`: the API's (web stub port+1, fileserver port+2); 0 picks free ones."""
         self.access_key = access_key
         self.secret_key = secret_key
         self.state = ServerState()
@@ -136,7 +131,10 @@ class Emulator:
         self._faults: dict[str, list[_Fault]] = {}
         self._log_lock = threading.Lock()
         self._token_secret = uuid.uuid4().hex
-        self._servers = {role: _Server(role, self) for role in ("api", "web", "files")}
+        roles = ("api", "web", "files")
+        self._servers = {
+            role: _Server(role, self, port + n if port else 0) for n, role in enumerate(roles)
+        }
         self.api_url = self._url("api")
         self.web_url = self._url("web")
         self.files_url = self._url("files")
@@ -267,12 +265,12 @@ class Emulator:
         """Create a queue directly in the state; return its id."""
         with self.state.lock:
             system_tags = ["default"] if default else []
-            return str(self.api._new_queue(name, system_tags=system_tags)["id"])
+            return str(self.api.queues.new_queue(name, system_tags=system_tags)["id"])
 
     def create_project(self, name: str) -> str:
         """Create a project directly in the state; return its id."""
         with self.state.lock:
-            return str(self.api._new_project(name)["id"])
+            return str(self.api.projects.new_project(name)["id"])
 
     def create_task(self, name: str, project: str | None = None, **fields: Any) -> str:
         """Create a task (status created) directly in the state; return its id."""
@@ -280,19 +278,19 @@ class Emulator:
             project_id = None
             if project:
                 found = self.state.project_by_name(project)
-                project_id = (found or self.api._new_project(project))["id"]
+                project_id = (found or self.api.projects.new_project(project))["id"]
             req = {"name": name, "type": "training", "project": project_id, **fields}
-            return str(self.api.ep_tasks__create(req)["id"])
+            return str(self.api.tasks.ep_tasks__create(req)["id"])
 
     def call(self, endpoint: str, **body: Any) -> dict[str, Any]:
         """Run one endpoint in-process (validated like a wire call); return its data."""
         with self.state.lock:
-            return self._apply(endpoint, dict(body))
+            return self.api.dispatch(endpoint, dict(body))
 
     def add_events(self, events: list[dict[str, Any]]) -> dict[str, Any]:
         """Ingest events as events.add_batch does (updates last_metrics); return its data."""
         with self.state.lock:
-            return self.api.add_events(copy.deepcopy(events))
+            return self.api.events.add_events(copy.deepcopy(events))
 
     def get_task(self, task_id: str) -> dict[str, Any]:
         """A copy of the task document, as tasks.get_by_id returns it."""
@@ -310,88 +308,6 @@ class Emulator:
         return f"{self.files_url}/{urllib.parse.quote(path.lstrip('/'))}"
 
     # ---------------------------------------------------------------- API
-    def _apply(self, endpoint: str, body: Any) -> dict[str, Any]:
-        if endpoint in BATCH_ENDPOINTS:
-            if endpoint == "events.add_batch":
-                return self.api.add_events(body)
-            return self._update_batch(body)
-        handler = self.api.handlers.get(endpoint)
-        if handler is None:
-            raise errors.endpoint_not_found(endpoint, API_VERSION)
-        if not isinstance(body, dict):
-            raise errors.ValidationError("request body must be a JSON object")
-        # The SDK sends "method": "get" in every body; the server ignores it.
-        body = {k: v for k, v in body.items() if k != "method"}
-        data = validate_request(endpoint, body)
-        return handler(data)
-
-    def _known(self, endpoint: str) -> bool:
-        return (
-            endpoint == "auth.login" or endpoint in BATCH_ENDPOINTS or endpoint in self.api.handlers
-        )
-
-    def _update_batch(self, items: list[Any]) -> dict[str, Any]:
-        if not items:
-            raise errors.BatchContainsNoItems()
-        updated = 0
-        for item in items:
-            updated += self.api.ep_tasks__update(validate_request("tasks.update", item))["updated"]
-        return {"updated": updated}
-
-    def _issue_token(self) -> str:
-        claims = {
-            "identity": {
-                "company": COMPANY_ID,
-                "company_name": "emulator",
-                "user": USER_ID,
-                "user_name": USER_NAME,
-                "role": "user",
-            },
-            "api_version": API_VERSION,
-            "server_version": SERVER_VERSION,
-            "server_build": "emulator",
-            "feature_set": "basic",
-            "env": "emulator",
-            "iat": int(time.time()),
-            "exp": int(time.time()) + TOKEN_LIFETIME_S,
-        }
-        return jwt.encode(claims, self._token_secret, algorithm="HS256")
-
-    def _check_basic(self, value: str) -> None:
-        try:
-            decoded = base64.b64decode(value.encode(), validate=True).decode("latin-1")
-        except (binascii.Error, ValueError) as exc:
-            raise errors.BadCredentials(str(exc)) from exc
-        key, _, secret = decoded.partition(":")
-        # The server answers 401/22 for an unknown key and for a wrong secret alike.
-        if (key, secret) != (self.access_key, self.secret_key):
-            raise errors.InvalidCredentials("failed to locate provided credentials")
-
-    def _authorize(self, endpoint: str, header: str | None) -> dict[str, Any] | None:
-        """Check credentials; return auth.login's data when the call is auth.login."""
-        if not header:
-            raise errors.NoCredentials()
-        kind, _, value = header.partition(" ")
-        if kind.lower() == "basic":
-            self._check_basic(value.strip())
-            if endpoint == "auth.login":
-                return {"token": self._issue_token()}
-            return None
-        if kind.lower() == "bearer":
-            if endpoint == "auth.login":
-                # The real server refreshes a token from a valid bearer token too.
-                self._check_token(value.strip())
-                return {"token": self._issue_token()}
-            self._check_token(value.strip())
-            return None
-        raise errors.BadAuthType()
-
-    def _check_token(self, token: str) -> None:
-        try:
-            jwt.decode(token, self._token_secret, algorithms=["HS256"])
-        except jwt.PyJWTError as exc:
-            raise errors.InvalidToken(str(exc)) from exc
-
     def _handle_api(self, request: _Handler) -> None:
         parsed = urllib.parse.urlsplit(request.path)
         raw = request.read_body()
@@ -421,18 +337,24 @@ class Emulator:
                 time.sleep(fault.hold_s)
                 request.drop()
                 return
-            if not self._known(entry.endpoint):
+            if not self.api.serves(entry.endpoint):
                 raise errors.endpoint_not_found(entry.endpoint, requested)
-            login = self._authorize(entry.endpoint, request.headers.get("Authorization"))
+            login = auth.authorize(
+                entry.endpoint,
+                request.headers.get("Authorization"),
+                access_key=self.access_key,
+                secret_key=self.secret_key,
+                token_secret=self._token_secret,
+            )
             if login is not None:
                 data = login
             else:
                 with self.state.lock:
-                    data = self._apply(entry.endpoint, entry.body)
+                    data = self.api.dispatch(entry.endpoint, entry.body)
             code, subcode, msg = 200, 0, "OK"
         except errors.APIError as exc:
             code, subcode, msg, data = exc.code, exc.subcode, exc.msg, {}
-        except Exception as exc:  # a bug in the emulator: answer as the server does (500/0)
+        except Exception as exc:  # noqa: BLE001 - a bug in the emulator: answer as the server does (500/0)
             code, subcode, msg, data = 500, 0, f"{type(exc).__name__}: {exc}", {}
             self.internal_errors.append(f"{entry.endpoint}: {traceback.format_exc()}")
         if fault and fault.mode == "drop_response":
@@ -513,18 +435,16 @@ class Emulator:
             return
         status, body, ctype = 405, b"method not allowed", "text/plain"
         if command == "POST":
-            status, body, ctype = self._upload(request, raw, entry)
+            content_type = request.headers.get("Content-Type", "")
+            (status, body, ctype), stored = files.upload(
+                self.state, request.path, content_type, raw
+            )
+            if stored is not None:
+                entry.body = {"files": stored}
         elif command in ("GET", "HEAD"):
-            with self.state.lock:
-                content = self.state.files.get(path)
-            if content is None:
-                status, body, ctype = 404, b"file not found", "text/plain"
-            else:
-                status, body, ctype = 200, content, "application/octet-stream"
+            status, body, ctype = files.download(self.state, path)
         elif command == "DELETE":
-            with self.state.lock:
-                found = self.state.files.pop(path, None) is not None
-            status, body = (200, b"{}") if found else (404, b"file not found")
+            status, body, ctype = files.delete(self.state, path)
         if fault and fault.mode == "drop_response":
             self._record(entry)
             request.drop()
@@ -532,33 +452,6 @@ class Emulator:
         entry.status = status
         self._record(entry)
         request.send(status, body, ctype)
-
-    def _upload(
-        self, request: _Handler, raw: bytes, entry: RecordedRequest
-    ) -> tuple[int, bytes, str]:
-        ctype = request.headers.get("Content-Type", "")
-        if not ctype.startswith("multipart/form-data"):
-            return 400, b"expected multipart/form-data", "text/plain"
-        message = BytesParser(policy=policy.HTTP).parsebytes(
-            b"Content-Type: " + ctype.encode("latin-1") + b"\r\n\r\n" + raw
-        )
-        stored: dict[str, str] = {}
-        prefix = urllib.parse.unquote(urllib.parse.urlsplit(request.path).path).rstrip("/")
-        for part in message.iter_parts():
-            name = part.get_param("name", header="content-disposition")
-            if not name:
-                continue
-            name = str(name)
-            target = f"{prefix}/{name.lstrip('/')}"
-            decoded = part.get_payload(decode=True)
-            payload = decoded if isinstance(decoded, bytes) else b""
-            with self.state.lock:
-                self.state.files[target] = payload
-            stored[name] = target
-        entry.body = {"files": sorted(stored.values())}
-        if not stored:
-            return 400, b"no file parts", "text/plain"
-        return 200, json.dumps(stored).encode("utf-8"), "application/json"
 
     # ---------------------------------------------------------------- web
     def _handle_web(self, request: _Handler) -> None:
