@@ -110,12 +110,12 @@ def test_a_search_over_two_agents_survives_a_killed_agent(
             time.sleep(3)  # mid-trial
             _kill_tree(second.process.pid)
 
-            # The controller dies once a trial has finished (its state was saved then).
+            # The controller dies once it has recorded a finished trial (and saved its state).
             wait_for(
-                lambda: any(t["status"] == "completed" for t in children()),
+                lambda: " completed val_accuracy=" in controller_agent.log(),
                 600,
                 0.5,
-                "a finished trial",
+                "the controller to record a finished trial",
             )
             finished_before = {str(t["id"]) for t in children() if t["status"] == "completed"}
             _kill_tree(controller_agent.process.pid)
@@ -126,7 +126,9 @@ def test_a_search_over_two_agents_survives_a_killed_agent(
             done = wait_for_status(emulator, search_id, timeout=900, agent=controller_agent)
             agent_logs = f"{controller_agent.log()[-6000:]}\n--- first\n{first.log()[-4000:]}"
             assert done["status"] == "completed", agent_logs
-            assert "search resumed" in controller_agent.log()
+            resumed_log = controller_agent.log()
+            assert "search resumed" in resumed_log
+            assert "search resumed: 0 trial(s)" not in resumed_log  # it kept a finished one
 
         status = json.loads(ok(invoke("status", search_id, "--json")).stdout)
         trials = [r for r in status["trials"] if r["trial"] != "final"]
@@ -150,6 +152,8 @@ def test_a_search_over_two_agents_survives_a_killed_agent(
 
         table = ok(invoke("status", search_id)).stdout
         assert "trial" in table and "final" in table
+        compared = json.loads(ok(invoke("compare", search_id, "--format", "json")).stdout)
+        assert sorted(r["id"] for r in compared["runs"]) == sorted(r["id"] for r in completed)
 
     pulled = ok(invoke("pull", search_id, "--dest", str(tmp_path / "model"), "--check"))
     assert "Check passed" in pulled.stderr

@@ -9,6 +9,7 @@ import click
 
 from ak_remote import ui
 from ak_remote.commands.common import App, follow_runs
+from ak_remote.errors import UsageError
 from ak_remote.remote.launch import LaunchRequest
 from ak_remote.search.spec import SearchSpec
 
@@ -192,3 +193,36 @@ def with_trials(client: Client, ids: tuple[str, ...]) -> list[str]:
                 i for i in in_flight(search_children(client, str(task["id"]))) if i not in result
             ]
     return result
+
+
+def trials_of_searches(client: Client, ids: tuple[str, ...]) -> tuple[str, ...]:
+    """The ids with each search replaced by its completed trials (in trial order)."""
+    from ak_remote.contract import COMPLETED, is_task_id
+    from ak_remote.remote.search import is_search, search_children, trial_rows
+
+    wanted = [i.strip().lower() for i in ids if is_task_id(i.strip().lower())]
+    if len(wanted) != len(ids) or not wanted:
+        return ids  # let the command's own checks explain bad ids
+    searches = {
+        str(t["id"])
+        for t in client.get_tasks(ids=wanted, only_fields=["system_tags"])
+        if is_search(t)
+    }
+    if not searches:
+        return ids
+    result: list[str] = []
+    for task_id in wanted:
+        if task_id not in searches:
+            result.append(task_id)
+            continue
+        rows = [r for r in trial_rows(search_children(client, task_id)) if r["trial"] != "final"]
+        done = sorted(
+            (r for r in rows if r["status"] == COMPLETED),
+            key=lambda r: (len(r["trial"]), r["trial"]),
+        )
+        if not done:
+            raise UsageError(
+                f"search {task_id} has no finished trial yet", f"ak-remote status {task_id}"
+            )
+        result += [r["id"] for r in done if r["id"] not in result]
+    return tuple(result)
