@@ -182,3 +182,44 @@ def test_a_restarted_controller_adopts_running_trials_and_keeps_finished_ones(
     new = len(backend.attempts) - submitted_before
     assert new == 5 - len(controller.trials)
     assert len({values_key(t.values) for t in controller2.trials.values()}) == 5
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--parallel", "0"], "--parallel 0 is not a positive number"),
+        (["--set", "max_trials=2", "--parallel", "3"], "more than max_trials=2"),
+    ],
+)
+def test_run_parallel_refuses_bad_input_before_creating_anything(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, args: list[str], message: str
+) -> None:
+    from click.testing import CliRunner
+
+    from ak_remote.cli import cli
+
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    result = CliRunner().invoke(cli, ["run", "structured-classifier", *args])
+    assert result.exit_code == 2, result.output
+    assert message in result.stderr
+    assert list(work.iterdir()) == []  # no run folder, no spec
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[]", "not a JSON object"),
+        ('{"role": "boss"}', "unknown search role"),
+        ('{"role": "trial", "extra": 1}', "unknown fields extra"),
+        ('{"role": "controller", "parallel": 0}', "--parallel 0"),
+        ('{"role": "controller", "lost_after_s": -1}', "lost_after_s must be a positive"),
+    ],
+)
+def test_a_bad_search_spec_is_a_usage_error(text: str, message: str) -> None:
+    from ak_remote.errors import UsageError
+    from ak_remote.search.spec import SearchSpec
+
+    with pytest.raises(UsageError, match=message):
+        SearchSpec.from_json(text)
