@@ -26,7 +26,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -84,22 +83,33 @@ print("RESULT " + json.dumps({"requests": calls["n"]}))
 """
 
 
-def _ts(text: str) -> float:
-    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-
-
 def gaps(emulator: Emulator, ids: list[str]) -> list[float]:
-    """Per agent: next trial's `started` minus the previous trial's `completed`."""
-    by_worker: dict[str, list[dict[str, Any]]] = {}
+    """Per agent: when the next trial started minus when the previous one completed.
+
+    Times are the arrival of the trial's own `tasks.started` and `tasks.completed` requests at
+    the emulator (a controller may touch a task again after it completed, which moves the
+    task's `completed` field)."""
+    wanted = set(ids)
+    started: dict[str, float] = {}
+    completed: dict[str, float] = {}
+    for request in emulator.requests:
+        task = request.body.get("task") if isinstance(request.body, dict) else None
+        if task not in wanted or request.status != 200:
+            continue
+        if request.endpoint == "tasks.started":
+            started.setdefault(task, request.time)
+        elif request.endpoint == "tasks.completed":
+            completed.setdefault(task, request.time)
+    by_worker: dict[str, list[str]] = {}
     for task_id in ids:
-        task = emulator.state.tasks[task_id]
-        if task.get("started") and task.get("completed"):
-            by_worker.setdefault(str(task.get("last_worker")), []).append(task)
+        if task_id in started and task_id in completed:
+            worker = str(emulator.state.tasks[task_id].get("last_worker"))
+            by_worker.setdefault(worker, []).append(task_id)
     result = []
     for tasks in by_worker.values():
-        tasks.sort(key=lambda t: _ts(t["started"]))
+        tasks.sort(key=lambda t: started[t])
         for before, after in itertools.pairwise(tasks):
-            result.append(_ts(after["started"]) - _ts(before["completed"]))
+            result.append(started[after] - completed[before])
     return result
 
 
