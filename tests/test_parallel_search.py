@@ -123,6 +123,7 @@ def test_a_search_over_two_agents_survives_a_killed_agent(
         with running_agent(emulator, "services", log_dir=logs) as controller_agent:
             resumed = ok(invoke("resume", search_id, "-q", "services"))
             assert search_id in resumed.stdout
+            assert "its saved search state is restored" in resumed.stderr
             done = wait_for_status(emulator, search_id, timeout=900, agent=controller_agent)
             agent_logs = f"{controller_agent.log()[-6000:]}\n--- first\n{first.log()[-4000:]}"
             assert done["status"] == "completed", agent_logs
