@@ -17,7 +17,6 @@ optimizer and its default `pool_period_min` (2 minutes) unless --hpo-pool-min is
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import os
 import signal
@@ -84,7 +83,7 @@ print("RESULT " + json.dumps({"requests": calls["n"]}))
 
 
 def gaps(emulator: Emulator, ids: list[str]) -> list[float]:
-    """Per agent: when the next trial started minus when the previous one completed.
+    """How long a freed agent waited: a trial's start minus the completion that freed its agent.
 
     Times are the arrival of the trial's own `tasks.started` and `tasks.completed` requests at
     the emulator (a controller may touch a task again after it completed, which moves the
@@ -100,17 +99,22 @@ def gaps(emulator: Emulator, ids: list[str]) -> list[float]:
             started.setdefault(task, request.time)
         elif request.endpoint == "tasks.completed":
             completed.setdefault(task, request.time)
-    by_worker: dict[str, list[str]] = {}
-    for task_id in ids:
-        if task_id in started and task_id in completed:
-            worker = str(emulator.state.tasks[task_id].get("last_worker"))
-            by_worker.setdefault(worker, []).append(task_id)
-    result = []
-    for tasks in by_worker.values():
-        tasks.sort(key=lambda t: started[t])
-        for before, after in itertools.pairwise(tasks):
-            result.append(started[after] - completed[before])
+    # A freed agent takes the next trial: match each start (after the first `parallel`) with
+    # the earliest completion before it not matched yet. Needs no worker attribution.
+    starts = sorted(started[t] for t in ids if t in started)
+    ends = sorted(completed[t] for t in ids if t in completed)
+    result: list[float] = []
+    pending = list(ends)
+    for start in starts[PARALLEL["n"] :]:
+        before = [e for e in pending if e <= start]
+        if not before:
+            continue
+        pending.remove(before[0])
+        result.append(start - before[0])
     return result
+
+
+PARALLEL = {"n": 2}
 
 
 def start_agents(emulator: Emulator, n: int, work: Path) -> list[subprocess.Popen[bytes]]:
@@ -259,6 +263,7 @@ def main() -> int:
     parser.add_argument("--hpo-pool-min", default="default")
     args = parser.parse_args()
     os.environ["BENCH_TRIAL_S"] = str(args.trial_s)
+    PARALLEL["n"] = args.parallel
     work = Path(tempfile.mkdtemp(prefix="bench-search-"))
     os.environ["HOME"] = str(work)
     emulator = Emulator(config_dir=work).start()

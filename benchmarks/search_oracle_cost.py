@@ -4,7 +4,7 @@ No training and no server: this is the part of a controller's work that grows wi
 of trials (Bayesian optimisation refits its Gaussian process on every result), which bounds how
 many trials a second one controller can hand out.
 
-    .venv/bin/python benchmarks/search_oracle_cost.py [--trials 64] [--tuners greedy,random,bayesian]
+    .venv/bin/python benchmarks/search_oracle_cost.py [--trials 64] [--tuners greedy,random]
 """
 
 from __future__ import annotations
