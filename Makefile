@@ -8,7 +8,7 @@ JOB ?= image-classifier
 # EfficientNet-B7 (a download, and minutes per epoch on a CPU). See README, "Jobs".
 DEMO_SET ?= --set max_trials=1 --set epochs=5
 
-.PHONY: demo test lint format benchmark image locks clean
+.PHONY: demo test lint format benchmark image image-gpu locks clean
 
 $(BIN)/.installed: requirements/ci.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,8 +38,12 @@ format: $(BIN)/.installed
 benchmark: $(BIN)/.installed
 	$(BIN)/python benchmarks/run_all.py
 
+## The CPU worker image (docker/README.md); image-gpu the GPU one (several GB of wheels).
 image:
-	bash docker/build.sh
+	bash docker/build.sh --only cpu
+
+image-gpu:
+	bash docker/build.sh --only gpu
 
 locks: $(BIN)/.installed
 	bash requirements/lock.sh

@@ -86,6 +86,21 @@ def is_task_id(text: str) -> bool:
     return bool(_ID.match(text))
 
 
+# -- worker images ----------------------------------------------------------------------------
+_IMAGE_ID = re.compile(r"^sha256:[0-9a-f]{64}$")
+
+
+def is_image_id(reference: str) -> bool:
+    """True for a full local image ID (`sha256:` and 64 hex digits)."""
+    return bool(_IMAGE_ID.match(reference.strip()))
+
+
+def is_pinned(reference: str) -> bool:
+    """True when an image reference names the image's content, not a tag that can move."""
+    text = reference.strip()
+    return "@sha256:" in text or is_image_id(text)
+
+
 # -- environment ------------------------------------------------------------------------------
 def server_configured(env: Mapping[str, str] | None = None) -> bool:
     """True when ClearML has a server to talk to (env vars or a clearml.conf).

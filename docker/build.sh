@@ -1,31 +1,48 @@
 #!/usr/bin/env bash
-# Build and tag the ak-remote worker images from the repository root.
+# Build and tag the ak-remote worker images from the repository root, with no network inside
+# the build.
 #
-#   docker/build.sh [--only cpu|gpu] [--push] [--dry-run] [-- extra docker build args]
+#   docker/build.sh [--only cpu|gpu] [--base auto|registry|debootstrap|IMAGE] [--push] [--dry-run]
+#                   [-- extra docker build args]
 #
-# Tags: $IMAGE_REPO:<version>-cpu and $IMAGE_REPO:<version>-gpu, where <version> is ak-remote's
-# version from pyproject.toml, plus :cpu / :gpu moving tags for local use. Agents should point
-# at the versioned tag (infra/agents/agent.env.example). Versions on the image labels are read
-# from the same lock files the images install, so a label cannot disagree with the contents.
-#   IMAGE_REPO  image name without tag (default: ak-remote-worker; e.g. registry/team/ak-remote-worker)
-#   DOCKER      the docker executable (default: docker)
+# Steps per image: the lock's wheels are downloaded on this host (docker/wheelhouse.sh, cached by
+# lock hash); the base plus the locked environment becomes ak-remote-deps:<flavour>-<lock>-<base>
+# (docker/Dockerfile.deps, reused while lock and base are unchanged); ak-remote's own wheel and
+# jobs/ go on top (docker/Dockerfile.<flavour>). Prints the base it used and the image ID.
+#
+# Base (--base): `registry` is python:3.11.14-slim-bookworm from a registry; `debootstrap` makes
+# one from Debian bookworm packages (Python 3.11) and imports it as ak-remote-base:bookworm-py311,
+# for hosts that reach no image registry; `auto` (default) takes the registry image when it is
+# here or can be pulled, else debootstrap; anything else is used as the base image as is.
+# Tags: $IMAGE_REPO:<version>-<flavour> and the moving $IMAGE_REPO:<flavour>.
+#   IMAGE_REPO              image name without tag (default: ak-remote-worker)
+#   DOCKER                  the docker executable (default: docker)
+#   AK_REMOTE_DEBIAN_MIRROR Debian mirror for debootstrap (default: http://deb.debian.org/debian)
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
 
 IMAGE_REPO="${IMAGE_REPO:-ak-remote-worker}"
 DOCKER="${DOCKER:-docker}"
+REGISTRY_BASE="python:3.11.14-slim-bookworm"
+DEBOOTSTRAP_BASE="ak-remote-base:bookworm-py311"
+# Packages of the debootstrap base: Python 3.11 with venv (pip comes as a wheel with it), and
+# useradd for the image's user.
+DEBOOTSTRAP_PACKAGES="python3,python3-venv,passwd"
+MIRROR="${AK_REMOTE_DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 only=""
+base_choice=auto
 push=0
 dry_run=0
 extra=()
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --only) only="${2:?--only needs cpu or gpu}"; shift 2 ;;
+        --base) base_choice="${2:?--base needs auto, registry, debootstrap or an image}"; shift 2 ;;
         --push) push=1; shift ;;
         --dry-run) dry_run=1; shift ;;
         --) shift; extra=("$@"); break ;;
-        -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
         *) echo "build.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -34,29 +51,125 @@ if [[ -n "$only" && "$only" != cpu && "$only" != gpu ]]; then
     exit 2
 fi
 
+say() { echo "build.sh: $*" >&2; }
+die() { say "$*"; exit 1; }
+
 # `name==version` from a lock file, or fail loudly: a silent empty label is worse than no build.
 pin() {
     local version
     version="$(sed -n "s/^$1==\([^ ;]*\).*/\1/p" "$2" | head -n 1)"
-    if [[ -z "$version" ]]; then
-        echo "build.sh: $1 is not pinned in $2" >&2
-        exit 1
-    fi
+    [[ -n "$version" ]] || die "$1 is not pinned in $2"
     echo "$version"
 }
 
 VERSION="$(sed -n 's/^version *= *"\([^"]*\)".*/\1/p' pyproject.toml | head -n 1)"
-if [[ -z "$VERSION" ]]; then
-    echo "build.sh: no version found in pyproject.toml" >&2
-    exit 1
-fi
+[[ -n "$VERSION" ]] || die "no version found in pyproject.toml"
 VCS_REF="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
-BUILD_DATE="$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+# The commit's time, not the clock's: the same checkout and lock then build the same image ID.
+BUILD_DATE="$(TZ=UTC git log -1 --format=%cd --date=format-local:%Y-%m-%dT%H:%M:%SZ 2>/dev/null || echo unknown)"
 
 run() {
     printf '%q ' "$@"
     echo
     if [[ $dry_run -eq 0 ]]; then "$@"; fi
+}
+
+have_image() { "$DOCKER" image inspect "$1" >/dev/null 2>&1; }
+image_id() { "$DOCKER" image inspect --format '{{.Id}}' "$1"; }
+
+cleanup_dirs=()
+cleanup() { [[ ${#cleanup_dirs[@]} -eq 0 ]] || rm -rf "${cleanup_dirs[@]}"; }
+trap cleanup EXIT
+
+debootstrap_base() {
+    if have_image "$DEBOOTSTRAP_BASE"; then
+        say "base image: $DEBOOTSTRAP_BASE (made earlier with debootstrap, reused)"
+        return
+    fi
+    command -v debootstrap >/dev/null 2>&1 \
+        || die "debootstrap is not installed: apt-get install debootstrap (docker/engine.sh ensure does), or pass --base IMAGE"
+    [[ $(id -u) -eq 0 ]] || die "debootstrap needs root: run as root, or pass --base IMAGE"
+    local root
+    root="$(mktemp -d "${TMPDIR:-/tmp}/ak-remote-base.XXXXXX")"
+    cleanup_dirs+=("$root")
+    say "making the base with debootstrap bookworm from $MIRROR (about a minute)"
+    local started=$SECONDS
+    debootstrap --variant=minbase --include="$DEBOOTSTRAP_PACKAGES" bookworm "$root" "$MIRROR" \
+        >"$root.log" 2>&1 || { tail -n 20 "$root.log" >&2; rm -f "$root.log"; die "debootstrap failed (mirror $MIRROR reachable? set AK_REMOTE_DEBIAN_MIRROR)"; }
+    rm -f "$root.log"
+    rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/*
+    # `docker import` is all or nothing: a failed import leaves no tag behind.
+    tar -C "$root" -c . | "$DOCKER" import \
+        --change 'ENV LANG=C.UTF-8' --change 'CMD ["/bin/bash"]' - "$DEBOOTSTRAP_BASE" >/dev/null
+    say "base image: $DEBOOTSTRAP_BASE (made now with debootstrap bookworm, $((SECONDS - started))s)"
+}
+
+resolve_base() {
+    case "$base_choice" in
+        debootstrap) debootstrap_base; BASE="$DEBOOTSTRAP_BASE" ;;
+        registry|auto)
+            if have_image "$REGISTRY_BASE"; then
+                say "base image: $REGISTRY_BASE (already here)"
+                BASE="$REGISTRY_BASE"
+            elif "$DOCKER" pull --quiet "$REGISTRY_BASE" >/dev/null 2>&1; then
+                say "base image: $REGISTRY_BASE (pulled)"
+                BASE="$REGISTRY_BASE"
+            elif [[ "$base_choice" == registry ]]; then
+                die "cannot pull $REGISTRY_BASE (no registry reachable?); pass --base debootstrap"
+            else
+                say "no registry reachable for $REGISTRY_BASE: making the base from Debian packages"
+                debootstrap_base
+                BASE="$DEBOOTSTRAP_BASE"
+            fi
+            ;;
+        *)
+            have_image "$base_choice" || "$DOCKER" pull --quiet "$base_choice" >/dev/null \
+                || die "base image $base_choice is neither here nor pullable"
+            say "base image: $base_choice (given)"
+            BASE="$base_choice"
+            ;;
+    esac
+}
+
+# The base plus the locked environment, tagged by lock and base so it is built once per change.
+deps_image() {
+    local flavour="$1" lock="$2" wheelhouse key tag context
+    key="$(sha256sum "$lock" | cut -c1-12)"
+    if [[ $dry_run -eq 1 ]]; then
+        DEPS="ak-remote-deps:$flavour-$key"
+        run docker/wheelhouse.sh "$lock"
+        run "$DOCKER" build --file docker/Dockerfile.deps --tag "$DEPS" \
+            --build-arg "BASE_IMAGE=$BASE" WHEELHOUSE_STAGING_DIR
+        return
+    fi
+    tag="ak-remote-deps:$flavour-$key-$(image_id "$BASE" | sed 's/^sha256://' | cut -c1-12)"
+    DEPS="$tag"
+    if have_image "$tag"; then
+        say "locked environment: $tag (reused)"
+        return
+    fi
+    local started=$SECONDS
+    wheelhouse="$(docker/wheelhouse.sh "$lock")" \
+        || die "the wheels of $lock are missing and could not be downloaded (see above); rerun docker/wheelhouse.sh $lock where PyPI is reachable"
+    # Staging folder on the wheelhouse's file system, so the wheels are hard links, not copies.
+    context="$(mktemp -d "$(dirname "$wheelhouse")/context.XXXXXX")"
+    cleanup_dirs+=("$context")
+    cp -al "$wheelhouse" "$context/wheels" 2>/dev/null || cp -a "$wheelhouse" "$context/wheels"
+    cp "$lock" "$context/lock.txt"
+    say "wheels of $lock ready in $((SECONDS - started))s: $wheelhouse"
+    started=$SECONDS
+    run "$DOCKER" build --file docker/Dockerfile.deps --tag "$tag" \
+        --build-arg "BASE_IMAGE=$BASE" "$context"
+    rm -rf "$context"
+    say "locked environment $tag built in $((SECONDS - started))s"
+}
+
+project_wheel() {
+    [[ -n "${PROJECT_WHEEL_DONE:-}" ]] && return
+    [[ $dry_run -eq 1 ]] || rm -rf build/ak-remote-wheel
+    # Built on the host (the build backend comes from PyPI here), installed --no-index inside.
+    run "${PYTHON:-python3}" -m pip wheel --quiet --no-deps --wheel-dir build/ak-remote-wheel .
+    PROJECT_WHEEL_DONE=1
 }
 
 build() {
@@ -70,10 +183,15 @@ build() {
     autokeras="$(pin autokeras "$lock")"
     clearml="$(pin clearml "$lock")"
     agent="$(pin clearml-agent "$lock")"
+    deps_image "$flavour" "$lock"
+    project_wheel
+    local started=$SECONDS
     run "$DOCKER" build \
         --file "docker/Dockerfile.$flavour" \
         --tag "$tag" \
         --tag "$IMAGE_REPO:$flavour" \
+        --build-arg "DEPS_IMAGE=$DEPS" \
+        --build-arg "BASE_IMAGE=$BASE" \
         --build-arg "AK_REMOTE_VERSION=$VERSION" \
         --build-arg "TENSORFLOW_VERSION=$tf" \
         --build-arg "KERAS_VERSION=$keras" \
@@ -82,12 +200,29 @@ build() {
         --build-arg "CLEARML_AGENT_VERSION=$agent" \
         --build-arg "VCS_REF=$VCS_REF" \
         --build-arg "BUILD_DATE=$BUILD_DATE" \
-        "$@" "${extra[@]}" \
+        "$@" ${extra[@]+"${extra[@]}"} \
         .
+    [[ $dry_run -eq 1 ]] && return
+    # The image ID is the digest of the image's configuration: what `docker run` and the agents'
+    # `--docker sha256:...` accept, and what a run records (AK_REMOTE_IMAGE).
+    say "built $tag in $((SECONDS - started))s on $BASE: $(image_id "$tag")"
     if [[ $push -eq 1 ]]; then
         run "$DOCKER" push "$tag"
+        say "pushed $("$DOCKER" image inspect --format '{{join .RepoDigests " "}}' "$tag")"
     fi
 }
+
+if [[ $dry_run -eq 0 ]]; then
+    "$DOCKER" info >/dev/null 2>&1 \
+        || die "Docker's engine does not answer (docker info failed): start it (sudo docker/engine.sh ensure, or systemctl start docker)"
+    resolve_base
+else
+    case "$base_choice" in
+        auto|registry) BASE="$REGISTRY_BASE" ;;
+        debootstrap) BASE="$DEBOOTSTRAP_BASE" ;;
+        *) BASE="$base_choice" ;;
+    esac
+fi
 
 if [[ -z "$only" || "$only" == cpu ]]; then
     build cpu requirements/worker.lock tensorflow-cpu

@@ -1,8 +1,8 @@
 """Print the library folders of the NVIDIA CUDA wheels installed for this interpreter.
 
 The GPU image writes them to /etc/ld.so.conf.d/ so the dynamic linker finds the CUDA and cuDNN
-versions TensorFlow was built with (pinned in requirements/worker-gpu.lock) before the older
-system copies the tensorflow/tensorflow GPU base image ships. Standard library only.
+versions TensorFlow was built with (pinned in requirements/worker-gpu.lock) first, before any
+system copies a base image might ship. Standard library only.
 """
 
 from __future__ import annotations

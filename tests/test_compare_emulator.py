@@ -29,7 +29,7 @@ def test_compare_a_sweep_with_curves(clearml_emulator: Emulator, tmp_path: Path)
                         "type": "training_stats_scalar",
                         "task": task_id,
                         "metric": "epoch_loss",
-                        "variant": f"trial 00 · {split}",
+                        "variant": f"trial-00/{split}",
                         "value": 1.0 / (epoch + 1 + n) + offset,
                         "iter": epoch,
                     }
@@ -74,7 +74,7 @@ def test_compare_a_sweep_with_curves(clearml_emulator: Emulator, tmp_path: Path)
         cli, ["compare", *result.task_ids, "--plot", str(plot), "--metric", "epoch_f1"]
     )
     assert missing.exit_code == 2
-    assert "epoch_loss/trial 00 · train" in missing.stderr  # lists what exists
+    assert "epoch_loss/trial-00/train" in missing.stderr  # lists what exists
 
     wrong = CliRunner().invoke(cli, ["compare", *result.task_ids, "--plot", "curves.svg"])
     assert wrong.exit_code == 2 and "PNG" in wrong.stderr

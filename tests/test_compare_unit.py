@@ -32,7 +32,7 @@ def task(task_id: str, epochs: str, seed: str, acc: float, loss: float) -> dict[
                 "b": {"metric": "Summary", "variant": "test_accuracy", "value": acc},
                 "c": {"metric": "Summary", "variant": "test_loss", "value": loss},
             },
-            "d": {"e": {"metric": "epoch_loss", "variant": "trial 00 · train", "value": 9.0}},
+            "d": {"e": {"metric": "epoch_loss", "variant": "trial-00/train", "value": 9.0}},
         },
     }
 
@@ -49,7 +49,7 @@ def test_only_differing_parameters_and_final_metrics() -> None:
     assert comparison.param_names == ["epochs"]
     assert comparison.metric_names == ["test_accuracy", "test_loss"]
     assert build(TASKS, all_params=True).param_names == ["dataset", "epochs", "seed"]
-    assert "epoch_loss/trial 00 · train" in build(TASKS, all_metrics=True).metric_names
+    assert "epoch_loss/trial-00/train" in build(TASKS, all_metrics=True).metric_names
 
 
 def test_sort_best_first_by_the_metric_kind() -> None:

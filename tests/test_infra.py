@@ -28,6 +28,7 @@ DOCKERFILES = {
     "cpu": REPO / "docker" / "Dockerfile.cpu",
     "gpu": REPO / "docker" / "Dockerfile.gpu",
 }
+DEPS_DOCKERFILE = REPO / "docker" / "Dockerfile.deps"
 LOCK_OF_IMAGE = {"cpu": "requirements/worker.lock", "gpu": "requirements/worker-gpu.lock"}
 LOCKS = ["launcher", "worker", "worker-gpu", "ci"]
 SERVER_COMPOSE = REPO / "infra" / "server" / "docker-compose.yml"
@@ -122,10 +123,11 @@ def pip_installs(path: Path) -> list[list[str]]:
 # --- Dockerfiles ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("flavour", sorted(DOCKERFILES))
+@pytest.mark.parametrize("flavour", [*sorted(DOCKERFILES), "deps"])
 def test_dockerfile_passes_hadolint(flavour: str) -> None:
+    path = DOCKERFILES.get(flavour, DEPS_DOCKERFILE)
     result = subprocess.run(
-        [tool("hadolint"), "--no-color", str(DOCKERFILES[flavour])],
+        [tool("hadolint"), "--no-color", str(path)],
         capture_output=True,
         text=True,
         check=False,
@@ -148,14 +150,36 @@ def test_hadolint_really_lints() -> None:
     assert "DL3013" in result.stdout  # unpinned pip install
 
 
+def test_locked_environment_installs_only_from_the_wheelhouse() -> None:
+    """Dockerfile.deps: the lock, from wheels only (no index), in a stage the image leaves out."""
+    installs = pip_installs(DEPS_DOCKERFILE)
+    assert installs == [
+        [
+            "--no-index",
+            "--find-links",
+            "/wheelhouse/wheels",
+            "--no-deps",
+            "-r",
+            "/wheelhouse/lock.txt",
+        ]
+    ], installs
+    instructions = dockerfile_instructions(DEPS_DOCKERFILE)
+    froms = [rest for keyword, rest in instructions if keyword == "FROM"]
+    assert froms == ["${BASE_IMAGE} AS install", "${BASE_IMAGE}"]
+    # Only the virtual environment reaches the final stage, never the wheels.
+    last_stage = instructions[[k for k, _ in instructions].index("FROM", 3) :]
+    assert [rest for k, rest in last_stage if k == "COPY"] == ["--from=install /opt/venv /opt/venv"]
+
+
 @pytest.mark.parametrize("flavour", sorted(DOCKERFILES))
 def test_image_installs_exactly_its_lock_and_the_project(flavour: str) -> None:
     path = DOCKERFILES[flavour]
     lock = LOCK_OF_IMAGE[flavour]
     installs = pip_installs(path)
-    assert installs == [["--no-deps", "-r", lock], ["--no-deps", "."]], installs
+    assert installs == [["--no-index", "--no-deps", "/tmp/ak-remote-wheel/*.whl"]], installs
     copies = [rest for keyword, rest in dockerfile_instructions(path) if keyword == "COPY"]
     assert f"{lock} {lock}" in copies
+    assert arg_defaults(path)["DEPS_IMAGE"] == f"ak-remote-deps:{flavour}"
     # The build fails unless the environment equals the lock (verify_lock.py runs in the image).
     text = path.read_text()
     assert f"docker/verify_lock.py {lock} --python 3.11" in text
@@ -186,8 +210,8 @@ def test_image_tells_the_agent_to_install_nothing(flavour: str) -> None:
         "PIP_NO_INDEX=1",
     ):
         assert setting in env_lines
-    python = "/usr/local/bin/python" if flavour == "cpu" else "/usr/bin/python3"
-    assert f"LOCAL_PYTHON={python}" in env_lines
+    assert "LOCAL_PYTHON=/opt/venv/bin/python" in env_lines
+    assert "PATH=/opt/venv/bin:$PATH" in env_lines
 
 
 @pytest.mark.parametrize("flavour", sorted(DOCKERFILES))
@@ -205,11 +229,11 @@ def test_image_labels_and_base_carry_the_locked_versions(flavour: str) -> None:
     text = DOCKERFILES[flavour].read_text()
     for label in ("tensorflow", "keras", "autokeras", "clearml", "clearml-agent"):
         assert f"io.ak-remote.{label}.version=" in text
+    assert re.fullmatch(r"python:3\.11\.\d+-slim-bookworm", defaults["BASE_IMAGE"])
+    assert arg_defaults(DEPS_DOCKERFILE)["BASE_IMAGE"] == defaults["BASE_IMAGE"]
     if flavour == "gpu":
-        assert defaults["TF_IMAGE"] == f"tensorflow/tensorflow:{pins['tensorflow']}-gpu"
         assert defaults["CUDNN_VERSION"] == pins["nvidia-cudnn-cu12"]
-    else:
-        assert re.fullmatch(r"python:3\.11\.\d+-slim-\w+", defaults["PYTHON_IMAGE"])
+        assert "nvidia-cudnn-cu12" in pins  # CUDA and cuDNN as wheels, from PyPI
 
 
 def test_every_lock_pins_the_versions_ci_tests_with() -> None:
@@ -329,8 +353,15 @@ def test_build_script_tags_and_labels_from_the_locks() -> None:
         check=True,
         env={**os.environ, "IMAGE_REPO": "registry.invalid/team/ak"},
     )
-    commands = [shlex.split(line) for line in result.stdout.splitlines()]
-    assert [c[:2] for c in commands] == [["docker", "build"], ["docker", "build"]]
+    lines = [shlex.split(line) for line in result.stdout.splitlines()]
+    # Per image: its wheels on the host, the locked environment from them, then the image.
+    assert [c[:3] for c in lines if c[0] == "docker/wheelhouse.sh"] == [
+        ["docker/wheelhouse.sh", LOCK_OF_IMAGE["cpu"]],
+        ["docker/wheelhouse.sh", LOCK_OF_IMAGE["gpu"]],
+    ]
+    deps = [c for c in lines if c[:4] == ["docker", "build", "--file", "docker/Dockerfile.deps"]]
+    assert len(deps) == 2
+    commands = [c for c in lines if c[:2] == ["docker", "build"] and c not in deps]
     version = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
     for command, flavour in zip(commands, ["cpu", "gpu"], strict=True):
         assert command[command.index("--file") + 1] == f"docker/Dockerfile.{flavour}"
@@ -352,6 +383,9 @@ def test_build_script_tags_and_labels_from_the_locks() -> None:
         ):
             assert args[key] == defaults[key]
         assert args["CLEARML_VERSION"] == pins["clearml"]
+        deps_tag = deps[["cpu", "gpu"].index(flavour)][5]
+        assert args["DEPS_IMAGE"] == deps_tag and deps_tag.startswith(f"ak-remote-deps:{flavour}-")
+        assert args["BASE_IMAGE"] == defaults["BASE_IMAGE"]
         assert command[-1] == "."
     bad = subprocess.run(
         ["bash", str(REPO / "docker" / "build.sh"), "--only", "tpu"],

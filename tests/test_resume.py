@@ -84,7 +84,7 @@ def _assert_bounded(zip_bytes: bytes) -> None:
 
 
 def _epoch_series(session_zip: Path) -> set[str]:
-    """The per-trial series names an offline session reported (`trial 00 · train`, ...)."""
+    """The per-trial series names an offline session reported (`trial-00/train`, ...)."""
     series: set[str] = set()
     with zipfile.ZipFile(session_zip) as archive:
         for line in archive.read("metrics.jsonl").decode().splitlines():
@@ -193,16 +193,17 @@ def test_a_killed_local_search_resumes_without_retraining(tmp_path: Path) -> Non
         assert not (project / f"trial_{trial_id}" / "checkpoint.weights.h5").exists()
     # The resumed run's own session reports epochs only for the trials it trained.
     series = _epoch_series(Path(summary["offline_session"]))
-    trained = {f"trial {int(t):02d} · train" for t in finished if t not in restored}
-    assert {s for s in series if s.startswith("trial ")} == trained | {
+    trained = {f"trial-{int(t):02d}/train" for t in finished if t not in restored}
+    assert {s for s in series if s.startswith("trial-")} == trained | {
         s.replace("train", "validation") for s in trained
     }
     # TensorBoard: one folder per trial (the interrupted one's partial logs were dropped), each
     # written once, plus the final fit.
     board = run_dir / "tensorboard"
-    assert {p.name for p in board.iterdir() if p.is_dir()} == set(finished) | {"train"}
-    for trial_id in finished:
-        assert len(list((board / trial_id / "execution0" / "train").glob("events.*"))) == 1
+    runs = {f"trial-{int(t):02d}" for t in finished}
+    assert {p.name for p in board.iterdir() if p.is_dir()} == runs | {"final"}
+    for run in runs:
+        assert len(list((board / run / "train").glob("events.*"))) == 1
     final = state_zip.read_bytes()
     assert _manifest(final)["trials_finished"] == MAX_TRIALS
     _assert_bounded(final)
@@ -462,9 +463,7 @@ def test_a_run_killed_on_its_agent_resumes_on_a_fresh_one(
     for trial_id, data in restored.items():
         assert finished[trial_id] == data  # untouched: never trained again
     # No epoch of a restored trial was reported after the resume.
-    restored_series = {
-        f"trial {int(t):02d} · {s}" for t in restored for s in ("train", "validation")
-    }
+    restored_series = {f"trial-{int(t):02d}/{s}" for t in restored for s in ("train", "validation")}
     late = [
         e
         for e in emulator.state.task_events(task_id, "training_stats_scalar")
@@ -476,4 +475,4 @@ def test_a_run_killed_on_its_agent_resumes_on_a_fresh_one(
         for e in emulator.state.task_events(task_id, "training_stats_scalar")
         if float(e.get("timestamp") or 0) > resumed_at_ms and e.get("metric") == "epoch_loss"
     }
-    assert {f"trial {int(t):02d} · train" for t in finished if t not in restored} <= new_series
+    assert {f"trial-{int(t):02d}/train" for t in finished if t not in restored} <= new_series

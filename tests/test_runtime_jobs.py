@@ -108,7 +108,7 @@ VARIANTS: dict[str, tuple[list[str], dict[str, str]]] = {
     "structured-regressor": (["distribution=mirrored"], {"AK_REMOTE_LOGICAL_CPUS": "2"}),
     "image-regressor": (["export_formats=keras,savedmodel,h5"], {}),
 }
-SERIES = re.compile(r"^(trial \d\d|final) · (train|validation)$")
+SERIES = re.compile(r"^(trial-\d\d|final)/(train|validation)$")
 
 
 def job_env(home: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -229,43 +229,101 @@ def test_summary_describes_the_run(job_run: JobRun) -> None:
     assert s["model_registration"] == "pending-import"
 
 
-def _events(folder: Path) -> tuple[Counter[str], bool]:
-    """Tags (with their plugin) and whether a graph is present, read with TensorBoard's loader."""
+def _events(folder: Path) -> tuple[Counter[str], list[Any]]:
+    """Tags (with their plugin) and the graphs written, read with TensorBoard's loader."""
     from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
 
     tags: Counter[str] = Counter()
-    graph = False
+    graphs: list[Any] = []
     for file in sorted(folder.glob("events.out.tfevents.*")):
         for event in EventFileLoader(str(file)).Load():
-            graph = graph or event.HasField("graph_def")
+            if event.HasField("graph_def"):
+                graphs.append(event.graph_def)
             for value in event.summary.value:
                 plugin = value.metadata.plugin_data.plugin_name
                 tags[f"{plugin}:{value.tag}"] += 1
-                graph = graph or plugin == "graph_keras_model"
-    return tags, graph
+                if plugin == "graph_keras_model":
+                    graphs.append(value.tensor.string_val[0])
+    return tags, graphs
 
 
-def test_tensorboard_has_scalars_histograms_and_graph_per_trial(job_run: JobRun) -> None:
+def check_graphs(graphs: list[Any], layers: set[str]) -> None:
+    """One op graph and one conceptual graph, each parsed as TensorBoard's graph plugin does:
+    a node (conceptual) and an op scope (op graph) for each of `layers`, and no input naming a
+    missing node (what TensorBoard shows as "Malformed GraphDef")."""
+    from tensorboard.compat.proto.graph_pb2 import GraphDef
+    from tensorboard.plugins.graph import keras_util
+
+    op_graphs = [g for g in graphs if isinstance(g, bytes) and not g.startswith(b"{")]
+    concepts = [g for g in graphs if isinstance(g, bytes) and g.startswith(b"{")]
+    assert len(op_graphs) == 1 and len(concepts) == 1, graphs
+    op = GraphDef.FromString(op_graphs[0])
+    concept = keras_util.keras_model_to_graph_def(json.loads(concepts[0]))
+    for graph in (op, concept):
+        names = {node.name for node in graph.node}
+        missing = [
+            (node.name, name)
+            for node in graph.node
+            for name in node.input
+            if name.lstrip("^").split(":")[0] not in names
+        ]
+        assert not missing, missing
+    # The conceptual graph: exactly the layers, at the top level (no `functional` wrapper).
+    assert {node.name for node in concept.node} >= layers
+    assert all("/" not in node.name for node in concept.node)
+    # The op graph: ops grouped under the layers' own names (`dense/MatMul`).
+    scopes = {node.name.split("/")[0] for node in op.node if "/" in node.name}
+    assert layers <= scopes, (layers, scopes)
+
+
+def _trainable(run_dir: Path) -> set[str]:
+    """`<layer>/<weight>` of every trainable weight of the exported (final) model."""
+    import zipfile as zf
+
+    config = json.loads(zf.ZipFile(run_dir / "models" / "model.keras").read("config.json"))
+    layers = config["config"]["layers"]
+    kinds = {"Dense": ("kernel", "bias"), "Conv2D": ("kernel", "bias")}
+    return {
+        f"{layer['config']['name']}/{weight}"
+        for layer in layers
+        for weight in kinds.get(layer["class_name"], ())
+    }
+
+
+def test_tensorboard_has_readable_runs_histograms_and_graphs(job_run: JobRun) -> None:
     logdir = job_run.run_dir / "tensorboard"
-    trials = sorted(p.name for p in logdir.iterdir() if p.is_dir() and p.name.isdigit())
+    trials = sorted(p.name for p in logdir.iterdir() if p.name.startswith("trial-"))
     expected_trials = 2 if job_run.job == "structured-classifier" else 1
-    assert len(trials) == expected_trials
+    assert trials == [f"trial-{i:02d}" for i in range(expected_trials)]
+    assert {p.name for p in logdir.iterdir()} == {*trials, "final"}
     epochs = 2 if job_run.job == "structured-classifier" else 1
     for trial in trials:
-        train, graph = _events(logdir / trial / "execution0" / "train")
+        train, graphs = _events(logdir / trial / "train")
         assert train["scalars:epoch_loss"] >= 1
-        assert any(tag.startswith("histograms:") and "/histogram" in tag for tag in train)
-        assert graph, f"no graph in trial {trial}"
-        validation, _ = _events(logdir / trial / "execution0" / "validation")
+        histograms = {tag.removeprefix("histograms:") for tag in train if "histograms:" in tag}
+        assert histograms, train
+        assert all(re.fullmatch(r"[\w.-]+(/[\w.-]+)+", tag) for tag in histograms), histograms
+        assert not any(tag.endswith(("/mean", "/variance", "/count")) for tag in histograms)
+        assert len(graphs) == 2, f"no graphs in {trial}"
+        validation, _ = _events(logdir / trial / "validation")
         assert validation["scalars:epoch_loss"] >= 1
-        hparams, _ = _events(logdir / trial / "execution0")
+        hparams, _ = _events(logdir / trial)
         assert hparams["hparams:_hparams_/session_start_info"] == 1
     checkpoints = sorted(p.name for p in (job_run.run_dir / "checkpoints").iterdir())
-    expected = [*(f"trial_{int(t):02d}.weights.h5" for t in trials), "final.weights.h5"]
-    assert checkpoints == sorted(expected)
-    final, final_graph = _events(logdir / "train")  # AutoKeras' final fit
+    expected = [*(f"trial_{t.removeprefix('trial-')}.weights.h5" for t in trials)]
+    assert checkpoints == sorted([*expected, "final.weights.h5"])
+    final, final_graphs = _events(logdir / "final" / "train")  # AutoKeras' final fit
     assert final["scalars:epoch_loss"] == epochs
-    assert final_graph
+    # Every trainable weight of the final model, one histogram each, named by layer.
+    weights = _trainable(job_run.run_dir)
+    histograms = {tag.removeprefix("histograms:") for tag in final if "histograms:" in tag}
+    assert weights and weights <= histograms, (weights, histograms)
+    if job_run.job == "image-classifier":
+        assert {"conv2d/kernel", "conv2d_1/kernel", "dense/kernel"} <= histograms
+    assert all(final[f"histograms:{tag}"] == epochs for tag in histograms)
+    check_graphs(final_graphs, {w.split("/")[0] for w in weights})
+    session, _ = _events(logdir / "final")  # the final fit in the HParams tab
+    assert session["hparams:_hparams_/session_start_info"] == 1
 
 
 def test_export_is_the_retrained_model_and_verified(job_run: JobRun) -> None:
@@ -338,9 +396,9 @@ def test_offline_session_holds_parameters_series_and_artifacts(job_run: JobRun) 
     assert all(SERIES.match(name) for names in series.values() for name in names), series
     trials = 2 if job_run.job == "structured-classifier" else 1
     expected = {
-        f"trial {i:02d} · {split}" for i in range(trials) for split in ("train", "validation")
+        f"trial-{i:02d}/{split}" for i in range(trials) for split in ("train", "validation")
     }
-    assert series["epoch_loss"] == expected | {"final · train"}
+    assert series["epoch_loss"] == expected | {"final/train"}
     with zipfile.ZipFile(job_run.zip_path) as archive:
         names = archive.namelist()
     artifacts = {Path(n).parts[-2] for n in names if "/artifacts/" in n}

@@ -9,7 +9,7 @@ import click
 from ak_remote import ui
 from ak_remote.catalog import PROJECT_ROOT
 from ak_remote.commands.common import App, json_option, pass_app
-from ak_remote.errors import RunFailedError, ServerError
+from ak_remote.errors import RunFailedError, ServerError, UsageError
 
 DEFAULT_QUEUE_FILE = PROJECT_ROOT / "infra" / "queues.toml"
 
@@ -124,6 +124,14 @@ def agent_up(
         for command in commands:
             ui.data(command.shell())
         return
+    if image is not None:
+        from ak_remote.fleet.images import worker_image_problem
+
+        problem = worker_image_problem(image)
+        if problem is not None:
+            raise UsageError(
+                problem, "build the worker image with `make image` and pass the ID it prints"
+            )
     processes = start_agents(commands)
     ui.info(f"started {len(processes)} agent(s): pids {', '.join(str(p.pid) for p in processes)}")
     ui.next_steps(["ak-remote agents", "ak-remote doctor"])

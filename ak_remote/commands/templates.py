@@ -36,10 +36,18 @@ def sync(
     config = app.config
     project_name = pick(project, config.template_project) or config.template_project
     client = app.client()
+    chosen = pick(image, config.image) or config.image
+    from ak_remote.fleet.images import registry_digest
+
+    # A tag this host pushed or pulled is recorded by its registry digest: agents then run
+    # exactly that image, and runs and reproductions name it (see docker/README.md).
+    digest = registry_digest(chosen)
+    if digest is not None:
+        ui.info(f"image {chosen} recorded by digest {digest}")
     result = templates_lib.sync(
         client,
         project_name,
-        image=pick(image, config.image) or config.image,
+        image=digest or chosen,
         docker_args=docker_args if docker_args is not None else config.docker_args,
         progress=ui.info,
     )

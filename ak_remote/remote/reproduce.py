@@ -25,6 +25,8 @@ from ak_remote.contract import (
     LAUNCH_TAG_PREFIX,
     REPRODUCES_TAG_PREFIX,
     RUN_TAG,
+    is_image_id,
+    is_pinned,
 )
 from ak_remote.errors import RunFailedError, UsageError
 from ak_remote.params import SECTION
@@ -135,10 +137,10 @@ def plan_reproduce(client: Client, task_id: str, queue: str | None) -> Reproduce
     # Image.
     container = dict(original.get("container") or {})
     recorded_image = str(record.get("image") or "")
-    if "@sha256:" in recorded_image:
+    if is_pinned(recorded_image):
         container["image"] = recorded_image
         pinned.append(f"image {recorded_image}")
-    elif "@sha256:" in str(container.get("image") or ""):
+    elif is_pinned(str(container.get("image") or "")):
         pinned.append(f"image {container['image']}")
     elif container.get("image"):
         warnings.append(
@@ -146,6 +148,11 @@ def plan_reproduce(client: Client, task_id: str, queue: str | None) -> Reproduce
         )
     else:
         warnings.append("the run recorded no image: the agent's default image is used")
+    if is_image_id(str(container.get("image") or "")):
+        warnings.append(
+            f"image {container['image']} is an image ID: only agents on hosts that still hold "
+            "that image can run it; push it and sync templates to record repo@sha256"
+        )
 
     data = summary.get("data") or {}
     if data.get("fingerprint"):

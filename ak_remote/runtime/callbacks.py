@@ -1,16 +1,30 @@
 """The job's training callback: TensorBoard per trial, clean ClearML series, and checkpoints.
 
+TensorBoard layout (`<run>/tensorboard`): one run per trial and split, `trial-00/train`,
+`trial-00/validation`, ..., and `final/train` for AutoKeras' final fit. `trial-00` and `final`
+also hold the HParams session (the trial's hyperparameters; the final fit's are the best
+trial's), so the HParams tab lists every trial and the final fit. Each `train` run holds:
+- epoch scalars (`epoch_loss`, ...);
+- one histogram per trainable weight, tagged by layer (`dense_1/kernel`, `conv2d/bias`), every
+  `histogram_freq` epochs. Non-trainable statistics (normalization mean/variance/count, batch
+  norm moving averages) are not weights and are left out;
+- the model graph, written here because Keras 3's own is unreadable in TensorBoard 2.21 (an
+  op graph of the train step that fails to render, and a conceptual graph that is one opaque
+  `functional` node): an op graph of the forward pass traced as a `tf.function` (ops grouped
+  by layer), and a conceptual graph (tag `keras`) with one node per layer, no model wrapper.
+
 Series naming route (ClearML's TensorBoard capture names per-trial series
 inconsistently): the job turns ClearML's TensorBoard auto-capture off and reports every epoch's
-logs itself through the ClearML Logger from this callback, one series per trial and split:
-title `epoch_<metric>` (the tag TensorBoard shows), series `trial 00 · train`,
-`trial 00 · validation`, ..., and `final · train` for AutoKeras' final fit. The test suite reads
-them back from the offline session's metrics.jsonl.
+logs itself through the ClearML Logger from this callback, one series per trial and split, named
+as the TensorBoard runs: title `epoch_<metric>` (the tag TensorBoard shows), series
+`trial-00/train`, `trial-00/validation`, ..., and `final/train`. The test suite reads them back
+from the offline session's metrics.jsonl.
 
 Why one callback instead of TensorBoard + ModelCheckpoint + a reporter:
-- Keras Tuner gives each trial its own TensorBoard folder (`<log_dir>/<trial>/execution0`) only
-  for a callback whose class is *named* `TensorBoard`; that same patched `log_dir` is how this
-  callback knows which trial it is in, so reporting and checkpointing live in it.
+- Keras Tuner gives each trial its own TensorBoard folder (`readable_runs` names it
+  `<log_dir>/trial-00`) only for a callback whose class is *named* `TensorBoard`; that same
+  patched `log_dir` is how this callback knows which trial it is in, so reporting and
+  checkpointing live in it.
 - AutoKeras 3.0.0 builds the final fit's callbacks as one deep copy of *all* callbacks per
   non-EarlyStopping callback (`AutoTuner._remove_early_stopping`), so with three callbacks every
   event of the final fit would be written and reported twice. With exactly one
@@ -19,6 +33,7 @@ Why one callback instead of TensorBoard + ModelCheckpoint + a reporter:
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import time
@@ -26,6 +41,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import keras
+
+from ak_remote.runtime import console
 
 
 class ScalarSink(Protocol):
@@ -35,22 +52,162 @@ class ScalarSink(Protocol):
 
 
 FINAL = "final"
+TRIAL_PREFIX = "trial-"
 # Checkpoint at most this often, and after the last epoch of every fit. Saving weights costs
 # about 40 ms (measured, small CNN): every epoch of a tiny run, that alone was 6 % of the time.
 CHECKPOINT_INTERVAL_S = 30.0
 
 
+def trial_run(trial_id: str, execution: int = 0) -> str:
+    """The TensorBoard run (folder) of a Keras Tuner trial: `trial-00`."""
+    name = f"{int(trial_id):02d}" if str(trial_id).isdigit() else str(trial_id)
+    return f"{TRIAL_PREFIX}{name}" + (f"-execution{execution}" if execution else "")
+
+
 def phase_of(base_log_dir: str, log_dir: str) -> str:
-    """`trial 00` for a Keras Tuner trial folder under `base_log_dir`, else `final`."""
+    """`trial-00` for a trial folder under `base_log_dir`, else `final` (the final fit)."""
     relative = os.path.relpath(log_dir, base_log_dir)
-    if relative == ".":
+    if relative == "." or relative.startswith(".."):
         return FINAL
-    trial_id = Path(relative).parts[0]
-    return f"trial {int(trial_id):02d}" if trial_id.isdigit() else f"trial {trial_id}"
+    return Path(relative).parts[0]
+
+
+def readable_runs(base: type) -> type:
+    """`base` (a Keras Tuner/AutoKeras tuner class) writing TensorBoard runs with readable names.
+
+    Keras Tuner names a trial's folder `<trial_id>/execution0` and writes its HParams session
+    there; this names it `trial-00`. The final fit, which Keras Tuner knows nothing of, gets the
+    best trial's hyperparameters for its own HParams session.
+    """
+
+    class ReadableRuns(base):  # type: ignore[misc,valid-type]
+        def _get_tensorboard_dir(self, logdir: Any, trial_id: Any, execution: Any) -> str:
+            return os.path.join(str(logdir), trial_run(str(trial_id), int(execution)))
+
+        def _configure_tensorboard_dir(
+            self, callbacks: Any, trial: Any, execution: Any = 0
+        ) -> None:
+            super()._configure_tensorboard_dir(callbacks, trial, execution)
+            # The HParams table's "Trial ID" column: the run's name, not Keras Tuner's `0`.
+            for callback in callbacks:
+                if type(callback).__module__.startswith("tensorboard.plugins.hparams") and hasattr(
+                    callback, "_trial_id"
+                ):
+                    callback._trial_id = trial_run(str(trial.trial_id), int(execution))
+
+        def final_fit(self, **kwargs: Any) -> Any:
+            from keras_tuner.src.engine import tuner_utils
+            from tensorboard.plugins.hparams import api as hparams_api
+
+            best = self.oracle.get_best_trials(1)[0].hyperparameters
+            values = tuner_utils.convert_hyperparams_to_hparams(best, hparams_api)
+            for callback in _flatten(kwargs.get("callbacks")):
+                if isinstance(callback, TensorBoard):
+                    callback.hparams = values
+            return super().final_fit(**kwargs)
+
+    ReadableRuns.__name__ = ReadableRuns.__qualname__ = f"ReadableRuns{base.__name__}"
+    return ReadableRuns
+
+
+def _flatten(items: Any) -> list[Any]:
+    if isinstance(items, (list, tuple)):
+        return [leaf for item in items for leaf in _flatten(item)]
+    return [] if items is None else [items]
+
+
+def conceptual_graph(model: Any) -> str:
+    """The model as the JSON TensorBoard's conceptual graph reads (tag `keras`): one node per
+    layer (a nested model is one node), edges from the layers' inbound nodes in this model.
+
+    The top level has an empty name: TensorBoard scopes every layer under the model's name,
+    which it draws as one collapsed `functional` node.
+    """
+    from keras.src.ops.function import make_node_key
+
+    own_nodes = getattr(model, "_nodes", None)
+    layers: list[dict[str, Any]] = []
+    for operation in getattr(model, "operations", None) or model.layers:
+        args = []
+        for index, node in enumerate(getattr(operation, "_inbound_nodes", [])):
+            if own_nodes is not None and make_node_key(operation, index) not in own_nodes:
+                continue  # a call of the layer in another model
+            args.append(
+                [
+                    {"config": {"keras_history": [parent.operation.name, 0, 0]}}
+                    for parent in node.parent_nodes
+                ]
+            )
+        config: dict[str, Any] = {"name": operation.name}
+        dtype = getattr(operation, "compute_dtype", None)
+        if isinstance(dtype, str):
+            config["dtype"] = dtype
+        layers.append(
+            {
+                "class_name": type(operation).__name__,
+                "config": config,
+                "inbound_nodes": [{"args": args, "kwargs": {}}],
+            }
+        )
+    return json.dumps(
+        {"class_name": type(model).__name__, "config": {"name": "", "layers": layers}}
+    )
+
+
+def op_graph(model: Any) -> Any:
+    """The GraphDef of the model's forward pass (inference), traced as a `tf.function`, its ops
+    grouped by layer under the layers' own names (`dense_1/MatMul`).
+
+    Traced layer by layer: a plain `model(x)` puts every op under the model's name scope
+    (`functional/`), and Keras 3 opens each layer's scope twice (build, then call), so in a
+    graph the call's scope of layer `dense` is named `dense_1`. The ops each layer added are
+    recorded and their top scope renamed to the layer's name.
+    """
+    import tensorflow as tf
+
+    specs = [tf.TensorSpec(shape=t.shape, dtype=t.dtype) for t in model.inputs]
+    scopes: dict[str, str] = {}
+
+    def forward(*inputs: Any) -> Any:
+        graph = tf.compat.v1.get_default_graph()
+
+        def operation_fn(operation: Any) -> Any:
+            def call(*args: Any, **kwargs: Any) -> Any:
+                before = len(graph.get_operations())
+                outputs = operation(*args, **kwargs)
+                for op in graph.get_operations()[before:]:
+                    scopes.setdefault(op.name.split("/")[0], operation.name)
+                return outputs
+
+            return call
+
+        return model._run_through_graph(list(inputs), operation_fn=operation_fn)
+
+    graph_def = tf.function(forward).get_concrete_function(*specs).graph.as_graph_def()
+    rename: dict[str, str] = {}
+    taken = {node.name.split("/")[0] for node in graph_def.node} - set(scopes)
+    for scope, layer in scopes.items():
+        if scope != layer and layer not in taken:  # a layer called twice keeps its own names
+            rename[scope] = layer
+        taken.add(rename.get(scope, scope))
+
+    def renamed(name: str) -> str:
+        prefix = "^" if name.startswith("^") else ""
+        head, sep, rest = name.removeprefix(prefix).partition("/")
+        if sep:
+            return f"{prefix}{rename.get(head, head)}/{rest}"
+        base, colon, port = head.partition(":")
+        return f"{prefix}{rename.get(base, base)}{colon}{port}"
+
+    for node in graph_def.node:
+        node.name = renamed(node.name)
+        node.input[:] = [renamed(name) for name in node.input]
+    return graph_def
 
 
 class TensorBoard(keras.callbacks.TensorBoard):  # type: ignore[misc]
-    """Keras' TensorBoard callback that also reports clean ClearML series and checkpoints.
+    """Keras' TensorBoard callback with readable runs, per-layer histograms and graphs that
+    render, which also reports clean ClearML series and checkpoints.
 
     The class name must stay `TensorBoard`: Keras Tuner recognises it by name.
     """
@@ -63,10 +220,14 @@ class TensorBoard(keras.callbacks.TensorBoard):  # type: ignore[misc]
         sink: ScalarSink | None,
         base_log_dir: str | None = None,
     ) -> None:
-        super().__init__(log_dir=log_dir, histogram_freq=histogram_freq, write_graph=True)
+        # Keras' own graphs do not render (module docstring): this callback writes its own.
+        super().__init__(log_dir=log_dir, histogram_freq=histogram_freq, write_graph=False)
         self.base_log_dir = base_log_dir or log_dir
         self.checkpoint_dir = checkpoint_dir
         self.sink = sink
+        # The final fit's hyperparameters for the HParams tab (set by `readable_runs`); Keras
+        # Tuner writes the trials' own.
+        self.hparams: dict[Any, Any] | None = None
         self._checkpoint: keras.callbacks.ModelCheckpoint | None = None
         self._last_save = 0.0
         self._unsaved: tuple[int, dict[str, Any]] | None = None
@@ -83,9 +244,26 @@ class TensorBoard(keras.callbacks.TensorBoard):  # type: ignore[misc]
     def phase(self) -> str:
         return phase_of(self.base_log_dir, self.log_dir)
 
+    @property
+    def run_dir(self) -> str:
+        """This fit's TensorBoard run folder: `<base>/trial-00` or `<base>/final`."""
+        if self.phase == FINAL:
+            return os.path.join(self.base_log_dir, FINAL)
+        return str(self.log_dir)
+
+    def set_model(self, model: Any) -> None:
+        super().set_model(model)
+        # The final fit runs with the unpatched log_dir, which would give runs named `train`.
+        self._log_write_dir = self.run_dir
+        self._train_dir = os.path.join(self.run_dir, "train")
+        self._val_dir = os.path.join(self.run_dir, "validation")
+
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         super().on_train_begin(logs)
-        slug = self.phase.replace(" ", "_")
+        self._write_graphs()
+        if self.hparams is not None:
+            self._write_hparams(self.hparams)
+        slug = self.phase.replace("-", "_")
         os.makedirs(self.checkpoint_dir, exist_ok=True)
         # The latest weights of each trial and of the final fit, to resume or inspect.
         self._checkpoint = keras.callbacks.ModelCheckpoint(
@@ -96,6 +274,39 @@ class TensorBoard(keras.callbacks.TensorBoard):  # type: ignore[misc]
         self._last_save = time.monotonic()
         self._unsaved = None
 
+    def _write_graphs(self) -> None:
+        """The op graph and the conceptual graph (tag `keras`) into the train run.
+
+        A model the tracer cannot handle costs a warning, never the search.
+        """
+        import tensorflow as tf
+        from tensorboard.compat.proto.summary_pb2 import SummaryMetadata
+
+        try:
+            graph_def = op_graph(self.model)
+            concept = conceptual_graph(self.model)
+        except Exception as exc:  # noqa: BLE001 - any tracing failure; training is unaffected
+            console.say(f"warning: no model graph for {self.phase}: {exc}".splitlines()[0])
+            return
+        metadata = SummaryMetadata()
+        metadata.plugin_data.plugin_name = "graph_keras_model"
+        metadata.plugin_data.content = b"1"
+        with self._train_writer.as_default():
+            tf.summary.graph(graph_def)
+            tf.summary.write(tag="keras", tensor=tf.constant(concept), step=0, metadata=metadata)
+            self._train_writer.flush()
+
+    def _write_hparams(self, values: dict[Any, Any]) -> None:
+        """The HParams session of this fit, in its run folder (where Keras Tuner puts a
+        trial's), so its `train` run's metrics belong to it."""
+        import tensorflow as tf
+        from tensorboard.plugins.hparams import api as hparams_api
+
+        writer = tf.summary.create_file_writer(self.run_dir)
+        with writer.as_default():
+            hparams_api.hparams(values, trial_id=self.phase)
+        writer.close()
+
     def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
         if self._checkpoint is not None and self._unsaved is not None:
             self._checkpoint.on_epoch_end(*self._unsaved)
@@ -104,27 +315,25 @@ class TensorBoard(keras.callbacks.TensorBoard):  # type: ignore[misc]
 
     def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         # Keras 3.12 calls tf.summary.scalar for every metric of every batch even with
-        # update_freq="epoch", where no writer records them (about 1 ms a batch, measured);
-        # without the logs it still writes the graph after the first batch.
+        # update_freq="epoch", where no writer records them (about 1 ms a batch, measured).
         super().on_train_batch_end(batch, None if self.update_freq == "epoch" else logs)
 
     def _log_weights(self, epoch: int) -> None:
-        """Weight histograms, as Keras writes them (same tags, plugin and 30 buckets).
+        """One histogram per trainable weight, tagged by layer (`dense_1/kernel`).
 
-        Keras builds each with about ten eager TensorFlow ops, ~70 ms an epoch for a small CNN
-        (measured), the largest cost of tracking a fast search; TensorBoard's own numpy
-        `histogram_pb` builds the same summary in a fraction of that.
+        Keras' own uses the same tag for every layer's kernel (`kernel/histogram`), so one layer
+        survives per run, and builds each with about ten eager TensorFlow ops (~70 ms an epoch
+        for a small CNN, measured); TensorBoard's numpy `histogram_pb` builds the same summary
+        (histograms plugin, 30 buckets) in a fraction of that.
         """
         import numpy as np
         import tensorflow as tf
         from tensorboard.plugins.histogram.summary_v2 import histogram_pb
 
         with self._train_writer.as_default():
-            for layer in self.model.layers:
-                for weight in layer.weights:
-                    tag = f"{weight.name.replace(':', '_')}/histogram"
-                    proto = histogram_pb(tag, np.asarray(weight))
-                    tf.summary.experimental.write_raw_pb(proto.SerializeToString(), step=epoch)
+            for tag, weight in trainable_weights(self.model):
+                proto = histogram_pb(tag, np.asarray(weight))
+                tf.summary.experimental.write_raw_pb(proto.SerializeToString(), step=epoch)
             self._train_writer.flush()
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
@@ -146,4 +355,17 @@ class TensorBoard(keras.callbacks.TensorBoard):  # type: ignore[misc]
             if not math.isfinite(value):
                 continue
             split, metric = ("validation", key[4:]) if key.startswith("val_") else ("train", key)
-            self.sink.report_scalar(f"epoch_{metric}", f"{phase} · {split}", value, epoch)
+            self.sink.report_scalar(f"epoch_{metric}", f"{phase}/{split}", value, epoch)
+
+
+def trainable_weights(model: Any) -> list[tuple[str, Any]]:
+    """(tag, variable) for each trainable weight: `<layer>/<weight>` (Keras 3's variable path,
+    which nests for layers inside a nested model), each once."""
+    seen: set[str] = set()
+    found: list[tuple[str, Any]] = []
+    for weight in model.trainable_weights:
+        tag = str(getattr(weight, "path", None) or weight.name).replace(":", "_")
+        if tag not in seen:
+            seen.add(tag)
+            found.append((tag, weight))
+    return found

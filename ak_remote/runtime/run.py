@@ -46,7 +46,10 @@ from ak_remote.runtime import console
 from ak_remote.runtime.settings import Settings
 
 DEBUG_ENV = "AK_REMOTE_DEBUG"
-IMAGE_ENV = "AK_REMOTE_IMAGE"  # the worker image sets this, so a run records where it ran
+IMAGE_ENV = "AK_REMOTE_IMAGE"  # set by hand or by an agent's config: the image a run ran in
+# clearml-agent's Docker mode sets this in every task container to the image it started, as the
+# task names it; ak-remote templates name it by digest (docker/build.sh prints it).
+AGENT_IMAGE_ENV = "CLEARML_DOCKER_IMAGE"
 # The locked packages whose versions decide whether a run can be reproduced.
 KEY_PACKAGES = (
     "ak-remote",
@@ -377,7 +380,7 @@ def reproducibility(seed: int, run_dir: Path) -> dict[str, Any]:
         "python": sys.version.split()[0],
         "packages": packages,
         "ak_remote": __version__,
-        "image": os.environ.get(IMAGE_ENV) or None,
+        "image": os.environ.get(IMAGE_ENV) or os.environ.get(AGENT_IMAGE_ENV) or None,
         "git": _git_state(run_dir),
     }
     return record

@@ -137,10 +137,13 @@ class SearchState:
         finished = len(kept)
         board = self.run_dir / "tensorboard"
         if board.is_dir():
+            from ak_remote.runtime.callbacks import trial_run
+
             # Logs of the trial the kill interrupted (its id is trained again from scratch) and
             # of an interrupted final fit would mix with the new ones: only finished trials stay.
+            runs = {trial_run(trial_id) for trial_id in kept}
             for child in board.iterdir():
-                if child.is_dir() and child.name not in kept:
+                if child.is_dir() and child.name not in runs:
                     shutil.rmtree(child)
         if self.state_file.resolve() != zip_path.resolve():
             # The artifact becomes the run folder's own snapshot, for a later local --resume.

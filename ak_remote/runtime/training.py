@@ -10,7 +10,7 @@ from typing import Any
 
 from ak_remote.catalog import Job
 from ak_remote.errors import UsageError
-from ak_remote.runtime.callbacks import ScalarSink, TensorBoard
+from ak_remote.runtime.callbacks import ScalarSink, TensorBoard, readable_runs
 from ak_remote.runtime.data import Dataset
 from ak_remote.runtime.search_state import SearchState
 from ak_remote.runtime.settings import Settings
@@ -102,6 +102,23 @@ def tuner_for(job: Job, name: str) -> Any:
     return RegressorTuner
 
 
+def tuner_class(tuner: Any) -> Any:
+    """The AutoKeras tuner class for a tuner name (AutoKeras' own names), or `tuner` itself."""
+    if not isinstance(tuner, str):
+        return tuner
+    from autokeras import tuners
+
+    classes = {
+        "greedy": tuners.Greedy,
+        "bayesian": tuners.BayesianOptimization,
+        "hyperband": tuners.Hyperband,
+        "random": tuners.RandomSearch,
+    }
+    if tuner not in classes:
+        raise UsageError(f"unknown tuner {tuner!r}", f"use one of {', '.join(classes)}")
+    return classes[tuner]
+
+
 def build_automodel(
     job: Job,
     settings: Settings,
@@ -121,7 +138,7 @@ def build_automodel(
     import autokeras as ak
 
     cls = getattr(ak, job.autokeras_class)
-    tuner = tuner_for(job, settings.tuner)
+    tuner = readable_runs(tuner_class(tuner_for(job, settings.tuner)))
     kwargs: dict[str, Any] = {
         "max_trials": settings.max_trials,
         "tuner": state.tuner_class(tuner) if state is not None else tuner,

@@ -1,0 +1,121 @@
+"""Image references and the build scripts' bad-input paths (fast: nothing is built here; the
+Docker-mode end-to-end test, tests/test_docker_agent.py, builds and runs the image)."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from ak_remote.fleet.images import is_image_id, is_pinned, registry_digest
+
+REPO = Path(__file__).resolve().parents[1]
+IMAGE_ID = "sha256:" + "0123456789abcdef" * 4
+
+
+def test_pinned_references() -> None:
+    assert is_image_id(IMAGE_ID) and is_pinned(IMAGE_ID)
+    assert is_pinned("registry.example/team/ak-remote-worker@sha256:" + "ab" * 32)
+    for moving in ("ak-remote-worker:0.1.0-cpu", "ak-remote-worker", "sha256:abc", ""):
+        assert not is_pinned(moving), moving
+    assert not is_image_id("ak-remote-worker@" + IMAGE_ID)
+
+
+def test_registry_digest_is_none_without_docker_or_for_an_unpushed_tag() -> None:
+    assert registry_digest("ak-remote-worker:0.1.0-cpu", docker="no-such-docker-here") is None
+    assert registry_digest(IMAGE_ID) is None  # already pinned: nothing to look up
+    engine = subprocess.run(["bash", str(REPO / "docker" / "engine.sh"), "ensure"], check=False)
+    assert engine.returncode == 0
+    # A local image that was never pushed has an ID but no registry digest.
+    empty = io.BytesIO()
+    with tarfile.open(fileobj=empty, mode="w") as archive:
+        info = tarfile.TarInfo("marker")
+        archive.addfile(info, io.BytesIO(b""))
+    tag = "ak-remote-test-unpushed:1"
+    subprocess.run(["docker", "import", "-", tag], input=empty.getvalue(), check=True)
+    try:
+        assert registry_digest(tag) is None
+        assert registry_digest("ak-remote-test-no-such-image:1") is None
+    finally:
+        subprocess.run(["docker", "image", "rm", tag], capture_output=True, check=False)
+
+
+def script(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["/bin/bash", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        check=False,
+        timeout=120,
+    )
+
+
+def test_build_without_an_engine_says_how_to_start_one() -> None:
+    result = script("docker/build.sh", "--only", "cpu", env={"DOCKER": "false"})
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        "build.sh: Docker's engine does not answer (docker info failed): start it "
+        "(sudo docker/engine.sh ensure, or systemctl start docker)"
+    )
+    assert result.stdout == ""
+
+
+def test_engine_check_names_the_fix_when_docker_is_missing(tmp_path: Path) -> None:
+    result = script("docker/engine.sh", "check", env={"PATH": str(tmp_path)})
+    assert result.returncode == 1
+    assert "no docker command; run docker/engine.sh ensure as root" in result.stderr
+    assert script("docker/engine.sh", "restart").returncode == 2
+
+
+def test_wheelhouse_for_a_lock_whose_wheels_cannot_be_had(tmp_path: Path) -> None:
+    lock = tmp_path / "broken.lock"
+    lock.write_text("ak-remote-no-such-package==1.0\n")
+    cache = tmp_path / "cache"
+    # Offline: the failure comes from pip finding no wheel, without asking any index.
+    result = script(
+        "docker/wheelhouse.sh",
+        str(lock),
+        env={"AK_REMOTE_CACHE": str(cache), "PIP_NO_INDEX": "1", "PIP_FIND_LINKS": ""},
+    )
+    assert result.returncode == 1
+    assert (
+        "could not download the wheels of" in result.stderr and "rerun to resume" in result.stderr
+    )
+    assert result.stdout == ""  # no wheelhouse path is printed, so no build uses it
+    # Only the resumable .partial folder exists, never one a build would take as complete.
+    assert [p.suffix for p in (cache / "wheelhouse").iterdir()] == [".partial"]
+    missing = script("docker/wheelhouse.sh", str(tmp_path / "none.lock"))
+    assert missing.returncode == 2 and "no lock file" in missing.stderr
+
+
+@pytest.mark.parametrize("base", ["registry", "debootstrap", "python:3.11.9-slim-bookworm"])
+def test_dry_run_names_the_base_it_would_use(base: str) -> None:
+    result = script("docker/build.sh", "--only", "cpu", "--base", base, "--dry-run")
+    assert result.returncode == 0, result.stderr
+    expected = {
+        "registry": "python:3.11.14-slim-bookworm",
+        "debootstrap": "ak-remote-base:bookworm-py311",
+    }.get(base, base)
+    assert f"BASE_IMAGE={expected}" in result.stdout
+
+
+def test_registry_digest_keeps_the_tag_and_adds_the_pushed_digest(tmp_path: Path) -> None:
+    """The RepoDigests parsing (a pushed image needs a registry, which this machine lacks: a
+    script stands in for `docker image inspect`'s output)."""
+    digest = "sha256:" + "cd" * 32
+    fake = tmp_path / "docker"
+    fake.write_text(
+        "#!/bin/sh\n"
+        f"printf 'other.example/x@{IMAGE_ID}\\nreg.example/team/ak-remote-worker@{digest}\\n'\n"
+    )
+    fake.chmod(0o755)
+    tag = "reg.example/team/ak-remote-worker:0.1.0-gpu"
+    pinned = registry_digest(tag, docker=str(fake))
+    assert pinned == f"{tag}@{digest}" and is_pinned(pinned)
+    assert registry_digest("reg.example/team/unrelated:1", docker=str(fake)) is None
