@@ -125,7 +125,9 @@ def run(
         metrics = summary.get("metrics") or {}
         for name, value in sorted(metrics.items()):
             ui.info(f"  {name}: {value:.4g}" if isinstance(value, float) else f"  {name}: {value}")
-    steps = [f"tensorboard --logdir {result.run_dir / 'tensorboard'}"]
+    # A parallel search's logs are in its trials' and final fit's folders: the whole run folder.
+    board = result.run_dir if parallel is not None else result.run_dir / "tensorboard"
+    steps = [f"tensorboard --logdir {board}"]
     if summary.get("offline_session"):
         steps.append(f"ak-remote import-offline {summary['offline_session']}")
     elif summary.get("task_id"):

@@ -84,7 +84,7 @@ def train_trial(run: Any, data: Any, split: Any) -> None:
     """Train the spec's candidate once and report its objective. Raises RunFailedError."""
     import keras
 
-    from ak_remote.runtime.callbacks import TensorBoard
+    from ak_remote.runtime.callbacks import TensorBoard, trial_run
     from ak_remote.runtime.training import build_automodel, configure_devices, make_strategy
 
     spec: SearchSpec = run.search_spec
@@ -103,11 +103,11 @@ def train_trial(run: Any, data: Any, split: Any) -> None:
     )
     board = run_dir / "tensorboard"
     run.summary["tensorboard_dir"] = str(board)
-    # Keras Tuner puts the trial under <log_dir>/0/execution0; with the search's trial id as
-    # the folder above it, series and folders say `trial 07` as in a single search.
+    # This process's own Keras Tuner calls its one trial `trial-00`; under a folder named after
+    # the search's trial, series say `trial-07/train` as in a single search.
     callbacks: list[Any] = [
         TensorBoard(
-            str(board / spec.trial),
+            str(board / trial_run(spec.trial)),
             settings.histogram_freq,
             str(run_dir / "checkpoints"),
             tracker,

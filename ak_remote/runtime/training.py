@@ -151,9 +151,11 @@ def build_automodel(
     if candidate is not None:
         from ak_remote.search.oracle import fixed_hyperparameters
 
+        # Random search over a space where every value is Fixed: exactly the candidate.
+        fixed = readable_runs(tuner_class("random"))
         kwargs.update(
             max_trials=1,
-            tuner=state.tuner_class("random") if state is not None else "random",
+            tuner=state.tuner_class(fixed) if state is not None else fixed,
             hyperparameters=fixed_hyperparameters(dict(candidate)),
             tune_new_entries=False,
             overwrite=True,
