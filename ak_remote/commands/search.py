@@ -158,7 +158,9 @@ def show_search(client: Client, task_id: str, as_json: bool) -> bool:
         ui.as_json({"search": task_id, "status": search.get("status"), "trials": rows})
         return True
     ui.info(f"Search {task_id} ({search.get('name')}): {search.get('status')}")
-    from ak_remote.remote.search import key_values
+    from ak_remote.remote.search import key_values, varying_keys
+
+    varying = varying_keys(rows)
 
     ui.data(
         ui.table(
@@ -169,7 +171,7 @@ def show_search(client: Client, task_id: str, as_json: bool) -> bool:
                     row["id"],
                     row["status"],
                     row["worker"],
-                    key_values(row["values"]),
+                    key_values(row["values"], varying),
                     "" if row["objective"] is None else f"{row['objective']:.4g}",
                     format_duration(row["duration_s"]),
                 ]

@@ -211,12 +211,26 @@ def _spec_of(task: Mapping[str, Any]) -> dict[str, Any]:
     return spec if isinstance(spec, dict) else {}
 
 
-def key_values(values: Mapping[str, Any], limit: int = 4) -> str:
-    """A short text of a candidate's most telling values (block settings, optimizer, rate)."""
-    preferred = [k for k in values if k.endswith(("learning_rate", "optimizer"))]
-    others = [k for k in values if k not in preferred and not isinstance(values[k], bool)]
-    picked = (others[: max(0, limit - len(preferred))] + preferred)[:limit]
-    return " ".join(f"{k.rsplit('/', 1)[-1]}={values[k]}" for k in picked)
+def key_values(values: Mapping[str, Any], varying: Sequence[str] = (), limit: int = 4) -> str:
+    """A short text of a candidate's most telling values: those that differ between the
+    search's trials first, then the optimizer and learning rate."""
+    preferred = [k for k in varying if k in values]
+    preferred += [k for k in values if k.endswith(("learning_rate", "optimizer"))]
+    picked = list(dict.fromkeys(preferred))[:limit]
+    labels = [k.rsplit("/", 1)[-1] for k in picked]
+    return " ".join(
+        f"{k if labels.count(label) > 1 else label}={values[k]}"
+        for k, label in zip(picked, labels, strict=True)
+    )
+
+
+def varying_keys(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The hyperparameters whose values differ between the rows' candidates."""
+    keys: dict[str, set[str]] = {}
+    for row in rows:
+        for key, value in (row.get("values") or {}).items():
+            keys.setdefault(key, set()).add(json.dumps(value, sort_keys=True, default=str))
+    return [k for k, seen in keys.items() if len(seen) > 1]
 
 
 def trial_rows(tasks: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
