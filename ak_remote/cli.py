@@ -40,6 +40,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "abort": ("runs", "abort", "Stop queued or running runs."),
     "compare": ("compare", "compare", "Compare runs: differing parameters and final metrics."),
     "pull": ("pull", "pull", "Download a run's exported model, verify and reload it."),
+    "predict": ("predict", "predict", "Predict with a run's serving model (CSV, texts, images)."),
     "reproduce": ("reproduce", "reproduce", "Run a finished run again with everything pinned."),
     "resume": ("resume", "resume", "Continue a stopped or failed run's search where it left off."),
     "tensorboard": ("tensorboard", "tensorboard", "Fetch runs' TensorBoard logs and serve them."),

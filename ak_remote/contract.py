@@ -146,6 +146,8 @@ SUMMARY_KEYS: Final = (
     "model_registration",
     "reproducibility",
     "search",
+    "baseline",  # the majority-class / training-mean score on the test split (runtime/baseline)
+    "below_baseline",  # true when the model does not beat it
     "status",
 )
 

@@ -292,6 +292,13 @@ def common_params(
             max=1.0,
         ),
         ParamSpec(
+            "require_better_than_baseline",
+            "bool",
+            False,
+            "fail the run (exit 5) when it does not beat the majority-class / training-mean "
+            "baseline on the test split",
+        ),
+        ParamSpec(
             "distribution",
             "str",
             "auto",

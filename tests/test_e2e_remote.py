@@ -68,6 +68,34 @@ def test_templates_to_pulled_model_and_reproduction(
         pulled = ok(invoke("pull", task_id, "--dest", str(dest), "--check"))
         assert "Check passed" in pulled.stderr
         assert (dest / "model.keras").is_file() and (dest / "savedmodel").is_dir()
+        assert (dest / "serving" / "1" / "saved_model.pb").is_file()
+        assert "tensorflow/serving" in pulled.stderr  # the command that serves it
+        assert "Serving model: " in pulled.stderr  # --check replayed raw inputs through it
+
+        # predict by run id: pulls the serving model, answers raw CSV rows.
+        from sklearn.datasets import load_wine
+
+        wine = load_wine()
+        rows = tmp_path / "wine_rows.csv"
+        rows.write_text(
+            ",".join(wine.feature_names)
+            + "\n"
+            + "".join(",".join(f"{v:g}" for v in row) + "\n" for row in wine.data[:3])
+        )
+        predicted = ok(
+            invoke(
+                "predict",
+                task_id,
+                "--input",
+                str(rows),
+                "--format",
+                "json",
+                "--dest",
+                str(tmp_path / "for-predict"),
+            )
+        )
+        labels = [r["label"] for r in json.loads(predicted.stdout)]
+        assert len(labels) == 3 and set(labels) <= {"class_0", "class_1", "class_2"}
         assert (dest / "inference.json").is_file()
 
         before = len(emulator.state.tasks)

@@ -87,8 +87,9 @@ def test_offline_run_imports_with_metrics_artifacts_and_a_registered_model(
     assert hashlib.sha256(uploaded).hexdigest() == hashlib.sha256(local).hexdigest()
 
     model = clearml_emulator.state.models[result["model_id"]]
-    assert model["uri"] == artifacts["model.keras"]["uri"]
-    assert model["framework"].lower() == "keras"
+    # The registered model is the serving model (a zipped TF Serving base folder).
+    assert model["uri"] == artifacts["serving"]["uri"]
+    assert model["framework"].lower() == "tensorflow"
     assert model["labels"] == {"class_0": 0, "class_1": 1, "class_2": 2}
     assert result["model_id"] in [m["model"] for m in task["models"]["output"]]
 

@@ -4,9 +4,11 @@ and an agent-style run whose server-side parameters are bad.
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +66,17 @@ def test_online_run_is_tracked_and_registers_the_verified_model(
     } <= artifacts
     models = task.get("models", {}).get("output", [])
     assert [m["model"] for m in models] == [model_id]
+    # The registered model is the uploaded serving model, not a path on this machine's disk.
+    model = clearml_emulator.state.models[model_id]
+    assert model["framework"] == "TensorFlow"
+    assert model["uri"].startswith("http") and "file://" not in model["uri"]
+    assert model["labels"] == {"class_0": 0, "class_1": 1, "class_2": 2}
+    signature = json.loads(model["metadata"]["signature"]["value"])
+    assert {"serve", "serve_typed", "serving_default"} <= set(signature)
+    path = next(p for p in clearml_emulator.state.files if p.endswith(model["uri"].split("/")[-1]))
+    with zipfile.ZipFile(io.BytesIO(clearml_emulator.state.files[path])) as package:
+        names = package.namelist()
+    assert "1/saved_model.pb" in names  # a TF Serving base folder
 
 
 def test_agent_run_with_bad_server_parameters_fails_the_task(

@@ -60,4 +60,20 @@ def pull(
             f"Check passed: {result.check['samples']} held-out samples reproduced "
             f"(max |diff| {diffs}; tolerance {result.check['tolerance']:g})"
         )
-    ui.next_steps([f"see {result.dest / 'inference.json'} for how to call the model"])
+        if result.check.get("serving"):
+            serving = result.check["serving"]
+            diffs = ", ".join(f"{k} {v:.2g}" for k, v in serving["max_abs_diff"].items())
+            ui.info(
+                f"Serving model: {serving['samples']} raw held-out samples answered as the run "
+                f"did (max |diff| {diffs})"
+            )
+    steps = [f"see {result.dest / 'inference.json'} for how to call the model"]
+    if (result.dest / "serving").is_dir():
+        name = "".join(c if c.isalnum() else "_" for c in str(result.summary.get("job") or "model"))
+        steps = [
+            f"ak-remote predict {result.dest} --input FILE|FOLDER|-",
+            "serve it with TF Serving (REST on port 8501): docker run --rm -p 8501:8501 "
+            f"-v {result.dest / 'serving'}:/models/{name} -e MODEL_NAME={name} tensorflow/serving",
+            *steps,
+        ]
+    ui.next_steps(steps)

@@ -72,7 +72,9 @@ def _import(client: Client, path: Path) -> ImportedRun:
         client.mark_failed(str(task_id), "failed in offline mode", message)
         return ImportedRun(str(task_id), None, FAILED)
     model_id = None
-    keras_artifact = task.artifacts.get("model.keras")
+    # The serving model (a zipped TF Serving base folder) when the run has one.
+    serving = task.artifacts.get("serving")
+    keras_artifact = serving or task.artifacts.get("model.keras")
     wants_model = summary.get("model_registration") == "pending-import" or not summary
     if wants_model and keras_artifact is not None and keras_artifact.url:
         classes = (inference.get("output") or {}).get("class_names") or []
@@ -82,7 +84,7 @@ def _import(client: Client, path: Path) -> ImportedRun:
             {
                 "name": f"{task.name} model",
                 "uri": str(keras_artifact.url),
-                "framework": "Keras",
+                "framework": "TensorFlow" if serving is not None else "Keras",
                 "labels": labels,
                 "comment": "registered by ak-remote import-offline",
             },

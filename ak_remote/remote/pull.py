@@ -213,6 +213,8 @@ def pull(
         name: safe_relative(str(path)).name for name, path in (export.get("formats") or {}).items()
     }
     wanted = [(f, f) for f in formats.values()] + [(m, m) for m in MODEL_METADATA]
+    if export.get("serving"):  # the serving model (TF Serving base folder)
+        wanted.append(("serving", "serving"))
     for key, relative in wanted:
         artifact = artifacts.get(key)
         if artifact is None:
@@ -315,8 +317,36 @@ def check_predictions(
                 f"(max |diff| {diff:.3g} > {tolerance:g} or different answers)",
                 "do not serve it; compare the package versions with inference.json",
             )
+    if (dest / "serving").is_dir():
+        report["serving"] = _check_serving(dest / "serving", samples, tolerance)
     report["passed"] = True
     return report
+
+
+def _check_serving(base: Path, samples: Any, tolerance: float) -> dict[str, Any]:
+    """Feed the raw held-out samples to the pulled serving model; its answers must be the run's.
+
+    Raises RunFailedError otherwise.
+    """
+    from ak_remote.runtime import serving
+
+    version = base / serving.VERSION
+    record = serving.verify(
+        version,
+        serving.load_metadata(version),
+        samples["x_raw"],
+        samples["y_pred"],
+        samples["answers"],
+        tolerance,
+    )
+    if not record["passed"]:
+        detail = record.get("error") or f"max |diff| {record['max_abs_diff']}"
+        raise RunFailedError(
+            f"the pulled serving model does not reproduce the run's answers on raw inputs "
+            f"({detail})",
+            "do not serve it; compare the TensorFlow version with inference.json",
+        )
+    return {"max_abs_diff": record["max_abs_diff"], "samples": record["samples"]}
 
 
 def fetch_tensorboard_logs(

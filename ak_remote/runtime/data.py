@@ -95,7 +95,7 @@ def load(reference: str, family: str, kind: str, target: str = "") -> Dataset:
     else:
         path = _local_path(ref)
         data = _load_path(path, family, kind, target, ref.source)
-    _check(data, kind)
+    _check(data, family, kind)
     return data
 
 
@@ -381,10 +381,34 @@ def _targets(y: np.ndarray[Any, Any], kind: str, source: str) -> np.ndarray[Any,
     return values
 
 
-def _check(data: Dataset, kind: str) -> None:
+# A classifier target of numbers with more distinct values than this (and than a quarter of the
+# rows) is a measurement, not a set of classes: every test row would be a class of its own.
+CONTINUOUS_MIN_DISTINCT = 20
+
+
+def looks_continuous(labels: Sequence[str]) -> bool:
+    """Whether classification labels look like a continuous quantity."""
+    distinct = set(labels)
+    if len(distinct) <= max(CONTINUOUS_MIN_DISTINCT, len(labels) / 4):
+        return False
+    try:
+        values = [float(label) for label in distinct]
+    except ValueError:
+        return False
+    return all(math.isfinite(v) for v in values)
+
+
+def _check(data: Dataset, family: str, kind: str) -> None:
     if len(data) == 0:
         raise DataError(f"{data.source} has no samples", "point to a dataset with data")
     if kind == "classifier":
+        labels = [str(v) for v in data.y.tolist()]
+        if looks_continuous(labels):
+            raise DataError(
+                f"the target {data.target_name!r} of {data.source} looks continuous "
+                f"({len(set(labels))} distinct numbers in {len(labels)} rows), not classes",
+                f"predict the number with {family}-regressor, or bin it into classes first",
+            )
         names = class_names(data)
         if len(names) < 2:
             raise DataError(

@@ -20,6 +20,7 @@ import numpy as np
 
 from ak_remote.catalog import Job
 from ak_remote.contract import sha256_file
+from ak_remote.runtime import serving
 from ak_remote.runtime.data import Dataset
 from ak_remote.runtime.inference import ARGMAX, IDENTITY, THRESHOLD, decode
 
@@ -36,6 +37,7 @@ class ExportResult:
     verification: dict[str, Any]
     inference: dict[str, Any]
     class_names: list[str] = field(default_factory=list)
+    serving: dict[str, Any] = field(default_factory=dict)  # the serving model's metadata
 
     @property
     def passed(self) -> bool:
@@ -102,7 +104,14 @@ def export_and_verify(
     pipeline_file = models_dir / "pipeline.json"
     pipeline.save(str(pipeline_file))
 
+    # The model users serve: raw inputs in, answers out (runtime/serving.py).
+    serving_meta = serving.export(job, data, model, pipeline, out_spec, models_dir, samples_raw)
     inference = _inference_spec(job, data, model, pipeline_file.name, written, out_spec, dtype)
+    inference["serving"] = {
+        "path": f"{serving.SERVING_DIR}/{serving.VERSION}",
+        "metadata": f"{serving.SERVING_DIR}/{serving.VERSION}/{serving.METADATA_FILE}",
+        "signatures": serving_meta["signatures"],
+    }
     (models_dir / "inference.json").write_text(json.dumps(inference, indent=2) + "\n")
     np.savez(
         models_dir / "check_samples.npz",
@@ -129,8 +138,17 @@ def export_and_verify(
         diffs[name] = _max_abs_diff(expected, outputs)
         answers_ok[name] = _answers_match(decode(outputs, out_spec), expected_answers, tolerance)
 
+    serving_check = serving.verify(
+        models_dir / serving.SERVING_DIR / serving.VERSION,
+        serving_meta,
+        samples_raw,
+        expected,
+        expected_answers,
+        tolerance,
+    )
     passed = (
-        not errors
+        serving_check["passed"]
+        and not errors
         and all(diff <= tolerance for diff in diffs.values())
         and all(answers_ok.values())
         and len(diffs) == len(written)
@@ -143,12 +161,15 @@ def export_and_verify(
         "passed": passed,
         "exported_model": "final fit (retrained on train+validation)",
         "final_fit_epochs": result.final_epochs,
+        "serving": serving_check,
     }
     if errors:
         verification["errors"] = errors
     verification.update(_provenance(automodel, samples, samples_raw, expected, out_spec))
     checksums = _checksums(models_dir)
-    return ExportResult(written, checksums, verification, inference, out_spec["class_names"])
+    return ExportResult(
+        written, checksums, verification, inference, out_spec["class_names"], serving_meta
+    )
 
 
 def serve(loaded: Any, x: Any) -> Any:

@@ -243,6 +243,7 @@ class Run:
         )
         x_test, y_test = data.x[split.test], data.y[split.test]
         self._evaluate(result, x_test, y_test, classes)
+        self._baseline(data.y[split.train_val], y_test)
         self._export(data, result, x_test)
 
     def _evaluate(self, result: Any, x_test: Any, y_test: Any, classes: list[str] | None) -> None:
@@ -276,6 +277,32 @@ class Run:
         self.summary["metrics"] = metrics
         console.say("test metrics: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
 
+    def _baseline(self, y_train: Any, y_test: Any) -> None:
+        """The score of a model that learned nothing, on the same test split, and the verdict."""
+        from ak_remote.runtime.baseline import baseline
+
+        record = baseline(self.job.is_classifier, y_train, y_test, self.summary["metrics"])
+        self.summary["metrics"][record["metric_name"]] = record["baseline"]
+        self.tracker.report_single_value(record["metric_name"], record["baseline"])
+        self.summary["baseline"] = record
+        self.summary["below_baseline"] = not record["beats_baseline"]
+        console.say(
+            f"baseline ({record['rule']}): {record['metric']}={record['baseline']:.4g}, "
+            f"model {record['model']:.4g}"
+        )
+        if record["beats_baseline"]:
+            return
+        self.tracker.add_tags(["below-baseline"])
+        message = (
+            f"the model does not beat the baseline ({record['metric']} {record['model']:.4g} "
+            f"vs {record['baseline']:.4g} for {record['rule']}): it learned nothing useful"
+        )
+        if self.settings.require_better_than_baseline:
+            raise RunFailedError(
+                message, "train longer (epochs, max_trials) or check the data and its target"
+            )
+        console.say(f"WARNING: {message}")
+
     def _export(self, data: Any, result: Any, x_test: Any) -> None:
         from ak_remote.runtime.export import export_and_verify
 
@@ -291,6 +318,11 @@ class Run:
             "check_samples": "models/check_samples.npz",
             "checksums": exported.checksums,
             "verification": verification,
+            "serving": {
+                "path": exported.inference["serving"]["path"],
+                "signatures": sorted(exported.serving.get("signatures", {})),
+                "class_names": exported.serving.get("class_names", []),
+            },
         }
         for name, diff in verification["max_abs_diff"].items():
             self.tracker.report_single_value(f"export_max_abs_diff_{name}", diff)
@@ -299,13 +331,29 @@ class Run:
             detail = ", ".join(
                 f"{k}: {v:.3g}" for k, v in verification["max_abs_diff"].items()
             ) or "; ".join(verification.get("errors", {}).values())
+            serving_check = verification.get("serving") or {}
+            if not serving_check.get("passed", True):
+                detail = (
+                    "serving model on raw inputs: "
+                    + (
+                        serving_check.get("error")
+                        or ", ".join(
+                            f"{k}: {v:.3g}" for k, v in serving_check["max_abs_diff"].items()
+                        )
+                        + f"; answers match: {serving_check['answers_match']}"
+                    )
+                    + (f"; {detail}" if detail else "")
+                )
             raise RunFailedError(
                 f"exported model failed verification ({detail}; tolerance {tolerance:g})",
                 "the files are kept in models/ for inspection; do not serve them",
             )
+        serving_diffs = verification["serving"]["max_abs_diff"]
         console.say(
             "export verified: "
             + ", ".join(f"{k} max|diff|={v:.2g}" for k, v in verification["max_abs_diff"].items())
+            + "; serving model on raw inputs: "
+            + ", ".join(f"{k} max|diff|={v:.2g}" for k, v in serving_diffs.items())
         )
         self._attach_artifacts(models_dir, exported)
 
@@ -315,6 +363,7 @@ class Run:
         for name, relative in exported.formats.items():
             artifact = {"keras": "model.keras", "savedmodel": "savedmodel", "h5": "model.h5"}[name]
             tracker.upload(artifact, models_dir / relative)
+        tracker.upload("serving", models_dir / "serving")
         tracker.upload("inference.json", models_dir / "inference.json")
         tracker.upload("pipeline.json", models_dir / "pipeline.json")
         tracker.upload("check_samples.npz", models_dir / "check_samples.npz")
@@ -325,9 +374,16 @@ class Run:
             self.summary["model_registration"] = "pending-import"
         else:
             labels = {name: i for i, name in enumerate(exported.class_names)}
-            weights = models_dir / exported.formats.get("keras", "model.keras")
+            serving = exported.serving
+            metadata = {
+                "format": "TF Serving base folder (zip): 1/saved_model.pb",
+                "signature": json.dumps(serving["signatures"]),
+                "class_names": json.dumps(serving["class_names"]),
+                "family": serving["family"],
+                "task": serving["task"],
+            }
             self.summary["model_registration"] = tracker.register_model(
-                weights, labels, f"{self.job.name} model"
+                models_dir / "serving", labels, f"{self.job.name} model", metadata
             )
 
     # --- the ending --------------------------------------------------------------------------

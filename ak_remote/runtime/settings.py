@@ -27,6 +27,7 @@ class Settings:
     histogram_freq: int
     export_formats: tuple[str, ...]
     export_tolerance: float
+    require_better_than_baseline: bool
     distribution: str
     gpus: int
 

@@ -122,15 +122,40 @@ class Tracker:
         )
         return Path(local)
 
-    def register_model(self, weights: Path, labels: Mapping[str, int] | None, name: str) -> str:
-        """Register the verified model as the task's output model (online only); its id."""
+    def register_model(
+        self,
+        package: Path,
+        labels: Mapping[str, int] | None,
+        name: str,
+        metadata: Mapping[str, str],
+    ) -> str:
+        """Upload `package` (the serving model's TF Serving base folder, zipped) and register it
+        as the task's output model (online only); its id.
+
+        Uploaded to the task's output destination (the files server by default), so the model
+        registry and clearml-serving can fetch it from anywhere, not from the agent's disk.
+        """
         from clearml import OutputModel
 
         model = OutputModel(
-            task=self.task, framework="Keras", label_enumeration=dict(labels or {}), name=name
+            task=self.task,
+            framework="TensorFlow",
+            label_enumeration=dict(labels or {}),
+            name=name,
         )
-        model.update_weights(weights_filename=str(weights), auto_delete_file=False)
+        destination = self.task.output_uri or self.logger.get_default_upload_destination()
+        model.update_weights_package(
+            weights_path=str(package),
+            upload_uri=destination,
+            auto_delete_file=False,
+            async_enable=False,
+        )
+        for key, value in metadata.items():
+            model.set_metadata(key, value)
         return str(model.id)
+
+    def add_tags(self, tags: Sequence[str]) -> None:
+        self.task.add_tags(list(tags))
 
     def set_comment(self, text: str) -> None:
         self.task.set_comment(text)

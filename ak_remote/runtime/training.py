@@ -67,14 +67,52 @@ class SearchResult:
     final_epochs: int
 
 
+# AutoKeras 3.0.0's only text candidate trains its embedding CNN from scratch at a fine-tuning
+# rate (AdamW at 2e-5, decayed to 0): with 1-2 trials it stays at chance. The text jobs start from
+# the same architecture with from-scratch rates instead, and search only such rates.
+TEXT_LEARNING_RATES = (1e-2, 1e-3, 1e-4)
+
+
+def text_candidates(head: str) -> list[dict[str, Any]]:
+    """The first text candidates, for `head` ("classification_head_1" or "regression_head_1")."""
+    from autokeras.tuners import task_specific
+
+    base = {
+        key: value
+        for key, value in task_specific.TEXT_CLASSIFIER[0].items()
+        if not key.startswith("classification_head_1/")
+    }
+    if head == "classification_head_1":
+        base[f"{head}/dropout"] = 0
+    # Max pooling over the words (a bag-of-features view that suits short texts) at a rate that
+    # learns within a few epochs; then AutoKeras' own flattening at Adam's usual rate.
+    first = {
+        **base,
+        "text_block_1/spatial_reduction_1/reduction_type": "global_max",
+        "optimizer": "adam",
+        "learning_rate": 1e-2,
+    }
+    second = {**base, "optimizer": "adam", "learning_rate": 1e-3}
+    return [first, second]
+
+
+def text_hyperparameters() -> Any:
+    """The learning rates the text search may pick (AutoKeras' own list ends at 1e-5)."""
+    import keras_tuner
+
+    hp = keras_tuner.HyperParameters()
+    hp.Choice("learning_rate", list(TEXT_LEARNING_RATES), default=1e-3)
+    return hp
+
+
 def tuner_for(job: Job, name: str) -> Any:
     """The tuner AutoKeras gets for `tuner=name`.
 
     `greedy` means AutoKeras' task-specific greedy tuner (what AutoKeras picks when no tuner is
     given): it starts from curated candidates (a small vanilla CNN for images), where plain
     `Greedy` starts from random values that can pick an ImageNet-pretrained ResNet and then
-    fails on hosts without internet. AutoKeras has none for image and text regression; those
-    start from the classifier's first candidate with the head renamed.
+    fails on hosts without internet. AutoKeras has none for image regression; it starts from the
+    classifier's first candidate with the head renamed. Text jobs start from `text_candidates`.
     """
     if name != "greedy":
         return name
@@ -82,24 +120,29 @@ def tuner_for(job: Job, name: str) -> Any:
 
     own = {
         "ImageClassifier": task_specific.ImageClassifierTuner,
-        "TextClassifier": task_specific.TextClassifierTuner,
         "StructuredDataClassifier": task_specific.StructuredDataClassifierTuner,
         "StructuredDataRegressor": task_specific.StructuredDataRegressorTuner,
     }
     if job.autokeras_class in own:
         return own[job.autokeras_class]
-    borrowed = {"image": task_specific.IMAGE_CLASSIFIER, "text": task_specific.TEXT_CLASSIFIER}
-    first = {
-        key.replace("classification_head_1/", "regression_head_1/"): value
-        for key, value in borrowed[job.family][0].items()
-        if "spatial_reduction" not in key or not key.startswith("classification_head_1/")
-    }
+    if job.family == "text":
+        initial = text_candidates(
+            "classification_head_1" if job.is_classifier else "regression_head_1"
+        )
+    else:
+        initial = [
+            {
+                key.replace("classification_head_1/", "regression_head_1/"): value
+                for key, value in task_specific.IMAGE_CLASSIFIER[0].items()
+                if "spatial_reduction" not in key or not key.startswith("classification_head_1/")
+            }
+        ]
 
-    class RegressorTuner(greedy.Greedy):  # type: ignore[misc]
+    class InitialTuner(greedy.Greedy):  # type: ignore[misc]
         def __init__(self, **kwargs: Any) -> None:
-            super().__init__(initial_hps=[first], **kwargs)
+            super().__init__(initial_hps=initial, **kwargs)
 
-    return RegressorTuner
+    return InitialTuner
 
 
 def tuner_class(tuner: Any) -> Any:
@@ -162,6 +205,8 @@ def build_automodel(
         )
     if strategy is not None:
         kwargs["distribution_strategy"] = strategy
+    if job.family == "text":
+        kwargs["hyperparameters"] = text_hyperparameters()
     if job.family == "structured":
         kwargs["column_names"] = data.columns
         kwargs["column_types"] = data.column_types
