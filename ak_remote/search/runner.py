@@ -224,7 +224,15 @@ def control(run: Any, data: Any, split: Any) -> None:
         from ak_remote.contract import SUMMARY_FILE, read_summary
 
         final_summary = read_summary(Path(handle) / SUMMARY_FILE)
-    for key in ("metrics", "export", "model_registration", "distribution", "tensorboard_dir"):
+    for key in (
+        "metrics",
+        "export",
+        "model_registration",
+        "distribution",
+        "tensorboard_dir",
+        "baseline",
+        "below_baseline",
+    ):
         run.summary[key] = final_summary.get(key)
     run.summary["search"]["final_fit"] = {"handle": handle, "run_dir": final_summary.get("run_dir")}
     for name, value in (final_summary.get("metrics") or {}).items():
