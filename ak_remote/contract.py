@@ -239,3 +239,16 @@ def read_summary(path: Path) -> dict[str, Any]:
     except (OSError, ValueError) as exc:
         raise DataError(f"cannot read {path}: {exc}") from None
     return parse_summary(data, str(path))
+
+
+# -- parallel searches (ak_remote.search) --------------------------------------------------------
+SEARCH_TAG: Final = "ak-remote-search"  # system tag of a search (controller) task
+SEARCH_OF_PREFIX: Final = "ak-remote-search-of:"  # system tag of every trial/final fit of a search
+TRIAL_TAG_PREFIX: Final = "ak-remote-trial:"  # system tag naming the trial id a task trains
+FINAL_FIT_TAG: Final = "ak-remote-final-fit"  # system tag of a search's final-fit task
+# Hyperparameter section (and its one key) that tells a job process its part in a search.
+SEARCH_SECTION: Final = "Search"
+SEARCH_SPEC_KEY: Final = "spec"
+SEARCH_CONTROLLER_ARTIFACT: Final = "search_controller"  # the controller's state snapshot
+# What a trial reports: scalar title "objective", series = the objective's name.
+OBJECTIVE_TITLE: Final = "objective"

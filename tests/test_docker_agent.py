@@ -180,9 +180,17 @@ def test_a_launched_run_trains_inside_the_cpu_image_through_a_docker_mode_agent(
     render_agent_conf(emulator, cpu_image, conf)
     os.chmod(conf, 0o644)
     worker_id = f"docker-test:{os.getpid()}"
+    # ak-remote from this checkout, copied where the agent's uid can read it: a checkout under
+    # a root-only folder (mktemp -d, as CI clones are made) is out of its reach.
+    source = agent_home / "src"
+    shutil.copytree(
+        REPO / "ak_remote", source / "ak_remote", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    for path in [source, *source.rglob("*")]:
+        os.chmod(path, 0o755 if path.is_dir() else 0o644)
     env = {
         "PATH": f"{agent_venv / 'bin'}{os.pathsep}/usr/local/bin:/usr/bin:/bin",
-        "PYTHONPATH": str(REPO),  # ak-remote from this checkout
+        "PYTHONPATH": str(source),
         "HOME": str(agent_home),
         "CLEARML_CONFIG_FILE": str(conf),
         "CLEARML_API_ACCESS_KEY": emulator.access_key,

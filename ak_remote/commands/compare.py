@@ -56,6 +56,9 @@ def compare(
     if plot_path is not None and plot_path.suffix.lower() != ".png":
         raise click.BadParameter("the plot is written as PNG: give a FILE.png", param_hint="--plot")
     client = app.client()
+    from ak_remote.commands.search import trials_of_searches
+
+    ids = trials_of_searches(client, ids)  # a search id means its finished trials
     tasks = select_tasks(client, ids=ids, sweep=sweep_id, project=project, fields=COMPARE_FIELDS)
     comparison = build(tasks, sort=sort, all_metrics=all_metrics, all_params=all_params)
     ui.data(render(comparison, fmt))

@@ -34,6 +34,41 @@ from ak_remote.remote.launch import (
 @click.option("--create-queue", is_flag=True, help="Create the queue if it does not exist.")
 @click.option("--dry-run", is_flag=True, help="Print what would be created; create nothing.")
 @click.option("--wait", is_flag=True, help="Follow the runs until they end; exit 5 if any failed.")
+@click.option(
+    "--parallel",
+    type=int,
+    default=None,
+    metavar="N",
+    help="One search with up to N trials in flight on the queue (a controller picks each next "
+    "candidate with the job's oracle), then the best one's final fit.",
+)
+@click.option(
+    "--controller-queue",
+    metavar="QUEUE",
+    help="With --parallel: the CPU queue the controller runs on "
+    "[default: AK_REMOTE_CONTROLLER_QUEUE / services].",
+)
+@click.option(
+    "--controller",
+    "controller_where",
+    type=click.Choice(["queue", "local"]),
+    default=None,
+    help="With --parallel: run the controller on its queue, or in this terminal.",
+)
+@click.option(
+    "--max-retries",
+    type=click.IntRange(0, 100),
+    default=None,
+    help="With --parallel: retries of a failed or lost trial [default: 2].",
+)
+@click.option(
+    "--lost-after",
+    type=click.FloatRange(1, 86400),
+    default=None,
+    metavar="SECONDS",
+    help="With --parallel: a running trial without any update this long is lost and retried "
+    "[default: 120].",
+)
 @json_option("Print the runs (or the plan) as JSON.")
 @pass_app
 def launch(
@@ -50,6 +85,11 @@ def launch(
     create_queue: bool,
     dry_run: bool,
     wait: bool,
+    parallel: int | None,
+    controller_queue: str | None,
+    controller_where: str | None,
+    max_retries: int | None,
+    lost_after: float | None,
     as_json: bool,
 ) -> None:
     """Clone TEMPLATE (a job name or a task id) with overrides and enqueue it on a queue.
@@ -61,6 +101,7 @@ def launch(
     Examples:
       ak-remote launch image-classifier -q gpu --set max_trials=20
       ak-remote launch structured-classifier -q cpu --sweep epochs=10,20 --sweep tuner=greedy,random
+      ak-remote launch image-classifier -q gpu --set max_trials=64 --parallel 8
     """
     config = app.config
     request = LaunchRequest(
@@ -75,6 +116,15 @@ def launch(
         template_project=pick(template_project, config.template_project) or config.template_project,
         create_queue=create_queue,
     )
+    search_flags = (controller_queue, controller_where, max_retries, lost_after)
+    if parallel is not None or any(flag is not None for flag in search_flags):
+        from ak_remote.commands.search import SearchOptions, launch_search
+
+        options = SearchOptions(
+            parallel, controller_queue, controller_where, max_retries, lost_after
+        )
+        launch_search(app, request, options, dry_run, wait, as_json)
+        return
     client = app.client()
     plan = plan_launch(client, request)
     if dry_run:

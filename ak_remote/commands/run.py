@@ -46,6 +46,14 @@ from ak_remote.remote import local_run
     help="Replace what --run-dir holds (a finished run's models included).",
 )
 @click.option(
+    "--parallel",
+    type=int,
+    default=None,
+    metavar="N",
+    help="Spread the search over N worker processes here (one GPU each when there are GPUs); "
+    "the best candidate is then trained once more and exported.",
+)
+@click.option(
     "-v",
     "--verbose",
     is_flag=True,
@@ -61,6 +69,7 @@ def run(
     task_name: str | None,
     resume_dir: Path | None,
     overwrite: bool,
+    parallel: int | None,
     verbose: bool,
     as_json: bool,
 ) -> None:
@@ -73,6 +82,7 @@ def run(
     Examples:
       ak-remote run structured-classifier --set max_trials=2 --set epochs=5
       ak-remote run structured-classifier --resume runs/structured-classifier/20260101-120000
+      ak-remote run image-classifier --set max_trials=16 --parallel 8   # 8 GPUs, 8 workers
     """
     overrides = parse_assignments(assignments)
     if verbose:  # read by the job's runtime (ak_remote.runtime.console), a child process
@@ -87,12 +97,24 @@ def run(
         overrides = resume_overrides(run_dir, get_job(job_name), overrides)
     if overwrite and resume_dir is not None:
         raise click.UsageError("--overwrite replaces a run and --resume continues it: pick one")
-    job, _ = local_run.check_request(job_name, overrides)
+    job, values = local_run.check_request(job_name, overrides)
     offline = offline or not contract.server_configured()
     target = run_dir or local_run.new_run_dir(job)
     from ak_remote.runtime.rundir import check_run_dir  # pure Python, no TensorFlow
 
     check_run_dir(target, resume_dir is not None, overwrite)
+    extra: list[str] = []
+    if parallel is not None:
+        from ak_remote.search.spec import CONTROLLER, LOCAL_BACKEND, SearchSpec, check_parallel
+
+        if resume_dir is not None:
+            raise click.UsageError("--parallel cannot be combined with --resume (yet)")
+        check_parallel(parallel, int(str(values["max_trials"])))
+        spec = SearchSpec(role=CONTROLLER, backend=LOCAL_BACKEND, parallel=parallel)
+        target.mkdir(parents=True, exist_ok=True)
+        spec_file = target / "search_spec.json"
+        spec_file.write_text(spec.to_json() + "\n")
+        extra = ["--search-spec", str(spec_file)]
     mode = "offline (no ClearML server configured)" if offline else "tracked on the ClearML server"
     verb = "Resuming" if resume_dir is not None else "Running"
     ui.info(f"{verb} {job.name} in {target}, {mode}")
@@ -105,6 +127,7 @@ def run(
         task_name,
         resume=resume_dir is not None,
         overwrite=overwrite,
+        extra_args=extra,
     )
     summary = result.summary
     if as_json:
@@ -114,7 +137,9 @@ def run(
         metrics = summary.get("metrics") or {}
         for name, value in sorted(metrics.items()):
             ui.info(f"  {name}: {value:.4g}" if isinstance(value, float) else f"  {name}: {value}")
-    steps = [f"tensorboard --logdir {result.run_dir / 'tensorboard'}"]
+    # A parallel search's logs are in its trials' and final fit's folders: the whole run folder.
+    board = result.run_dir if parallel is not None else result.run_dir / "tensorboard"
+    steps = [f"tensorboard --logdir {board}"]
     if summary.get("offline_session"):
         steps.append(f"ak-remote import-offline {summary['offline_session']}")
     elif summary.get("task_id"):

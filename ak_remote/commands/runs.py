@@ -35,6 +35,11 @@ def status(
     if not ids and not sweep_id and not project:
         project = load_config().project
     client = app.client()
+    if len(ids) == 1 and not sweep_id and not project:
+        from ak_remote.commands.search import show_search
+
+        if show_search(client, ids[0], as_json):
+            return
     tasks = select_tasks(client, ids=ids, sweep=sweep_id, project=project, limit=limit)
     rows = run_statuses(client, tasks)
     if as_json:
@@ -91,9 +96,12 @@ def logs(app: App, task_id: str, follow: bool) -> None:
 @pass_app
 def abort(app: App, ids: tuple[str, ...], delete: bool) -> None:
     """Stop queued or running runs (dequeue queued ones); --delete removes them."""
+    from ak_remote.commands.search import with_trials
     from ak_remote.remote.runs import abort as abort_runs
 
-    result = abort_runs(app.client(), ids, delete=delete)
+    client = app.client()
+    # A search id stops its controller first (so nothing is retried), then its trials.
+    result = abort_runs(client, with_trials(client, ids), delete=delete)
     for task_id in result.stopped + result.deleted:
         ui.data(task_id)
     if result.stopped:

@@ -36,10 +36,14 @@ def tensorboard(
     app: App, ids: tuple[str, ...], port: int, host: str, logdir: Path | None, print_command: bool
 ) -> None:
     """Download the runs' TensorBoard logs and start TensorBoard over them, one run per name."""
+    from ak_remote.commands.search import trials_of_searches
     from ak_remote.remote.pull import fetch_tensorboard_logs
 
     root = (logdir or _cache_root()).resolve()
-    dirs = fetch_tensorboard_logs(app.client(), list(ids), root, progress=ui.info)
+    client = app.client()
+    # A search id means its finished trials: one log dir, HParams across them.
+    ids = trials_of_searches(client, ids)
+    dirs = fetch_tensorboard_logs(client, list(ids), root, progress=ui.info)
     spec = ",".join(f"{label}:{path}" for label, path in dirs.items())
     binary = shutil.which("tensorboard")
     argv = ([binary] if binary else [sys.executable, "-m", "tensorboard.main"]) + [

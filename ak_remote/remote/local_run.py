@@ -12,6 +12,7 @@ import signal
 import sys
 import time
 import zipfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -83,6 +84,7 @@ def run_job(
     task_name: str | None = None,
     resume: bool = False,
     overwrite: bool = False,
+    extra_args: Sequence[str] = (),
 ) -> LocalRun:
     """Run the job script in a child Python and return its summary.
 
@@ -102,6 +104,7 @@ def run_job(
         argv += ["--project", project]
     if task_name:
         argv += ["--task-name", task_name]
+    argv += list(extra_args)  # e.g. --search-spec FILE: a parallel search's controller
     code = _run_child(argv)
     summary_path = run_dir / SUMMARY_FILE
     summary: dict[str, Any] = {}

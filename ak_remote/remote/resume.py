@@ -14,7 +14,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ak_remote.contract import RESUMABLE, SEARCH_STATE_ARTIFACT, check_queue_name, is_template
+from ak_remote.contract import (
+    RESUMABLE,
+    SEARCH_CONTROLLER_ARTIFACT,
+    SEARCH_STATE_ARTIFACT,
+    check_queue_name,
+    is_template,
+)
 from ak_remote.errors import ServerError, UsageError
 from ak_remote.remote.clearml_api import Client, Doc
 from ak_remote.remote.runs import check_task_ids
@@ -131,7 +137,9 @@ def resume(
     queue_id, queue_name = _pick_queue(client, task, queue, default_queue)
     artifacts = (task.get("execution") or {}).get("artifacts") or []
     has_state = any(
-        a.get("key") == SEARCH_STATE_ARTIFACT and a.get("mode", "output") == "output"
+        # a parallel search's controller saves its own state artifact
+        a.get("key") in (SEARCH_STATE_ARTIFACT, SEARCH_CONTROLLER_ARTIFACT)
+        and a.get("mode", "output") == "output"
         for a in artifacts
     )
     done, failed = client.enqueue_many([task_id], queue_id)

@@ -91,6 +91,8 @@ def parse_argv(job: Job, argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--overwrite", action="store_true", help="replace whatever --run-dir already holds"
     )
+    # A part of a parallel search (ak_remote.runtime.parallel); written by ak-remote itself.
+    parser.add_argument("--search-spec", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.resume:
         # Checked before anything writes into the folder (a failed run writes summary.json).
@@ -112,6 +114,8 @@ class Run:
         self.tracker: Any = None
         self.resume = False  # --resume: continue the search saved in the run folder
         self.search_state: Any = None  # ak_remote.runtime.search_state.SearchState, once prepared
+        self.search_spec: Any = None  # a part of a parallel search (runtime.parallel), or None
+        self.candidate: dict[str, Any] | None = None  # the final fit's fixed candidate
         self.summary: dict[str, Any] = new_summary(job.name)
         self.lock: RunDirLock | None = None  # the claim on run_dir, held until the process ends
 
@@ -172,6 +176,9 @@ class Run:
         self.summary["params"] = _public(job.params.to_strings(self.params))
         self.settings = Settings.from_values(self.params)
         self.summary["reproducibility"] = reproducibility(self.settings.seed, self.run_dir)
+        from ak_remote.runtime.parallel import search_spec
+
+        self.search_spec = search_spec(args, self.tracker)
         console.say(f"run folder: {self.run_dir}")
         self._train_and_export()
 
@@ -209,6 +216,11 @@ class Run:
             "split_sha256": split.digest(),
         }
         self.write_summary()
+        if self.search_spec is not None:
+            from ak_remote.runtime.parallel import run_part
+
+            if run_part(self, data, split):
+                return
 
         configure_devices(settings.gpus)
         import keras
@@ -251,6 +263,7 @@ class Run:
             strategy,
             self.tracker,
             self.search_state,
+            candidate=self.candidate,
         )
         x_test, y_test = data.x[split.test], data.y[split.test]
         self._evaluate(result, x_test, y_test, classes)

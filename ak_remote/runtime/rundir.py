@@ -41,10 +41,15 @@ def _holder_text(path: Path) -> str:
         return "another process"
 
 
+# What ak-remote itself puts in a folder before the job starts there (the lock and reserve, and
+# a parallel search's spec and log for each part it starts): not a run yet.
+_BEFORE_THE_RUN = frozenset({LOCK_FILE, RESERVE_FILE, "search_spec.json", "job.log"})
+
+
 def _occupied(folder: Path) -> bool:
-    """Whether the folder holds anything a run wrote (the lock file alone does not count)."""
+    """Whether the folder holds anything a run wrote (ak-remote's own setup files do not count)."""
     try:
-        return any(child.name not in (LOCK_FILE, RESERVE_FILE) for child in folder.iterdir())
+        return any(child.name not in _BEFORE_THE_RUN for child in folder.iterdir())
     except FileNotFoundError:
         return False
 
@@ -118,7 +123,7 @@ def claim(folder: Path, resume: bool = False, overwrite: bool = False) -> RunDir
         handle.flush()
         if overwrite:
             for child in folder.iterdir():
-                if child.name in (LOCK_FILE, RESERVE_FILE):
+                if child.name in _BEFORE_THE_RUN:
                     continue
                 if child.is_dir() and not child.is_symlink():
                     shutil.rmtree(child)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -168,11 +169,14 @@ def build_automodel(
     directory: str,
     strategy: Any,
     state: SearchState | None = None,
+    candidate: Mapping[str, Any] | None = None,
 ) -> Any:
     """The AutoKeras task object for `job`, configured from the parameters.
 
     With a `state`, the tuner snapshots the search after every trial, and a restored state is
-    reloaded (overwrite=False) instead of wiped.
+    reloaded (overwrite=False) instead of wiped. With a `candidate` (a parallel search's trial
+    or final fit) it trains exactly those values: every one Fixed, no new entries tuned, one
+    trial.
     """
     import autokeras as ak
 
@@ -187,6 +191,18 @@ def build_automodel(
         "project_name": PROJECT_NAME,
         "overwrite": not (state is not None and state.resumed),
     }
+    if candidate is not None:
+        from ak_remote.search.oracle import fixed_hyperparameters
+
+        # Random search over a space where every value is Fixed: exactly the candidate.
+        fixed = readable_runs(tuner_class("random"))
+        kwargs.update(
+            max_trials=1,
+            tuner=state.tuner_class(fixed) if state is not None else fixed,
+            hyperparameters=fixed_hyperparameters(dict(candidate)),
+            tune_new_entries=False,
+            overwrite=True,
+        )
     if strategy is not None:
         kwargs["distribution_strategy"] = strategy
     if job.family == "text":
@@ -208,12 +224,13 @@ def search(
     strategy: Any,
     sink: ScalarSink | None,
     state: SearchState | None = None,
+    candidate: Mapping[str, Any] | None = None,
 ) -> SearchResult:
     """Run the AutoKeras search and final fit; returns the retrained model with the AutoModel."""
     import keras
 
     automodel = build_automodel(
-        job, settings, data, os.path.join(run_dir, "autokeras"), strategy, state
+        job, settings, data, os.path.join(run_dir, "autokeras"), strategy, state, candidate
     )
     log_dir = os.path.join(run_dir, "tensorboard")
     callbacks: list[Any] = [

@@ -58,10 +58,10 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, role: str, emulator: Emulator) -> None:
+    def __init__(self, role: str, emulator: Emulator, port: int = 0) -> None:
         self.role = role
         self.emulator = emulator
-        super().__init__(("127.0.0.1", 0), _Handler)
+        super().__init__(("127.0.0.1", port), _Handler)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -119,7 +119,9 @@ class Emulator:
         access_key: str = "EMULATORACCESSKEY",
         secret_key: str = "emulator-secret-key-0123456789",
         config_dir: Path | None = None,
+        port: int = 0,
     ) -> None:
+        """`port`: the API's (web stub port+1, fileserver port+2); 0 picks free ones."""
         self.access_key = access_key
         self.secret_key = secret_key
         self.state = ServerState()
@@ -129,7 +131,10 @@ class Emulator:
         self._faults: dict[str, list[_Fault]] = {}
         self._log_lock = threading.Lock()
         self._token_secret = uuid.uuid4().hex
-        self._servers = {role: _Server(role, self) for role in ("api", "web", "files")}
+        roles = ("api", "web", "files")
+        self._servers = {
+            role: _Server(role, self, port + n if port else 0) for n, role in enumerate(roles)
+        }
         self.api_url = self._url("api")
         self.web_url = self._url("web")
         self.files_url = self._url("files")

@@ -1,0 +1,162 @@
+"""A job process's part in a parallel search: controller, one trial, or the final fit.
+
+The part comes from `--search-spec FILE` (local) or the task's `Search/spec` hyperparameter (a
+clone run by an agent); without either the job runs as a single search, as always.
+
+- trial: train exactly the given candidate (AutoKeras with `hyperparameters=` all Fixed,
+  `tune_new_entries=False`, `max_trials=1`) on the training part, validate on the validation
+  part, report its objective (scalar `objective`/<objective name>) and its TensorBoard logs. No
+  final refit, no export. No objective, or values that are not the given ones: the run fails.
+- final: the single-run path with the candidate fixed: one trial, AutoKeras' final refit on
+  train+validation, evaluation, export and verification, the registered model.
+- controller: `ak_remote.search.runner` (the oracle from the data's shapes, the controller).
+Every trial and final fit checks its data fingerprint against the search's first.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+from ak_remote.contract import (
+    OBJECTIVE_TITLE,
+    SEARCH_SECTION,
+    SEARCH_SPEC_KEY,
+)
+from ak_remote.errors import DataError, RunFailedError
+from ak_remote.runtime import console
+from ak_remote.search.spec import CONTROLLER, FINAL, TRIAL, SearchSpec
+
+
+def search_spec(args: Any, tracker: Any) -> SearchSpec | None:
+    """This process's part in a search, or None for a plain run. Raises UsageError."""
+    path = getattr(args, "search_spec", None)
+    if path:
+        return SearchSpec.from_file(path)
+    task = getattr(tracker, "task", None)
+    if task is None or not getattr(tracker, "running_remotely", False):
+        return None
+    section = (task.get_parameters_as_dict() or {}).get(SEARCH_SECTION) or {}
+    text = section.get(SEARCH_SPEC_KEY)
+    return SearchSpec.from_json(str(text)) if text else None
+
+
+def run_part(run: Any, data: Any, split: Any) -> bool:
+    """Do this process's part; True when the run is done, False when the single-run path
+    continues (the final fit, with `run.candidate` set)."""
+    spec: SearchSpec = run.search_spec
+    run.summary["search"] = {"role": spec.role, "search_id": spec.search_id, "trial": spec.trial}
+    if spec.role == CONTROLLER:
+        # The controller talks to the server as the laptop side does: its own package.
+        from ak_remote.search.runner import control
+
+        control(run, data, split)
+        return True
+    if spec.fingerprint and spec.fingerprint != run.summary["data"]["fingerprint"]:
+        raise DataError(
+            f"this worker's data differs from the search's (fingerprint "
+            f"{run.summary['data']['fingerprint'][:12]} != {spec.fingerprint[:12]})",
+            "the dataset changed after the search started, or the worker reads another copy; "
+            "give every worker the same data",
+        )
+    if spec.role == TRIAL:
+        train_trial(run, data, split)
+        return True
+    assert spec.role == FINAL
+    run.candidate = candidate_values(spec.candidate)[0]
+    run.summary["search"]["values"] = run.candidate
+    return False
+
+
+def candidate_values(values: dict[str, Any]) -> tuple[dict[str, Any], int | None]:
+    """The values to fix and the epochs a Hyperband candidate asks for (its `tuner/*` keys are
+    bracket bookkeeping, not model settings)."""
+    epochs = values.get("tuner/epochs")
+    fixed = {k: v for k, v in values.items() if not k.startswith("tuner/")}
+    return fixed, int(epochs) if epochs is not None else None
+
+
+# -- a trial ----------------------------------------------------------------------------------
+
+
+def train_trial(run: Any, data: Any, split: Any) -> None:
+    """Train the spec's candidate once and report its objective. Raises RunFailedError."""
+    import keras
+
+    from ak_remote.runtime.callbacks import TensorBoard, trial_run
+    from ak_remote.runtime.training import build_automodel, configure_devices, make_strategy
+
+    spec: SearchSpec = run.search_spec
+    job, settings, run_dir, tracker = run.job, run.settings, run.run_dir, run.tracker
+    values, hyperband_epochs = candidate_values(spec.candidate)
+    epochs = hyperband_epochs or settings.epochs
+    configure_devices(settings.gpus)
+    keras.utils.set_random_seed(settings.seed)
+    strategy, devices = make_strategy(settings.distribution, settings.gpus)
+    run.summary["distribution"] = {
+        "strategy": type(strategy).__name__ if strategy is not None else "default",
+        "devices": devices,
+    }
+    automodel = build_automodel(
+        job, settings, data, str(run_dir / "autokeras"), strategy, candidate=values
+    )
+    board = run_dir / "tensorboard"
+    run.summary["tensorboard_dir"] = str(board)
+    # This process's own Keras Tuner calls its one trial `trial-00`; under a folder named after
+    # the search's trial, series say `trial-07/train` as in a single search.
+    callbacks: list[Any] = [
+        TensorBoard(
+            str(board / trial_run(spec.trial)),
+            settings.histogram_freq,
+            str(run_dir / "checkpoints"),
+            tracker,
+            base_log_dir=str(board),
+        ),
+        # An EarlyStopping of our own keeps AutoKeras from refitting after its one trial.
+        keras.callbacks.EarlyStopping(
+            patience=settings.early_stopping_patience or epochs + 1, min_delta=1e-4
+        ),
+    ]
+    started = time.time()
+    automodel.fit(
+        data.x[split.train],
+        data.y[split.train],
+        validation_data=(data.x[split.val], data.y[split.val]),
+        epochs=epochs,
+        batch_size=settings.batch_size,
+        callbacks=callbacks,
+        verbose=2,
+    )
+    oracle = automodel.tuner.oracle
+    trials = list(oracle.trials.values())
+    if len(trials) != 1:
+        raise RunFailedError(f"the trial ran {len(trials)} candidates instead of one")
+    trial = trials[0]
+    used = trial.hyperparameters.values
+    differ = sorted(k for k, v in values.items() if k in used and used[k] != v)
+    if differ:
+        raise RunFailedError(
+            f"the trained candidate differs from the given one ({', '.join(differ[:5])})",
+            "the search space of this worker differs from the controller's: same ak-remote?",
+        )
+    score = trial.score
+    if str(trial.status) != "COMPLETED" or score is None or not math.isfinite(float(score)):
+        raise RunFailedError(
+            f"the trial reported no {settings.objective} (status {trial.status})",
+            "read the log above: the candidate may not fit this data",
+        )
+    score = float(score)
+    tracker.report_scalar(OBJECTIVE_TITLE, settings.objective, score, 0)
+    run.summary["metrics"] = {"objective": score, "train_seconds": round(time.time() - started, 2)}
+    run.summary["search"].update(values=values, objective=settings.objective, epochs=epochs)
+    _say(f"trial {spec.trial}: {settings.objective}={score:.4g}")
+    if board.is_dir():
+        tracker.upload("tensorboard", board)
+
+
+def _say(message: str) -> None:
+    console.say(message)
+
+
+__all__ = ["run_part", "search_spec", "train_trial"]

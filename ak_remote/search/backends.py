@@ -1,0 +1,372 @@
+"""Where a search's candidates train: ClearML tasks on a queue, or processes on this machine.
+
+ClearML: each attempt is one `tasks.clone` of the job template (the search's parameters, the
+candidate in `Search/spec`, the search as parent, named `trial 07`) and one
+`tasks.enqueue_many`; one `tasks.get_all` per poll reads every attempt in flight (status,
+last_update, worker, last_metrics). Nothing else: no per-trial reads, no SDK Task objects.
+
+Local: each attempt is the job script in a child process (its own run folder under the search's
+`trials/`), one GPU each through CUDA_VISIBLE_DEVICES when the machine has GPUs; its result is
+the summary.json it leaves.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from ak_remote.catalog import Job
+from ak_remote.contract import (
+    COMPLETED,
+    FAILED,
+    FINAL_FIT_TAG,
+    IN_PROGRESS,
+    LAUNCH_TAG_PREFIX,
+    OBJECTIVE_TITLE,
+    PARAM_SECTION,
+    QUEUED,
+    RUN_COMPLETED,
+    RUN_TAG,
+    SEARCH_OF_PREFIX,
+    SEARCH_SECTION,
+    SEARCH_SPEC_KEY,
+    SUMMARY_FILE,
+    TRIAL_TAG_PREFIX,
+    job_tag,
+    parse_summary,
+)
+from ak_remote.errors import DataError, RunFailedError, ServerError
+from ak_remote.search import controller as ctl
+from ak_remote.search.spec import FINAL, TRIAL, SearchSpec
+
+POLL_FIELDS = [
+    "id",
+    "status",
+    "status_message",
+    "status_reason",
+    "last_update",
+    "last_worker",
+    "last_metrics",
+]
+
+
+def trial_name(trial_id: str, attempt: int, final: bool) -> str:
+    name = "final fit" if final else f"trial {trial_id}"
+    return f"{name} (retry {attempt})" if attempt else name
+
+
+def search_hyperparams(
+    job: Job, general: Mapping[str, str], spec: SearchSpec
+) -> dict[str, dict[str, dict[str, str]]]:
+    """The whole hyperparameter tree of a search part: the search's values plus its spec."""
+    from ak_remote.remote.templates import hyperparams_for
+
+    tree = hyperparams_for(job.params)
+    for key, value in general.items():
+        if key in tree[PARAM_SECTION]:
+            tree[PARAM_SECTION][key]["value"] = str(value)
+    tree[SEARCH_SECTION] = {
+        SEARCH_SPEC_KEY: {
+            "section": SEARCH_SECTION,
+            "name": SEARCH_SPEC_KEY,
+            "value": spec.to_json(),
+            "type": "str",
+            "description": "this task's part in a parallel search (written by ak-remote)",
+        }
+    }
+    return tree
+
+
+def objective_of(task: Mapping[str, Any]) -> float | None:
+    """The objective a trial task reported (scalar title `objective`), or None."""
+    for variants in (task.get("last_metrics") or {}).values():
+        for entry in (variants or {}).values() if isinstance(variants, dict) else []:
+            if isinstance(entry, dict) and entry.get("metric") == OBJECTIVE_TITLE:
+                try:
+                    return float(entry["value"])
+                except (KeyError, TypeError, ValueError):
+                    return None
+    return None
+
+
+class ClearMLBackend:
+    """Trials as clones of the job template on a queue, children of the search task."""
+
+    def __init__(
+        self,
+        client: Any,
+        job: Job,
+        general: Mapping[str, str],
+        spec: SearchSpec,
+        fingerprint: str,
+    ) -> None:
+        self.client = client
+        self.job = job
+        self.general = dict(general)
+        self.spec = spec
+        self.fingerprint = fingerprint
+        self.nonce = secrets.token_hex(3)  # launch tokens differ between controller restarts
+
+    def submit(self, trial_id: str, values: Mapping[str, Any], attempt: int, final: bool) -> str:
+        spec = SearchSpec(
+            role=FINAL if final else TRIAL,
+            search_id=self.spec.search_id,
+            trial=trial_id,
+            candidate=dict(values),
+            fingerprint=self.fingerprint,
+            attempt=attempt,
+        )
+        search = self.spec.search_id
+        token = f"{LAUNCH_TAG_PREFIX}{search[:12]}-{self.nonce}-{trial_id}-{attempt}"
+        system_tags = [job_tag(self.job.name), f"{SEARCH_OF_PREFIX}{search}"]
+        system_tags.append(FINAL_FIT_TAG if final else f"{TRIAL_TAG_PREFIX}{trial_id}")
+        fields: dict[str, Any] = {
+            "new_task_name": trial_name(trial_id, attempt, final),
+            "new_task_tags": [RUN_TAG, "final-fit" if final else "trial"],
+            "new_task_system_tags": system_tags,
+            "new_task_hyperparams": search_hyperparams(self.job, self.general, spec),
+            "new_task_parent": search,
+            "new_task_comment": f"{trial_name(trial_id, attempt, final)} of search {search}",
+        }
+        if self.spec.project_id:
+            fields["new_task_project"] = self.spec.project_id
+        if self.spec.container:
+            fields["new_task_container"] = self.spec.container
+        task_id = self.client.clone_task(self.spec.template_id, token, fields)
+        enqueued, refused = self.client.enqueue_many([task_id], self.spec.queue_id)
+        if task_id not in enqueued:
+            reason = "; ".join(refused.values()) or "no answer"
+            raise ServerError(f"could not enqueue {trial_name(trial_id, attempt, final)}: {reason}")
+        return str(task_id)
+
+    def poll(self, handles: list[str]) -> dict[str, ctl.Observation]:
+        tasks = self.client.get_tasks(ids=handles, only_fields=POLL_FIELDS)
+        result: dict[str, ctl.Observation] = {}
+        for task in tasks:
+            status = str(task.get("status") or "")
+            if status == COMPLETED or status in ("published", "closed"):
+                kind = ctl.COMPLETED
+            elif status == IN_PROGRESS:
+                kind = ctl.RUNNING
+            elif status in (QUEUED, "created"):
+                kind = ctl.QUEUED
+            else:  # failed, stopped
+                kind = ctl.FAILED
+            message = str(task.get("status_message") or task.get("status_reason") or status)
+            result[str(task["id"])] = ctl.Observation(
+                status=kind,
+                objective=objective_of(task),
+                worker=str(task.get("last_worker") or ""),
+                marker=str(task.get("last_update") or ""),
+                message=f"task {status}: {message}" if kind == ctl.FAILED else message,
+            )
+        return result
+
+    def stop(self, handles: list[str]) -> None:
+        if handles:
+            self.client.stop_many(handles, message="stopped by the search controller")
+
+    def abandon(self, handle: str, reason: str) -> None:
+        # A stop request leaves a task a worker reported recently "in_progress" until that
+        # worker stops it (the server's rule); a dead worker never will. Failed, by force.
+        self.client.call(
+            "tasks.failed",
+            {
+                "task": handle,
+                "force": True,
+                "status_reason": reason[:250],
+                "status_message": reason[:250],
+            },
+        )
+
+    def children(self) -> list[dict[str, Any]]:
+        """Every trial/final task of this search (any status)."""
+        tag = f"{SEARCH_OF_PREFIX}{self.spec.search_id}"
+        return [
+            t
+            for t in self.client.get_tasks(system_tags=[tag], only_fields=["status", "system_tags"])
+            if tag in (t.get("system_tags") or [])
+        ]
+
+    def adopt_final(self, handle: str, search_task_id: str) -> dict[str, Any]:
+        """Give the search task the final fit's model and artifacts; returns its summary."""
+        from ak_remote.remote.pull import artifacts_of
+
+        task = self.client.get_task(handle)
+        artifacts = artifacts_of(task)
+        summary_artifact = artifacts.get(SUMMARY_FILE)
+        if summary_artifact is None:
+            raise RunFailedError(f"the final fit {handle} left no {SUMMARY_FILE}")
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / SUMMARY_FILE
+            self.client.download(str(summary_artifact["uri"]), path)
+            summary = parse_summary(json.loads(path.read_text(encoding="utf-8")))
+        # The search task carries the same files (references, no second upload); its own
+        # summary.json, written when the controller closes, holds the final fit's checksums.
+        copied = [dict(a) for key, a in artifacts.items() if key != SUMMARY_FILE]
+        if copied:
+            self.client.call(
+                "tasks.add_or_update_artifacts",
+                {"task": search_task_id, "artifacts": copied, "force": True},
+            )
+        for model in (task.get("models") or {}).get("output") or []:
+            self.client.call(
+                "tasks.add_or_update_model",
+                {
+                    "task": search_task_id,
+                    "name": model.get("name") or "final",
+                    "model": model["model"],
+                    "type": "output",
+                },
+            )
+        return summary
+
+
+class LocalBackend:
+    """Trials as child processes of this machine, one GPU each when there are GPUs."""
+
+    def __init__(
+        self,
+        job: Job,
+        general: Mapping[str, str],
+        search_dir: Path,
+        spec: SearchSpec,
+        fingerprint: str,
+        offline: bool,
+        gpus: Sequence[str] = (),
+    ) -> None:
+        self.job = job
+        self.general = dict(general)
+        self.search_dir = search_dir
+        self.spec = spec
+        self.fingerprint = fingerprint
+        self.offline = offline
+        self.gpus = list(gpus)
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self.slot_of: dict[str, int] = {}
+
+    def _free_gpu(self) -> int:
+        used = {self.slot_of[h] for h, p in self.processes.items() if p.poll() is None}
+        return next(i for i in range(len(used) + 1) if i not in used)
+
+    def submit(self, trial_id: str, values: Mapping[str, Any], attempt: int, final: bool) -> str:
+        suffix = f"-retry{attempt}" if attempt else ""
+        if final:
+            run_dir = self.search_dir / f"final{suffix}"
+        else:
+            run_dir = self.search_dir / "trials" / f"trial_{trial_id}{suffix}"
+        if run_dir.exists():
+            shutil.rmtree(run_dir)
+        run_dir.mkdir(parents=True)
+        spec = SearchSpec(
+            role=FINAL if final else TRIAL,
+            search_id=self.spec.search_id,
+            trial=trial_id,
+            candidate=dict(values),
+            fingerprint=self.fingerprint,
+            attempt=attempt,
+        )
+        spec_file = run_dir / "search_spec.json"
+        spec_file.write_text(spec.to_json() + "\n")
+        argv = [sys.executable, str(self.job.script_path)]
+        for key, value in self.general.items():
+            argv += ["--set", f"{key}={value}"]
+        argv += ["--run-dir", str(run_dir), "--search-spec", str(spec_file)]
+        argv += ["--task-name", f"{self.job.name} {trial_name(trial_id, attempt, final)}"]
+        if self.offline:
+            argv.append("--offline")
+        env = dict(os.environ)
+        slot = self._free_gpu()
+        if self.gpus:
+            # One GPU per worker: small candidates use several GPUs better side by side
+            # than through MirroredStrategy.
+            env["CUDA_VISIBLE_DEVICES"] = self.gpus[slot % len(self.gpus)]
+        log = (run_dir / "job.log").open("wb")
+        process = subprocess.Popen(
+            argv, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
+        log.close()
+        handle = str(run_dir)
+        self.processes[handle] = process
+        self.slot_of[handle] = slot
+        return handle
+
+    def poll(self, handles: list[str]) -> dict[str, ctl.Observation]:
+        result: dict[str, ctl.Observation] = {}
+        for handle in handles:
+            run_dir = Path(handle)
+            process = self.processes.get(handle)
+            log = run_dir / "job.log"
+            marker = str(log.stat().st_mtime_ns) if log.exists() else ""
+            if process is not None and process.poll() is None:
+                result[handle] = ctl.Observation(
+                    ctl.RUNNING, worker=f"local{self.slot_of[handle]}", marker=marker
+                )
+                continue
+            try:
+                summary = parse_summary(json.loads((run_dir / SUMMARY_FILE).read_text()))
+            except (OSError, ValueError, DataError):
+                code = process.returncode if process is not None else None
+                # No process (a controller restarted) and no summary: the attempt is gone.
+                result[handle] = ctl.Observation(
+                    ctl.FAILED, message=f"the trial process exited ({code}) without a summary"
+                )
+                continue
+            worker = f"local{self.slot_of.get(handle, 0)}"
+            if summary.get("status") == RUN_COMPLETED:
+                objective = (summary.get("metrics") or {}).get("objective")
+                result[handle] = ctl.Observation(
+                    ctl.COMPLETED,
+                    objective=float(objective) if objective is not None else None,
+                    worker=worker,
+                    marker=marker,
+                )
+            else:
+                result[handle] = ctl.Observation(
+                    ctl.FAILED, worker=worker, message=str(summary.get("error") or "failed")
+                )
+        return result
+
+    def stop(self, handles: list[str]) -> None:
+        for handle in handles:
+            process = self.processes.get(handle)
+            if process is not None and process.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                process.wait(10)
+
+    def abandon(self, handle: str, reason: str) -> None:
+        self.stop([handle])
+
+    def close(self) -> None:
+        self.stop(list(self.processes))
+
+
+def local_gpus() -> list[str]:
+    """The GPU indexes this machine has (CUDA_VISIBLE_DEVICES when set), [] without GPUs."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return [g.strip() for g in visible.split(",") if g.strip() and g.strip() != "-1"]
+    if shutil.which("nvidia-smi") is None:
+        return []
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "-L"], capture_output=True, text=True, timeout=20, check=False
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [str(i) for i, line in enumerate(out.splitlines()) if line.startswith("GPU ")]
+
+
+__all__ = ["FAILED", "ClearMLBackend", "LocalBackend", "local_gpus"]

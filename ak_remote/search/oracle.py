@@ -1,0 +1,83 @@
+"""The job's own AutoKeras/Keras Tuner oracle behind the controller's ask/tell seam.
+
+Each in-flight trial holds one Keras Tuner "tuner id" (`worker0`..`workerN-1`), the way Keras
+Tuner's distributed mode shares one oracle among workers: `create_trial(tuner_id)` gives each a
+different candidate, `update_trial` + `end_trial` record the result, and the oracle writes its
+own files (oracle.json, trial_*/trial.json) into its project folder on every change.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from ak_remote.search.controller import Ask
+
+
+class KerasTunerOracle:
+    """Adapter from a `keras_tuner.Oracle` (already holding the search space) to `Oracle`."""
+
+    def __init__(self, oracle: Any) -> None:
+        self.oracle = oracle
+        objective = oracle.objective
+        self.objective = str(objective.name)
+        self.direction = str(getattr(objective, "direction", "min"))
+        # Retries are the controller's (with a new task per attempt); the oracle sees each
+        # trial end once. Failures must not stop the search early either: a lost agent is no
+        # sign of a broken search space.
+        oracle.max_retries_per_trial = 0
+        oracle.max_consecutive_failed_trials = 10**9
+        oracle.verbose = 0  # its trial tables would flood the controller log
+
+    def ask(self, slot: str) -> Ask:
+        from keras_tuner.engine.trial import TrialStatus
+
+        trial = self.oracle.create_trial(slot)
+        if trial.status == TrialStatus.STOPPED:
+            return Ask("stop")
+        if trial.status != TrialStatus.RUNNING:
+            return Ask("idle")
+        values = dict(trial.hyperparameters.values)
+        return Ask("trial", str(trial.trial_id), {str(k): _plain(v) for k, v in values.items()})
+
+    def tell(self, trial_id: str, objective: float | None, message: str = "") -> None:
+        from keras_tuner.engine.trial import TrialStatus
+
+        trial = self.oracle.trials[trial_id]
+        if objective is not None and math.isfinite(objective):
+            self.oracle.update_trial(trial_id, {self.objective: float(objective)})
+            trial.status = TrialStatus.COMPLETED
+        else:
+            trial.status = TrialStatus.FAILED
+            trial.message = message
+        self.oracle.end_trial(trial)
+
+    def adopt(self, slot: str, trial_id: str) -> None:
+        """A trial that kept running while the controller was away: in flight again, no retry."""
+        from keras_tuner.engine.trial import TrialStatus
+
+        oracle = self.oracle
+        if trial_id in oracle._retry_queue:
+            oracle._retry_queue.remove(trial_id)
+        trial = oracle.trials[trial_id]
+        trial.status = TrialStatus.RUNNING
+        oracle.ongoing_trials[slot] = trial
+        oracle.save()
+
+    def save(self) -> None:
+        self.oracle.save()
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars as plain JSON values."""
+    return value.item() if hasattr(value, "item") else value
+
+
+def fixed_hyperparameters(values: dict[str, Any]) -> Any:
+    """A `keras_tuner.HyperParameters` with every value of the candidate `Fixed`."""
+    import keras_tuner
+
+    hp = keras_tuner.HyperParameters()
+    for name, value in values.items():
+        hp.Fixed(name, value)
+    return hp

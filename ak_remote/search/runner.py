@@ -1,0 +1,304 @@
+"""The controller's process: the job's oracle from the data, the backend, state, final fit.
+
+A job process whose part is `controller` (ak_remote.runtime.parallel) lands here: it builds the
+job's Keras Tuner oracle from the data's shapes once, runs `ak_remote.search.controller` over a
+backend (ClearML tasks, or local processes), saves `search_controller.zip` (run folder and
+artifact) after every event, restores it when started again on the same search, and finally
+gives the search the final fit's model and summary.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+import zipfile
+from pathlib import Path
+from typing import Any
+
+from ak_remote.contract import SEARCH_CONTROLLER_ARTIFACT, SEARCH_TAG
+from ak_remote.errors import DataError, UsageError
+from ak_remote.search import controller as ctl
+from ak_remote.search.spec import CONTROLLER, LOCAL_BACKEND, SearchSpec
+
+STATE_FILE = "search_controller.zip"
+STATE_JSON = "controller.json"
+# Oracle files a snapshot holds (relative to the Keras Tuner project folder).
+_ORACLE_FILES = re.compile(r"^(oracle\.json|trial_[A-Za-z0-9_-]{1,64}/trial\.json)$")
+
+
+def build_oracle(run: Any, data: Any, split: Any) -> Any:
+    """The job's Keras Tuner oracle, with the search space AutoKeras derives from the data.
+
+    The space exists only once AutoKeras has seen the data's shapes; this does what
+    `AutoModel.fit` and `AutoTuner.search` do before their first trial (autokeras 3.0.0), and
+    stops there.
+    """
+    import keras
+
+    from ak_remote.runtime.training import build_automodel
+
+    settings = run.settings
+    keras.utils.set_random_seed(settings.seed)
+    automodel = build_automodel(run.job, settings, data, str(run.run_dir / "autokeras"), None)
+    dataset, validation = automodel._check_and_adapt(
+        x=data.x[split.train],
+        y=data.y[split.train],
+        validation_data=(data.x[split.val], data.y[split.val]),
+    )
+    automodel._analyze_data(dataset)
+    automodel._build_hyper_pipeline()
+    tuner = automodel.tuner
+    tuner.hypermodel.set_fit_args(0, epochs=settings.epochs)
+    x, y = dataset
+    hp = tuner.oracle.get_space()
+    tuner._prepare_model_build(
+        hp, x=x, y=y, validation_data=validation, batch_size=settings.batch_size
+    )
+    tuner._try_build(hp)
+    tuner.oracle.update_space(hp)
+    return tuner.oracle
+
+
+class StateStore:
+    """The controller's snapshot: controller.json + the oracle's files, zipped atomically."""
+
+    def __init__(self, run_dir: Path, oracle_dir: Path, tracker: Any) -> None:
+        self.path = run_dir / STATE_FILE
+        self.oracle_dir = oracle_dir
+        self.tracker = tracker
+        self.saves = 0
+        self.upload_errors = 0
+
+    def save(self, controller: ctl.Controller) -> None:
+        controller.oracle.save()
+        tmp = self.path.with_name(f".{STATE_FILE}.tmp")
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+            archive.writestr(STATE_JSON, json.dumps(controller.to_state(), indent=1))
+            for path in sorted(self.oracle_dir.rglob("*")):
+                name = path.relative_to(self.oracle_dir).as_posix()
+                if path.is_file() and _ORACLE_FILES.match(name):
+                    archive.write(path, f"oracle/{name}")
+        os.replace(tmp, self.path)
+        self.saves += 1
+        if self.tracker is None or self.tracker.offline:
+            return
+        try:
+            self.tracker.upload(SEARCH_CONTROLLER_ARTIFACT, self.path)
+        except Exception as exc:  # noqa: BLE001 - the SDK raises many types; the search goes on
+            self.upload_errors += 1
+            _say(f"warning: could not upload the search state: {exc}".splitlines()[0])
+
+    def fetch(self) -> Path | None:
+        """The snapshot to restore: the task's artifact (a re-enqueued search), else the run
+        folder's own (a local restart), else None."""
+        if self.tracker is not None and not self.tracker.offline:
+            try:
+                downloaded = self.tracker.download_artifact(SEARCH_CONTROLLER_ARTIFACT)
+            except Exception as exc:  # noqa: BLE001 - must say so, not start afresh silently
+                raise DataError(f"cannot download the saved search state: {exc}") from None
+            if downloaded is not None:
+                return Path(downloaded)
+        return self.path if self.path.is_file() else None
+
+    def restore(self, zip_path: Path) -> dict[str, Any]:
+        """Write the oracle's files back; returns controller.json. Raises DataError."""
+        try:
+            with zipfile.ZipFile(zip_path) as archive:
+                state = json.loads(archive.read(STATE_JSON))
+                for info in archive.infolist():
+                    name = info.filename.removeprefix("oracle/")
+                    if info.filename.startswith("oracle/") and _ORACLE_FILES.match(name):
+                        target = self.oracle_dir / name
+                        target.parent.mkdir(parents=True, exist_ok=True)
+                        target.write_bytes(archive.read(info))
+        except (zipfile.BadZipFile, KeyError, ValueError, OSError) as exc:
+            raise DataError(
+                f"the saved search state {zip_path.name} is unusable: {exc}",
+                "start a new search",
+            ) from None
+        if not isinstance(state, dict) or state.get("format") != ctl.STATE_FORMAT:
+            raise DataError(f"the saved search state {zip_path.name} has an unknown format")
+        return state
+
+
+def control(run: Any, data: Any, split: Any) -> None:
+    """Run the search: trials through the backend, then the final fit. Raises RunFailedError."""
+    from ak_remote.search.backends import ClearMLBackend, LocalBackend, local_gpus
+    from ak_remote.search.oracle import KerasTunerOracle
+
+    spec: SearchSpec = run.search_spec
+    job, run_dir, tracker = run.job, run.run_dir, run.tracker
+    general = job.params.to_strings(run.params)
+    fingerprint = str(run.summary["data"]["fingerprint"])
+    offline = bool(tracker.offline)
+    if not spec.search_id:
+        spec.search_id = run_dir.name if offline else tracker.task_id
+    if not offline:
+        _mark_search(tracker)
+    oracle = KerasTunerOracle(build_oracle(run, data, split))
+    store = StateStore(run_dir, Path(oracle.oracle._project_dir), tracker)
+    backend: Any
+    if spec.backend == LOCAL_BACKEND:
+        backend = LocalBackend(job, general, run_dir, spec, fingerprint, offline, local_gpus())
+    else:
+        if offline:
+            raise UsageError(
+                "a search over ClearML agents needs a ClearML server",
+                "configure one (clearml.conf), or run it here: ak-remote run JOB --parallel N",
+            )
+        from ak_remote.remote.clearml_api import client_from_config
+
+        backend = ClearMLBackend(client_from_config(), job, general, spec, fingerprint)
+    board_iteration = {"n": 0}
+
+    def on_event(kind: str, controller: ctl.Controller, trial: ctl.Trial | None) -> None:
+        if trial is not None and kind in ("completed", "failed", "retried", "submitted"):
+            attempt = trial.current
+            note = ""
+            if kind == "completed" and trial.objective is not None:
+                note = f" {controller.oracle.objective}={trial.objective:.4g}"
+            failed = trial.attempts[-2] if kind == "retried" else attempt
+            why = f": {failed.message}" if kind in ("failed", "retried") else ""
+            _say(f"trial {trial.trial_id} {kind}{note} ({attempt.handle}){why}")
+        if kind == "completed" and trial is not None and trial is not controller.final:
+            best = controller.best()
+            board_iteration["n"] += 1
+            tracker.report_scalar(
+                "objective", "trial", float(trial.objective or 0), int(_num(trial.trial_id))
+            )
+            if best is not None:
+                tracker.report_scalar(
+                    "objective", "best so far", float(best.objective or 0), board_iteration["n"]
+                )
+        store.save(controller)
+
+    controller = ctl.Controller(
+        oracle,
+        backend,
+        spec.parallel,
+        max_retries=spec.max_retries,
+        lost_after_s=spec.lost_after_s,
+        poll_s=spec.poll_s,
+        on_event=on_event,
+    )
+    snapshot = store.fetch()
+    adopted: list[str] = []
+    if snapshot is not None:
+        state = store.restore(snapshot)
+        oracle.oracle.reload()
+        controller.load_state(state)
+        if isinstance(backend, ClearMLBackend):
+            known = {a.handle for t in controller.trials.values() for a in t.attempts}
+            if controller.final is not None:
+                known |= {a.handle for a in controller.final.attempts}
+            strays = [
+                str(t["id"])
+                for t in backend.children()
+                if str(t["id"]) not in known
+                and t.get("status") in ("queued", "in_progress", "created")
+            ]
+            # Made after the last snapshot: the restored oracle does not know their candidates.
+            backend.stop(strays)
+        adopted = controller.adopt()
+        done = sum(t.state != ctl.TRIAL_RUNNING for t in controller.trials.values())
+        _say(
+            f"search resumed: {done} trial(s) finished before are not trained again; "
+            f"{len(adopted)} still in flight adopted"
+        )
+        store.save(controller)
+    started = time.time()
+    try:
+        best = controller.run()
+        _say(f"best: trial {best.trial_id} {oracle.objective}={best.objective:.4g}; final fit")
+        final = controller.run_final(best)
+    finally:
+        if isinstance(backend, LocalBackend):
+            backend.close()
+        run.summary["search"] = search_summary(controller, spec, adopted, time.time() - started)
+    handle = final.current.handle
+    if isinstance(backend, ClearMLBackend):
+        final_summary = backend.adopt_final(handle, tracker.task_id)
+    else:
+        from ak_remote.contract import SUMMARY_FILE, read_summary
+
+        final_summary = read_summary(Path(handle) / SUMMARY_FILE)
+    for key in (
+        "metrics",
+        "export",
+        "model_registration",
+        "distribution",
+        "tensorboard_dir",
+        "baseline",
+        "below_baseline",
+    ):
+        run.summary[key] = final_summary.get(key)
+    run.summary["search"]["final_fit"] = {"handle": handle, "run_dir": final_summary.get("run_dir")}
+    for name, value in (final_summary.get("metrics") or {}).items():
+        if isinstance(value, (int, float)):
+            tracker.report_single_value(name, float(value))
+
+
+def search_summary(
+    controller: ctl.Controller, spec: SearchSpec, adopted: list[str], seconds: float
+) -> dict[str, Any]:
+    """The `search` block of a controller's summary.json."""
+    best = controller.best()
+    trials = sorted(controller.trials.values(), key=lambda t: t.trial_id)
+    return {
+        "role": CONTROLLER,
+        "search_id": spec.search_id,
+        "parallel": spec.parallel,
+        "backend": spec.backend,
+        "objective": controller.oracle.objective,
+        "direction": controller.oracle.direction,
+        "best_trial": best.trial_id if best else None,
+        "best_objective": best.objective if best else None,
+        "best_values": best.values if best else None,
+        "trials_completed": sum(t.state == ctl.TRIAL_COMPLETED for t in trials),
+        "trials_failed": sum(t.state == ctl.TRIAL_FAILED for t in trials),
+        "attempts": sum(len(t.attempts) for t in trials),
+        "adopted_on_resume": adopted,
+        "controller_seconds": round(seconds, 2),
+        "polls": controller.polls,
+        "trials": [
+            {
+                "trial": t.trial_id,
+                "state": t.state,
+                "objective": t.objective,
+                "values": t.values,
+                "attempts": [
+                    {
+                        "handle": a.handle,
+                        "status": a.status,
+                        "worker": a.worker,
+                        "message": a.message,
+                    }
+                    for a in t.attempts
+                ],
+            }
+            for t in trials
+        ],
+    }
+
+
+def _mark_search(tracker: Any) -> None:
+    """Tag the controller's own task as a search (a local controller's Task.init made it)."""
+    task = tracker.task
+    tags = list(task.get_system_tags() or [])
+    if SEARCH_TAG not in tags:
+        task.set_system_tags([*tags, SEARCH_TAG])
+
+
+def _num(trial_id: str) -> int:
+    return int(trial_id) if trial_id.isdigit() else 0
+
+
+def _say(message: str) -> None:
+    from ak_remote.runtime import console
+
+    console.say(message)
+
+
+__all__ = ["STATE_FILE", "StateStore", "build_oracle", "control"]

@@ -1,0 +1,225 @@
+"""The search controller with the job's real Keras Tuner oracles (greedy, random, bayesian).
+
+The oracle is the one a search builds (AutoKeras' search space for wine, from the data's
+shapes); the backend scores a candidate at once from its values, so these tests check the
+controller's ask/tell, retries, liveness and resume logic in seconds, not the training (which
+tests/test_parallel_search.py covers with real workers).
+"""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from ak_remote.catalog import get_job
+from ak_remote.runtime import data as data_module
+from ak_remote.runtime.settings import Settings
+from ak_remote.search import controller as ctl
+from ak_remote.search.controller import Controller, Observation, values_key
+from ak_remote.search.oracle import KerasTunerOracle
+from ak_remote.search.runner import STATE_JSON, StateStore, build_oracle
+
+
+def _score(values: dict[str, Any]) -> float:
+    """A deterministic objective from the values (what a trained candidate would report)."""
+    return (int(values_key(values)[:6], 16) % 1000) / 1000.0
+
+
+class InstantBackend:
+    """Each attempt finishes at the next poll with a score computed from its values.
+
+    `fail_first` makes the first attempt of those trials fail; `hang` keeps those attempts
+    running with no sign of life (a dead agent).
+    """
+
+    def __init__(self, fail_first: set[str] = frozenset(), hang: set[str] = frozenset()) -> None:
+        self.fail_first = set(fail_first)
+        self.hang = set(hang)
+        self.attempts: dict[str, tuple[str, dict[str, Any], int]] = {}
+        self.stopped: list[str] = []
+        self.max_in_flight = 0
+
+    def submit(self, trial_id: str, values: Any, attempt: int, final: bool) -> str:
+        handle = f"{trial_id}#{attempt}"
+        self.attempts[handle] = (trial_id, dict(values), attempt)
+        return handle
+
+    def poll(self, handles: list[str]) -> dict[str, Observation]:
+        self.max_in_flight = max(self.max_in_flight, len(handles))
+        result = {}
+        for handle in handles:
+            trial_id, values, attempt = self.attempts[handle]
+            if handle in self.stopped:
+                result[handle] = Observation(ctl.FAILED, message="stopped")
+            elif trial_id in self.hang and attempt == 0:
+                result[handle] = Observation(ctl.RUNNING, marker="frozen", worker="w0")
+            elif trial_id in self.fail_first and attempt == 0:
+                result[handle] = Observation(ctl.FAILED, message="task failed: boom")
+            else:
+                result[handle] = Observation(ctl.COMPLETED, objective=_score(values), worker="w1")
+        return result
+
+    def stop(self, handles: list[str]) -> None:
+        self.stopped += handles
+
+    def abandon(self, handle: str, reason: str) -> None:
+        self.stopped.append(handle)
+
+
+def _oracle(tmp_path: Path, tuner: str, max_trials: int) -> KerasTunerOracle:
+    job = get_job("structured-classifier")
+    values = job.params.resolve(
+        {"tuner": tuner, "max_trials": str(max_trials), "epochs": "1", "max_samples": "120"}
+    )
+    settings = Settings.from_values(values)
+    data = data_module.load(settings.dataset, job.family, job.kind, settings.target)
+    split = data_module.split(
+        data, settings.seed, settings.test_split, settings.validation_split, settings.max_samples
+    )
+    run = SimpleNamespace(job=job, settings=settings, run_dir=tmp_path)
+    return KerasTunerOracle(build_oracle(run, data, split))
+
+
+@pytest.mark.parametrize("tuner", ["greedy", "random", "bayesian"])
+def test_each_oracle_hands_out_distinct_candidates_and_learns_every_result(
+    tmp_path: Path, tuner: str
+) -> None:
+    oracle = _oracle(tmp_path, tuner, max_trials=6)
+    backend = InstantBackend()
+    controller = Controller(oracle, backend, parallel=3, poll_s=0.0, sleep=lambda _s: None)
+    best = controller.run()
+    trials = controller.trials
+    assert len(trials) == 6  # exactly max_trials
+    assert len({values_key(t.values) for t in trials.values()}) == 6  # never the same twice
+    assert all(t.state == ctl.TRIAL_COMPLETED for t in trials.values())
+    assert backend.max_in_flight == 3
+    # The oracle was told every result, and agrees on the best.
+    kt_best = oracle.oracle.get_best_trials(1)[0]
+    assert kt_best.trial_id == best.trial_id
+    assert kt_best.score == pytest.approx(max(_score(t.values) for t in trials.values()))
+    assert best.objective == pytest.approx(kt_best.score)
+    # A candidate is a full set of values of the AutoKeras space.
+    assert any(k.startswith("structured_data_block_1/") for k in best.values)
+
+
+def test_failed_and_lost_attempts_are_retried_then_failed_for_the_oracle(tmp_path: Path) -> None:
+    oracle = _oracle(tmp_path, "random", max_trials=4)
+    now = [0.0]
+    backend = InstantBackend(fail_first={"0"}, hang={"1"})
+
+    def tick(_s: float) -> None:
+        now[0] += 1.0
+
+    controller = Controller(
+        oracle,
+        backend,
+        parallel=2,
+        max_retries=1,
+        lost_after_s=5.0,
+        poll_s=1.0,
+        clock=lambda: now[0],
+        sleep=tick,
+    )
+    controller.run()
+    t0, t1 = controller.trials["0"], controller.trials["1"]
+    assert [a.status for a in t0.attempts] == [ctl.FAILED, ctl.COMPLETED]
+    assert "boom" in t0.attempts[0].message
+    assert [a.status for a in t1.attempts] == [ctl.FAILED, ctl.COMPLETED]
+    assert t1.attempts[0].message.startswith("lost: no sign of life")
+    assert backend.stopped == ["1#0"]  # the lost attempt's task is stopped, not left running
+    assert len(controller.trials) == 4
+
+    # With no retries left, a failure is the oracle's: the trial is failed, the search goes on.
+    oracle2 = _oracle(tmp_path / "b", "random", max_trials=3)
+    backend2 = InstantBackend(fail_first={"1"})
+    controller2 = Controller(oracle2, backend2, parallel=1, max_retries=0, sleep=lambda _s: None)
+    controller2.run()
+    assert controller2.trials["1"].state == ctl.TRIAL_FAILED
+    assert str(oracle2.oracle.trials["1"].status) == "FAILED"
+    assert len(controller2.trials) == 3
+
+
+def test_a_restarted_controller_adopts_running_trials_and_keeps_finished_ones(
+    tmp_path: Path,
+) -> None:
+    oracle = _oracle(tmp_path / "first", "greedy", max_trials=5)
+    backend = InstantBackend(hang={"2"})  # trial 2 runs on while the controller dies
+    controller = Controller(oracle, backend, parallel=2, lost_after_s=1e9, sleep=lambda _s: None)
+    store = StateStore(tmp_path / "first", Path(oracle.oracle._project_dir), None)
+    for _ in range(3):
+        controller.step()
+        store.save(controller)
+    finished = {k: t.values for k, t in controller.trials.items() if t.state != "running"}
+    running = sorted(k for k, t in controller.trials.items() if t.state == "running")
+    assert finished and "2" in running
+    with zipfile.ZipFile(store.path) as archive:
+        saved = json.loads(archive.read(STATE_JSON))
+    assert {t["trial_id"] for t in saved["trials"]} == set(controller.trials)
+
+    # A new controller process: a fresh oracle from the data, then the snapshot.
+    (tmp_path / "second").mkdir()
+    oracle2 = _oracle(tmp_path / "second", "greedy", max_trials=5)
+    store2 = StateStore(tmp_path / "second", Path(oracle2.oracle._project_dir), None)
+    state = store2.restore(store.path)
+    oracle2.oracle.reload()
+    backend.hang.clear()  # trial 2's task finishes while nobody watches
+    controller2 = Controller(oracle2, backend, parallel=2, sleep=lambda _s: None)
+    controller2.load_state(state)
+    assert sorted(controller2.adopt()) == running
+    submitted_before = len(backend.attempts)
+    controller2.run()
+    assert len(controller2.trials) == 5
+    for trial_id, values in finished.items():  # not trained again
+        assert controller2.trials[trial_id].values == values
+        assert len(controller2.trials[trial_id].attempts) == 1
+    for trial_id in running:  # adopted, not resubmitted
+        assert len(controller2.trials[trial_id].attempts) == 1
+    new = len(backend.attempts) - submitted_before
+    assert new == 5 - len(controller.trials)
+    assert len({values_key(t.values) for t in controller2.trials.values()}) == 5
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--parallel", "0"], "--parallel 0 is not a positive number"),
+        (["--set", "max_trials=2", "--parallel", "3"], "more than max_trials=2"),
+    ],
+)
+def test_run_parallel_refuses_bad_input_before_creating_anything(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, args: list[str], message: str
+) -> None:
+    from click.testing import CliRunner
+
+    from ak_remote.cli import cli
+
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    result = CliRunner().invoke(cli, ["run", "structured-classifier", *args])
+    assert result.exit_code == 2, result.output
+    assert message in result.stderr
+    assert list(work.iterdir()) == []  # no run folder, no spec
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[]", "not a JSON object"),
+        ('{"role": "boss"}', "unknown search role"),
+        ('{"role": "trial", "extra": 1}', "unknown fields extra"),
+        ('{"role": "controller", "parallel": 0}', "--parallel 0"),
+        ('{"role": "controller", "lost_after_s": -1}', "lost_after_s must be a positive"),
+    ],
+)
+def test_a_bad_search_spec_is_a_usage_error(text: str, message: str) -> None:
+    from ak_remote.errors import UsageError
+    from ak_remote.search.spec import SearchSpec
+
+    with pytest.raises(UsageError, match=message):
+        SearchSpec.from_json(text)
