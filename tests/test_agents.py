@@ -96,7 +96,8 @@ def test_cpu_only_agent() -> None:
 
 def test_no_gpus_flag_means_one_agent_with_every_visible_gpu() -> None:
     (command,) = build_agent_commands(["gpu"], gpus=None, per_gpu=False, image=None)
-    assert "--gpus" not in command.argv and "--cpu-only" not in command.argv
+    assert "--gpus" not in command.argv
+    assert "--cpu-only" not in command.argv
 
 
 def test_detached_services_mode_and_extras() -> None:
@@ -253,7 +254,8 @@ def test_repository_queue_file_declares_the_four_queues() -> None:
     specs = load_queue_file(QUEUES_FILE)
     assert [s.name for s in specs] == ["gpu", "gpu-large", "cpu", "services"]
     for spec in specs:
-        assert spec.description and "\n" not in spec.description
+        assert spec.description
+        assert "\n" not in spec.description
         assert "ak-remote" in spec.tags
 
 
@@ -319,9 +321,9 @@ def test_started_agents_register_one_worker_per_gpu(clearml_emulator: Any, tmp_p
         deadline = time.monotonic() + 120
         while len(registered := workers()) < 2:
             alive = all(p.poll() is None for p in processes)
-            assert alive and time.monotonic() < deadline, (
-                f"agents did not register:\n{log_path.read_text(errors='replace')[-4000:]}"
-            )
+            log = log_path.read_text(errors="replace")[-4000:]
+            assert alive, f"an agent exited before registering:\n{log}"
+            assert time.monotonic() < deadline, f"agents did not register:\n{log}"
             time.sleep(0.3)
         # one worker per GPU, named by the agent after its GPU (<host>:gpu0, <host>:gpu1)
         assert sorted(w["id"].rsplit(":", 1)[-1] for w in registered) == ["gpu0", "gpu1"]

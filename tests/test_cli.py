@@ -32,14 +32,16 @@ def test_help_lists_every_command() -> None:
 def test_every_command_has_help(name: str) -> None:
     code, out, err = invoke(name, "--help")
     assert code == 0, err
-    assert "Usage: " in out and name in out
+    assert "Usage: " in out
+    assert name in out
 
 
 def test_version() -> None:
     from ak_remote import __version__
 
     code, out, _ = invoke("--version")
-    assert code == 0 and __version__ in out
+    assert code == 0
+    assert __version__ in out
 
 
 @pytest.mark.parametrize(
@@ -121,7 +123,8 @@ def test_bad_input_is_one_line_with_exit_code_and_creates_nothing(
     assert message in err
     assert "Traceback" not in err
     lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("Error: "), err
+    assert len(lines) == 1, err
+    assert lines[0].startswith("Error: "), err
     assert list(tmp_path.iterdir()) == [tmp_path / "home"] or not (tmp_path / "runs").exists()
 
 
@@ -144,7 +147,8 @@ def test_import_offline_without_a_server_says_how_to_configure(tmp_path: Path) -
         archive.writestr("task.json", "{}")
     code, _, err = invoke("import-offline", str(session))
     assert code == 2
-    assert "no ClearML server is configured" in err and "clearml-init" in err
+    assert "no ClearML server is configured" in err
+    assert "clearml-init" in err
 
 
 def test_debug_shows_traceback_for_errors() -> None:

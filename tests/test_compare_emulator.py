@@ -78,7 +78,8 @@ def test_compare_a_sweep_with_curves(clearml_emulator: Emulator, tmp_path: Path)
     assert "epoch_loss/trial-00/train" in missing.stderr  # lists what exists
 
     wrong = CliRunner().invoke(cli, ["compare", *result.task_ids, "--plot", "curves.svg"])
-    assert wrong.exit_code == 2 and "PNG" in wrong.stderr
+    assert wrong.exit_code == 2
+    assert "PNG" in wrong.stderr
 
 
 def test_the_compare_link_uses_the_route_of_the_servers_web_app(
@@ -141,4 +142,5 @@ def test_a_plot_of_many_runs_tells_them_apart(clearml_emulator: Emulator, tmp_pa
     colors = {line.task_id: line.color for line in drawn}
     assert len(set(colors.values())) == 12  # one colour per run, no repeats
     assert all(line.marker == "o" for line in drawn if line.points == 1)
-    assert drawn[0].label.startswith("★ ") and drawn[0].last == min(d.last for d in drawn)
+    assert drawn[0].label.startswith("★ ")
+    assert drawn[0].last == min(d.last for d in drawn)

@@ -66,9 +66,11 @@ def test_formats() -> None:
     assert table[0].split() == ["id", "name", "status", "epochs", "test_accuracy", "test_loss"]
     assert table[2].startswith("2 ")
     markdown = render(comparison, "markdown").splitlines()
-    assert markdown[1] == "|---|---|---|---|---|---|" and markdown[2].startswith("| 2 | run 2 |")
+    assert markdown[1] == "|---|---|---|---|---|---|"
+    assert markdown[2].startswith("| 2 | run 2 |")
     rows = list(csv.DictReader(io.StringIO(render(comparison, "csv"))))
-    assert rows[0]["id"] == "2" and float(rows[0]["test_accuracy"]) == 0.9
+    assert rows[0]["id"] == "2"
+    assert float(rows[0]["test_accuracy"]) == 0.9
     data = json.loads(render(comparison, "json"))
     assert data["runs"][0]["params"] == {"epochs": "10"}
 

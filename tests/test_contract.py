@@ -29,7 +29,8 @@ def test_a_newer_summary_is_refused_with_the_fix(tmp_path: Path) -> None:
     with pytest.raises(DataError) as info:
         contract.read_summary(path)
     assert "newer ak-remote" in info.value.message
-    assert info.value.hint is not None and "upgrade" in info.value.hint
+    assert info.value.hint is not None
+    assert "upgrade" in info.value.hint
     assert info.value.exit_code == ExitCode.DATA
 
 

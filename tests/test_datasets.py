@@ -47,7 +47,8 @@ def test_bundled_dataset_of_the_wrong_family_or_kind_is_refused(
     with pytest.raises(UsageError) as info:
         check_reference(name, family, kind)
     assert f"does not fit a {family} {kind}" in info.value.message
-    assert info.value.hint and "bundled name" in info.value.hint
+    assert info.value.hint
+    assert "bundled name" in info.value.hint
     assert info.value.exit_code == ExitCode.USAGE
 
 

@@ -72,7 +72,8 @@ def cpu_image() -> str:
         text=True,
         check=True,
     ).stdout.strip()
-    assert image_id.startswith("sha256:") and image_id in built.stderr
+    assert image_id.startswith("sha256:")
+    assert image_id in built.stderr
     return image_id
 
 
@@ -252,7 +253,8 @@ def test_a_launched_run_trains_inside_the_cpu_image_through_a_docker_mode_agent(
     assert task["container"]["image"] == cpu_image
     # It ran in a container of that image, on the image's Python, installing nothing.
     assert f"Running Task {task_id} inside docker: {cpu_image}" in task_log
-    assert "'docker', 'run'" in task_log and "'--network', 'host'" in task_log
+    assert "'docker', 'run'" in task_log
+    assert "'--network', 'host'" in task_log
     # The agent's container preamble found everything in the image's environment...
     assert "Requirement already satisfied: clearml-agent in /opt/venv/" in task_log
     # ...and nothing was installed at run time (pip is offline there, apt is never called).
@@ -265,7 +267,8 @@ def test_a_launched_run_trains_inside_the_cpu_image_through_a_docker_mode_agent(
     dest = tmp_path / "pulled"
     pulled = ok(invoke("pull", task_id, "--dest", str(dest), "--check"))
     assert "Check passed" in pulled.stderr
-    assert (dest / "model.keras").is_file() and (dest / "savedmodel").is_dir()
+    assert (dest / "model.keras").is_file()
+    assert (dest / "savedmodel").is_dir()
     recorded = json.loads((dest / "summary.json").read_text())
     assert recorded["reproducibility"]["image"] == cpu_image
 

@@ -67,7 +67,8 @@ def test_templates_to_pulled_model_and_reproduction(
         dest = tmp_path / "pulled"
         pulled = ok(invoke("pull", task_id, "--dest", str(dest), "--check"))
         assert "Check passed" in pulled.stderr
-        assert (dest / "model.keras").is_file() and (dest / "savedmodel").is_dir()
+        assert (dest / "model.keras").is_file()
+        assert (dest / "savedmodel").is_dir()
         assert (dest / "serving" / "1" / "saved_model.pb").is_file()
         assert "tensorflow/serving" in pulled.stderr  # the command that serves it
         assert "Serving model: " in pulled.stderr  # --check replayed raw inputs through it
@@ -95,14 +96,16 @@ def test_templates_to_pulled_model_and_reproduction(
             )
         )
         labels = [r["label"] for r in json.loads(predicted.stdout)]
-        assert len(labels) == 3 and set(labels) <= {"class_0", "class_1", "class_2"}
+        assert len(labels) == 3
+        assert set(labels) <= {"class_0", "class_1", "class_2"}
         assert (dest / "inference.json").is_file()
 
         before = len(emulator.state.tasks)
         dry = json.loads(
             ok(invoke("reproduce", task_id, "-q", "cpu", "--dry-run", "--json")).stdout
         )
-        assert "seed 42" in dry["pinned"] and "the job script stored in the task" in dry["pinned"]
+        assert "seed 42" in dry["pinned"]
+        assert "the job script stored in the task" in dry["pinned"]
         assert any("no recorded digest" in w for w in dry["warnings"])
         assert len(emulator.state.tasks) == before
 
@@ -200,4 +203,5 @@ def test_a_run_that_fails_on_the_agent_makes_launch_wait_exit_5(
     log = ok(invoke("logs", task_id)).stdout
     assert "127.0.0.1:9/no/such.csv" in log
     refused = invoke("pull", task_id)
-    assert refused.exit_code == 5 and "no verified model" in refused.stderr
+    assert refused.exit_code == 5
+    assert "no verified model" in refused.stderr

@@ -18,7 +18,8 @@ def test_fixture_points_the_environment_at_the_emulator(clearml_emulator: Emulat
     assert os.environ["CLEARML_FILES_HOST"] == clearml_emulator.files_url
     assert os.environ["CLEARML_CONFIG_FILE"] == str(clearml_emulator.config_file)
     text = clearml_emulator.config_file.read_text()
-    assert clearml_emulator.api_url in text and clearml_emulator.access_key in text
+    assert clearml_emulator.api_url in text
+    assert clearml_emulator.access_key in text
     assert clearml_emulator.env()["CLEARML_API_SECRET_KEY"] == clearml_emulator.secret_key
 
 

@@ -140,9 +140,11 @@ def test_events_add_batch_json_lines_keep_last_metrics(wire: Wire) -> None:
     status, envelope = wire.send(
         "POST", "/events.add_batch", None, raw=lines, content_type="application/json-lines"
     )
-    assert status == 200 and envelope["data"]["added"] == 4
+    assert status == 200
+    assert envelope["data"]["added"] == 4
     entry = wire.emulator.state.tasks[task_id]["last_metrics"][md5_key("loss")][md5_key("train")]
-    assert entry["metric"] == "loss" and entry["variant"] == "train"
+    assert entry["metric"] == "loss"
+    assert entry["variant"] == "train"
     assert (entry["value"], entry["min_value"], entry["max_value"]) == (0.6, 0.4, 0.9)
     assert (entry["min_value_iteration"], entry["max_value_iteration"]) == (1, 0)
     assert wire.emulator.state.tasks[task_id]["last_iteration"] == 2
@@ -207,7 +209,8 @@ def test_malformed_version_path_is_refused_a_newer_one_is_served(wire: Wire) -> 
     status, envelope = wire.send("GET", "/vX.Y/tasks.get_all", {})
     assert (status, envelope["meta"]["result_subcode"]) == (400, 2)
     status, envelope = wire.send("GET", "/v9.99/tasks.get_all", {})
-    assert status == 200 and envelope["data"] == {"tasks": []}
+    assert status == 200
+    assert envelope["data"] == {"tasks": []}
 
 
 def test_duplicate_names_are_refused(wire: Wire) -> None:
@@ -261,7 +264,8 @@ def test_task_lifecycle_refusals_over_the_wire(wire: Wire) -> None:
     reset = wire.call("tasks.reset", task=task)
     assert reset["updated"] == 1
     state = wire.emulator.state.tasks[task]
-    assert state["status"] == "created" and "queue" not in state["execution"]
+    assert state["status"] == "created"
+    assert "queue" not in state["execution"]
     assert wire.call("tasks.delete", task=task)["deleted"] == 1
     assert task not in wire.emulator.state.tasks
 
@@ -315,9 +319,12 @@ def test_clone_copies_what_the_server_copies_and_applies_overrides(wire: Wire) -
         execution_overrides={"docker_cmd": "ignored:0"},
     )["id"]
     task = em.state.tasks[clone]
-    assert task["status"] == "created" and task["name"] == "run-1"
-    assert task["tags"] == ["sweep"] and task["system_tags"] == []
-    assert task["parent"] == template and task["project"] == other
+    assert task["status"] == "created"
+    assert task["name"] == "run-1"
+    assert task["tags"] == ["sweep"]
+    assert task["system_tags"] == []
+    assert task["parent"] == template
+    assert task["project"] == other
     assert task["hyperparams"] == new_params  # replaced whole, not merged
     assert task["configuration"] == em.state.tasks[template]["configuration"]
     assert task["container"] == {"image": "new:2"}
@@ -353,7 +360,8 @@ def test_archive_many_and_delete_of_archived(wire: Wire) -> None:
     result = wire.call("tasks.archive_many", ids=[task])
     assert result["succeeded"] == [{"id": task, "archived": True}]
     state = wire.emulator.state.tasks[task]
-    assert "archived" in state["system_tags"] and state["status"] == "created"
+    assert "archived" in state["system_tags"]
+    assert state["status"] == "created"
     assert wire.emulator.state.queues[queue]["entries"] == []
     listed = wire.call("tasks.get_all", system_tags=["-archived"], only_fields=["id"])["tasks"]
     assert listed == []
@@ -371,14 +379,16 @@ def test_fileserver_multipart_upload_and_plain_download(wire: Wire) -> None:
     assert response.status_code == 200
     assert wire.emulator.state.files[target] == content
     got = requests.get(wire.emulator.file_url(target), timeout=10)
-    assert got.status_code == 200 and got.content == content
+    assert got.status_code == 200
+    assert got.content == content
     assert requests.get(wire.emulator.files_url + "/missing", timeout=10).status_code == 404
 
 
 def test_fault_500_is_not_applied_then_next_call_succeeds(wire: Wire) -> None:
     wire.emulator.fail_next("tasks.create", times=1, mode="503")
     status, envelope = wire.send("POST", "/tasks.create", {"name": "t", "type": "training"})
-    assert status == 503 and envelope["meta"]["result_code"] == 503
+    assert status == 503
+    assert envelope["meta"]["result_code"] == 503
     assert wire.emulator.state.tasks == {}
     assert wire.call("tasks.create", name="t", type="training")["id"]
     assert [r.fault for r in wire.emulator.calls("tasks.create")] == ["503", None]
@@ -428,7 +438,8 @@ def test_last_metrics_value_follows_the_highest_iteration(wire: Wire) -> None:
     assert entry["value"] == 4.0
     assert (entry["first_value"], entry["first_value_iteration"]) == (9.0, 1)
     assert (entry["max_value"], entry["max_value_iteration"]) == (9.0, 1)
-    assert entry["count"] == 3 and entry["mean_value"] == pytest.approx(5.0)
+    assert entry["count"] == 3
+    assert entry["mean_value"] == pytest.approx(5.0)
     wire.call("tasks.reset", task=task, force=True)
     assert em.state.tasks[task]["last_metrics"] == {}
     em.add_events([{**scalar, "value": 1.0, "iter": 0, "timestamp": 1}])
@@ -480,7 +491,8 @@ def test_enqueue_twice_into_the_same_queue_is_refused(wire: Wire) -> None:
     assert wire.error("tasks.enqueue", {"task": task, "queue": queue})[:2] == (400, 706)
     assert [e["task"] for e in wire.emulator.state.queues[queue]["entries"]] == [task]
     result = wire.call("tasks.enqueue_many", ids=[task], queue=queue)
-    assert result["succeeded"] == [] and result["failed"][0]["error"]["codes"] == [400, 706]
+    assert result["succeeded"] == []
+    assert result["failed"][0]["error"]["codes"] == [400, 706]
     wire.call("tasks.enqueue", task=task, queue=other)  # moving to another queue is fine
     assert wire.emulator.state.queues[queue]["entries"] == []
     assert [e["task"] for e in wire.emulator.state.queues[other]["entries"]] == [task]
@@ -498,7 +510,8 @@ def test_bad_events_are_counted_and_skipped_all_bad_is_refused(wire: Wire) -> No
             {"task": task},
         ]
     )
-    assert result["added"] == 1 and result["errors"] == 3
+    assert result["added"] == 1
+    assert result["errors"] == 3
     assert result["errors_info"][f"Invalid task id {'0' * 32}"] == 1
     lines = json.dumps({"type": "log", "task": "0" * 32, "msg": "x"}).encode()
     status, envelope = wire.send("POST", "/events.add_batch", None, raw=lines)

@@ -115,7 +115,8 @@ def test_task_init_keras_tensorboard_artifact_model_close(
     assert artifact["uri"].startswith(clearml_emulator.files_url)
     assert _download(artifact["uri"]) == payload
     model = clearml_emulator.state.models[model_id]
-    assert model["task"] == task_id and model["name"] == "tiny model"
+    assert model["task"] == task_id
+    assert model["name"] == "tiny model"
     assert model["framework"].lower() == "keras"
     assert model["uri"].startswith(clearml_emulator.files_url)
     assert _download(model["uri"]) == (work / "tiny.keras").read_bytes()
@@ -187,7 +188,8 @@ def test_template_clone_with_overrides_enqueue_and_list_with_metrics(
 
     if isinstance(clearml_emulator, Emulator):
         em = clearml_emulator
-        assert em.count("tasks.clone") == 2 and em.count("tasks.enqueue_many") == 1
+        assert em.count("tasks.clone") == 2
+        assert em.count("tasks.enqueue_many") == 1
         clone_body = em.calls("tasks.clone")[0].body
         assert clone_body["task"] == result["template"]
         template = em.state.tasks[result["template"]]
@@ -198,7 +200,8 @@ def test_template_clone_with_overrides_enqueue_and_list_with_metrics(
         assert [e["task"] for e in queue["entries"]] == runs  # FIFO, in enqueue order
         for run, epochs in zip(runs, ("20", "50"), strict=True):
             task = em.state.tasks[run]
-            assert task["status"] == "queued" and task["execution"]["queue"] == queue["id"]
+            assert task["status"] == "queued"
+            assert task["execution"]["queue"] == queue["id"]
             assert task["parent"] == template["id"]
             assert task["project"] == template["project"]
             assert task["tags"] == ["sweep"]
@@ -307,4 +310,5 @@ def test_dropped_response_makes_the_sdk_resend_a_write(
     task_id = script_result(run_python(clearml_emulator, CREATE_ONE, tmp_path))
     assert [r.fault for r in clearml_emulator.calls("tasks.create")] == ["drop_response", None]
     names = [t["name"] for t in clearml_emulator.state.tasks.values()]
-    assert names == ["one", "one"] and task_id in clearml_emulator.state.tasks
+    assert names == ["one", "one"]
+    assert task_id in clearml_emulator.state.tasks

@@ -126,7 +126,8 @@ def test_agent_up_rejects_bad_flags(argv: list[str], message: str) -> None:
 def test_doctor_without_configuration_says_how_to_configure() -> None:
     code, out, _ = invoke("doctor")
     assert code == 4
-    assert "FAIL configuration" in out and "clearml-init" in out
+    assert "FAIL configuration" in out
+    assert "clearml-init" in out
 
 
 def test_doctor_reports_each_broken_part(clearml_emulator: Emulator) -> None:
@@ -134,7 +135,8 @@ def test_doctor_reports_each_broken_part(clearml_emulator: Emulator) -> None:
     assert code == 4
     checks = {c["name"]: c for c in json.loads(out)}
     assert checks["server"]["ok"] is True
-    assert checks["queue gpu"]["ok"] is False and "queues apply" in checks["queue gpu"]["fix"]
+    assert checks["queue gpu"]["ok"] is False
+    assert "queues apply" in checks["queue gpu"]["fix"]
 
     clearml_emulator.create_queue("gpu")
     code, out, _ = invoke("doctor", "-q", "gpu", "--json")
@@ -178,7 +180,8 @@ def test_doctor_is_healthy_with_a_real_agent_listening(clearml_emulator: Emulato
         code, out, _ = invoke("agents", "--json")
         assert code == 0
         rows = json.loads(out)
-        assert len(rows) == 1 and rows[0]["queues"] == ["gpu"]
+        assert len(rows) == 1
+        assert rows[0]["queues"] == ["gpu"]
 
 
 def test_agent_up_starts_a_real_agent_that_runs_a_launched_task(

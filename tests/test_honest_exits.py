@@ -112,7 +112,8 @@ def test_a_full_disk_ends_the_run_with_one_line_and_exit_5(
     assert line.startswith(f"Error: no space left on the device of the run folder {run_dir}")
     assert "Traceback" not in result.stderr
     record = summary(run_dir)
-    assert record["status"] == "failed" and record["error"].startswith("no space left")
+    assert record["status"] == "failed"
+    assert record["error"].startswith("no space left")
 
 
 def test_a_run_that_filled_its_disk_resumes_once_space_is_freed(
@@ -140,7 +141,8 @@ def test_a_run_that_filled_its_disk_resumes_once_space_is_freed(
     resumed = run_cli(home, tmp_path, "--resume", str(run_dir), *sets("max_trials=3"))
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     done = summary(run_dir)
-    assert done["status"] == "completed" and done["search"]["trials_restored"] >= 1
+    assert done["status"] == "completed"
+    assert done["search"]["trials_restored"] >= 1
 
 
 def test_credentials_in_a_dataset_url_never_reach_the_record(home: Path, tmp_path: Path) -> None:
@@ -152,7 +154,8 @@ def test_credentials_in_a_dataset_url_never_reach_the_record(home: Path, tmp_pat
     )
     assert result.returncode == 3, result.stderr[-3000:]
     assert len(errors(result.stderr)) == 1
-    assert "s3cret" not in result.stderr and "s3cret" not in result.stdout
+    assert "s3cret" not in result.stderr
+    assert "s3cret" not in result.stdout
     assert "s3cret" not in (run_dir / "summary.json").read_text()
     session = Path(summary(run_dir)["offline_session"])
     with zipfile.ZipFile(session) as archive:

@@ -18,7 +18,8 @@ IMAGE_ID = "sha256:" + "0123456789abcdef" * 4
 
 
 def test_pinned_references() -> None:
-    assert is_image_id(IMAGE_ID) and is_pinned(IMAGE_ID)
+    assert is_image_id(IMAGE_ID)
+    assert is_pinned(IMAGE_ID)
     assert is_pinned("registry.example/team/ak-remote-worker@sha256:" + "ab" * 32)
     for moving in ("ak-remote-worker:0.1.0-cpu", "ak-remote-worker", "sha256:abc", ""):
         assert not is_pinned(moving), moving
@@ -84,14 +85,14 @@ def test_wheelhouse_for_a_lock_whose_wheels_cannot_be_had(tmp_path: Path) -> Non
         env={"AK_REMOTE_CACHE": str(cache), "PIP_NO_INDEX": "1", "PIP_FIND_LINKS": ""},
     )
     assert result.returncode == 1
-    assert (
-        "could not download the wheels of" in result.stderr and "rerun to resume" in result.stderr
-    )
+    assert "could not download the wheels of" in result.stderr
+    assert "rerun to resume" in result.stderr
     assert result.stdout == ""  # no wheelhouse path is printed, so no build uses it
     # Only the resumable .partial folder exists, never one a build would take as complete.
     assert [p.suffix for p in (cache / "wheelhouse").iterdir()] == [".partial"]
     missing = script("docker/wheelhouse.sh", str(tmp_path / "none.lock"))
-    assert missing.returncode == 2 and "no lock file" in missing.stderr
+    assert missing.returncode == 2
+    assert "no lock file" in missing.stderr
 
 
 @pytest.mark.parametrize("base", ["registry", "debootstrap", "python:3.11.9-slim-bookworm"])
@@ -117,5 +118,6 @@ def test_registry_digest_keeps_the_tag_and_adds_the_pushed_digest(tmp_path: Path
     fake.chmod(0o755)
     tag = "reg.example/team/ak-remote-worker:0.1.0-gpu"
     pinned = registry_digest(tag, docker=str(fake))
-    assert pinned == f"{tag}@{digest}" and is_pinned(pinned)
+    assert pinned == f"{tag}@{digest}"
+    assert is_pinned(pinned)
     assert registry_digest("reg.example/team/unrelated:1", docker=str(fake)) is None

@@ -286,7 +286,8 @@ def test_lock_script_regenerates_the_gpu_lock_from_the_same_pyproject_pin() -> N
     for lock in LOCKS:
         assert f"{lock}.lock" in script
     assert '"tensorflow[and-cuda]==$TF_VERSION"' in script
-    assert "--python-version" in script and '"${PYTHON_VERSION:-3.11}"' in script
+    assert "--python-version" in script
+    assert '"${PYTHON_VERSION:-3.11}"' in script
     assert "http" not in script  # no index host in committed files
 
 
@@ -384,7 +385,8 @@ def test_build_script_tags_and_labels_from_the_locks() -> None:
             assert args[key] == defaults[key]
         assert args["CLEARML_VERSION"] == pins["clearml"]
         deps_tag = deps[["cpu", "gpu"].index(flavour)][5]
-        assert args["DEPS_IMAGE"] == deps_tag and deps_tag.startswith(f"ak-remote-deps:{flavour}-")
+        assert args["DEPS_IMAGE"] == deps_tag
+        assert deps_tag.startswith(f"ak-remote-deps:{flavour}-")
         assert args["BASE_IMAGE"] == defaults["BASE_IMAGE"]
         assert command[-1] == "."
     bad = subprocess.run(
@@ -393,7 +395,8 @@ def test_build_script_tags_and_labels_from_the_locks() -> None:
         text=True,
         check=False,
     )
-    assert bad.returncode == 2 and "cpu or gpu" in bad.stderr
+    assert bad.returncode == 2
+    assert "cpu or gpu" in bad.stderr
 
 
 def test_verify_lock_accepts_the_installed_versions_and_rejects_others(tmp_path: Path) -> None:
@@ -549,13 +552,15 @@ def test_agent_containers_one_gpu_each_on_declared_queues() -> None:
         if name.startswith("gpu"):
             assert default_of(service["image"]).startswith("${AK_REMOTE_GPU_IMAGE")
             (device,) = reservations["devices"]
-            assert device["capabilities"] == ["gpu"] and len(device["device_ids"]) == 1
+            assert device["capabilities"] == ["gpu"]
+            assert len(device["device_ids"]) == 1
             devices += device["device_ids"]
             assert service["environment"]["CLEARML_WORKER_ID"].endswith(
                 f":gpu{device['device_ids'][0]}"
             )
         else:
-            assert parsed.cpu_only and not reservations
+            assert parsed.cpu_only
+            assert not reservations
     assert len(devices) == len(set(devices)) >= 1
     for variable in ("AK_REMOTE_GPU_IMAGE", "AK_REMOTE_CPU_IMAGE", "AK_REMOTE_HOST_NAME"):
         assert variable in env
@@ -682,7 +687,8 @@ def test_systemd_unit_passes_systemd_analyze(tmp_path: Path) -> None:
         [analyze, "verify", str(instance)], capture_output=True, text=True, check=False
     )
     assert result.returncode == 0, result.stderr
-    assert "Unknown" not in result.stderr and "ignoring" not in result.stderr, result.stderr
+    assert "Unknown" not in result.stderr, result.stderr
+    assert "ignoring" not in result.stderr, result.stderr
 
 
 # --- Kubernetes values ----------------------------------------------------------------------

@@ -71,7 +71,9 @@ def test_local_paths_are_refused_because_agents_cannot_see_them(
 
 def test_credentials_in_a_dataset_url_are_masked_in_errors(server: Emulator) -> None:
     line = refused(server, "-q", "cpu", "--set", "dataset=ftp://alice:s3cret@host.example/data.csv")
-    assert "s3cret" not in line and "alice" not in line and "***@" in line
+    assert "s3cret" not in line
+    assert "alice" not in line
+    assert "***@" in line
 
 
 def test_one_queue_name_rule_for_every_command(server: Emulator, tmp_path: Path) -> None:
@@ -85,7 +87,8 @@ def test_one_queue_name_rule_for_every_command(server: Emulator, tmp_path: Path)
     with pytest.raises(UsageError):
         load_queue_file(queue_file)
     result = CliRunner().invoke(cli, ["resume", "0123456789abcdef0123456789abcdef", "-q", bad])
-    assert result.exit_code == 2 and "invalid queue name" in result.output
+    assert result.exit_code == 2
+    assert "invalid queue name" in result.output
     # A name the rule accepts is created by launch and accepted by `agent up`.
     ok = "cpu-2.small_x"
     result = CliRunner().invoke(cli, ["launch", JOB, "-q", ok, "--create-queue"])

@@ -24,8 +24,10 @@ def write(path: Path, text: str) -> Path:
 
 def test_defaults(isolated_home: Path) -> None:
     config = load_config()
-    assert config.queue is None and config.project == "ak-remote"
-    assert config.template_project == "ak-remote/templates" and config.image == DEFAULT_IMAGE
+    assert config.queue is None
+    assert config.project == "ak-remote"
+    assert config.template_project == "ak-remote/templates"
+    assert config.image == DEFAULT_IMAGE
     assert config_path() == isolated_home / ".config" / "ak-remote" / "config.toml"
 
 
@@ -88,4 +90,5 @@ def test_flags_win_over_environment_and_file(
 
 def test_no_queue_anywhere_is_a_usage_error(clearml_emulator: Emulator) -> None:
     result = CliRunner().invoke(cli, ["launch", "structured-classifier"])
-    assert result.exit_code == 2 and "AK_REMOTE_QUEUE" in result.stderr
+    assert result.exit_code == 2
+    assert "AK_REMOTE_QUEUE" in result.stderr

@@ -115,7 +115,8 @@ def test_invalid_launches_create_nothing(server: Emulator, argv: list[str], mess
     assert message in result.stderr
     assert "Traceback" not in result.output
     assert result.stdout == ""
-    assert len(server.state.tasks) == before and writes(server) == []
+    assert len(server.state.tasks) == before
+    assert writes(server) == []
 
 
 def test_unknown_template_says_to_sync(clearml_emulator: Emulator) -> None:
@@ -136,7 +137,8 @@ def test_dry_run_prints_the_plan_and_creates_nothing(server: Emulator) -> None:
     clone = plan["runs"][0]["clone_request"]
     assert clone["task"] == template_doc(server)["id"]
     assert clone["new_task_hyperparams"]["General"]["epochs"]["value"] == "1"
-    assert writes(server) == [] and runs(server) == []
+    assert writes(server) == []
+    assert runs(server) == []
 
 
 def test_dry_run_never_imports_tensorflow(server: Emulator) -> None:
@@ -185,7 +187,8 @@ def test_launch_with_overrides_creates_exactly_the_expected_task(server: Emulato
     )
     assert result.exit_code == 0, result.output
     task_id = result.stdout.strip()
-    assert len(task_id) == 32 and "\n" not in task_id
+    assert len(task_id) == 32
+    assert "\n" not in task_id
     assert task_id in result.stderr  # the Web UI link
     assert "ak-remote status" in result.stderr
 
@@ -227,7 +230,8 @@ def test_six_run_sweep_is_six_queued_tasks_with_one_sweep_id(server: Emulator) -
     data = json.loads(result.stdout)
     ids = [r["id"] for r in data["runs"]]
     tasks = {t["id"]: t for t in runs(server)}
-    assert sorted(tasks) == sorted(ids) and len(ids) == 6
+    assert sorted(tasks) == sorted(ids)
+    assert len(ids) == 6
     assert queue_entries(server) == ids
     sweep_tags = {tag for t in tasks.values() for tag in t["tags"] if tag.startswith("sweep:")}
     assert sweep_tags == {f"sweep:{data['sweep_id']}"}
@@ -240,7 +244,8 @@ def test_six_run_sweep_is_six_queued_tasks_with_one_sweep_id(server: Emulator) -
     }
     assert points == {(e, u) for e in "123" for u in ("greedy", "random")}
     assert all(t["status"] == "queued" for t in tasks.values())
-    assert server.count("tasks.enqueue_many") == 1 and server.count("tasks.clone") == 6
+    assert server.count("tasks.enqueue_many") == 1
+    assert server.count("tasks.clone") == 6
 
 
 # -- all or nothing --------------------------------------------------------------------------
@@ -272,7 +277,8 @@ def test_a_failure_at_the_fourth_clone_leaves_no_orphans(server: Emulator) -> No
         launch(client, _request(), progress)
     assert "after 3 of 6 runs were created" in str(err.value)
     assert "removed them all, nothing was launched" in str(err.value)
-    assert runs(server) == [] and queue_entries(server) == []
+    assert runs(server) == []
+    assert queue_entries(server) == []
     assert server.count("tasks.delete_many") == 1
 
 
@@ -280,7 +286,8 @@ def test_a_refused_enqueue_leaves_no_orphans(server: Emulator) -> None:
     server.fail_next("tasks.enqueue_many", times=50, mode="503")
     with pytest.raises(ServerError, match="nothing was launched"):
         launch(client_from_config(), _request())
-    assert runs(server) == [] and queue_entries(server) == []
+    assert runs(server) == []
+    assert queue_entries(server) == []
 
 
 def test_ctrl_c_mid_launch_leaves_no_orphans(server: Emulator) -> None:
@@ -290,7 +297,8 @@ def test_ctrl_c_mid_launch_leaves_no_orphans(server: Emulator) -> None:
 
     with pytest.raises(KeyboardInterrupt):
         launch(client_from_config(), _request(), progress)
-    assert runs(server) == [] and queue_entries(server) == []
+    assert runs(server) == []
+    assert queue_entries(server) == []
 
 
 @pytest.mark.parametrize(
@@ -331,7 +339,8 @@ def test_server_gone_mid_sweep_names_exactly_the_runs_that_exist(server: Emulato
     with pytest.raises(ServerError) as err:
         launch(client_from_config(), _request(), progress)
     left = runs(server)
-    assert len(left) == 3 and queue_entries(server) == []
+    assert len(left) == 3
+    assert queue_entries(server) == []
     message = str(err.value)
     for task in left:
         assert task["id"] in message
@@ -393,7 +402,8 @@ def test_any_override_is_refused_cleanly_or_stored_canonically(
     else:
         refusal = None
     if refusal is not None:
-        assert refusal.hint and len(str(refusal)) < 6000
+        assert refusal.hint
+        assert len(str(refusal)) < 6000
         assert len(server.state.tasks) == before
         return
     (run,) = plan.runs
@@ -418,8 +428,10 @@ def test_unreachable_server_says_what_to_check(
     result = CliRunner().invoke(cli, ["launch", JOB, "-q", "gpu"])
     assert result.exit_code == 4
     assert f"cannot reach the ClearML server at http://127.0.0.1:{port}" in result.stderr
-    assert "CLEARML_API_HOST" in result.stderr and "ak-remote doctor" in result.stderr
-    assert "Traceback" not in result.output and server.secret_key not in result.output
+    assert "CLEARML_API_HOST" in result.stderr
+    assert "ak-remote doctor" in result.stderr
+    assert "Traceback" not in result.output
+    assert server.secret_key not in result.output
 
 
 def test_rejected_credentials_say_so_without_echoing_them(
@@ -428,7 +440,8 @@ def test_rejected_credentials_say_so_without_echoing_them(
     monkeypatch.setenv("CLEARML_API_SECRET_KEY", "wrong-secret-value")
     result = CliRunner().invoke(cli, ["status", "--project", "ak-remote"])
     assert result.exit_code == 4
-    assert "rejected the credentials" in result.stderr and "clearml-init" in result.stderr
+    assert "rejected the credentials" in result.stderr
+    assert "clearml-init" in result.stderr
     assert "wrong-secret-value" not in result.output
 
 
@@ -442,9 +455,11 @@ def test_any_task_id_can_be_the_template_with_its_stored_types(server: Emulator)
     }
     source = server.create_task("my own draft", hyperparams={"General": general})
     bad = CliRunner().invoke(cli, ["launch", source, "-q", "gpu", "--set", "lr=fast"])
-    assert bad.exit_code == 2 and "not a valid float" in bad.stderr
+    assert bad.exit_code == 2
+    assert "not a valid float" in bad.stderr
     unknown = CliRunner().invoke(cli, ["launch", source, "-q", "gpu", "--set", "epochs=1"])
-    assert unknown.exit_code == 2 and "valid parameters: lr, note" in unknown.stderr
+    assert unknown.exit_code == 2
+    assert "valid parameters: lr, note" in unknown.stderr
     result = CliRunner().invoke(cli, ["launch", source, "-q", "gpu", "--sweep", "lr=0.01,0.001"])
     assert result.exit_code == 0, result.output
     launched = [t for t in runs(server) if t["id"] != source]
@@ -460,7 +475,8 @@ def test_a_huge_sweep_is_refused_before_asking_the_server(server: Emulator) -> N
         cli,
         ["launch", JOB, "-q", "gpu", "--sweep", f"seed={values}", "--sweep", f"epochs={values}"],
     )
-    assert result.exit_code == 2 and "841 runs" in result.stderr
+    assert result.exit_code == 2
+    assert "841 runs" in result.stderr
     assert server.requests == []  # refused before a single request
 
 
@@ -469,7 +485,8 @@ def test_the_cli_says_when_it_retries(server: Emulator) -> None:
     result = CliRunner().invoke(cli, ["launch", JOB, "-q", "gpu"])
     assert result.exit_code == 0, result.output
     assert "tasks.clone failed (connection closed without a response); retrying" in result.stderr
-    assert len(runs(server)) == 1 and result.stdout.strip() == runs(server)[0]["id"]
+    assert len(runs(server)) == 1
+    assert result.stdout.strip() == runs(server)[0]["id"]
 
 
 def test_a_real_ctrl_c_mid_sweep_leaves_nothing(server: Emulator) -> None:
@@ -492,6 +509,8 @@ def test_a_real_ctrl_c_mid_sweep_leaves_nothing(server: Emulator) -> None:
             break
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
-    assert "Interrupted." in err and out == ""
-    assert runs(server) == [] and queue_entries(server) == []
+    assert "Interrupted." in err
+    assert out == ""
+    assert runs(server) == []
+    assert queue_entries(server) == []
     assert server.count("tasks.enqueue_many") == 0

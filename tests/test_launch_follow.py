@@ -58,17 +58,21 @@ def test_status_by_sweep_ids_and_project(clearml_emulator: Emulator, sweep: Any)
     by_sweep = CliRunner().invoke(cli, ["status", "--sweep", sweep.plan.sweep_id, "--json"])
     assert by_sweep.exit_code == 0, by_sweep.output
     rows = {r["id"]: r for r in json.loads(by_sweep.stdout)}
-    assert rows[first]["status"] == "in_progress" and rows[second]["status"] == "queued"
+    assert rows[first]["status"] == "in_progress"
+    assert rows[second]["status"] == "queued"
     assert rows[second]["queue"] == "gpu"
     assert rows[first]["metrics"] == {"Summary/test_accuracy": 0.75}
     table = CliRunner().invoke(cli, ["status"])  # default: the ak-remote project
     assert table.exit_code == 0
-    assert first in table.stdout and "test_accuracy=0.75" in table.stdout
+    assert first in table.stdout
+    assert "test_accuracy=0.75" in table.stdout
     assert len(table.stdout.splitlines()) == 2 + 2  # header, rule, two runs: no templates
     unknown = CliRunner().invoke(cli, ["status", "0" * 32])
-    assert unknown.exit_code == 2 and "no such task" in unknown.stderr
+    assert unknown.exit_code == 2
+    assert "no such task" in unknown.stderr
     bad = CliRunner().invoke(cli, ["status", "not-an-id"])
-    assert bad.exit_code == 2 and "32 hex" in bad.stderr
+    assert bad.exit_code == 2
+    assert "32 hex" in bad.stderr
 
 
 def test_abort_stops_queued_and_running_runs(clearml_emulator: Emulator, sweep: Any) -> None:
@@ -81,7 +85,8 @@ def test_abort_stops_queued_and_running_runs(clearml_emulator: Emulator, sweep: 
     assert clearml_emulator.get_task(second)["status"] == "stopped"
     assert clearml_emulator.state.queue_by_name("gpu")["entries"] == []
     again = CliRunner().invoke(cli, ["abort", first])
-    assert again.exit_code == 0 and "Already finished" in again.stderr
+    assert again.exit_code == 0
+    assert "Already finished" in again.stderr
 
 
 def test_logs_page_through_everything_in_order(clearml_emulator: Emulator, sweep: Any) -> None:
@@ -124,4 +129,5 @@ def test_wait_reports_changes_and_the_cli_exits_5_on_failure(
     assert [r.status for r in rows] == ["completed", "failed"]
     assert seen == [["completed", "failed"]]
     result = CliRunner().invoke(cli, ["logs", second, "--follow"])
-    assert result.exit_code == 5 and "ended failed" in result.stderr
+    assert result.exit_code == 5
+    assert "ended failed" in result.stderr

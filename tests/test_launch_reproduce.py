@@ -79,10 +79,12 @@ def test_a_git_run_is_cloned_with_commit_and_image_digest_pinned(
     client = client_from_config()
     plan = plan_reproduce(client, source, "gpu")
     assert plan.warnings == []
-    assert f"commit {COMMIT[:12]}" in plan.pinned and f"image {DIGEST}" in plan.pinned
+    assert f"commit {COMMIT[:12]}" in plan.pinned
+    assert f"image {DIGEST}" in plan.pinned
     new_id = execute_reproduce(client, plan)
     task = clearml_emulator.get_task(new_id)
-    assert task["status"] == "queued" and task["parent"] == source
+    assert task["status"] == "queued"
+    assert task["parent"] == source
     assert task["script"]["version_num"] == COMMIT
     assert task["script"]["repository"] == "https://git.example.com/team/ak.git"
     assert task["container"] == {"image": DIGEST, "arguments": "--ipc=host"}
@@ -129,4 +131,5 @@ def test_metric_deltas() -> None:
     )
     by_name = {d.name: d for d in deltas}
     assert by_name["test_accuracy"].delta == pytest.approx(-0.05)
-    assert by_name["test_loss"].reproduced is None and by_name["test_loss"].delta is None
+    assert by_name["test_loss"].reproduced is None
+    assert by_name["test_loss"].delta is None

@@ -78,7 +78,8 @@ def test_check_name_accepts_or_refuses_cleanly(text: str) -> None:
     if refusal is not None:
         assert refusal.hint
         return
-    assert name == name.strip() and 0 < len(name) <= MAX_NAME_LENGTH
+    assert name == name.strip()
+    assert 0 < len(name) <= MAX_NAME_LENGTH
     assert not any(unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") for c in name)
 
 
@@ -90,7 +91,9 @@ def test_check_tags_never_yields_operators_or_empties(items: list[str]) -> None:
         return
     assert len(set(tags)) == len(tags)
     for tag in tags:
-        assert tag and tag == tag.strip() and "," not in tag
+        assert tag
+        assert tag == tag.strip()
+        assert "," not in tag
         assert not tag.startswith(("-", "__$"))
 
 
@@ -216,7 +219,8 @@ def test_reads_give_up_with_an_actionable_error() -> None:
     api, _ = client(script)
     with pytest.raises(ServerUnavailable) as err:
         api.get_queues()
-    assert "3 tries" in str(err.value) and "ak-remote doctor" in str(err.value)
+    assert "3 tries" in str(err.value)
+    assert "ak-remote doctor" in str(err.value)
     assert err.value.exit_code == 4
 
 
@@ -225,7 +229,8 @@ def test_refusals_are_not_retried() -> None:
     api, _ = client(script)
     with pytest.raises(ApiError) as err:
         api.get_task("f" * 32)
-    assert err.value.subcode == 101 and len(script.calls) == 1
+    assert err.value.subcode == 101
+    assert len(script.calls) == 1
 
 
 def test_a_clone_whose_response_was_lost_is_found_not_repeated() -> None:
@@ -278,7 +283,8 @@ def test_enqueue_many_resends_only_what_is_not_queued() -> None:
     )
     api, _ = client(script)
     done, failed = api.enqueue_many(ids, "q" * 32)
-    assert sorted(done) == sorted(ids) and failed == {}
+    assert sorted(done) == sorted(ids)
+    assert failed == {}
     assert script.calls[-1][1]["ids"] == ids[1:]
 
 

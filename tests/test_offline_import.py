@@ -73,7 +73,8 @@ def test_offline_run_imports_with_metrics_artifacts_and_a_registered_model(
 
     assert task["name"] == "structured-classifier on wine"
     general = task["hyperparams"]["General"]
-    assert general["max_trials"]["value"] == "1" and general["dataset"]["value"] == "wine"
+    assert general["max_trials"]["value"] == "1"
+    assert general["dataset"]["value"] == "wine"
     metrics = {
         (v["metric"], v["variant"]) for m in task["last_metrics"].values() for v in m.values()
     }
@@ -108,7 +109,8 @@ def test_a_failed_offline_run_imports_as_failed_without_a_model(
     imported = import_offline(clearml_emulator, summary["offline_session"], tmp_path)
     assert imported.returncode == 0, imported.stderr[-3000:]
     result = json.loads(imported.stdout)
-    assert result["status"] == "failed" and result["model_id"] is None
+    assert result["status"] == "failed"
+    assert result["model_id"] is None
     task = clearml_emulator.state.tasks[result["task_id"]]
     assert task["status"] == "failed"
     assert "single class" in task["status_message"]

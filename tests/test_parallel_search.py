@@ -64,20 +64,24 @@ def test_a_search_over_two_agents_survives_a_killed_agent(
 
     # Bad input first: nothing may be created.
     refused = invoke("launch", "structured-classifier", "-q", "gpu", "--parallel", "0")
-    assert refused.exit_code == 2 and "--parallel 0" in refused.stderr
+    assert refused.exit_code == 2
+    assert "--parallel 0" in refused.stderr
     refused = invoke(
         "launch", "structured-classifier", "-q", "gpu", "--set", "max_trials=2", "--parallel", "3"
     )
-    assert refused.exit_code == 2 and "more than max_trials=2" in refused.stderr
+    assert refused.exit_code == 2
+    assert "more than max_trials=2" in refused.stderr
     refused = invoke(
         "launch", "structured-classifier", "-q", "gpu", "--sweep", "epochs=1,2", "--parallel", "2"
     )
-    assert refused.exit_code == 2 and "--sweep" in refused.stderr
+    assert refused.exit_code == 2
+    assert "--sweep" in refused.stderr
     refused = invoke(
         "launch", "structured-classifier", "-q", "gpu", "--parallel", "2",
         "--controller-queue", "nope",
     )  # fmt: skip
-    assert refused.exit_code == 2 and "controller queue 'nope'" in refused.stderr
+    assert refused.exit_code == 2
+    assert "controller queue 'nope'" in refused.stderr
     assert len(emulator.state.tasks) == before
 
     logs = tmp_path / "agents"
@@ -139,7 +143,8 @@ def test_a_search_over_two_agents_survives_a_killed_agent(
         killed = next(r for r in trials if r["id"] == victim)
         assert killed["status"] == "failed"  # lost, and marked so by the controller
         retry = next(r for r in completed if r["trial"] == killed["trial"])
-        assert retry["attempt"] == 1 and retry["worker"] == first.worker_id
+        assert retry["attempt"] == 1
+        assert retry["worker"] == first.worker_id
         assert {r["worker"] for r in trials} == {first.worker_id, second.worker_id}
         finals = [r for r in status["trials"] if r["trial"] == "final"]
         assert [r["status"] for r in finals] == ["completed"]
@@ -152,7 +157,8 @@ def test_a_search_over_two_agents_survives_a_killed_agent(
             assert [r["id"] for r in completed if r["trial"] == row["trial"]] == [task_id]
 
         table = ok(invoke("status", search_id)).stdout
-        assert "trial" in table and "final" in table
+        assert "trial" in table
+        assert "final" in table
         compared = json.loads(ok(invoke("compare", search_id, "--format", "json")).stdout)
         assert sorted(r["id"] for r in compared["runs"]) == sorted(r["id"] for r in completed)
 

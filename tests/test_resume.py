@@ -177,11 +177,13 @@ def test_a_killed_local_search_resumes_without_retraining(tmp_path: Path) -> Non
     summary = json.loads(resumed.stdout)
     assert summary["status"] == "completed"
     search = summary["search"]
-    assert search["resumed"] is True and search["restored_from"] == "run folder"
+    assert search["resumed"] is True
+    assert search["restored_from"] == "run folder"
     assert search["trials_restored"] == len(restored)
     assert search["trials_trained_this_run"] == MAX_TRIALS - len(restored)
     assert search["max_trials"] == MAX_TRIALS
-    assert summary["params"]["epochs"] == "1" and summary["params"]["max_trials"] == "3"
+    assert summary["params"]["epochs"] == "1"
+    assert summary["params"]["max_trials"] == "3"
     assert summary["export"]["verification"]["passed"] is True
     assert "search resumed from the run folder" in resumed.stderr
 
@@ -263,7 +265,8 @@ def test_snapshots_hold_no_weights_and_replace_atomically(tmp_path: Path) -> Non
     assert _manifest(data)["trials"] == [{"id": "0", "status": "COMPLETED"}]
     assert not list(path.parent.glob(".search_state*"))  # the temporary file was renamed
     members, manifest = read_snapshot(path)
-    assert manifest["job"] == "structured-classifier" and "trial_0/trial.json" in members
+    assert manifest["job"] == "structured-classifier"
+    assert "trial_0/trial.json" in members
 
 
 def _zip(path: Path, entries: dict[str, bytes]) -> Path:
@@ -333,7 +336,8 @@ def test_local_resume_refusals(tmp_path: Path) -> None:
     assert check_resume_dir(str(tmp_path / "run")) == tmp_path / "run"
     job = get_job("structured-classifier")
     merged = resume_overrides(tmp_path / "run", job, {"export_formats": "keras"})
-    assert merged["max_trials"] == "3" and merged["export_formats"] == "keras"
+    assert merged["max_trials"] == "3"
+    assert merged["export_formats"] == "keras"
     with pytest.raises(UsageError, match="holds a search of job 'structured-classifier'"):
         resume_overrides(tmp_path / "run", get_job("image-classifier"), {})
     (tmp_path / "run" / "summary.json").write_text('{"status": "completed"}')
@@ -379,13 +383,16 @@ def test_resume_refuses_runs_that_cannot_resume(clearml_emulator: Emulator) -> N
     for task_id, message, hint in cases:
         result = invoke("resume", task_id, "-q", "cpu")
         assert result.exit_code == 2, result.output
-        assert message in result.stderr and hint in result.stderr
+        assert message in result.stderr
+        assert hint in result.stderr
         assert "Traceback" not in result.output
     stopped = _task_with_status(emulator, "stopped", "stopped")
     unknown_queue = invoke("resume", stopped, "-q", "no-such-queue")
-    assert unknown_queue.exit_code == 2 and "no queue 'no-such-queue'" in unknown_queue.stderr
+    assert unknown_queue.exit_code == 2
+    assert "no queue 'no-such-queue'" in unknown_queue.stderr
     no_queue = invoke("resume", stopped)
-    assert no_queue.exit_code == 2 and "pass -q QUEUE" in no_queue.stderr
+    assert no_queue.exit_code == 2
+    assert "pass -q QUEUE" in no_queue.stderr
     assert emulator.count("tasks.enqueue_many") == before  # nothing was changed
     assert emulator.get_task(stopped)["status"] == "stopped"
 
@@ -462,15 +469,18 @@ def test_a_run_killed_on_its_agent_resumes_on_a_fresh_one(
     summary_bytes = _artifact_bytes(emulator, task_id, "summary.json")
     assert summary_bytes is not None
     summary = json.loads(summary_bytes)
-    assert summary["task_id"] == task_id and summary["status"] == "completed"
+    assert summary["task_id"] == task_id
+    assert summary["status"] == "completed"
     search = summary["search"]
-    assert search["resumed"] is True and search["restored_from"] == "task artifact"
+    assert search["resumed"] is True
+    assert search["restored_from"] == "task artifact"
     assert search["trials_restored"] == len(restored)
     assert search["trials_trained_this_run"] == MAX_TRIALS - len(restored)
     assert summary["export"]["verification"]["passed"] is True
     assert _artifact_bytes(emulator, task_id, "model.keras")
     final = _artifact_bytes(emulator, task_id, "search_state")
-    assert final is not None and _manifest(final)["trials_finished"] == MAX_TRIALS
+    assert final is not None
+    assert _manifest(final)["trials_finished"] == MAX_TRIALS
     finished = _trial_files(final)
     for trial_id, data in restored.items():
         assert finished[trial_id] == data  # untouched: never trained again

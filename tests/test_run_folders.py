@@ -135,7 +135,8 @@ def test_a_finished_run_folder_is_never_replaced_silently(home: Path, tmp_path: 
     assert done["status"] == "completed"
     model = run_dir / "models" / "model.keras"
     digest = sha256_file(model)
-    assert not (run_dir / "models.tmp").exists() and not (run_dir / ".ak-remote.reserve").exists()
+    assert not (run_dir / "models.tmp").exists()
+    assert not (run_dir / ".ak-remote.reserve").exists()
 
     again = run_cli(home, tmp_path, "--run-dir", str(run_dir), *sets("max_trials=1"), timeout=60)
     assert again.returncode == 2
@@ -143,7 +144,8 @@ def test_a_finished_run_folder_is_never_replaced_silently(home: Path, tmp_path: 
         f"Error: the run folder {run_dir} already holds a run (resume it (ak-remote run JOB "
         f"--resume {run_dir}), replace it (--overwrite), or pass a new --run-dir)"
     ]
-    assert sha256_file(model) == digest and summary(run_dir) == done
+    assert sha256_file(model) == digest
+    assert summary(run_dir) == done
     # The job script itself (as an agent runs it) refuses too, and writes nothing.
     script = PROJECT_ROOT / "jobs" / "structured_classifier.py"
     direct = subprocess.run(
@@ -154,8 +156,10 @@ def test_a_finished_run_folder_is_never_replaced_silently(home: Path, tmp_path: 
         timeout=120,
         check=False,
     )
-    assert direct.returncode == 2 and len(errors(direct.stderr)) == 1, direct.stderr[-2000:]
-    assert sha256_file(model) == digest and summary(run_dir) == done
+    assert direct.returncode == 2, direct.stderr[-2000:]
+    assert len(errors(direct.stderr)) == 1, direct.stderr[-2000:]
+    assert sha256_file(model) == digest
+    assert summary(run_dir) == done
 
     replaced = run_cli(
         home, tmp_path, "--run-dir", str(run_dir), "--overwrite", *sets("max_trials=1", "seed=7")
@@ -180,7 +184,8 @@ def test_second_process_is_refused_and_sigterm_stops_the_training(
     second = run_cli(home, tmp_path, "--run-dir", str(run_dir), "--overwrite", *sets(), timeout=60)
     assert second.returncode == 2, second.stderr[-2000:]
     (line,) = errors(second.stderr)
-    assert f"is in use by pid {trainer} on " in line and "started " in line
+    assert f"is in use by pid {trainer} on " in line
+    assert "started " in line
     assert first.poll() is None  # the first run is untouched
 
     first.send_signal(signal.SIGTERM)
@@ -191,7 +196,8 @@ def test_second_process_is_refused_and_sigterm_stops_the_training(
         f"Error: stopped by SIGTERM (resume it: ak-remote run {JOB} --resume {run_dir})"
     ]
     record = summary(run_dir)
-    assert record["status"] == "failed" and record["error"].startswith("stopped by SIGTERM")
+    assert record["status"] == "failed"
+    assert record["error"].startswith("stopped by SIGTERM")
 
 
 def test_training_stops_itself_when_its_cli_dies(
@@ -205,7 +211,8 @@ def test_training_stops_itself_when_its_cli_dies(
     parent.wait()
     wait_for(lambda: not alive(trainer), 60, "the orphaned training process to stop")
     record = summary(run_dir)
-    assert record["status"] == "failed" and "stopped by SIGTERM" in record["error"]
+    assert record["status"] == "failed"
+    assert "stopped by SIGTERM" in record["error"]
 
 
 def test_a_killed_training_is_reported_as_killed_and_resumes_completely(
@@ -224,21 +231,25 @@ def test_a_killed_training_is_reported_as_killed_and_resumes_completely(
         f"(resume it: ak-remote run {JOB} --resume {run_dir})"
     ]
     killed = summary(run_dir)
-    assert killed["status"] == "failed" and "SIGKILL" in killed["error"]
+    assert killed["status"] == "failed"
+    assert "SIGKILL" in killed["error"]
     # The killed run's offline session was closed into a zip, so it can be imported.
     killed_zip = Path(killed["offline_session"])
-    assert killed_zip.is_file() and zipfile.is_zipfile(killed_zip)
+    assert killed_zip.is_file()
+    assert zipfile.is_zipfile(killed_zip)
 
     resumed = run_cli(home, tmp_path, "--resume", str(run_dir), *sets("max_trials=2"))
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     done = summary(run_dir)
-    assert done["status"] == "completed" and done["search"]["trials_restored"] >= 1
+    assert done["status"] == "completed"
+    assert done["search"]["trials_restored"] >= 1
     # The resumed session carries the restored trial's curves too.
     with zipfile.ZipFile(done["offline_session"]) as archive:
         names = archive.namelist()
         events = [n for n in names if n.endswith(".jsonl") or "metrics" in n]
         text = b"".join(archive.read(n) for n in events).decode(errors="replace")
-    assert "trial-00/" in text and "trial-01/" in text
+    assert "trial-00/" in text
+    assert "trial-01/" in text
 
 
 def test_ctrl_c_stops_both_and_reports_once(

@@ -13,20 +13,25 @@ from ak_remote.runtime import data as data_module
 
 def test_bundled_sets_load_as_each_family_needs() -> None:
     images = data_module.load("digits", "image", "classifier")
-    assert images.x.shape == (1797, 8, 8) and images.x.dtype == np.float32
+    assert images.x.shape == (1797, 8, 8)
+    assert images.x.dtype == np.float32
     assert data_module.class_names(images) == [str(d) for d in range(10)]
     table = data_module.load("digits", "structured", "regressor")
-    assert table.x.shape == (1797, 64) and len(table.columns) == 64
+    assert table.x.shape == (1797, 64)
+    assert len(table.columns) == 64
     assert table.y.dtype == np.float32
     wine = data_module.load("wine", "structured", "classifier")
     assert data_module.class_names(wine) == ["class_0", "class_1", "class_2"]
-    assert wine.columns[0] == "alcohol" and set(wine.column_types.values()) == {"numerical"}
+    assert wine.columns[0] == "alcohol"
+    assert set(wine.column_types.values()) == {"numerical"}
     cancer = data_module.load("breast_cancer", "structured", "classifier")
     assert data_module.class_names(cancer) == ["benign", "malignant"]
     diabetes = data_module.load("diabetes", "structured", "regressor")
-    assert diabetes.y.dtype == np.float32 and len(diabetes) == 442
+    assert diabetes.y.dtype == np.float32
+    assert len(diabetes) == 442
     reviews = data_module.load("reviews", "text", "classifier")
-    assert reviews.x.dtype.kind == "U" and reviews.text_column == "text"
+    assert reviews.x.dtype.kind == "U"
+    assert reviews.text_column == "text"
     assert data_module.class_names(reviews) == ["negative", "neutral", "positive"]
     stars = data_module.load("reviews", "text", "regressor")
     assert set(stars.y.tolist()) == {1.0, 2.0, 3.0, 4.0, 5.0}
@@ -63,7 +68,8 @@ def test_recorded_validation_part_is_the_one_autokeras_takes() -> None:
         split = data_module.split(data, seed=1, test_split=0.2, validation_split=fraction, cap=cap)
         order = split.train_val
         train, val = split_dataset(order, split.autokeras_validation_split)
-        assert np.array_equal(val, split.val) and np.array_equal(train, split.train)
+        assert np.array_equal(val, split.val)
+        assert np.array_equal(train, split.train)
 
 
 def test_fingerprint_follows_the_arrays() -> None:
@@ -78,14 +84,18 @@ def test_csv_tables(tmp_path: Path) -> None:
     mixed = tmp_path / "mixed.csv"
     mixed.write_text("size,colour,label\n1.5,red,a\n,blue,b\n2.0,red,a\n")
     data = data_module.load(str(mixed), "structured", "classifier")
-    assert data.columns == ["size", "colour"] and data.target_name == "label"
+    assert data.columns == ["size", "colour"]
+    assert data.target_name == "label"
     assert data.column_types == {"size": "numerical", "colour": "categorical"}
-    assert data.x.dtype.kind == "U" and data.x[1, 0] == "nan"  # AutoKeras imputes it
+    assert data.x.dtype.kind == "U"
+    assert data.x[1, 0] == "nan"
     numeric = tmp_path / "numeric.csv"
     numeric.write_text("y,a,b\n1,2,3\n4,5,\n")
     table = data_module.load(str(numeric), "structured", "regressor", target="y")
-    assert table.x.dtype == np.float32 and np.isnan(table.x[1, 1])
-    assert table.y.tolist() == [1.0, 4.0] and table.columns == ["a", "b"]
+    assert table.x.dtype == np.float32
+    assert np.isnan(table.x[1, 1])
+    assert table.y.tolist() == [1.0, 4.0]
+    assert table.columns == ["a", "b"]
     with pytest.raises(DataError, match="not numeric"):
         data_module.load(str(mixed), "structured", "regressor")
     ragged = tmp_path / "ragged.csv"
@@ -95,7 +105,8 @@ def test_csv_tables(tmp_path: Path) -> None:
     texts = tmp_path / "texts.csv"
     texts.write_text('label,text,extra\npos,"good, really",x\nneg,bad,y\n')
     text = data_module.load(str(texts), "text", "classifier", target="label")
-    assert text.x.tolist() == ["good, really", "bad"] and text.text_column == "text"
+    assert text.x.tolist() == ["good, really", "bad"]
+    assert text.text_column == "text"
 
 
 def test_image_folder_and_npz(tmp_path: Path) -> None:
@@ -108,7 +119,8 @@ def test_image_folder_and_npz(tmp_path: Path) -> None:
             Image.new("RGB", (6, 4), (i * 50, 0, 0)).save(root / label / f"{i}.jpg")
     (root / "dog" / "notes.txt").write_text("ignored")
     images = data_module.load(str(root), "image", "classifier")
-    assert images.x.shape == (4, 4, 6, 3) and images.y.tolist() == ["cat", "cat", "dog", "dog"]
+    assert images.x.shape == (4, 4, 6, 3)
+    assert images.y.tolist() == ["cat", "cat", "dog", "dog"]
     Image.new("RGB", (5, 5)).save(root / "dog" / "odd.png")
     with pytest.raises(DataError, match="resize the images"):
         data_module.load(str(root), "image", "classifier")
@@ -122,4 +134,5 @@ def test_image_folder_and_npz(tmp_path: Path) -> None:
         data_module.load(str(arrays), "image", "classifier")
     np.savez(arrays, x=np.ones((3, 4, 4)), y=np.array([1.0, 2.0, 3.0]))
     loaded = data_module.load(str(arrays), "image", "regressor")
-    assert loaded.y.dtype == np.float32 and loaded.x.dtype == np.float32
+    assert loaded.y.dtype == np.float32
+    assert loaded.x.dtype == np.float32

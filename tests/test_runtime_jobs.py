@@ -202,7 +202,8 @@ def test_run_completes_and_names_its_offline_session(job_run: JobRun) -> None:
 
 def test_summary_describes_the_run(job_run: JobRun) -> None:
     s, job = job_run.summary, JOBS[job_run.job]
-    assert s["status"] == "completed" and "error" not in s
+    assert s["status"] == "completed"
+    assert "error" not in s
     assert s["job"] == job.name
     assert s["task_id"].startswith("offline-")
     assert s["run_dir"] == str(job_run.run_dir)
@@ -256,7 +257,8 @@ def check_graphs(graphs: list[Any], layers: set[str]) -> None:
 
     op_graphs = [g for g in graphs if isinstance(g, bytes) and not g.startswith(b"{")]
     concepts = [g for g in graphs if isinstance(g, bytes) and g.startswith(b"{")]
-    assert len(op_graphs) == 1 and len(concepts) == 1, graphs
+    assert len(op_graphs) == 1, graphs
+    assert len(concepts) == 1, graphs
     op = GraphDef.FromString(op_graphs[0])
     concept = keras_util.keras_model_to_graph_def(json.loads(concepts[0]))
     for graph in (op, concept):
@@ -317,7 +319,8 @@ def test_tensorboard_has_readable_runs_histograms_and_graphs(job_run: JobRun) ->
     # Every trainable weight of the final model, one histogram each, named by layer.
     weights = _trainable(job_run.run_dir)
     histograms = {tag.removeprefix("histograms:") for tag in final if "histograms:" in tag}
-    assert weights and weights <= histograms, (weights, histograms)
+    assert weights, histograms
+    assert weights <= histograms, (weights, histograms)
     if job_run.job == "image-classifier":
         assert {"conv2d/kernel", "conv2d_1/kernel", "dense/kernel"} <= histograms
     assert all(final[f"histograms:{tag}"] == epochs for tag in histograms)
@@ -358,7 +361,8 @@ def test_inference_metadata_reproduces_the_answers_without_autokeras(job_run: Jo
     models = job_run.run_dir / "models"
     spec = json.loads((models / "inference.json").read_text())
     job = JOBS[job_run.job]
-    assert spec["job"] == job.name and spec["autokeras_class"] == job.autokeras_class
+    assert spec["job"] == job.name
+    assert spec["autokeras_class"] == job.autokeras_class
     assert spec["input"]["kind"] == job.family
     assert spec["versions"]["autokeras"] == "3.0.0"
     with np.load(models / "check_samples.npz", allow_pickle=False) as samples:

@@ -50,7 +50,8 @@ def test_online_run_is_tracked_and_registers_the_verified_model(
     assert summary["offline_session"] is None
     assert "offline session:" not in proc.stderr
     model_id = summary["model_registration"]
-    assert isinstance(model_id, str) and model_id
+    assert isinstance(model_id, str)
+    assert model_id
     task = clearml_emulator.get_task(summary["task_id"])
     assert task["status"] == "completed"
     assert task["name"] == "structured-classifier on wine"
@@ -69,7 +70,8 @@ def test_online_run_is_tracked_and_registers_the_verified_model(
     # The registered model is the uploaded serving model, not a path on this machine's disk.
     model = clearml_emulator.state.models[model_id]
     assert model["framework"] == "TensorFlow"
-    assert model["uri"].startswith("http") and "file://" not in model["uri"]
+    assert model["uri"].startswith("http")
+    assert "file://" not in model["uri"]
     assert model["labels"] == {"class_0": 0, "class_1": 1, "class_2": 2}
     signature = json.loads(model["metadata"]["signature"]["value"])
     assert {"serve", "serve_typed", "serving_default"} <= set(signature)
@@ -117,5 +119,6 @@ def test_agent_run_with_bad_server_parameters_fails_the_task(
     assert task["status"] == "failed"
     assert "epochs: 'ten' is not a valid int" in task.get("status_message", "")
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
-    assert summary["status"] == "failed" and summary["task_id"] == task_id
+    assert summary["status"] == "failed"
+    assert summary["task_id"] == task_id
     assert summary["model_registration"] is None

@@ -156,7 +156,8 @@ def test_a_restarted_controller_adopts_running_trials_and_keeps_finished_ones(
         store.save(controller)
     finished = {k: t.values for k, t in controller.trials.items() if t.state != "running"}
     running = sorted(k for k, t in controller.trials.items() if t.state == "running")
-    assert finished and "2" in running
+    assert finished
+    assert "2" in running
     with zipfile.ZipFile(store.path) as archive:
         saved = json.loads(archive.read(STATE_JSON))
     assert {t["trial_id"] for t in saved["trials"]} == set(controller.trials)

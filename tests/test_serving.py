@@ -281,7 +281,8 @@ def test_image_serving_takes_png_pixels_grayscale_and_rgb(
         timeout=300,
         check=False,
     )
-    assert proc.returncode == 3 and "--resize" in proc.stderr
+    assert proc.returncode == 3
+    assert "--resize" in proc.stderr
     assert len(predict_cli(tmp_path, str(run_dir), "--input", str(big), "--resize")) == 1
 
 
@@ -324,7 +325,8 @@ def test_baseline_rules() -> None:
     y_train = np.array(["a", "a", "b", "c", "b", "a"])
     y_test = np.array(["a", "b", "a", "a"])
     record = baseline(True, y_train, y_test, {"test_label_accuracy": 0.75})
-    assert record["baseline"] == 0.75 and "'a'" in record["rule"]
+    assert record["baseline"] == 0.75
+    assert "'a'" in record["rule"]
     assert record["beats_baseline"] is False  # equal is not better
     assert baseline(True, y_train, y_test, {"test_label_accuracy": 1.0})["beats_baseline"]
     reg = baseline(
@@ -356,7 +358,8 @@ def test_a_continuous_classification_target_is_refused(tmp_path: Path) -> None:
     )
     assert proc.returncode == 3, proc.stderr[-2000:]
     errors = [line for line in proc.stderr.splitlines() if line.startswith("Error:")]
-    assert len(errors) == 1 and "structured-regressor" in errors[0]
+    assert len(errors) == 1
+    assert "structured-regressor" in errors[0]
     assert not (tmp_path / "work" / "run" / "models").exists()
 
 
@@ -390,7 +393,8 @@ def test_a_run_below_its_baseline_is_flagged_and_can_be_failed(tmp_path: Path) -
     )
     assert strict.returncode == 5, strict.stderr[-3000:]
     failed = json.loads((tmp_path / "w2" / "run" / "summary.json").read_text())
-    assert failed["status"] == "failed" and "baseline" in failed["error"]
+    assert failed["status"] == "failed"
+    assert "baseline" in failed["error"]
 
 
 def test_predict_refuses_what_it_cannot_serve(tmp_path: Path) -> None:

@@ -33,7 +33,8 @@ def test_doctor_passes_a_healthy_cpu_only_setup(clearml_emulator: Emulator) -> N
     # Nothing serves any queue: that is a problem, named once, with a fix.
     clearml_emulator.call_api("workers.unregister", worker="host:cpu:0")
     result = invoke("doctor")
-    assert result.exit_code == 4 and "no agent serves any queue (cpu)" in result.stdout
+    assert result.exit_code == 4
+    assert "no agent serves any queue (cpu)" in result.stdout
 
 
 def test_doctor_on_an_unreachable_server_says_what_to_check(
@@ -47,7 +48,8 @@ def test_doctor_on_an_unreachable_server_says_what_to_check(
     result = invoke("doctor")
     assert result.exit_code == 4
     fix = next(line for line in result.stdout.splitlines() if "fix:" in line)
-    assert "ak-remote doctor" not in fix and "CLEARML_API_HOST" in fix
+    assert "ak-remote doctor" not in fix
+    assert "CLEARML_API_HOST" in fix
 
 
 def test_an_address_that_is_not_a_url_is_one_line_without_retries(
@@ -78,7 +80,8 @@ def test_no_queue_hint_names_a_command_that_lists_queues(clearml_emulator: Emula
     assert result.exit_code == 2
     assert "ak-remote queues list" in result.stderr
     listing = invoke("queues", "list")
-    assert listing.exit_code == 0 and "Usage:" not in listing.output
+    assert listing.exit_code == 0
+    assert "Usage:" not in listing.output
 
 
 def test_wait_explains_the_servers_status_message(

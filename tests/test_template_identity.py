@@ -75,7 +75,9 @@ def test_clones_of_a_template_never_become_templates(
     assert plan["template"]["id"] == synced[JOB]
 
     again = cli_json("templates", "sync")
-    assert again["created"] == {} and again["updated"] == {} and again["duplicates"] == {}
+    assert again["created"] == {}
+    assert again["updated"] == {}
+    assert again["duplicates"] == {}
     assert again["unchanged"] == synced
 
     # ak-remote's own clone of the template is a run, not a template.
@@ -103,6 +105,7 @@ def test_a_template_synced_before_own_id_tags_is_adopted_not_duplicated(
     web_ui_clone(clearml_emulator, legacy, f"Clone Of {JOB}")
     web_ui_clone(clearml_emulator, legacy, JOB)  # a later clone with the same name
     result = cli_json("templates", "sync")
-    assert result["created"] == {} and result["duplicates"] == {}
+    assert result["created"] == {}
+    assert result["duplicates"] == {}
     assert {job: entry["id"] for job, entry in result["updated"].items()} == synced
     assert sorted(row["id"] for row in cli_json("templates", "list")) == sorted(synced.values())

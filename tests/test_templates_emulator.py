@@ -46,7 +46,8 @@ def test_sync_creates_one_exact_template_per_job(clearml_emulator: Emulator) -> 
     job = get_job("image-classifier")
     task = tasks[job.name]
     assert task["id"] == created[job.name]
-    assert task["status"] == "created" and task["type"] == "training"
+    assert task["status"] == "created"
+    assert task["type"] == "training"
     assert task["project"] == project["id"]
     assert task["container"] == {
         "image": "reg/ak-remote-worker:0.1.0-gpu",
@@ -55,13 +56,15 @@ def test_sync_creates_one_exact_template_per_job(clearml_emulator: Emulator) -> 
     script = task["script"]
     # This checkout has no git remote: the script itself travels in the task.
     assert script["diff"] == (PROJECT_ROOT / job.script).read_text()
-    assert script["entry_point"] == "image_classifier.py" and script["working_dir"] == "."
+    assert script["entry_point"] == "image_classifier.py"
+    assert script["working_dir"] == "."
     assert "autokeras==3.0.0" in script["requirements"]["pip"].splitlines()
     general = task["hyperparams"]["General"]
     assert set(general) == set(job.params.names())
     for spec in job.params.specs:
         entry = general[spec.name]
-        assert entry["type"] == spec.type and entry["description"] == spec.help
+        assert entry["type"] == spec.type
+        assert entry["description"] == spec.help
     assert general["max_trials"]["value"] == "3"
 
 
@@ -69,7 +72,8 @@ def test_second_sync_changes_nothing_and_writes_nothing(clearml_emulator: Emulat
     first = sync()
     clearml_emulator.reset_log()
     second = sync()
-    assert second["created"] == {} and second["updated"] == {}
+    assert second["created"] == {}
+    assert second["updated"] == {}
     assert second["unchanged"] == first["created"]
     assert writes(clearml_emulator) == []
     assert len(template_tasks(clearml_emulator)) == len(JOBS)
@@ -98,14 +102,16 @@ def test_a_new_image_updates_only_the_container(clearml_emulator: Emulator) -> N
     sync("--image", "img:1")
     clearml_emulator.reset_log()
     updated = sync("--image", "img:2")["updated"]
-    assert {v["fields"][0] for v in updated.values()} == {"container"} and len(updated) == len(JOBS)
+    assert {v["fields"][0] for v in updated.values()} == {"container"}
+    assert len(updated) == len(JOBS)
     assert {t["container"]["image"] for t in template_tasks(clearml_emulator)} == {"img:2"}
     assert set(writes(clearml_emulator)) == {"tasks.edit"}
 
 
 def test_list_shows_the_templates(clearml_emulator: Emulator) -> None:
     empty = CliRunner().invoke(cli, ["templates", "list"])
-    assert empty.exit_code == 0 and "templates sync" in empty.stderr
+    assert empty.exit_code == 0
+    assert "templates sync" in empty.stderr
     sync("--image", "img:9")
     result = CliRunner().invoke(cli, ["templates", "list", "--json"])
     assert result.exit_code == 0, result.output
@@ -113,10 +119,12 @@ def test_list_shows_the_templates(clearml_emulator: Emulator) -> None:
     assert sorted(r["job"] for r in rows) == sorted(JOBS)
     assert {r["image"] for r in rows} == {"img:9"}
     table = CliRunner().invoke(cli, ["templates", "list"])
-    assert "structured-classifier" in table.stdout and "img:9" in table.stdout
+    assert "structured-classifier" in table.stdout
+    assert "img:9" in table.stdout
 
 
 def test_bad_image_is_refused_before_any_write(clearml_emulator: Emulator) -> None:
     result = CliRunner().invoke(cli, ["templates", "sync", "--image", "two words"])
     assert result.exit_code == 2
-    assert writes(clearml_emulator) == [] and template_tasks(clearml_emulator) == []
+    assert writes(clearml_emulator) == []
+    assert template_tasks(clearml_emulator) == []

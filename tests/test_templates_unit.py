@@ -41,7 +41,8 @@ def checkout(tmp_path: Path, remote: str | None) -> Path:
 def test_without_a_remote_the_script_travels_in_the_task(tmp_path: Path) -> None:
     root = checkout(tmp_path, remote=None)
     script = script_section(JOB, root)
-    assert script["repository"] == "" and script["version_num"] == ""
+    assert script["repository"] == ""
+    assert script["version_num"] == ""
     assert script["entry_point"] == "structured_classifier.py"
     assert script["diff"] == "print('job')\n"
     assert "autokeras==3.0.0" in script["requirements"]["pip"].splitlines()
@@ -65,7 +66,8 @@ def test_with_a_remote_the_commit_and_diff_are_pinned_and_credentials_dropped(
 
 def test_pinned_requirements_drop_comments() -> None:
     pins = pinned_requirements().splitlines()
-    assert pins and all("==" in line and "#" not in line for line in pins)
+    assert pins
+    assert all("==" in line and "#" not in line for line in pins)
 
 
 def test_template_fields_hold_typed_defaults_image_and_tags(tmp_path: Path) -> None:
@@ -136,7 +138,8 @@ def test_code_warnings(tmp_path: Path) -> None:
     assert code_warnings(checkout(tmp_path / "a", remote=None)) == []
     root = checkout(tmp_path / "b", remote="https://git.example.com/x.git")
     warnings = code_warnings(root)
-    assert len(warnings) == 1 and "on no remote branch" in warnings[0]
+    assert len(warnings) == 1
+    assert "on no remote branch" in warnings[0]
     (root / JOB.script).write_text("print('edited')\n")
     assert any("uncommitted changes" in w for w in code_warnings(root))
 
@@ -161,7 +164,9 @@ def test_only_a_remote_other_hosts_can_clone_is_recorded(
     assert (shared_remote(root) is not None) is shared
     script = script_section(JOB, root)
     if shared:
-        assert script["repository"] and script["entry_point"] == JOB.script
+        assert script["repository"]
+        assert script["entry_point"] == JOB.script
     else:
-        assert script["repository"] == "" and script["diff"] == "print('job')\n"
+        assert script["repository"] == ""
+        assert script["diff"] == "print('job')\n"
         assert code_warnings(root) == []
