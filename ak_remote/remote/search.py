@@ -46,19 +46,6 @@ def default_controller_queue() -> str:
     return os.environ.get(CONTROLLER_QUEUE_ENV, "").strip() or DEFAULT_CONTROLLER_QUEUE
 
 
-def spec_section(spec: SearchSpec) -> dict[str, dict[str, str]]:
-    """The `Search` hyperparameter section that carries a spec."""
-    return {
-        SEARCH_SPEC_KEY: {
-            "section": SEARCH_SECTION,
-            "name": SEARCH_SPEC_KEY,
-            "value": spec.to_json(),
-            "type": "str",
-            "description": "this task's part in a parallel search (written by ak-remote)",
-        }
-    }
-
-
 @dataclass
 class SearchPlan:
     """A checked search launch: the controller run, its spec and where it runs."""
@@ -164,7 +151,7 @@ def controller_plan(search: SearchPlan, spec: SearchSpec) -> LaunchPlan:
     plan = search.plan
     run = plan.runs[0]
     tree = dict(run.clone_fields["new_task_hyperparams"])
-    tree[SEARCH_SECTION] = spec_section(spec)
+    tree[SEARCH_SECTION] = spec.hyperparam_section()
     run.clone_fields["new_task_hyperparams"] = tree
     assert search.controller_queue is not None
     return replace(plan, queue_name=search.controller_queue, queue_id=search.controller_queue_id)

@@ -38,7 +38,6 @@ from ak_remote.contract import (
     RUN_TAG,
     SEARCH_OF_PREFIX,
     SEARCH_SECTION,
-    SEARCH_SPEC_KEY,
     SUMMARY_FILE,
     TRIAL_TAG_PREFIX,
     job_tag,
@@ -46,7 +45,7 @@ from ak_remote.contract import (
 )
 from ak_remote.errors import DataError, RunFailedError, ServerError
 from ak_remote.search import controller as ctl
-from ak_remote.search.spec import FINAL, TRIAL, SearchSpec
+from ak_remote.search.spec import SearchSpec
 
 POLL_FIELDS = [
     "id",
@@ -74,15 +73,7 @@ def search_hyperparams(
     for key, value in general.items():
         if key in tree[PARAM_SECTION]:
             tree[PARAM_SECTION][key]["value"] = str(value)
-    tree[SEARCH_SECTION] = {
-        SEARCH_SPEC_KEY: {
-            "section": SEARCH_SECTION,
-            "name": SEARCH_SPEC_KEY,
-            "value": spec.to_json(),
-            "type": "str",
-            "description": "this task's part in a parallel search (written by ak-remote)",
-        }
-    }
+    tree[SEARCH_SECTION] = spec.hyperparam_section()
     return tree
 
 
@@ -117,14 +108,7 @@ class ClearMLBackend:
         self.nonce = secrets.token_hex(3)  # launch tokens differ between controller restarts
 
     def submit(self, trial_id: str, values: Mapping[str, Any], attempt: int, final: bool) -> str:
-        spec = SearchSpec(
-            role=FINAL if final else TRIAL,
-            search_id=self.spec.search_id,
-            trial=trial_id,
-            candidate=dict(values),
-            fingerprint=self.fingerprint,
-            attempt=attempt,
-        )
+        spec = self.spec.part(trial_id, dict(values), self.fingerprint, attempt, final)
         search = self.spec.search_id
         token = f"{LAUNCH_TAG_PREFIX}{search[:12]}-{self.nonce}-{trial_id}-{attempt}"
         system_tags = [job_tag(self.job.name), f"{SEARCH_OF_PREFIX}{search}"]
@@ -269,14 +253,7 @@ class LocalBackend:
         if run_dir.exists():
             shutil.rmtree(run_dir)
         run_dir.mkdir(parents=True)
-        spec = SearchSpec(
-            role=FINAL if final else TRIAL,
-            search_id=self.spec.search_id,
-            trial=trial_id,
-            candidate=dict(values),
-            fingerprint=self.fingerprint,
-            attempt=attempt,
-        )
+        spec = self.spec.part(trial_id, dict(values), self.fingerprint, attempt, final)
         spec_file = run_dir / "search_spec.json"
         spec_file.write_text(spec.to_json() + "\n")
         argv = [sys.executable, str(self.job.script_path)]

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ak_remote.contract import SEARCH_SECTION, SEARCH_SPEC_KEY
 from ak_remote.errors import UsageError
 
 CONTROLLER = "controller"
@@ -51,6 +52,31 @@ class SearchSpec:
     lost_after_s: float = DEFAULT_LOST_AFTER_S
     poll_s: float = DEFAULT_POLL_S
     container: dict[str, Any] | None = None
+
+    def part(
+        self, trial: str, candidate: dict[str, Any], fingerprint: str, attempt: int, final: bool
+    ) -> SearchSpec:
+        """The spec of one trial (or the final fit) of this search."""
+        return SearchSpec(
+            role=FINAL if final else TRIAL,
+            search_id=self.search_id,
+            trial=trial,
+            candidate=dict(candidate),
+            fingerprint=fingerprint,
+            attempt=attempt,
+        )
+
+    def hyperparam_section(self) -> dict[str, dict[str, str]]:
+        """The task hyperparameter section (`Search`) that carries this spec."""
+        return {
+            SEARCH_SPEC_KEY: {
+                "section": SEARCH_SECTION,
+                "name": SEARCH_SPEC_KEY,
+                "value": self.to_json(),
+                "type": "str",
+                "description": "this task's part in a parallel search (written by ak-remote)",
+            }
+        }
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
