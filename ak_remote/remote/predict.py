@@ -194,9 +194,10 @@ def predict(version_dir: Path, source: str, resize: bool = False) -> Predictions
     family = meta["family"]
     if source == "-" and family == "image":
         raise UsageError("image models read files", "give an image file or a folder")
-    import os
 
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from ak_remote.runtime.console import import_tensorflow_quietly
+
+    import_tensorflow_quietly()  # no native-library chatter on the terminal
     import numpy as np
     import tensorflow as tf
 

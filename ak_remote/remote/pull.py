@@ -250,9 +250,10 @@ def pull(
 
 def load_models(dest: Path, formats: Mapping[str, str]) -> dict[str, Any]:
     """Reload each exported format (custom objects included). Raises RunFailedError."""
-    import os
 
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from ak_remote.runtime.console import import_tensorflow_quietly
+
+    import_tensorflow_quietly()  # no native-library chatter on the terminal
     models: dict[str, Any] = {}
     for name, relative in formats.items():
         path = dest / relative

@@ -82,18 +82,25 @@ def quiet_libraries() -> None:
         root.addHandler(_handler)
         root.addHandler(_errors)
         root.setLevel(logging.INFO)
-    _import_tensorflow_quietly()
+    import_tensorflow_quietly()
     tidy()
 
 
-def _import_tensorflow_quietly() -> None:
+def import_tensorflow_quietly() -> None:
     """Import TensorFlow with file descriptor 2 pointed at a temporary file.
 
     Its native libraries write to stderr while loading (absl's pre-init notice, oneDNN's INFO
-    line, twice), whatever TF_CPP_MIN_LOG_LEVEL says; what they wrote goes to the log file. An
-    import error still reaches the terminal, as the exception it raises.
+    line, twice), whatever TF_CPP_MIN_LOG_LEVEL says; what they wrote is logged at INFO (the
+    job's log file; dropped in the CLI). An import error still reaches the terminal, as the
+    exception it raises. The CLI's commands that load models (pull, predict) use it too.
     """
     import tempfile
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if verbose() or "tensorflow" in sys.modules:
+        import tensorflow
+
+        return
 
     sys.stderr.flush()
     saved = os.dup(2)

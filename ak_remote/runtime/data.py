@@ -161,7 +161,9 @@ def _load_bundled(name: str, family: str, kind: str) -> Dataset:
     }[name]
     bunch = loader()
     if name == "digits" and family == "image":
-        x = np.asarray(bunch.images, dtype="float32")
+        # scikit-learn's digits are 0-16 intensities; scaled to 0-255 as an image folder loads
+        # (and as image files store them), so the serving model takes digit PNGs as they are.
+        x = np.round(np.asarray(bunch.images, dtype="float32") * (255.0 / 16.0))
     else:
         x = np.asarray(bunch.data, dtype="float32")
     target = np.asarray(bunch.target)
