@@ -24,6 +24,8 @@ demo: $(BIN)/.installed
 
 ## Lint, type-check and run the whole test suite.
 test: $(BIN)/.installed lint
+	bash docker/engine.sh ensure   # the Docker-mode test's engine (installed/started if missing)
+	bash .ci/browser.sh            # Debian's chromium for the TensorBoard browser tests
 	$(BIN)/python -m pytest
 
 lint: $(BIN)/.installed
