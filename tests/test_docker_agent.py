@@ -14,6 +14,7 @@ interpreter may live where that uid cannot go (pyenv under /root).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -134,15 +135,18 @@ def stop(agent: subprocess.Popen[bytes]) -> None:
     """Ctrl-C for the agent (it unregisters and stops its container), then harder."""
     for sig, wait in ((signal.SIGINT, 30.0), (signal.SIGKILL, 10.0)):
         if agent.poll() is not None:
-            return
+            break
         try:
             os.killpg(agent.pid, sig)
         except ProcessLookupError:
-            return
+            break
         try:
             agent.wait(wait)
         except subprocess.TimeoutExpired:
             continue
+    # What the agent started may outlive it in its process group.
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(agent.pid, signal.SIGKILL)
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ it skip creating a virtualenv and installing requirements, and
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import signal
@@ -78,7 +79,11 @@ class AgentProcess:
                 self.process.wait(wait)
             except subprocess.TimeoutExpired:
                 continue
-        return self.process.wait(5)
+        code = self.process.wait(5)
+        # What the daemon started (it forks per task) may outlive it in its process group.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        return code
 
 
 @contextmanager
