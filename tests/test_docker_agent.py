@@ -32,6 +32,7 @@ from click.testing import CliRunner, Result
 
 from ak_remote.cli import cli
 from tests.emulator.server import Emulator
+from tests.processes import tag_env
 
 REPO = Path(__file__).resolve().parents[1]
 VERSION = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
@@ -203,6 +204,7 @@ def test_a_launched_run_trains_inside_the_cpu_image_through_a_docker_mode_agent(
         "CLEARML_WORKER_ID": worker_id,
         "CLEARML_AGENT_QUEUE_POLL_FREQ_SEC": "0.5",
         "PYTHONUNBUFFERED": "1",
+        **tag_env(),  # so the session's guard (tests/conftest.py) sees this agent
     }
     docker_gid = os.stat("/var/run/docker.sock").st_gid
     log_path = agent_home / "agent.log"
