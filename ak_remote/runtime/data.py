@@ -25,8 +25,9 @@ from ak_remote.datasets import (
     LOCAL_SUFFIXES,
     DatasetRef,
     check_reference,
+    expand_placeholders,
     generate_reviews,
-    mask_credentials,
+    redact,
 )
 from ak_remote.errors import DataError, UsageError
 
@@ -183,20 +184,28 @@ def _load_bundled(name: str, family: str, kind: str) -> Dataset:
 
 
 class _MaskCredentials(logging.Filter):
-    """Masks user:password@ in a log record (the SDK logs the URL it failed to download)."""
+    """Masks user:password@ and the expanded values in a log record (the SDK logs the URL it
+    failed to download)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.secrets: list[str] = []
 
     def filter(self, record: logging.LogRecord) -> bool:
-        record.msg, record.args = mask_credentials(record.getMessage()), ()
+        record.msg, record.args = redact(record.getMessage(), self.secrets), ()
         return True
 
 
-def _mask_sdk_logs() -> None:
+def _mask_sdk_logs(secrets: Sequence[str]) -> None:
     """Put the masking filter on every ClearML logger (filters apply where a record is made)."""
     names = [n for n in list(logging.root.manager.loggerDict) if n.split(".")[0] == "clearml"]
     for name in ["clearml", "clearml.storage", *names]:
         logger = logging.getLogger(name)
-        if not any(isinstance(f, _MaskCredentials) for f in logger.filters):
-            logger.addFilter(_MaskCredentials())
+        found = [f for f in logger.filters if isinstance(f, _MaskCredentials)]
+        masking = found[0] if found else _MaskCredentials()
+        if not found:
+            logger.addFilter(masking)
+        masking.secrets = [*masking.secrets, *secrets]
 
 
 def _local_path(ref: DatasetRef) -> Path:
@@ -205,8 +214,14 @@ def _local_path(ref: DatasetRef) -> Path:
     from ak_remote.runtime import tracking  # ClearML's SDK, only for remote data
 
     if ref.kind == "remote":
-        _mask_sdk_logs()
-        return tracking.fetch_url(ref.value)
+        # ${NAME} placeholders are expanded here, at the last moment: the expanded URL lives
+        # only in this call (never in parameters, summaries or messages).
+        try:
+            url, secrets = expand_placeholders(ref.value)
+        except UsageError as exc:  # inside a job a dataset it cannot use is a data error
+            raise DataError(exc.message, exc.hint) from None
+        _mask_sdk_logs(secrets)
+        return tracking.fetch_url(url, ref.source, secrets)
     return tracking.fetch_dataset(ref.value)
 
 
