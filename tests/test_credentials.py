@@ -13,8 +13,10 @@ from __future__ import annotations
 import base64
 import csv
 import io
+import json
 import subprocess
 import sys
+import tempfile
 import threading
 import uuid
 import zipfile
@@ -332,6 +334,44 @@ def env_with(home: Path, **extra: str) -> dict[str, str]:
     return env
 
 
+def test_loading_unpacks_an_archive_and_leaves_no_secret_on_disk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, secret: str
+) -> None:
+    """In process, no training: the worker's loader against the loopback server."""
+    from ak_remote.errors import DataError
+    from ak_remote.runtime import data as data_module
+
+    packed = io.BytesIO()
+    with zipfile.ZipFile(packed, "w") as archive:
+        archive.writestr("wine/wine.csv", wine_csv())
+    served = AuthServer(packed.getvalue(), "reader", secret)
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    url = f"http://${{DATA_USER}}:${{DATA_TOKEN}}@127.0.0.1:{served.port}/wine.zip"
+    try:
+        monkeypatch.setenv("DATA_USER", "reader")
+        monkeypatch.setenv("DATA_TOKEN", secret)
+        loaded = data_module.load(url, "structured", "classifier")
+        assert len(loaded) == 178
+        assert loaded.target_name == "cultivar"
+        assert loaded.source == url
+        assert served.granted == 1
+        assert not list(scratch.iterdir())  # the download is gone once loaded
+        wrong = f"wrong{uuid.uuid4().hex}"
+        monkeypatch.setenv("DATA_TOKEN", wrong)
+        with pytest.raises(DataError) as caught:
+            data_module.load(url, "structured", "classifier")
+        assert "HTTP 401" in caught.value.message
+        assert "${DATA_USER}, ${DATA_TOKEN}" in str(caught.value.hint)
+        assert wrong not in str(caught.value)
+    finally:
+        served.close()
+    token_core = secret.split("@", 1)[1].split("/", 1)[0]
+    assert_nowhere(tmp_path, token_core)
+    assert_nowhere(tmp_path, wrong)
+
+
 def test_a_local_run_fetches_with_placeholders_and_records_no_secret(
     tmp_path: Path, data_server: AuthServer, secret: str
 ) -> None:
@@ -429,3 +469,58 @@ def test_on_a_worker_a_missing_or_wrong_variable_fails_the_run_without_the_secre
     assert data_server.denied >= 1
     assert data_server.granted == 0
     assert_nowhere(tmp_path, wrong, refused_fetch.stdout, refused_fetch.stderr)
+
+
+@pytest.mark.slow
+def test_an_agent_expands_placeholders_from_its_own_environment(
+    clearml_emulator: Emulator,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    data_server: AuthServer,
+    secret: str,
+) -> None:
+    """launch (no variables on this side) -> the real clearml-agent, whose environment has them
+    -> the job fetches with basic auth; the server's record never holds the token."""
+    from tests.emulator.agent import running_agent
+
+    emulator = clearml_emulator
+    monkeypatch.setenv("AK_REMOTE_POLL_INTERVAL", "1")
+    monkeypatch.delenv("DATA_TOKEN", raising=False)
+    monkeypatch.chdir(tmp_path)
+    templates.sync(client_from_config(), "ak-remote/templates", "reg/w:1", "")
+    emulator.create_queue("cpu")
+    url = url_of(data_server)
+    sets = ["--set", f"dataset={url}", "--set", "max_trials=1"]
+    for item in TINY:
+        sets += ["--set", item]
+    env = {"DATA_USER": "reader", "DATA_TOKEN": secret}
+    with running_agent(emulator, "cpu", env=env, log_dir=tmp_path / "agent") as agent:
+        result = CliRunner().invoke(cli, ["launch", JOB, "-q", "cpu", *sets, "--wait"])
+        assert result.exit_code == 0, f"{result.output}\n--- agent\n{agent.log()[-6000:]}"
+        agent_log = agent.log()
+    task_id = result.stdout.split()[0]
+    task = emulator.get_task(task_id)
+    assert task["status"] == "completed"
+    assert task["hyperparams"]["General"]["dataset"]["value"] == url
+    assert data_server.granted >= 1
+    token_core = secret.split("@", 1)[1].split("/", 1)[0]
+    with emulator.state.lock:
+        recorded = json.dumps(
+            {
+                "tasks": emulator.state.tasks,
+                "events": emulator.state.events,
+                "models": emulator.state.models,
+            },
+            default=str,
+        )
+        files = list(emulator.state.files.values())
+    assert "test metrics" in recorded  # the job's console output reached the server
+    assert token_core not in recorded
+    for blob in files:
+        assert token_core.encode() not in blob
+        if blob[:2] == b"PK":
+            with zipfile.ZipFile(io.BytesIO(blob)) as archive:
+                for name in archive.namelist():
+                    assert token_core.encode() not in archive.read(name), name
+    # The agent's own log and everything written under this test's folders (HOME included).
+    assert_nowhere(tmp_path, token_core, result.output, agent_log)
