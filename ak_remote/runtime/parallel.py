@@ -85,19 +85,13 @@ def train_trial(run: Any, data: Any, split: Any) -> None:
     import keras
 
     from ak_remote.runtime.callbacks import TensorBoard, trial_run
-    from ak_remote.runtime.training import build_automodel, configure_devices, make_strategy
+    from ak_remote.runtime.training import build_automodel, prepare_devices
 
     spec: SearchSpec = run.search_spec
     job, settings, run_dir, tracker = run.job, run.settings, run.run_dir, run.tracker
     values, hyperband_epochs = candidate_values(spec.candidate)
     epochs = hyperband_epochs or settings.epochs
-    configure_devices(settings.gpus)
-    keras.utils.set_random_seed(settings.seed)
-    strategy, devices = make_strategy(settings.distribution, settings.gpus)
-    run.summary["distribution"] = {
-        "strategy": type(strategy).__name__ if strategy is not None else "default",
-        "devices": devices,
-    }
+    strategy, run.summary["distribution"] = prepare_devices(settings)
     automodel = build_automodel(
         job, settings, data, str(run_dir / "autokeras"), strategy, candidate=values
     )

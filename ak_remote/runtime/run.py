@@ -184,7 +184,7 @@ class Run:
 
     def _train_and_export(self) -> None:
         from ak_remote.runtime import data as data_module
-        from ak_remote.runtime.training import configure_devices, make_strategy, search
+        from ak_remote.runtime.training import prepare_devices, search
 
         job, settings, run_dir = self.job, self.settings, self.run_dir
         assert run_dir is not None
@@ -222,15 +222,7 @@ class Run:
             if run_part(self, data, split):
                 return
 
-        configure_devices(settings.gpus)
-        import keras
-
-        keras.utils.set_random_seed(settings.seed)
-        strategy, devices = make_strategy(settings.distribution, settings.gpus)
-        self.summary["distribution"] = {
-            "strategy": type(strategy).__name__ if strategy is not None else "default",
-            "devices": devices,
-        }
+        strategy, self.summary["distribution"] = prepare_devices(settings)
         tensorboard_dir = run_dir / "tensorboard"
         self.summary["tensorboard_dir"] = str(tensorboard_dir)
         console.say(
