@@ -181,7 +181,7 @@ def refuse_credentials(what: str, value: str) -> None:
                 f"{what} {shown!r} carries credentials in its URL, which would be stored in the "
                 "run's ClearML parameters",
                 f"name environment variables instead, as in {PLACEHOLDER_EXAMPLE}, and set them "
-                "in the agent's environment (README: Jobs, datasets)",
+                'in the agent\'s environment (README: Jobs, "Datasets behind a password")',
             )
 
 
