@@ -31,6 +31,7 @@ from ak_remote import __version__
 from ak_remote.catalog import PROJECT_ROOT, Job, get_job
 from ak_remote.contract import (
     DEFAULT_PROJECT,
+    PARENT_PID_ENV,
     RUN_COMPLETED,
     RUN_FAILED,
     SUMMARY_FILE,
@@ -563,9 +564,6 @@ class Stopped(BaseException):
         self.signum = signum
 
 
-PARENT_ENV = "AK_REMOTE_PARENT_PID"  # set by `ak-remote run`: the job stops when it dies
-
-
 def _on_stop_signal(signum: int, _frame: Any) -> None:
     raise Stopped(signum)
 
@@ -576,7 +574,7 @@ def _stop_with_parent() -> None:
     Linux: the kernel sends SIGTERM on the parent's death (PR_SET_PDEATHSIG). Elsewhere, and as
     a second line, a thread compares getppid() with the parent the CLI named.
     """
-    parent = os.environ.get(PARENT_ENV, "")
+    parent = os.environ.get(PARENT_PID_ENV, "")
     if not parent.isdigit():
         return
     if sys.platform.startswith("linux"):

@@ -191,13 +191,14 @@ def build_automodel(
     strategy: Any,
     state: SearchState | None = None,
     candidate: Mapping[str, Any] | None = None,
+    trial: str | None = None,
 ) -> Any:
     """The AutoKeras task object for `job`, configured from the parameters.
 
     With a `state`, the tuner snapshots the search after every trial, and a restored state is
     reloaded (overwrite=False) instead of wiped. With a `candidate` (a parallel search's trial
     or final fit) it trains exactly those values: every one Fixed, no new entries tuned, one
-    trial.
+    trial, whose TensorBoard run is named after the search's `trial` when given.
     """
     import autokeras as ak
 
@@ -218,7 +219,7 @@ def build_automodel(
         from ak_remote.search.oracle import fixed_hyperparameters
 
         # Random search over a space where every value is Fixed: exactly the candidate.
-        fixed = with_precision(readable_runs(tuner_class("random")), settings.precision)
+        fixed = with_precision(readable_runs(tuner_class("random"), trial), settings.precision)
         kwargs.update(
             max_trials=1,
             tuner=state.tuner_class(fixed) if state is not None else fixed,

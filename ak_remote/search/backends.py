@@ -33,6 +33,7 @@ from ak_remote.contract import (
     LAUNCH_TAG_PREFIX,
     OBJECTIVE_TITLE,
     PARAM_SECTION,
+    PARENT_PID_ENV,
     QUEUED,
     RUN_COMPLETED,
     RUN_TAG,
@@ -267,7 +268,8 @@ class LocalBackend:
         argv += ["--task-name", f"{self.job.name} {trial_name(trial_id, attempt, final)}"]
         if self.offline:
             argv.append("--offline")
-        env = dict(os.environ)
+        # The trial stops with this controller, not with whoever started the controller.
+        env = {**os.environ, PARENT_PID_ENV: str(os.getpid())}
         slot = self._free_gpu()
         if self.gpus:
             # One GPU per worker: small candidates use several GPUs better side by side
