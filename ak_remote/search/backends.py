@@ -101,6 +101,10 @@ class ClearMLBackend:
         spec: SearchSpec,
         fingerprint: str,
     ) -> None:
+        from ak_remote.datasets import refuse_credentials
+
+        for key, value in general.items():  # every trial clone would store them on the server
+            refuse_credentials(f"the search's {key}", value)
         self.client = client
         self.job = job
         self.general = dict(general)
