@@ -74,7 +74,9 @@ class LazyGroup(click.Group):
             if debug:
                 traceback.print_exc()
             if not exc.reported:
-                click.echo(f"Error: {exc}", err=True)
+                from ak_remote.datasets import mask_credentials  # a last guard for any message
+
+                click.echo(f"Error: {mask_credentials(str(exc))}", err=True)
             sys.exit(exc.exit_code)
         except Exception as exc:  # noqa: BLE001 - a bug: say so plainly, with the traceback behind --debug
             if debug:

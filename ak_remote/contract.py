@@ -149,6 +149,11 @@ def is_pinned(reference: str) -> bool:
 
 
 # -- environment ------------------------------------------------------------------------------
+# Set by whatever starts a job process on this machine (`ak-remote run`, a local search's
+# controller): the job stops itself when that process dies (runtime/run.py).
+PARENT_PID_ENV: Final = "AK_REMOTE_PARENT_PID"
+
+
 def server_configured(env: Mapping[str, str] | None = None) -> bool:
     """True when ClearML has a server to talk to (env vars or a clearml.conf).
 

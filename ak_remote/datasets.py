@@ -11,15 +11,22 @@ Accepted forms:
   or an `.npz` file with `x` and `y` arrays for image jobs;
 - a URL or bucket path that ClearML's StorageManager fetches (http, https, s3, gs, azure);
 - `clearml://<dataset id>`: a ClearML Dataset, fetched with `Dataset.get(...).get_local_copy()`.
+
+Credentials never travel in a parameter: an http(s) URL names environment variables instead,
+`https://${DATA_USER}:${DATA_TOKEN}@host/data.csv` (NAME: `[A-Z_][A-Z0-9_]*`, only in the
+user:password part); the worker expands them just before it fetches (`expand_placeholders`).
+Bucket URLs take no credentials at all: the SDK reads them from clearml.conf.
 """
 
 from __future__ import annotations
 
+import os
 import random
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlparse
+from urllib.parse import quote, urlparse
 
 from ak_remote.contract import is_task_id
 from ak_remote.errors import UsageError
@@ -84,6 +91,7 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 # StorageManager unpacks these after download (extract_archive=True), e.g. a zipped image folder.
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz")
 REMOTE_SCHEMES = ("http", "https", "s3", "gs", "azure")
+BUCKET_SCHEMES = ("s3", "gs", "azure")  # StorageManager takes their keys from clearml.conf
 CLEARML_SCHEME = "clearml://"
 
 
@@ -104,12 +112,125 @@ class DatasetRef:
         )
 
 
-_CREDENTIALS = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>[^/@\s]+)@")
+# A URL's user:password@ part: greedy up to the authority's last '@' (a password may hold '@').
+_CREDENTIALS = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>[^/?#\s]+)@")
+PLACEHOLDER = re.compile(r"\$\{(?P<name>[A-Z_][A-Z0-9_]*)\}")
+_PLACEHOLDERS_ONLY = re.compile(r"(?:\$\{[A-Z_][A-Z0-9_]*\})+")
+PLACEHOLDER_EXAMPLE = "https://${DATA_USER}:${DATA_TOKEN}@host/data.csv"
+ENV_HINT = (
+    "export it where the job runs: for `ak-remote run`, this shell; for an agent, the agent's "
+    "environment, passed into Docker-mode tasks with "
+    'agent.extra_docker_arguments: ["-e", "{name}"] in the agent\'s clearml.conf'
+)
+BUCKET_HINT = (
+    "drop them from the URL: agents read bucket credentials from their clearml.conf "
+    "(sdk.aws.s3.credentials, sdk.google.storage.credentials, sdk.azure.storage.containers)"
+)
+
+
+def _secret_part(userinfo: str) -> str:
+    """The part of `user:password` that is secret: the password, or a lone token."""
+    user, colon, password = userinfo.partition(":")
+    return password if colon else user
+
+
+def _literal_secret(userinfo: str) -> bool:
+    """Whether `userinfo` holds a secret as text rather than as ${NAME} placeholders."""
+    secret = _secret_part(userinfo)
+    return bool(secret) and not _PLACEHOLDERS_ONLY.fullmatch(secret)
 
 
 def mask_credentials(text: str) -> str:
-    """`text` with every URL's `user:password@` replaced by `***@` (for messages and records)."""
-    return _CREDENTIALS.sub(lambda m: f"{m.group('scheme')}***@", text)
+    """`text` with every URL's `user:password@` replaced by `***@` (for messages and records).
+
+    A user:password part made of ${NAME} placeholders is kept: it is a name, not a secret.
+    """
+
+    def mask(match: re.Match[str]) -> str:
+        if _literal_secret(match.group("userinfo")):
+            return f"{match.group('scheme')}***@"
+        return match.group(0)
+
+    return _CREDENTIALS.sub(mask, text)
+
+
+MIN_REDACTED = 4  # shorter values (a user name "ml") would mangle every message, not hide a secret
+
+
+def redact(text: str, secrets: Sequence[str]) -> str:
+    """`text` with each of `secrets` (values expanded from the environment) replaced by ***."""
+    for secret in sorted(secrets, key=len, reverse=True):
+        if len(secret) >= MIN_REDACTED:
+            text = text.replace(secret, "***")
+    return mask_credentials(text)
+
+
+def refuse_credentials(what: str, value: str) -> None:
+    """Raise UsageError when `value` carries credentials in a URL (before it reaches a server).
+
+    `what` names where the value came from (`--set`, "the template's dataset"...); the message
+    shows the value masked, never the secret.
+    """
+    for match in _CREDENTIALS.finditer(value):
+        scheme = match.group("scheme")[:-3].lower()
+        shown = mask_credentials(value)
+        if scheme in BUCKET_SCHEMES:
+            raise UsageError(f"{what} {shown!r} has credentials in a bucket URL", BUCKET_HINT)
+        if _literal_secret(match.group("userinfo")):
+            raise UsageError(
+                f"{what} {shown!r} carries credentials in its URL, which would be stored in the "
+                "run's ClearML parameters",
+                f"name environment variables instead, as in {PLACEHOLDER_EXAMPLE}, and set them "
+                'in the agent\'s environment (README: Jobs, "Datasets behind a password")',
+            )
+
+
+def placeholder_names(url: str) -> list[str]:
+    """The ${NAME} placeholders of `url`'s user:password part, in order, each once."""
+    match = _CREDENTIALS.match(url.strip())
+    if match is None:
+        return []
+    names = [m.group("name") for m in PLACEHOLDER.finditer(match.group("userinfo"))]
+    return list(dict.fromkeys(names))
+
+
+def check_environment(url: str, environ: Mapping[str, str] | None = None) -> None:
+    """Raise UsageError naming the first placeholder of `url` unset (or empty) in `environ`."""
+    env = os.environ if environ is None else environ
+    for name in placeholder_names(url):
+        if not env.get(name):
+            raise UsageError(
+                f"the dataset URL {mask_credentials(url.strip())!r} names ${{{name}}}, "
+                "which is not set in the environment",
+                ENV_HINT.replace("{name}", name),
+            )
+
+
+def expand_placeholders(
+    url: str, environ: Mapping[str, str] | None = None
+) -> tuple[str, list[str]]:
+    """`url` with its ${NAME} placeholders replaced from `environ` (default: os.environ), and
+    the texts substituted (to redact from anything said about the fetch).
+
+    Values are percent-encoded, so a token holding '@', ':' or '/' keeps the URL intact.
+    Raises UsageError naming an unset variable.
+    """
+    env = os.environ if environ is None else environ
+    check_environment(url, env)
+    ref = url.strip()
+    match = _CREDENTIALS.match(ref)
+    if match is None or not placeholder_names(ref):
+        return ref, []
+    used: list[str] = []
+
+    def substitute(found: re.Match[str]) -> str:
+        value = env[found.group("name")]
+        encoded = quote(value, safe="")
+        used.extend({value, encoded})
+        return encoded
+
+    userinfo = PLACEHOLDER.sub(substitute, match.group("userinfo"))
+    return f"{match.group('scheme')}{userinfo}@{ref[match.end() :]}", used
 
 
 def bundled_for(family: str, kind: str) -> list[str]:
@@ -153,6 +274,9 @@ def check_reference(reference: str, family: str, kind: str) -> DatasetRef:
             raise UsageError(
                 f"dataset URL {shown!r} has no host or bucket", "e.g. s3://bucket/x.csv"
             )
+        if "@" in parsed.netloc and parsed.scheme in BUCKET_SCHEMES:
+            raise UsageError(f"dataset URL {shown!r} has credentials in a bucket URL", BUCKET_HINT)
+        _check_placeholders(ref, shown)
         suffix = _suffix(parsed.path)
         allowed = LOCAL_SUFFIXES[family] + ARCHIVE_SUFFIXES
         if suffix and suffix not in allowed:
@@ -173,6 +297,23 @@ def check_reference(reference: str, family: str, kind: str) -> DatasetRef:
     if not looks_like_path:
         raise UsageError(f"unknown dataset {shown!r}", _choices_hint(family, kind))
     return _check_local(Path(ref).expanduser(), shown, family)
+
+
+def _check_placeholders(ref: str, shown: str) -> None:
+    """${NAME} placeholders only in the user:password part, and only well formed there."""
+    match = _CREDENTIALS.match(ref)
+    userinfo = match.group("userinfo") if match else ""
+    if "${" in (ref[match.end() :] if match else ref):
+        raise UsageError(
+            f"dataset URL {shown!r} has a ${{...}} placeholder outside its user:password part",
+            f"placeholders stand for credentials only, as in {PLACEHOLDER_EXAMPLE}",
+        )
+    if "${" in PLACEHOLDER.sub("", userinfo):
+        raise UsageError(
+            f"dataset URL {shown!r} has a malformed ${{...}} placeholder",
+            "write ${NAME} with NAME made of capital letters, digits and _, "
+            f"as in {PLACEHOLDER_EXAMPLE}",
+        )
 
 
 def check_for_agent(reference: str, family: str, kind: str) -> DatasetRef:

@@ -309,6 +309,15 @@ def common_params(
             choices=("auto", "none", "mirrored"),
         ),
         ParamSpec("gpus", "int", 0, "GPUs to use (0: all visible)", min=0, max=64),
+        ParamSpec(
+            "precision",
+            "str",
+            "float32",
+            "Keras dtype policy for training: float32; mixed_float16 (NVIDIA GPUs of compute "
+            "capability 7.0+); mixed_bfloat16 (Ampere+ GPUs, TPUs). Exported models keep "
+            "float32 outputs",
+            choices=("float32", "mixed_float16", "mixed_bfloat16"),
+        ),
     )
 
 

@@ -10,10 +10,13 @@
 # (docker/Dockerfile.deps, reused while lock and base are unchanged); ak-remote's own wheel and
 # jobs/ go on top (docker/Dockerfile.<flavour>). Prints the base it used and the image ID.
 #
-# Base (--base): `registry` is python:3.11.14-slim-bookworm from a registry; `debootstrap` makes
-# one from Debian bookworm packages (Python 3.11) and imports it as ak-remote-base:bookworm-py311,
-# for hosts that reach no image registry; `auto` (default) takes the registry image when it is
-# here or can be pulled, else debootstrap; anything else is used as the base image as is.
+# Base (--base): `registry` is python:3.11.14-slim-bookworm from a registry plus git
+# (docker/Dockerfile.base, whose apt-get is the one step that uses the network inside a build);
+# `debootstrap` makes one from Debian bookworm packages (Python 3.11, git) on this host and
+# imports it as ak-remote-base:bookworm-py311-<packages hash>, for hosts that reach no image
+# registry; `auto` (default) takes the registry image when it is here or can be pulled, else
+# debootstrap; anything else is used as the base image as is (it needs git for templates that
+# record a git repository: the build warns when it has none).
 # Tags: $IMAGE_REPO:<version>-<flavour> and the moving $IMAGE_REPO:<flavour>.
 #   IMAGE_REPO              image name without tag (default: ak-remote-worker)
 #   DOCKER                  the docker executable (default: docker)
@@ -25,10 +28,15 @@ cd "$(dirname "$0")/.."
 IMAGE_REPO="${IMAGE_REPO:-ak-remote-worker}"
 DOCKER="${DOCKER:-docker}"
 REGISTRY_BASE="python:3.11.14-slim-bookworm"
-DEBOOTSTRAP_BASE="ak-remote-base:bookworm-py311"
-# Packages of the debootstrap base: Python 3.11 with venv (pip comes as a wheel with it), and
-# useradd for the image's user.
-DEBOOTSTRAP_PACKAGES="python3,python3-venv,passwd"
+# What clearml-agent needs to clone a template's repository inside the container (templates
+# synced from a checkout with a remote record repository + commit, not the script): git, CA
+# certificates for https remotes, ssh for git@host: remotes. Both bases get the same packages.
+GIT_PACKAGES="git ca-certificates openssh-client"
+# Packages of the debootstrap base: Python 3.11 with venv (pip comes as a wheel with it),
+# useradd for the image's user, and the git packages.
+DEBOOTSTRAP_PACKAGES="python3,python3-venv,passwd,${GIT_PACKAGES// /,}"
+# Named by its package list, so a changed list makes a new base instead of reusing an old one.
+DEBOOTSTRAP_BASE="ak-remote-base:bookworm-py311-$(printf %s "$DEBOOTSTRAP_PACKAGES" | sha256sum | cut -c1-8)"
 MIRROR="${AK_REMOTE_DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 only=""
 base_choice=auto
@@ -42,7 +50,7 @@ while [[ $# -gt 0 ]]; do
         --push) push=1; shift ;;
         --dry-run) dry_run=1; shift ;;
         --) shift; extra=("$@"); break ;;
-        -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
         *) echo "build.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -104,16 +112,46 @@ debootstrap_base() {
     say "base image: $DEBOOTSTRAP_BASE (made now with debootstrap bookworm, $((SECONDS - started))s)"
 }
 
+# The registry image plus the git packages (docker/Dockerfile.base), tagged by that file, the
+# package list and the registry image's ID, so it is built once per change of any of them.
+registry_base_with_git() {
+    local key tag
+    key="$( { cat docker/Dockerfile.base; echo "$GIT_PACKAGES"; image_id "$REGISTRY_BASE"; } \
+        | sha256sum | cut -c1-12)"
+    tag="ak-remote-base:${REGISTRY_BASE##*:}-git-$key"
+    BASE="$tag"
+    if have_image "$tag"; then
+        say "base image: $tag ($REGISTRY_BASE with git, reused)"
+        return
+    fi
+    local started=$SECONDS context
+    # Dockerfile.base copies nothing: an empty folder is its whole context.
+    context="$(mktemp -d "${TMPDIR:-/tmp}/ak-remote-base-context.XXXXXX")"
+    cleanup_dirs+=("$context")
+    run "$DOCKER" build --file docker/Dockerfile.base --tag "$tag" \
+        --build-arg "BASE_IMAGE=$REGISTRY_BASE" --build-arg "PACKAGES=$GIT_PACKAGES" \
+        "$context" \
+        || die "adding git to $REGISTRY_BASE failed (apt-get inside the build needs its Debian mirror); pass --base debootstrap, or --base an image that has git"
+    say "base image: $tag ($REGISTRY_BASE with git, built in $((SECONDS - started))s)"
+}
+
+# A given base is used as is; say so when it cannot clone a template's repository.
+warn_without_git() {
+    if ! "$DOCKER" run --rm --network none --entrypoint sh "$1" -c 'command -v git' >/dev/null 2>&1; then
+        say "warning: base image $1 has no git: templates that record a git repository (synced from a checkout with a remote) cannot run in this image; add $GIT_PACKAGES to it, or use --base auto"
+    fi
+}
+
 resolve_base() {
     case "$base_choice" in
         debootstrap) debootstrap_base; BASE="$DEBOOTSTRAP_BASE" ;;
         registry|auto)
             if have_image "$REGISTRY_BASE"; then
                 say "base image: $REGISTRY_BASE (already here)"
-                BASE="$REGISTRY_BASE"
+                registry_base_with_git
             elif "$DOCKER" pull --quiet "$REGISTRY_BASE" >/dev/null 2>&1; then
                 say "base image: $REGISTRY_BASE (pulled)"
-                BASE="$REGISTRY_BASE"
+                registry_base_with_git
             elif [[ "$base_choice" == registry ]]; then
                 die "cannot pull $REGISTRY_BASE (no registry reachable?); pass --base debootstrap"
             else
@@ -127,6 +165,7 @@ resolve_base() {
                 || die "base image $base_choice is neither here nor pullable"
             say "base image: $base_choice (given)"
             BASE="$base_choice"
+            warn_without_git "$BASE"
             ;;
     esac
 }
@@ -218,8 +257,16 @@ if [[ $dry_run -eq 0 ]]; then
     resolve_base
 else
     case "$base_choice" in
-        auto|registry) BASE="$REGISTRY_BASE" ;;
-        debootstrap) BASE="$DEBOOTSTRAP_BASE" ;;
+        auto|registry)
+            BASE="ak-remote-base:${REGISTRY_BASE##*:}-git-KEY"
+            run "$DOCKER" build --file docker/Dockerfile.base --tag "$BASE" \
+                --build-arg "BASE_IMAGE=$REGISTRY_BASE" --build-arg "PACKAGES=$GIT_PACKAGES" \
+                EMPTY_DIR
+            ;;
+        debootstrap)
+            run debootstrap --variant=minbase --include="$DEBOOTSTRAP_PACKAGES" bookworm ROOT "$MIRROR"
+            BASE="$DEBOOTSTRAP_BASE"
+            ;;
         *) BASE="$base_choice" ;;
     esac
 fi

@@ -1,7 +1,9 @@
 """Docker mode, for real: the CPU worker image built from this checkout by docker/build.sh, a real
 `clearml-agent daemon --docker` started by `ak-remote agent up` with infra/agents' configuration,
 and a run launched with `ak-remote launch` that trains inside the image, installs nothing, and
-whose model comes back (`pull --check`) on the host.
+whose model comes back (`pull --check`) on the host; then the same with templates synced in a
+clone whose remote is served over git's smart HTTP protocol on loopback, so that clearml-agent
+clones the repository inside the container, as it does for users' templates.
 
 The engine comes from docker/engine.sh (installed and started where missing, as in CI); the
 image build reuses the wheelhouse and the locked-environment image, so a second run only
@@ -21,10 +23,15 @@ import shutil
 import signal
 import string
 import subprocess
+import sys
 import tempfile
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from socketserver import ThreadingMixIn
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import pytest
 import tomllib
@@ -41,6 +48,109 @@ AGENT_UID = 10001
 LOCK = "requirements/worker.lock"
 SYSTEM_PYTHON = "/usr/bin/python3.11"  # Debian's, as on an agent host (bookworm)
 TINY = ["--set", "max_trials=1", "--set", "epochs=1", "--set", "max_samples=120"]
+
+
+class _ThreadingServer(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def git_http_backend(root: Path) -> Callable[[dict[str, Any], Callable[..., Any]], list[bytes]]:
+    """git's smart HTTP protocol, the one GitHub and GitLab serve over https, for the bare
+    repositories under `root`: `git http-backend` run as CGI for each request."""
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        body = environ["wsgi.input"].read(length) if length else b""
+        cgi = {
+            "PATH": os.environ["PATH"],
+            "GIT_PROJECT_ROOT": str(root),
+            "GIT_HTTP_EXPORT_ALL": "1",
+            "REQUEST_METHOD": environ["REQUEST_METHOD"],
+            "PATH_INFO": environ.get("PATH_INFO", ""),
+            "QUERY_STRING": environ.get("QUERY_STRING", ""),
+            "CONTENT_TYPE": environ.get("CONTENT_TYPE", ""),
+            "CONTENT_LENGTH": str(len(body)),
+            "REMOTE_ADDR": environ.get("REMOTE_ADDR", ""),
+            "HTTP_CONTENT_ENCODING": environ.get("HTTP_CONTENT_ENCODING", ""),
+            "GIT_PROTOCOL": environ.get("HTTP_GIT_PROTOCOL", ""),
+        }
+        backend = ["git", "http-backend"]
+        out = subprocess.run(
+            backend, input=body, env=cgi, capture_output=True, timeout=60, check=False
+        ).stdout
+        head, _, payload = out.partition(b"\r\n\r\n")
+        status, headers = "200 OK", []
+        for line in head.decode("latin-1").split("\r\n"):
+            name, _, value = line.partition(":")
+            if name.lower() == "status":
+                status = value.strip()
+            elif name:
+                headers.append((name, value.strip()))
+        start_response(status, headers)
+        return [payload]
+
+    return app
+
+
+@contextlib.contextmanager
+def git_server(root: Path) -> Iterator[str]:
+    """An HTTP git server for the bare repositories under `root` on loopback; its base URL."""
+    server = make_server(
+        "127.0.0.1",
+        0,
+        git_http_backend(root),
+        server_class=_ThreadingServer,
+        handler_class=_QuietHandler,
+    )
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def user_checkout(dest: Path, remote: str) -> str:
+    """This checkout's tracked files (as on disk) committed in a clone whose `origin` is
+    `remote`, as a user's clone of ak-remote looks; the commit."""
+    listed = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True, check=True)
+    for name in filter(None, listed.stdout.decode().split("\0")):
+        if (REPO / name).is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, dest / name)
+    identity = ["-c", "user.name=ak-remote test", "-c", "user.email=test@ak-remote.invalid"]
+    for args in (["init", "-q", "-b", "main"], ["add", "-A"], ["commit", "-q", "-m", "ak-remote"]):
+        subprocess.run(["git", "-C", str(dest), *identity, *args], capture_output=True, check=True)
+    subprocess.run(["git", "-C", str(dest), "remote", "add", "origin", remote], check=True)
+    head = subprocess.run(["git", "-C", str(dest), "rev-parse", "HEAD"], capture_output=True)
+    return head.stdout.decode().strip()
+
+
+def sync_from(checkout: Path, image: str) -> subprocess.CompletedProcess[str]:
+    """`ak-remote templates sync` run in the user's checkout, with that checkout's ak_remote."""
+    sync = ["templates", "sync", "--image", image, "--docker-args", "--network host"]
+    return _run_in(checkout, [sys.executable, "-m", "ak_remote", *sync])
+
+
+def _run_in(cwd: Path, command: list[str]) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(cwd)}
+    proc = subprocess.run(
+        command, cwd=cwd, env=env, capture_output=True, text=True, timeout=180, check=False
+    )
+    assert proc.returncode == 0, f"{command} failed ({proc.returncode}):\n{proc.stderr[-3000:]}"
+    return proc
+
+
+def template_of(job: str) -> str:
+    rows = json.loads(ok(invoke("templates", "list", "--json")).stdout)
+    (task_id,) = [row["id"] for row in rows if row["job"] == job]
+    return str(task_id)
 
 
 def invoke(*args: str) -> Result:
@@ -163,27 +273,15 @@ def agent_home() -> Iterator[Path]:
         shutil.rmtree(home, ignore_errors=True)
 
 
-@pytest.mark.slow
-def test_a_launched_run_trains_inside_the_cpu_image_through_a_docker_mode_agent(
-    clearml_emulator: Emulator,
-    cpu_image: str,
-    agent_venv: Path,
-    agent_home: Path,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    assert os.geteuid() == 0, "the Docker-mode test starts the agent as uid 10001 and needs root"
-    emulator = clearml_emulator
-    monkeypatch.setenv("AK_REMOTE_POLL_INTERVAL", "1")
-    monkeypatch.chdir(tmp_path)
-
-    # The template records the image by its ID (the digest build.sh reported); the containers
-    # reach the emulator and its fileserver on this host's loopback through host networking.
-    ok(invoke("templates", "sync", "--image", cpu_image, "--docker-args", "--network host"))
+@contextlib.contextmanager
+def running_agent(
+    emulator: Emulator, image: str, agent_venv: Path, agent_home: Path
+) -> Iterator[Callable[[], str]]:
+    """`ak-remote agent up -q cpu --cpu-only --image IMAGE` as the systemd unit runs the agent
+    (uid 10001, group docker), registered with the emulator; yields a reader of its log."""
     emulator.create_queue("cpu")
-
     conf = agent_home / "clearml.conf"
-    render_agent_conf(emulator, cpu_image, conf)
+    render_agent_conf(emulator, image, conf)
     os.chmod(conf, 0o644)
     worker_id = f"docker-test:{os.getpid()}"
     # ak-remote from this checkout, copied where the agent's uid can read it: a checkout under
@@ -208,7 +306,6 @@ def test_a_launched_run_trains_inside_the_cpu_image_through_a_docker_mode_agent(
     }
     docker_gid = os.stat("/var/run/docker.sock").st_gid
     log_path = agent_home / "agent.log"
-    # `ak-remote agent up` as the systemd unit runs the agent: uid 10001, group docker.
     command = [
         "setpriv",
         f"--reuid={AGENT_UID}",
@@ -223,7 +320,7 @@ def test_a_launched_run_trains_inside_the_cpu_image_through_a_docker_mode_agent(
         "cpu",
         "--cpu-only",
         "--image",
-        cpu_image,
+        image,
     ]
     with log_path.open("wb") as log_file:
         agent = subprocess.Popen(
@@ -244,15 +341,52 @@ def test_a_launched_run_trains_inside_the_cpu_image_through_a_docker_mode_agent(
             assert agent.poll() is None, f"agent exited early:\n{agent_log()}"
             assert time.monotonic() < deadline, f"agent did not register:\n{agent_log()}"
             time.sleep(0.3)
-
-        launched = invoke("launch", "structured-classifier", "-q", "cpu", *TINY, "--wait")
-        task_id = launched.stdout.strip().splitlines()[0] if launched.stdout.strip() else ""
-        task_log = ok(invoke("logs", task_id)).stdout if task_id else ""
-        assert launched.exit_code == 0, (
-            f"{launched.output}\n--- task log\n{task_log[-6000:]}\n--- agent\n{agent_log()}"
-        )
+        yield agent_log
     finally:
         stop(agent)
+
+
+def launch_tiny(agent_log: Callable[[], str]) -> tuple[str, str]:
+    """`ak-remote launch structured-classifier -q cpu` (1 trial, 1 epoch) and wait: task id, log."""
+    launched = invoke("launch", "structured-classifier", "-q", "cpu", *TINY, "--wait")
+    task_id = launched.stdout.strip().splitlines()[0] if launched.stdout.strip() else ""
+    task_log = ok(invoke("logs", task_id)).stdout if task_id else ""
+    assert launched.exit_code == 0, (
+        f"{launched.output}\n--- task log\n{task_log[-6000:]}\n--- agent\n{agent_log()}"
+    )
+    return task_id, task_log
+
+
+def pulled_and_checked(task_id: str, dest: Path) -> dict[str, Any]:
+    """`ak-remote pull --check` of the run: the model came back and reloads; its summary."""
+    pulled = ok(invoke("pull", task_id, "--dest", str(dest), "--check"))
+    assert "Check passed" in pulled.stderr
+    assert (dest / "model.keras").is_file()
+    assert (dest / "savedmodel").is_dir()
+    summary: dict[str, Any] = json.loads((dest / "summary.json").read_text())
+    return summary
+
+
+@pytest.mark.slow
+def test_a_launched_run_trains_inside_the_cpu_image_through_a_docker_mode_agent(
+    clearml_emulator: Emulator,
+    cpu_image: str,
+    agent_venv: Path,
+    agent_home: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert os.geteuid() == 0, "the Docker-mode test starts the agent as uid 10001 and needs root"
+    emulator = clearml_emulator
+    monkeypatch.setenv("AK_REMOTE_POLL_INTERVAL", "1")
+    monkeypatch.chdir(tmp_path)
+
+    # The template records the image by its ID (the digest build.sh reported); the containers
+    # reach the emulator and its fileserver on this host's loopback through host networking.
+    # This checkout has no shared remote, so the job script travels inside the template.
+    ok(invoke("templates", "sync", "--image", cpu_image, "--docker-args", "--network host"))
+    with running_agent(emulator, cpu_image, agent_venv, agent_home) as agent_log:
+        task_id, task_log = launch_tiny(agent_log)
 
     task = emulator.get_task(task_id)
     assert task["status"] == "completed"
@@ -270,27 +404,101 @@ def test_a_launched_run_trains_inside_the_cpu_image_through_a_docker_mode_agent(
     summary = json.loads(ok(invoke("status", task_id, "--json")).stdout)[0]
     assert summary["status"] == "completed"
 
-    dest = tmp_path / "pulled"
-    pulled = ok(invoke("pull", task_id, "--dest", str(dest), "--check"))
-    assert "Check passed" in pulled.stderr
-    assert (dest / "model.keras").is_file()
-    assert (dest / "savedmodel").is_dir()
-    recorded = json.loads((dest / "summary.json").read_text())
+    recorded = pulled_and_checked(task_id, tmp_path / "pulled")
     assert recorded["reproducibility"]["image"] == cpu_image
 
     dry = json.loads(ok(invoke("reproduce", task_id, "-q", "cpu", "--dry-run", "--json")).stdout)
     assert f"image {cpu_image}" in dry["pinned"]
 
 
-def test_agent_up_refuses_an_image_without_ak_remote_or_one_that_is_gone(cpu_image: str) -> None:
-    # The worker image with ak-remote uninstalled: what a plain Python image would look like.
+@pytest.mark.slow
+def test_a_template_that_records_a_git_repository_is_cloned_inside_the_cpu_image(
+    clearml_emulator: Emulator,
+    cpu_image: str,
+    agent_venv: Path,
+    agent_home: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The users' normal case: templates synced from a clone whose remote agents can reach
+    record repository + commit, and clearml-agent clones the repository inside the container."""
+    assert os.geteuid() == 0, "the Docker-mode test starts the agent as uid 10001 and needs root"
+    emulator = clearml_emulator
+    monkeypatch.setenv("AK_REMOTE_POLL_INTERVAL", "1")
+    monkeypatch.chdir(tmp_path)
+    served = tmp_path / "served"
+    checkout = tmp_path / "checkout"
+    checkout.mkdir()
+    bare = served / "ak-remote.git"
+    subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(bare)], check=True)
+    subprocess.run(["git", "-C", str(bare), "config", "http.receivepack", "true"], check=True)
+    with git_server(served) as base_url:
+        url = f"{base_url}/ak-remote.git"
+        commit = user_checkout(checkout, url)
+        # Pushed over HTTP as a user pushes, so origin/main holds the commit (sync checks that).
+        push = ["git", "-C", str(checkout), "push", "-q", "-u", "origin", "main"]
+        subprocess.run(push, capture_output=True, check=True)
+
+        synced = sync_from(checkout, cpu_image)
+        assert "Warning" not in synced.stderr, synced.stderr
+        template = emulator.get_task(template_of("structured-classifier"))
+        assert template["script"]["repository"] == url
+        assert template["script"]["version_num"] == commit
+        assert template["script"]["diff"] == ""  # the code can only come from the clone
+
+        with running_agent(emulator, cpu_image, agent_venv, agent_home) as agent_log:
+            task_id, task_log = launch_tiny(agent_log)
+
+    task = emulator.get_task(task_id)
+    assert task["status"] == "completed"
+    assert task["script"]["repository"] == url
+    assert f"Running Task {task_id} inside docker: {cpu_image}" in task_log
+    # clearml-agent cloned the repository inside the container, checked out the commit and
+    # ran the job from the clone.
+    assert f"cloning: {url}" in task_log
+    assert f"HEAD is now at {commit[:7]}" in task_log
+    assert "root: /home/ak/.clearml/venvs-builds/task_repository/ak-remote.git" in task_log
+    assert "[.]$ /opt/venv/bin/python -u jobs/structured_classifier.py" in task_log
+    recorded = pulled_and_checked(task_id, tmp_path / "pulled")
+    assert recorded["reproducibility"]["image"] == cpu_image
+    assert recorded["reproducibility"]["git"]["commit"] == commit
+
+
+def test_the_cpu_image_has_git_and_images_without_it_are_reported(
+    cpu_image: str, clearml_emulator: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """git in the built image (clearml-agent clones templates' repositories with it), and an
+    image without ak_remote or git: `agent up` refuses it, `doctor` names it when templates
+    record a repository."""
+    version = subprocess.run(
+        ["docker", "run", "--rm", "--network", "none", cpu_image, "git", "--version"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert version.returncode == 0, version.stderr
+    assert version.stdout.startswith("git version 2."), version.stdout
+    from ak_remote.fleet.images import ImageCheck, check_worker_image, worker_image_problem
+
+    # The real image passes the same checks (the end-to-end tests start agents on it).
+    assert check_worker_image(cpu_image) == ImageCheck()
+    assert worker_image_problem(cpu_image) is None
+
+    # The worker image with ak-remote uninstalled and git removed: what a plain Python image
+    # would look like.
     container = f"ak-remote-test-strip-{os.getpid()}"
     stripped = f"ak-remote-test-no-ak-remote:{os.getpid()}"
-    uninstall = "/opt/venv/bin/python -m pip uninstall --yes --quiet ak-remote"
+    no_git = f"ak-remote-test-no-git:{os.getpid()}"
+    uninstall = "/opt/venv/bin/python -m pip uninstall --yes --quiet ak-remote && rm /usr/bin/git"
     strip = ["docker", "run", "--user", "0", "--name", container, "--entrypoint", "bash"]
     subprocess.run([*strip, cpu_image, "-c", uninstall], capture_output=True, check=True)
     try:
         subprocess.run(["docker", "commit", container, stripped], capture_output=True, check=True)
+        checked = check_worker_image(stripped)
+        assert checked.no_git == (
+            f"image {stripped} has no git: runs of templates that record a git repository "
+            "(`templates sync` from a checkout with a remote) cannot be cloned in it"
+        )
         refused = invoke("agent", "up", "-q", "cpu", "--cpu-only", "--image", stripped)
         assert refused.exit_code == 2, refused.output
         assert f"image {stripped} cannot run ak-remote jobs" in refused.stderr
@@ -300,10 +508,43 @@ def test_agent_up_refuses_an_image_without_ak_remote_or_one_that_is_gone(cpu_ima
         missing = invoke("agent", "up", "-q", "cpu", "--cpu-only", "--image", gone)
         assert missing.exit_code == 2, missing.output
         assert f"image {gone} is not on this host" in missing.stderr
-        # The real image passes the same check (the end-to-end test starts an agent on it).
-        from ak_remote.fleet.images import worker_image_problem
 
-        assert worker_image_problem(cpu_image) is None
+        # Templates synced from a checkout with a remote, recording the image without git.
+        monkeypatch.setenv("AK_REMOTE_IMAGE", stripped)
+        checkout = tmp_path / "checkout"
+        checkout.mkdir()
+        user_checkout(checkout, "https://git.example.invalid/team/ak-remote.git")
+        sync_from(checkout, stripped)
+        emulator_queue = "cpu"
+        clearml_emulator.create_queue(emulator_queue)
+        code = invoke("doctor", "-q", emulator_queue, "--json")
+        assert code.exit_code == 4, code.output
+        checks = json.loads(code.stdout)
+        (failed,) = [c for c in checks if c["name"] == "template image"]
+        assert failed["ok"] is False
+        assert failed["detail"].startswith(f"image {stripped} has no git")
+        assert "templates in ak-remote/templates record one" in failed["detail"]
+        assert "make image" in failed["fix"]
+
+        # Without git alone the image is not refused (script-carrying templates still run in
+        # it), but `agent up` says so before starting: here it then finds no clearml-agent on
+        # PATH, which stops it before any agent starts.
+        subprocess.run(["docker", "rm", "-f", container], capture_output=True, check=True)
+        subprocess.run(
+            [*strip, cpu_image, "-c", "rm /usr/bin/git"], capture_output=True, check=True
+        )
+        subprocess.run(["docker", "commit", container, no_git], capture_output=True, check=True)
+        only_git = check_worker_image(no_git)
+        assert only_git.problem is None
+        assert only_git.no_git is not None
+        assert only_git.no_git.startswith(f"image {no_git} has no git")
+        monkeypatch.setenv("PATH", "/usr/bin:/bin")
+        warned = invoke("agent", "up", "-q", "cpu", "--cpu-only", "--image", no_git)
+        assert f"Warning: image {no_git} has no git: runs of templates" in warned.stderr
+        assert "rebuild it with `make image`" in warned.stderr
+        assert "cannot start 'clearml-agent'" in warned.stderr
+        assert warned.exit_code == 2, warned.output
     finally:
         subprocess.run(["docker", "rm", "-f", container], capture_output=True, check=False)
-        subprocess.run(["docker", "image", "rm", stripped], capture_output=True, check=False)
+        for image in (stripped, no_git):
+            subprocess.run(["docker", "image", "rm", image], capture_output=True, check=False)

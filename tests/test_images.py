@@ -15,6 +15,9 @@ from ak_remote.fleet.images import is_image_id, is_pinned, registry_digest
 
 REPO = Path(__file__).resolve().parents[1]
 IMAGE_ID = "sha256:" + "0123456789abcdef" * 4
+# What clearml-agent needs to clone a template's repository (docker/build.sh), escaped as
+# the dry run prints it.
+GIT_PACKAGES = "git\\ ca-certificates\\ openssh-client"
 
 
 def test_pinned_references() -> None:
@@ -99,11 +102,20 @@ def test_wheelhouse_for_a_lock_whose_wheels_cannot_be_had(tmp_path: Path) -> Non
 def test_dry_run_names_the_base_it_would_use(base: str) -> None:
     result = script("docker/build.sh", "--only", "cpu", "--base", base, "--dry-run")
     assert result.returncode == 0, result.stderr
-    expected = {
-        "registry": "python:3.11.14-slim-bookworm",
-        "debootstrap": "ak-remote-base:bookworm-py311",
-    }.get(base, base)
-    assert f"BASE_IMAGE={expected}" in result.stdout
+    deps = next(line for line in result.stdout.splitlines() if "Dockerfile.deps" in line)
+    if base == "registry":
+        # The registry image gets git in docker/Dockerfile.base, and that is the base.
+        assert "--file docker/Dockerfile.base" in result.stdout
+        assert "BASE_IMAGE=python:3.11.14-slim-bookworm " in result.stdout
+        assert "BASE_IMAGE=ak-remote-base:3.11.14-slim-bookworm-git-" in deps
+    elif base == "debootstrap":
+        # Made with git among its packages, and named by them.
+        assert "--include=python3\\,python3-venv\\,passwd\\,git\\," in result.stdout
+        assert "BASE_IMAGE=ak-remote-base:bookworm-py311-" in deps
+    else:
+        assert "Dockerfile.base" not in result.stdout  # a given base is used as is
+        assert f"BASE_IMAGE={base} " in deps
+    assert f"PACKAGES={GIT_PACKAGES}" in result.stdout or base != "registry"
 
 
 def test_registry_digest_keeps_the_tag_and_adds_the_pushed_digest(tmp_path: Path) -> None:

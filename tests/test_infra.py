@@ -362,7 +362,17 @@ def test_build_script_tags_and_labels_from_the_locks() -> None:
     ]
     deps = [c for c in lines if c[:4] == ["docker", "build", "--file", "docker/Dockerfile.deps"]]
     assert len(deps) == 2
-    commands = [c for c in lines if c[:2] == ["docker", "build"] and c not in deps]
+    # First, once: the registry base plus git, with the package list Dockerfile.base defaults to.
+    base = [c for c in lines if c[:4] == ["docker", "build", "--file", "docker/Dockerfile.base"]]
+    assert len(base) == 1
+    assert lines.index(base[0]) == 0
+    base_args = dict(
+        base[0][i + 1].split("=", 1) for i, word in enumerate(base[0]) if word == "--build-arg"
+    )
+    default = arg_defaults(REPO / "docker" / "Dockerfile.base")["PACKAGES"].strip('"')
+    assert base_args["PACKAGES"] == default
+    assert "git" in base_args["PACKAGES"].split()
+    commands = [c for c in lines if c[:2] == ["docker", "build"] and c not in deps + base]
     version = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
     for command, flavour in zip(commands, ["cpu", "gpu"], strict=True):
         assert command[command.index("--file") + 1] == f"docker/Dockerfile.{flavour}"
@@ -387,7 +397,9 @@ def test_build_script_tags_and_labels_from_the_locks() -> None:
         deps_tag = deps[["cpu", "gpu"].index(flavour)][5]
         assert args["DEPS_IMAGE"] == deps_tag
         assert deps_tag.startswith(f"ak-remote-deps:{flavour}-")
-        assert args["BASE_IMAGE"] == defaults["BASE_IMAGE"]
+        # Built on the registry image with git, which Dockerfile.base made from the default.
+        assert base_args["BASE_IMAGE"] == defaults["BASE_IMAGE"]
+        assert args["BASE_IMAGE"] == base[0][base[0].index("--tag") + 1]
         assert command[-1] == "."
     bad = subprocess.run(
         ["bash", str(REPO / "docker" / "build.sh"), "--only", "tpu"],

@@ -162,6 +162,29 @@ def test_a_search_over_two_agents_survives_a_killed_agent(
         compared = json.loads(ok(invoke("compare", search_id, "--format", "json")).stdout)
         assert sorted(r["id"] for r in compared["runs"]) == sorted(r["id"] for r in completed)
 
+        # One trial again, on its own: the same candidate and data, compared with the original;
+        # it is not one of the search's trials.
+        again = json.loads(ok(invoke("reproduce", retry["id"], "--wait", "--json")).stdout)
+        objective = next(d for d in again["deltas"] if d["metric"] == "objective")
+        assert objective["original"] == retry["objective"]
+        assert objective["reproduced"] is not None
+        assert "same data (fingerprints match)" in again["notes"]
+        rerun = emulator.get_task(again["reproduction"])
+        assert not any(t.startswith("ak-remote-search-of:") for t in rerun["system_tags"])
+        after = json.loads(ok(invoke("status", search_id, "--json")).stdout)
+        assert [r["id"] for r in after["trials"]] == [r["id"] for r in status["trials"]]
+
+    # Its finished trials' TensorBoard logs, one run per trial and split, as in a single search.
+    printed = ok(
+        invoke("tensorboard", search_id, "--print-command", "--logdir", str(tmp_path / "tb"))
+    ).stdout
+    assert "--logdir_spec" in printed
+    for row in completed:
+        board = tmp_path / "tb" / row["id"]
+        assert sorted(p.name for p in board.iterdir()) == [f"trial-{int(row['trial']):02d}"]
+        assert any(board.glob("trial-*/train/events.out.tfevents.*"))
+        assert any(board.glob("trial-*/validation/events.out.tfevents.*"))
+
     pulled = ok(invoke("pull", search_id, "--dest", str(tmp_path / "model"), "--check"))
     assert "Check passed" in pulled.stderr
     summary = json.loads((tmp_path / "model" / "summary.json").read_text())

@@ -105,9 +105,15 @@ VARIANTS: dict[str, tuple[list[str], dict[str, str]]] = {
         ["max_trials=2", "epochs=2", "target=cultivar"],
         {"CLEARML_API_SECRET_KEY": SECRET, "CLEARML_API_ACCESS_KEY": "AKIDTESTACCESS"},
     ),
-    "structured-regressor": (["distribution=mirrored"], {"AK_REMOTE_LOGICAL_CPUS": "2"}),
+    # Mixed precision under a MirroredStrategy: the float32 heads are built in its scope.
+    "structured-regressor": (
+        ["distribution=mirrored", "precision=mixed_bfloat16"],
+        {"AK_REMOTE_LOGICAL_CPUS": "2"},
+    ),
+    "image-classifier": (["precision=mixed_float16"], {}),
     "image-regressor": (["export_formats=keras,savedmodel,h5"], {}),
 }
+MIXED = {"image-classifier": "mixed_float16", "structured-regressor": "mixed_bfloat16"}
 SERIES = re.compile(r"^(trial-\d\d|final)/(train|validation)$")
 
 
@@ -438,6 +444,43 @@ def test_mirrored_strategy_over_two_logical_cpus(runs: Callable[[str], JobRun]) 
     assert len(distribution["devices"]) == 2
     assert all("CPU" in device for device in distribution["devices"])
     assert job_run.summary["export"]["verification"]["passed"] is True
+
+
+@pytest.mark.parametrize("job", sorted(MIXED))
+def test_mixed_precision_trains_low_and_exports_float32_outputs(
+    runs: Callable[[str], JobRun], job: str
+) -> None:
+    """The hidden layers computed in the policy's low precision, the heads in float32, and every
+    exported form (keras, SavedModel, serving model) answers in float32."""
+    import autokeras as ak
+    import keras
+
+    job_run = runs(job)
+    policy = MIXED[job]
+    assert job_run.summary["distribution"]["precision"] == policy
+    assert f"precision={policy} on a CPU" in job_run.proc.stderr  # no GPU here: said so
+    verification = job_run.summary["export"]["verification"]
+    assert verification["passed"] is True
+    assert set(verification["output_dtypes"].values()) == {"float32"}
+    serving_dtypes = verification["serving"]["output_dtypes"]
+    assert serving_dtypes
+    assert {d for outputs in serving_dtypes.values() for d in outputs.values()} == {"float32"}
+    model = keras.models.load_model(
+        job_run.run_dir / "models" / "model.keras", custom_objects=ak.CUSTOM_OBJECTS
+    )
+    low = policy.removeprefix("mixed_")
+    computing = Counter(layer.dtype_policy.compute_dtype for layer in model.layers)
+    assert computing[low] >= 2, computing  # e.g. the Dense/Conv layers of the searched blocks
+    heads = [tensor._keras_history.operation for tensor in model.outputs]
+    assert [head.dtype_policy.compute_dtype for head in heads] == ["float32"] * len(heads)
+    assert all(layer.dtype_policy.variable_dtype == "float32" for layer in model.layers)
+    assert keras.mixed_precision.global_policy().name == "float32"
+
+
+def test_float32_is_the_default_precision(runs: Callable[[str], JobRun]) -> None:
+    job_run = runs("text-classifier")
+    assert job_run.summary["distribution"]["precision"] == "float32"
+    assert "precision=" not in job_run.proc.stderr
 
 
 def test_text_export_reloads_with_its_pipeline(runs: Callable[[str], JobRun]) -> None:

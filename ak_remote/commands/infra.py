@@ -126,12 +126,17 @@ def agent_up(
             ui.data(command.shell())
         return
     if image is not None:
-        from ak_remote.fleet.images import worker_image_problem
+        from ak_remote.fleet.images import check_worker_image
 
-        problem = worker_image_problem(image)
-        if problem is not None:
-            raise UsageError(
-                problem, "build the worker image with `make image` and pass the ID it prints"
+        checked = check_worker_image(image)
+        if checked.problem is not None:
+            fix = "build the worker image with `make image` and pass the ID it prints"
+            raise UsageError(checked.problem, fix)
+        if checked.no_git is not None:
+            # Not refused: templates that carry their script still run in it.
+            ui.warn(
+                f"{checked.no_git}; rebuild it with `make image` (its bases have git) "
+                "or add git to its base"
             )
     processes = start_agents(commands)
     ui.info(f"started {len(processes)} agent(s): pids {', '.join(str(p.pid) for p in processes)}")
@@ -187,7 +192,8 @@ def agents(app: App, as_json: bool) -> None:
 def doctor(app: App, queue_names: tuple[str, ...], as_json: bool) -> None:
     """Check credentials, server, queues, their workers and the worker image.
 
-    Prints one fix per problem; exits 4 when anything needs fixing.
+    Templates that record a git repository need git in the image they name (checked when this
+    host holds it). Prints one fix per problem; exits 4 when anything needs fixing.
     """
     from ak_remote.contract import server_configured
     from ak_remote.fleet.doctor import diagnose
@@ -195,7 +201,14 @@ def doctor(app: App, queue_names: tuple[str, ...], as_json: bool) -> None:
 
     config = app.config
     names = list(queue_names) or ([config.queue] if config.queue else [])
-    checks = diagnose(app.client, server_configured(), names, config.image, DEFAULT_IMAGE)
+    checks = diagnose(
+        app.client,
+        server_configured(),
+        names,
+        config.image,
+        DEFAULT_IMAGE,
+        template_project=config.template_project,
+    )
     if as_json:
         ui.as_json(checks)
     else:

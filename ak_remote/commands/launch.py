@@ -127,6 +127,7 @@ def launch(
         return
     client = app.client()
     plan = plan_launch(client, request)
+    _say_placeholders(plan)
     if dry_run:
         _show_plan(plan, as_json)
         return
@@ -154,6 +155,20 @@ def launch(
         return
     follow_runs(client, result.task_ids, config.poll_interval)
     ui.next_steps([f"ak-remote compare {selector}", f"ak-remote pull {result.task_ids[0]} --check"])
+
+
+def _say_placeholders(plan: LaunchPlan) -> None:
+    """Name the variables the agent must have: the runs fail on their data without them."""
+    from ak_remote.datasets import placeholder_names
+
+    datasets = [run.values.get("dataset", "") for run in plan.runs]
+    names = list(dict.fromkeys(n for dataset in datasets for n in placeholder_names(dataset)))
+    if names:
+        listed = ", ".join(f"${{{n}}}" for n in names)
+        ui.info(
+            f"The agent expands {listed} from its environment when the run fetches its dataset; "
+            'Docker-mode agents pass them in with agent.extra_docker_arguments: ["-e", "NAME"].'
+        )
 
 
 def _show_plan(plan: LaunchPlan, as_json: bool) -> None:

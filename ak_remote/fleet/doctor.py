@@ -26,8 +26,11 @@ def diagnose(
     queues: Sequence[str],
     image: str | None,
     default_image: str = "",
+    template_project: str | None = None,
 ) -> list[Check]:
-    """Check configuration, server, credentials, queues, their workers and the worker image.
+    """Check configuration, server, credentials, queues, their workers and the worker image
+    (and, with `template_project`, that the images of templates recording a git repository
+    have git, where this host holds them).
 
     Never raises for a failed check: each problem becomes a Check with one actionable fix.
     """
@@ -94,7 +97,44 @@ def diagnose(
                     f"start one: `ak-remote agent up --queue {name} --gpus 0` (infra/README.md)",
                 )
             )
-    return _image_checks(checks, image, default_image)
+    _image_checks(checks, image, default_image)
+    if template_project:
+        checks.extend(_template_git_checks(client, template_project))
+    return checks
+
+
+def _template_git_checks(client: Client, project: str) -> list[Check]:
+    """A template that records a git repository is cloned by clearml-agent inside its image:
+    an image without git fails every such run. Only images this host holds can be checked."""
+    from ak_remote.fleet.images import check_worker_image
+    from ak_remote.remote.templates import list_templates
+
+    try:
+        templates = list_templates(client, project)
+    except ServerError:
+        return []
+    images = sorted(
+        {
+            str((t.get("container") or {}).get("image") or "")
+            for t in templates
+            if (t.get("script") or {}).get("repository")
+        }
+        - {""}
+    )
+    checks = []
+    for image in images:
+        no_git = check_worker_image(image).no_git
+        if no_git is not None:
+            checks.append(
+                Check(
+                    "template image",
+                    False,
+                    f"{no_git}, and templates in {project} record one",
+                    "rebuild the image with `make image` (its bases have git), then "
+                    "`ak-remote templates sync --image <the ID it prints>`",
+                )
+            )
+    return checks
 
 
 def _any_queue_served(present: dict[str, Any], workers: list[Any]) -> list[Check]:

@@ -9,10 +9,18 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+from dataclasses import dataclass
 
 from ak_remote.contract import is_image_id, is_pinned
 
-__all__ = ["is_image_id", "is_pinned", "registry_digest", "worker_image_problem"]
+__all__ = [
+    "ImageCheck",
+    "check_worker_image",
+    "is_image_id",
+    "is_pinned",
+    "registry_digest",
+    "worker_image_problem",
+]
 
 
 def registry_digest(reference: str, docker: str = "docker", timeout: float = 10.0) -> str | None:
@@ -46,25 +54,44 @@ def registry_digest(reference: str, docker: str = "docker", timeout: float = 10.
     return None
 
 
-def worker_image_problem(image: str, docker: str = "docker", timeout: float = 120.0) -> str | None:
-    """Why `image` cannot run ak-remote jobs on this host's Docker, or None.
+@dataclass(frozen=True)
+class ImageCheck:
+    """What a worker image lacks: `problem` when it cannot run ak-remote jobs at all (refuse it),
+    `no_git` when it cannot clone a template's git repository (only script-carrying templates
+    run in it). None: fine, or not checkable here."""
+
+    problem: str | None = None
+    no_git: str | None = None
+
+
+# Marks the probe's own line in the container's stderr, apart from Python's.
+_NO_GIT = "ak-remote-probe: no git"
+
+
+def check_worker_image(image: str, docker: str = "docker", timeout: float = 120.0) -> ImageCheck:
+    """Whether `image` can run ak-remote jobs, and clone their repositories, on this host's Docker.
 
     Checked only where it can be: with a Docker engine here, for an image here (a tag not here
-    may still be pulled by the agent later; an image ID can never be). The check runs the
-    interpreter the agent will use (`$LOCAL_PYTHON`, else python3) on `import ak_remote`, with no
-    network.
+    may still be pulled by the agent later; an image ID can never be). One container, no
+    network: the interpreter the agent will use (`$LOCAL_PYTHON`, else python3) imports
+    ak_remote, and `git --version` runs, as clearml-agent runs git to clone a template's
+    repository inside the container.
     """
     if shutil.which(docker) is None:
-        return None
+        return ImageCheck()
     try:
         present = subprocess.run(
             [docker, "image", "inspect", image], capture_output=True, timeout=timeout, check=False
         )
         if present.returncode != 0:
             if is_image_id(image):
-                return f"image {image} is not on this host (removed, or built elsewhere)"
-            return None
-        probe = 'exec "${LOCAL_PYTHON:-python3}" -c "import ak_remote"'
+                gone = f"image {image} is not on this host (removed, or built elsewhere)"
+                return ImageCheck(gone)
+            return ImageCheck()
+        probe = (
+            f'git --version >/dev/null 2>&1 || echo "{_NO_GIT}" >&2; '
+            'exec "${LOCAL_PYTHON:-python3}" -c "import ak_remote"'
+        )
         run = [docker, "run", "--rm", "--network", "none", "--entrypoint", "bash"]
         found = subprocess.run(
             [*run, image, "-c", probe],
@@ -74,8 +101,22 @@ def worker_image_problem(image: str, docker: str = "docker", timeout: float = 12
             check=False,
         )
     except (OSError, subprocess.SubprocessError):
-        return None
+        return ImageCheck()
+    lines = found.stderr.strip().splitlines()
+    no_git = None
+    if _NO_GIT in lines:
+        no_git = (
+            f"image {image} has no git: runs of templates that record a git repository "
+            "(`templates sync` from a checkout with a remote) cannot be cloned in it"
+        )
+    problem = None
     if found.returncode != 0:
-        last = (found.stderr.strip().splitlines() or ["no output"])[-1]
-        return f"image {image} cannot run ak-remote jobs: its Python lacks ak_remote ({last})"
-    return None
+        last = ([line for line in lines if line != _NO_GIT] or ["no output"])[-1]
+        problem = f"image {image} cannot run ak-remote jobs: its Python lacks ak_remote ({last})"
+    return ImageCheck(problem, no_git)
+
+
+def worker_image_problem(image: str, docker: str = "docker", timeout: float = 120.0) -> str | None:
+    """Why `image` cannot run ak-remote jobs on this host's Docker, or None (see
+    check_worker_image)."""
+    return check_worker_image(image, docker, timeout).problem

@@ -223,6 +223,35 @@ def _summary(overrides: Mapping[str, str], limit: int = 120) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def _refuse_secrets(request: LaunchRequest) -> None:
+    """Refuse credentials in any value written to the server (parameters, name, tags), checked
+    on the raw text so that no later message can echo them. Raises UsageError."""
+    from ak_remote.datasets import refuse_credentials
+
+    for option, items in (("--set", request.sets), ("--sweep", request.sweep)):
+        for item in items:
+            refuse_credentials(option, item)
+    refuse_credentials("--name", request.name or "")
+    for tag in request.tags:
+        refuse_credentials("--tags", tag)
+
+
+def _refuse_template_secrets(template: Template, overridden: set[str]) -> None:
+    """A template value with credentials would be copied into every run. Raises UsageError."""
+    from ak_remote.datasets import refuse_credentials
+
+    for key, value in template.values().items():
+        if key not in overridden:
+            try:
+                refuse_credentials(f"template {template.name}'s {key}", value)
+            except UsageError as exc:
+                raise UsageError(
+                    exc.message,
+                    f"override it (--set {key}=...), or reset the template with "
+                    "`ak-remote templates sync`; " + (exc.hint or ""),
+                ) from None
+
+
 def plan_launch(client: Client, request: LaunchRequest) -> LaunchPlan:
     """Validate the request against the server and build the runs; writes nothing.
 
@@ -230,6 +259,7 @@ def plan_launch(client: Client, request: LaunchRequest) -> LaunchPlan:
     ServerError when the server cannot be asked.
     """
     # Everything that needs no server first, so typos fail fast and offline.
+    _refuse_secrets(request)
     queue_name = check_queue_name(request.queue)
     sets = parse_assignments(request.sets)
     axes = parse_sweep(request.sweep)
@@ -250,6 +280,7 @@ def plan_launch(client: Client, request: LaunchRequest) -> LaunchPlan:
 
     template = resolve_template(client, request.template, request.template_project)
     params = template.params
+    _refuse_template_secrets(template, {params.get(k).name for k in [*sets, *axes]})
 
     def canonical(key: str, raw: str) -> tuple[str, str]:
         spec = params.get(key)

@@ -19,6 +19,7 @@ from typing import Any
 
 from ak_remote.catalog import Job, get_job
 from ak_remote.contract import (
+    PARENT_PID_ENV,
     RUN_COMPLETED,
     RUN_FAILED,
     RUN_RUNNING,
@@ -36,7 +37,6 @@ from ak_remote.errors import (
 from ak_remote.params import Value
 
 RUNS_DIR_ENV = "AK_REMOTE_RUNS_DIR"
-PARENT_ENV = "AK_REMOTE_PARENT_PID"  # the job stops itself when this process dies (runtime/run.py)
 
 
 @dataclass
@@ -52,9 +52,11 @@ def check_request(job_name: str, overrides: dict[str, str]) -> tuple[Job, dict[s
     """Check the job, its parameters and its dataset reference; raises UsageError/DataError."""
     job = get_job(job_name)
     values = job.params.resolve(overrides)
-    from ak_remote.datasets import check_reference  # cheap: no TensorFlow, no numpy
+    from ak_remote.datasets import check_environment, check_reference  # no TensorFlow, no numpy
 
-    check_reference(str(values["dataset"]), job.family, job.kind)
+    ref = check_reference(str(values["dataset"]), job.family, job.kind)
+    if ref.kind == "remote":
+        check_environment(ref.value)  # the job inherits this environment: ${NAME} must be set
     if not job.script_path.is_file():
         raise UsageError(
             f"job script {job.script} not found next to the ak_remote package",
@@ -127,11 +129,11 @@ def _run_child(argv: list[str]) -> int:
     """Run the job and return its exit status (negative: killed by that signal).
 
     Stopping this CLI stops the job (ak_remote.process); if this process dies outright, the job
-    also notices through PARENT_ENV (any OS) and stops itself, marking its run failed.
+    also notices through PARENT_PID_ENV (any OS) and stops itself, marking its run failed.
     """
     from ak_remote.process import run_tied
 
-    env = {**os.environ, PARENT_ENV: str(os.getpid())}
+    env = {**os.environ, PARENT_PID_ENV: str(os.getpid())}
     # The job's own output is progress, not data: it goes to our stderr.
     code, _ = run_tied(argv, env, stdout=sys.stderr, reraise_interrupt=False)
     return code

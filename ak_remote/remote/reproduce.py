@@ -86,6 +86,7 @@ def plan_reproduce(
             f"run {task_id} is {original.get('status')}; only completed runs are reproduced",
             f"ak-remote status {task_id}",
         )
+    _refuse_secrets(task_id, (original.get("hyperparams") or {}).get(SECTION) or {})
     queue_doc = client.find_queue(queue_name)
     if queue_doc is None:
         names = sorted(str(q.get("name")) for q in client.get_queues())
@@ -198,6 +199,29 @@ def plan_reproduce(
         warnings=warnings,
         token=token,
     )
+
+
+def _refuse_secrets(task_id: str, general: Mapping[str, Any]) -> None:
+    """A run whose parameters hold credentials (launched before launch refused them), or hold
+    them masked (a local run records `***@`), cannot be cloned as it is. Raises UsageError."""
+    from ak_remote.datasets import PLACEHOLDER_EXAMPLE, refuse_credentials
+
+    again = (
+        f"launch it again with the dataset's credentials as placeholders, as in "
+        f"--set dataset={PLACEHOLDER_EXAMPLE}"
+    )
+    for key, entry in general.items():
+        value = str((entry or {}).get("value", ""))
+        if "://***@" in value:
+            raise UsageError(
+                f"run {task_id} recorded its {key} {value!r} without the URL's credentials, "
+                "so a reproduction could not fetch it",
+                again,
+            )
+        try:
+            refuse_credentials(f"run {task_id}'s {key}", value)
+        except UsageError as exc:
+            raise UsageError(exc.message, again) from None
 
 
 def execute_reproduce(client: Client, plan: ReproducePlan) -> str:

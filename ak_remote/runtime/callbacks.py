@@ -72,17 +72,21 @@ def phase_of(base_log_dir: str, log_dir: str) -> str:
     return Path(relative).parts[0]
 
 
-def readable_runs(base: type) -> type:
+def readable_runs(base: type, trial: str | None = None) -> type:
     """`base` (a Keras Tuner/AutoKeras tuner class) writing TensorBoard runs with readable names.
 
     Keras Tuner names a trial's folder `<trial_id>/execution0` and writes its HParams session
-    there; this names it `trial-00`. The final fit, which Keras Tuner knows nothing of, gets the
-    best trial's hyperparameters for its own HParams session.
+    there; this names it `trial-00`, or after `trial` (a parallel search's trial, trained as this
+    tuner's only one), so a search's logs read as one search's. The final fit, which Keras Tuner
+    knows nothing of, gets the best trial's hyperparameters for its own HParams session.
     """
+
+    def name(trial_id: Any, execution: Any) -> str:
+        return trial_run(trial if trial is not None else str(trial_id), int(execution))
 
     class ReadableRuns(base):  # type: ignore[misc,valid-type]
         def _get_tensorboard_dir(self, logdir: Any, trial_id: Any, execution: Any) -> str:
-            return os.path.join(str(logdir), trial_run(str(trial_id), int(execution)))
+            return os.path.join(str(logdir), name(trial_id, execution))
 
         def _configure_tensorboard_dir(
             self, callbacks: Any, trial: Any, execution: Any = 0
@@ -93,7 +97,7 @@ def readable_runs(base: type) -> type:
                 if type(callback).__module__.startswith("tensorboard.plugins.hparams") and hasattr(
                     callback, "_trial_id"
                 ):
-                    callback._trial_id = trial_run(str(trial.trial_id), int(execution))
+                    callback._trial_id = name(trial.trial_id, execution)
 
         def final_fit(self, **kwargs: Any) -> Any:
             from keras_tuner.src.engine import tuner_utils

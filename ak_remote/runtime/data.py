@@ -11,11 +11,15 @@ import hashlib
 import json
 import logging
 import math
+import tarfile
+import tempfile
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import numpy as np
 
@@ -25,8 +29,10 @@ from ak_remote.datasets import (
     LOCAL_SUFFIXES,
     DatasetRef,
     check_reference,
+    expand_placeholders,
     generate_reviews,
-    mask_credentials,
+    placeholder_names,
+    redact,
 )
 from ak_remote.errors import DataError, UsageError
 
@@ -95,8 +101,8 @@ def load(reference: str, family: str, kind: str, target: str = "") -> Dataset:
     if ref.kind == "bundled":
         data = _load_bundled(ref.value, family, kind)
     else:
-        path = _local_path(ref)
-        data = _load_path(path, family, kind, target, ref.source)
+        with _local_copy(ref) as path:
+            data = _load_path(path, family, kind, target, ref.source)
     _check(data, family, kind)
     return data
 
@@ -183,31 +189,111 @@ def _load_bundled(name: str, family: str, kind: str) -> Dataset:
 
 
 class _MaskCredentials(logging.Filter):
-    """Masks user:password@ in a log record (the SDK logs the URL it failed to download)."""
+    """Masks user:password@ and the expanded values in a log record (the SDK logs the URL it
+    failed to download)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.secrets: list[str] = []
 
     def filter(self, record: logging.LogRecord) -> bool:
-        record.msg, record.args = mask_credentials(record.getMessage()), ()
+        record.msg, record.args = redact(record.getMessage(), self.secrets), ()
         return True
 
 
-def _mask_sdk_logs() -> None:
+def _mask_sdk_logs(secrets: Sequence[str]) -> None:
     """Put the masking filter on every ClearML logger (filters apply where a record is made)."""
     names = [n for n in list(logging.root.manager.loggerDict) if n.split(".")[0] == "clearml"]
     for name in ["clearml", "clearml.storage", *names]:
         logger = logging.getLogger(name)
-        if not any(isinstance(f, _MaskCredentials) for f in logger.filters):
-            logger.addFilter(_MaskCredentials())
+        found = [f for f in logger.filters if isinstance(f, _MaskCredentials)]
+        masking = found[0] if found else _MaskCredentials()
+        if not found:
+            logger.addFilter(masking)
+        masking.secrets = [*masking.secrets, *secrets]
 
 
-def _local_path(ref: DatasetRef) -> Path:
+@contextmanager
+def _local_copy(ref: DatasetRef) -> Iterator[Path]:
+    """The dataset as a local file or folder, for as long as the block loads it."""
     if ref.kind == "local":
-        return Path(ref.value)
+        yield Path(ref.value)
+        return
     from ak_remote.runtime import tracking  # ClearML's SDK, only for remote data
 
-    if ref.kind == "remote":
-        _mask_sdk_logs()
-        return tracking.fetch_url(ref.value)
-    return tracking.fetch_dataset(ref.value)
+    if ref.kind == "clearml":
+        yield tracking.fetch_dataset(ref.value)
+        return
+    # ${NAME} placeholders are expanded here, at the last moment: the expanded URL lives only
+    # in this call (never in parameters, summaries or messages).
+    try:
+        url, secrets = expand_placeholders(ref.value)
+    except UsageError as exc:  # inside a job a dataset it cannot use is a data error
+        raise DataError(exc.message, exc.hint) from None
+    _mask_sdk_logs(secrets)
+    parts = urlsplit(url)
+    if parts.scheme in ("http", "https") and "@" in parts.netloc:
+        # Not through StorageManager: its cache names a folder after the URL's host part,
+        # user:password included (clearml 2.1.12), which would write the secret to disk.
+        with tempfile.TemporaryDirectory(prefix="ak-remote-data-") as folder:
+            yield _fetch_with_auth(url, ref, secrets, Path(folder))
+        return
+    yield tracking.fetch_url(url, ref.source, secrets)
+
+
+def _fetch_with_auth(url: str, ref: DatasetRef, secrets: Sequence[str], folder: Path) -> Path:
+    """Download `url` with HTTP basic auth from its user:password part into `folder` (archives
+    unpacked); the request itself carries no credentials in its URL. Raises DataError."""
+    import requests
+    from requests.adapters import HTTPAdapter
+    from urllib3.util.retry import Retry
+
+    parts = urlsplit(url)
+    userinfo, _, host = parts.netloc.rpartition("@")
+    user, _, password = userinfo.partition(":")
+    bare = urlunsplit((parts.scheme, host, parts.path, parts.query, ""))
+    names = placeholder_names(ref.value)
+    hint = (
+        f"check {', '.join(f'${{{n}}}' for n in names)} in the environment the job runs in"
+        if names
+        else "check the URL and its credentials"
+    )
+    name = Path(unquote(parts.path)).name
+    target = folder / (name if name not in ("", ".", "..") else "data")
+    retry = Retry(total=3, backoff_factor=0.5, status_forcelist=(502, 503, 504))
+    session = requests.Session()
+    session.mount(f"{parts.scheme}://", HTTPAdapter(max_retries=retry))
+    try:
+        with session.get(
+            bare, auth=(unquote(user), unquote(password)), stream=True, timeout=(30, 300)
+        ) as response:
+            if response.status_code != 200:
+                raise DataError(
+                    f"could not fetch {ref.source}: HTTP {response.status_code} "
+                    f"{redact(str(response.reason), secrets)}",
+                    hint,
+                )
+            with target.open("wb") as out:
+                for chunk in response.iter_content(chunk_size=1 << 20):
+                    out.write(chunk)
+    except requests.RequestException as exc:
+        message = redact(f"{type(exc).__name__}: {exc}", secrets).splitlines()[0][:300]
+        raise DataError(f"could not fetch {ref.source}: {message}", hint) from None
+    finally:
+        session.close()
+    if not target.name.lower().endswith(ARCHIVE_SUFFIXES):
+        return target
+    unpacked = folder / "unpacked"
+    try:
+        if target.name.lower().endswith(".zip"):
+            with zipfile.ZipFile(target) as archive:  # drops '..' and absolute member paths
+                archive.extractall(unpacked)
+        else:
+            with tarfile.open(target) as archive:
+                archive.extractall(unpacked, filter="data")  # no paths outside, no devices
+    except (OSError, ValueError, zipfile.BadZipFile, tarfile.TarError) as exc:
+        raise DataError(f"could not unpack {ref.source}: {exc}", "check the archive") from None
+    return unpacked
 
 
 def _load_path(path: Path, family: str, kind: str, target: str, source: str) -> Dataset:

@@ -23,6 +23,7 @@ from ak_remote.contract import sha256_file
 from ak_remote.runtime import serving
 from ak_remote.runtime.data import Dataset
 from ak_remote.runtime.inference import ARGMAX, IDENTITY, THRESHOLD, decode
+from ak_remote.runtime.precision import FLOAT32
 
 CHECK_SAMPLES = 32  # held-out samples stored for `pull --check` and verified here
 FORMAT_FILES = {"keras": "model.keras", "savedmodel": "savedmodel", "h5": "model.h5"}
@@ -124,6 +125,8 @@ def export_and_verify(
     diffs: dict[str, float] = {}
     answers_ok: dict[str, bool] = {}
     errors: dict[str, str] = {}
+    # Whatever precision it trained in (the `precision` parameter), a model serves float32.
+    dtypes: dict[str, str] = {}
     for name, relative in written.items():
         path = models_dir / relative
         try:
@@ -135,6 +138,7 @@ def export_and_verify(
         except Exception as exc:  # noqa: BLE001 - any reload failure is a verification failure, said plainly
             errors[name] = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
             continue
+        dtypes[name] = str(outputs.dtype)
         diffs[name] = _max_abs_diff(expected, outputs)
         answers_ok[name] = _answers_match(decode(outputs, out_spec), expected_answers, tolerance)
 
@@ -152,11 +156,13 @@ def export_and_verify(
         and all(diff <= tolerance for diff in diffs.values())
         and all(answers_ok.values())
         and len(diffs) == len(written)
+        and all(dtype == FLOAT32 for dtype in dtypes.values())
     )
     verification: dict[str, Any] = {
         "max_abs_diff": diffs,
         "tolerance": tolerance,
         "answers_match_automodel_pipeline": answers_ok,
+        "output_dtypes": dtypes,
         "samples": len(samples),
         "passed": passed,
         "exported_model": "final fit (retrained on train+validation)",

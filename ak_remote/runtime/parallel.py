@@ -84,35 +84,29 @@ def train_trial(run: Any, data: Any, split: Any) -> None:
     """Train the spec's candidate once and report its objective. Raises RunFailedError."""
     import keras
 
-    from ak_remote.runtime.callbacks import TensorBoard, trial_run
-    from ak_remote.runtime.training import build_automodel, configure_devices, make_strategy
+    from ak_remote.runtime.callbacks import TensorBoard
+    from ak_remote.runtime.training import build_automodel, prepare_devices
 
     spec: SearchSpec = run.search_spec
     job, settings, run_dir, tracker = run.job, run.settings, run.run_dir, run.tracker
     values, hyperband_epochs = candidate_values(spec.candidate)
     epochs = hyperband_epochs or settings.epochs
-    configure_devices(settings.gpus)
-    keras.utils.set_random_seed(settings.seed)
-    strategy, devices = make_strategy(settings.distribution, settings.gpus)
-    run.summary["distribution"] = {
-        "strategy": type(strategy).__name__ if strategy is not None else "default",
-        "devices": devices,
-    }
+    strategy, run.summary["distribution"] = prepare_devices(settings)
     automodel = build_automodel(
-        job, settings, data, str(run_dir / "autokeras"), strategy, candidate=values
+        job,
+        settings,
+        data,
+        str(run_dir / "autokeras"),
+        strategy,
+        candidate=values,
+        trial=spec.trial,
     )
     board = run_dir / "tensorboard"
     run.summary["tensorboard_dir"] = str(board)
-    # This process's own Keras Tuner calls its one trial `trial-00`; under a folder named after
-    # the search's trial, series say `trial-07/train` as in a single search.
+    # This process's Keras Tuner names its one trial after the search's: `trial-07/train`, on
+    # disk and in the series, as in a single search.
     callbacks: list[Any] = [
-        TensorBoard(
-            str(board / trial_run(spec.trial)),
-            settings.histogram_freq,
-            str(run_dir / "checkpoints"),
-            tracker,
-            base_log_dir=str(board),
-        ),
+        TensorBoard(str(board), settings.histogram_freq, str(run_dir / "checkpoints"), tracker),
         # An EarlyStopping of our own keeps AutoKeras from refitting after its one trial.
         keras.callbacks.EarlyStopping(
             patience=settings.early_stopping_patience or epochs + 1, min_delta=1e-4

@@ -31,6 +31,7 @@ from ak_remote import __version__
 from ak_remote.catalog import PROJECT_ROOT, Job, get_job
 from ak_remote.contract import (
     DEFAULT_PROJECT,
+    PARENT_PID_ENV,
     RUN_COMPLETED,
     RUN_FAILED,
     SUMMARY_FILE,
@@ -184,7 +185,7 @@ class Run:
 
     def _train_and_export(self) -> None:
         from ak_remote.runtime import data as data_module
-        from ak_remote.runtime.training import configure_devices, make_strategy, search
+        from ak_remote.runtime.training import prepare_devices, search
 
         job, settings, run_dir = self.job, self.settings, self.run_dir
         assert run_dir is not None
@@ -222,15 +223,7 @@ class Run:
             if run_part(self, data, split):
                 return
 
-        configure_devices(settings.gpus)
-        import keras
-
-        keras.utils.set_random_seed(settings.seed)
-        strategy, devices = make_strategy(settings.distribution, settings.gpus)
-        self.summary["distribution"] = {
-            "strategy": type(strategy).__name__ if strategy is not None else "default",
-            "devices": devices,
-        }
+        strategy, self.summary["distribution"] = prepare_devices(settings)
         tensorboard_dir = run_dir / "tensorboard"
         self.summary["tensorboard_dir"] = str(tensorboard_dir)
         console.say(
@@ -571,9 +564,6 @@ class Stopped(BaseException):
         self.signum = signum
 
 
-PARENT_ENV = "AK_REMOTE_PARENT_PID"  # set by `ak-remote run`: the job stops when it dies
-
-
 def _on_stop_signal(signum: int, _frame: Any) -> None:
     raise Stopped(signum)
 
@@ -584,7 +574,7 @@ def _stop_with_parent() -> None:
     Linux: the kernel sends SIGTERM on the parent's death (PR_SET_PDEATHSIG). Elsewhere, and as
     a second line, a thread compares getppid() with the parent the CLI named.
     """
-    parent = os.environ.get(PARENT_ENV, "")
+    parent = os.environ.get(PARENT_PID_ENV, "")
     if not parent.isdigit():
         return
     if sys.platform.startswith("linux"):

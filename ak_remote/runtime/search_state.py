@@ -469,7 +469,8 @@ def resume_overrides(run_dir: Path, job: Job, overrides: Mapping[str, str]) -> d
         # A snapshot records the dataset URL without its credentials: they must come again.
         raise UsageError(
             f"the saved search names the dataset {dataset} without its credentials",
-            "pass the full URL again: --set dataset=URL",
+            "pass the full URL again: --set dataset=URL (credentials written as ${NAME} "
+            "placeholders are saved as they are)",
         )
     merged = job.params.to_strings(job.params.resolve({**saved, **overrides}))
     changed = [

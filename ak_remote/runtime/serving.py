@@ -26,6 +26,7 @@ import numpy as np
 from ak_remote.catalog import Job
 from ak_remote.runtime.data import Dataset
 from ak_remote.runtime.inference import ARGMAX, IDENTITY, THRESHOLD
+from ak_remote.runtime.precision import FLOAT32
 
 SERVING_DIR = "serving"  # under models/: the TF Serving base path
 VERSION = "1"  # TF Serving serves the highest numbered folder
@@ -393,11 +394,19 @@ def verify(
     """Reload the serving model and compare its answers on raw inputs with pipeline + model."""
     import tensorflow as tf
 
-    record: dict[str, Any] = {"samples": len(x_raw), "max_abs_diff": {}, "answers_match": {}}
+    record: dict[str, Any] = {
+        "samples": len(x_raw),
+        "max_abs_diff": {},
+        "answers_match": {},
+        "output_dtypes": {},
+    }
     try:
         loaded = tf.saved_model.load(str(version_dir))
         for signature, inputs in raw_feeds(meta, x_raw).items():
             got = call(loaded, signature, inputs)
+            record["output_dtypes"][signature] = {
+                key: str(value.dtype) for key, value in got.items() if value.dtype.kind == "f"
+            }
             want = np.asarray(expected, dtype="float64").reshape(len(x_raw), -1)
             if meta["decode"] == IDENTITY:
                 values = got["value"].reshape(len(x_raw), -1)
@@ -420,6 +429,11 @@ def verify(
         and bool(record["max_abs_diff"])
         and all(d <= tolerance for d in record["max_abs_diff"].values())
         and all(record["answers_match"].values())
+        and all(
+            dtype == FLOAT32
+            for outputs in record["output_dtypes"].values()
+            for dtype in outputs.values()
+        )
     )
     return record
 

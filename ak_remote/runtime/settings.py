@@ -30,6 +30,7 @@ class Settings:
     require_better_than_baseline: bool
     distribution: str
     gpus: int
+    precision: str
 
     @classmethod
     def from_values(cls, values: Mapping[str, Value]) -> Settings:

@@ -183,21 +183,26 @@ class Tracker:
         task.close()
 
 
-def fetch_url(url: str) -> Path:
+def fetch_url(url: str, shown: str | None = None, secrets: Sequence[str] = ()) -> Path:
     """A local copy of a URL or bucket path through ClearML's StorageManager (its credentials).
 
-    Raises DataError when it cannot be fetched.
+    `shown` is how messages name the URL (masked or with its placeholders) and `secrets` the
+    values to redact from the SDK's own error text. Raises DataError when it cannot be fetched.
     """
     from clearml import StorageManager
 
+    from ak_remote.datasets import mask_credentials, redact
+
+    named = shown if shown is not None else mask_credentials(url)
     try:
         local = StorageManager.get_local_copy(remote_url=url, extract_archive=True)
     except Exception as exc:  # noqa: BLE001 - the SDK raises many types; the message is what matters
         raise DataError(
-            f"could not fetch {url}: {exc}", "check the URL and its credentials"
+            f"could not fetch {named}: {redact(str(exc), secrets)}",
+            "check the URL and its credentials",
         ) from None
     if not local:
-        raise DataError(f"could not fetch {url}", "check the URL and its credentials")
+        raise DataError(f"could not fetch {named}", "check the URL and its credentials")
     return Path(local)
 
 

@@ -12,6 +12,7 @@ from ak_remote.catalog import Job
 from ak_remote.errors import UsageError
 from ak_remote.runtime.callbacks import ScalarSink, TensorBoard, readable_runs
 from ak_remote.runtime.data import Dataset
+from ak_remote.runtime.precision import with_precision
 from ak_remote.runtime.search_state import SearchState
 from ak_remote.runtime.settings import Settings
 
@@ -55,6 +56,26 @@ def make_strategy(distribution: str, gpus: int) -> tuple[Any, list[str]]:
         return None, gpu_devices[:1] or ["/CPU:0"]
     devices = gpu_devices or [d.name for d in tf.config.list_logical_devices("CPU")]
     return tf.distribute.MirroredStrategy(devices=devices), devices
+
+
+def prepare_devices(settings: Settings) -> tuple[Any, dict[str, Any]]:
+    """Devices, seed and strategy for a run; returns the strategy and the summary's record."""
+    import keras
+
+    from ak_remote.runtime import console
+    from ak_remote.runtime.precision import device_warning
+
+    configure_devices(settings.gpus)
+    keras.utils.set_random_seed(settings.seed)
+    strategy, devices = make_strategy(settings.distribution, settings.gpus)
+    warning = device_warning(settings.precision, devices)
+    if warning:
+        console.say(f"Warning: {warning}")
+    return strategy, {
+        "strategy": type(strategy).__name__ if strategy is not None else "default",
+        "devices": devices,
+        "precision": settings.precision,
+    }
 
 
 @dataclass
@@ -170,18 +191,21 @@ def build_automodel(
     strategy: Any,
     state: SearchState | None = None,
     candidate: Mapping[str, Any] | None = None,
+    trial: str | None = None,
 ) -> Any:
     """The AutoKeras task object for `job`, configured from the parameters.
 
     With a `state`, the tuner snapshots the search after every trial, and a restored state is
     reloaded (overwrite=False) instead of wiped. With a `candidate` (a parallel search's trial
     or final fit) it trains exactly those values: every one Fixed, no new entries tuned, one
-    trial.
+    trial, whose TensorBoard run is named after the search's `trial` when given.
     """
     import autokeras as ak
 
     cls = getattr(ak, job.autokeras_class)
-    tuner = readable_runs(tuner_class(tuner_for(job, settings.tuner)))
+    tuner = with_precision(
+        readable_runs(tuner_class(tuner_for(job, settings.tuner))), settings.precision
+    )
     kwargs: dict[str, Any] = {
         "max_trials": settings.max_trials,
         "tuner": state.tuner_class(tuner) if state is not None else tuner,
@@ -195,7 +219,7 @@ def build_automodel(
         from ak_remote.search.oracle import fixed_hyperparameters
 
         # Random search over a space where every value is Fixed: exactly the candidate.
-        fixed = readable_runs(tuner_class("random"))
+        fixed = with_precision(readable_runs(tuner_class("random"), trial), settings.precision)
         kwargs.update(
             max_trials=1,
             tuner=state.tuner_class(fixed) if state is not None else fixed,

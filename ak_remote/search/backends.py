@@ -33,6 +33,7 @@ from ak_remote.contract import (
     LAUNCH_TAG_PREFIX,
     OBJECTIVE_TITLE,
     PARAM_SECTION,
+    PARENT_PID_ENV,
     QUEUED,
     RUN_COMPLETED,
     RUN_TAG,
@@ -100,6 +101,10 @@ class ClearMLBackend:
         spec: SearchSpec,
         fingerprint: str,
     ) -> None:
+        from ak_remote.datasets import refuse_credentials
+
+        for key, value in general.items():  # every trial clone would store them on the server
+            refuse_credentials(f"the search's {key}", value)
         self.client = client
         self.job = job
         self.general = dict(general)
@@ -263,7 +268,8 @@ class LocalBackend:
         argv += ["--task-name", f"{self.job.name} {trial_name(trial_id, attempt, final)}"]
         if self.offline:
             argv.append("--offline")
-        env = dict(os.environ)
+        # The trial stops with this controller, not with whoever started the controller.
+        env = {**os.environ, PARENT_PID_ENV: str(os.getpid())}
         slot = self._free_gpu()
         if self.gpus:
             # One GPU per worker: small candidates use several GPUs better side by side
