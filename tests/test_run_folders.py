@@ -22,6 +22,7 @@ import pytest
 
 from ak_remote.catalog import PROJECT_ROOT
 from ak_remote.contract import sha256_file
+from ak_remote.runtime import signals
 from ak_remote.runtime.rundir import LOCK_FILE
 from tests.test_runtime_jobs import job_env
 
@@ -68,8 +69,15 @@ def start_cli(
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        start_new_session=new_session,  # its own process group, as a terminal's job is
+        preexec_fn=_terminal_job if new_session else None,
     )
+
+
+def _terminal_job() -> None:
+    """In the child: its own process group with Ctrl-C's default effect, as a terminal's
+    foreground job has (a test suite started in the background inherits SIGINT ignored)."""
+    os.setsid()
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def wait_for(condition: Any, timeout: float, what: str) -> Any:
@@ -268,3 +276,28 @@ def test_ctrl_c_stops_both_and_reports_once(
     assert not alive(trainer)
     assert errors(stderr) == ["Error: interrupted"]
     assert summary(run_dir)["status"] == "failed"
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+@pytest.mark.parametrize(
+    ("signum", "expected"),
+    [(signal.SIGINT, KeyboardInterrupt), (signal.SIGTERM, signals.Stopped)],
+)
+def test_a_stop_signal_dropped_in_a_finalizer_still_stops_the_job(
+    signum: int, expected: type[BaseException]
+) -> None:
+    """A handler's exception raised inside `__del__` is dropped by Python (seen with Ctrl-C
+    during TensorFlow's import): the job raises it again at its next safe point."""
+
+    class Finalized:
+        def __del__(self) -> None:
+            signal.raise_signal(signum)
+
+    previous = signals.install()
+    try:
+        Finalized()  # collected at once; the handler's exception is printed and dropped
+        with pytest.raises(expected):
+            signals.raise_if_stopped()
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
