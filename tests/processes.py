@@ -20,6 +20,18 @@ SESSION_VAR = "AKR_TEST_SESSION"
 TEST_VAR = "AKR_TEST_NODE"
 
 
+def as_foreground_job() -> None:
+    """`preexec_fn`: the child gets Ctrl-C's default effect, as a terminal's foreground job has
+    (a test suite started in the background inherits SIGINT ignored, and so would the child)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def as_terminal_job() -> None:
+    """`preexec_fn`: a foreground job in a process group of its own, as a shell starts one."""
+    os.setsid()
+    as_foreground_job()
+
+
 def new_session_tag() -> str:
     return f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
 

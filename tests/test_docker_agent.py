@@ -243,8 +243,9 @@ def render_agent_conf(emulator: Emulator, image: str, path: Path) -> None:
 
 
 def stop(agent: subprocess.Popen[bytes]) -> None:
-    """Ctrl-C for the agent (it unregisters and stops its container), then harder."""
-    for sig, wait in ((signal.SIGINT, 30.0), (signal.SIGKILL, 10.0)):
+    """SIGTERM for `agent up`, as systemd sends it (its daemons unregister and stop their
+    containers), then harder."""
+    for sig, wait in ((signal.SIGTERM, 60.0), (signal.SIGKILL, 10.0)):
         if agent.poll() is not None:
             break
         try:

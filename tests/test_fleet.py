@@ -16,6 +16,7 @@ from ak_remote.cli import cli
 from tests.emulator import fixtures as emulator_fixtures
 from tests.emulator.agent import agent_env, running_agent, wait_for_status
 from tests.emulator.server import Emulator
+from tests.processes import as_foreground_job
 from tests.test_run_folders import alive, wait_for
 
 SKIP = "CLEARML_AGENT_SKIP_PYTHON_ENV_INSTALL=1"
@@ -210,6 +211,7 @@ def start_agent_up(emulator: Emulator, tmp_path: Path) -> subprocess.Popen[bytes
             stdout=log,
             stderr=subprocess.STDOUT,
             cwd=tmp_path,
+            preexec_fn=as_foreground_job,  # the test sends it Ctrl-C
         )
 
 

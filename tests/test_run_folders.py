@@ -24,6 +24,7 @@ from ak_remote.catalog import PROJECT_ROOT
 from ak_remote.contract import sha256_file
 from ak_remote.runtime import signals
 from ak_remote.runtime.rundir import LOCK_FILE
+from tests.processes import as_terminal_job
 from tests.test_runtime_jobs import job_env
 
 JOB = "structured-classifier"
@@ -69,15 +70,8 @@ def start_cli(
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        preexec_fn=_terminal_job if new_session else None,
+        preexec_fn=as_terminal_job if new_session else None,
     )
-
-
-def _terminal_job() -> None:
-    """In the child: its own process group with Ctrl-C's default effect, as a terminal's
-    foreground job has (a test suite started in the background inherits SIGINT ignored)."""
-    os.setsid()
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def wait_for(condition: Any, timeout: float, what: str) -> Any:
