@@ -228,16 +228,6 @@ def op_graph(model: Any) -> Any:
     return graph_def
 
 
-class StopCheck(keras.callbacks.Callback):  # type: ignore[misc]
-    """Stops training at the next batch after a stop signal whose exception was dropped."""
-
-    def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
-        signals.raise_if_stopped()
-
-    def on_test_batch_end(self, batch: int, logs: Any = None) -> None:
-        signals.raise_if_stopped()
-
-
 class TensorBoard(keras.callbacks.TensorBoard):  # type: ignore[misc]
     """Keras' TensorBoard callback with readable runs, per-layer histograms and graphs that
     render, which also reports clean ClearML series and checkpoints.
@@ -355,6 +345,10 @@ class TensorBoard(keras.callbacks.TensorBoard):  # type: ignore[misc]
         self._checkpoint.on_epoch_end(epoch, logs)
 
     def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        # A stop signal whose exception was dropped (runtime/signals.py) stops training here:
+        # here, not in a callback of its own, since AutoKeras' final fit copies the callback
+        # list once per callback (autokeras 3.0.0 `_remove_early_stopping`).
+        signals.raise_if_stopped()
         # Keras 3.12 calls tf.summary.scalar for every metric of every batch even with
         # update_freq="epoch", where no writer records them (about 1 ms a batch, measured).
         super().on_train_batch_end(batch, None if self.update_freq == "epoch" else logs)
