@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, quote, urlsplit
 
 import pytest
 from click.testing import CliRunner
@@ -369,19 +369,26 @@ def test_a_failed_fetch_says_nothing_of_a_placeholder_value(
     assert core(token) not in text
 
 
+@pytest.mark.parametrize("form", ["placeholder", "literal"])
 def test_a_local_run_fetches_with_a_query_token_and_records_no_secret(
-    tmp_path: Path, token_server: QueryServer, token: str
+    tmp_path: Path, token_server: QueryServer, token: str, form: str
 ) -> None:
+    """`ak-remote run --offline`, 1 trial of 1 epoch: with `?token=${DATA_TOKEN}` (as an agent
+    would run it), and with the token written out (allowed on this machine, masked in records)."""
     home, run_dir = tmp_path / "home", tmp_path / "run"
     home.mkdir(exist_ok=True)
-    url = f"http://127.0.0.1:{token_server.port}/wine.csv?token=${{DATA_TOKEN}}"
+    base = f"http://127.0.0.1:{token_server.port}/wine.csv?token="
+    if form == "placeholder":
+        url, env, recorded = base + "${DATA_TOKEN}", {"DATA_TOKEN": token}, base + "${DATA_TOKEN}"
+    else:
+        url, env, recorded = base + quote(token, safe=""), {}, base + "***"
     args = ["--run-dir", str(run_dir), "--set", f"dataset={url}", "--set", "max_trials=1"]
     for item in TINY:
         args += ["--set", item]
     result = subprocess.run(
         run_argv(home, *args),
         cwd=tmp_path,
-        env=env_with(home, DATA_TOKEN=token),
+        env=env_with(home, **env),
         capture_output=True,
         text=True,
         timeout=300,
@@ -394,8 +401,8 @@ def test_a_local_run_fetches_with_a_query_token_and_records_no_secret(
     assert record["status"] == "completed"
     assert record["metrics"]["test_accuracy"] >= 0.0
     assert (run_dir / "models" / "model.keras").is_file()
-    assert record["params"]["dataset"] == url  # the placeholder text, not the expanded URL
-    assert record["data"]["source"] == url
+    assert record["params"]["dataset"] == recorded  # never the token itself
+    assert record["data"]["source"] == recorded
     session = Path(record["offline_session"])
     assert session.is_file()
     assert session.is_relative_to(home)
