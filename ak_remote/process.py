@@ -4,6 +4,8 @@
 Either used to outlive a SIGTERM to the CLI. Here SIGTERM and SIGHUP are passed on to the child
 and waited for, and on Linux the kernel sends the child SIGTERM when the CLI dies in any way,
 SIGKILL included (PR_SET_PDEATHSIG, set in the child between fork and exec).
+`ak-remote agent up` starts its daemons in their own sessions and stops each whole process group
+(`stop_groups`), so what a daemon started does not outlive it either.
 """
 
 from __future__ import annotations
@@ -13,25 +15,56 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import IO, Any
 
 PR_SET_PDEATHSIG = 1
 
 
-def _die_with_parent(parent: int) -> Callable[[], None] | None:
+def die_with_parent(parent: int, signum: int = signal.SIGTERM) -> Callable[[], None] | None:
+    """A `preexec_fn` that has the kernel send the child `signum` when `parent` dies (Linux)."""
     if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    # Looked up here, in the parent: importing in the child of a threaded process can deadlock.
+    try:
+        prctl: Any = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
         return None
 
     def set_death_signal() -> None:  # runs in the child, before exec
-        import ctypes
-
-        with contextlib.suppress(OSError, AttributeError):
-            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        prctl(PR_SET_PDEATHSIG, int(signum), 0, 0, 0)
         if os.getppid() != parent:  # the parent died before the death signal was set
-            os.kill(os.getpid(), signal.SIGTERM)
+            os.kill(os.getpid(), signum)
 
     return set_death_signal
+
+
+def stop_groups(
+    processes: Sequence[subprocess.Popen[Any]],
+    steps: Sequence[tuple[int, float]] = ((signal.SIGTERM, 30.0), (signal.SIGKILL, 5.0)),
+) -> None:
+    """Stop processes each started in a session of its own, with everything in their groups.
+
+    Each step signals the groups whose leader still runs and waits up to its seconds; last,
+    SIGKILL to every group for anything a leader left behind.
+    """
+    for signum, wait in steps:
+        alive = [process for process in processes if process.poll() is None]
+        if not alive:
+            break
+        for process in alive:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(process.pid, signum)
+        deadline = time.monotonic() + wait
+        for process in alive:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(max(0.0, deadline - time.monotonic()))
+    for process in processes:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, signal.SIGKILL)
 
 
 def run_tied(
@@ -50,7 +83,7 @@ def run_tied(
         list(argv),
         env=dict(env) if env is not None else None,
         stdout=stdout,
-        preexec_fn=_die_with_parent(os.getpid()),
+        preexec_fn=die_with_parent(os.getpid()),
     )
     received: list[int] = []
 

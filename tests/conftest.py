@@ -1,12 +1,15 @@
-"""Shared test fixtures: every test runs with its own HOME and no ClearML settings from outside."""
+"""Shared test fixtures: every test runs with its own HOME and no ClearML settings from outside,
+and no clearml-agent a test started outlives the session."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 
 import pytest
+
+from tests import processes
 
 # Emulator fixtures (tests/emulator/fixtures.py) are imported here so every test module sees them.
 from tests.emulator.fixtures import clearml_emulator  # noqa: F401
@@ -25,3 +28,39 @@ def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[P
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "2")
     return home
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(
+    item: pytest.Item, nextitem: pytest.Item | None
+) -> Generator[None, object, object]:
+    """Every process a test starts, its fixtures' included, carries the test's id."""
+    os.environ[processes.TEST_VAR] = item.nodeid
+    try:
+        return (yield)
+    finally:
+        os.environ.pop(processes.TEST_VAR, None)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_agent_outlives_the_session() -> Iterator[None]:
+    """Fail the session when a clearml-agent started by a test is still running at its end.
+
+    Such a daemon polls its (gone) server forever. It is killed here and named with the test
+    that started it, so a leak shows up as an error instead of an idle process on the machine.
+    """
+    tag = processes.new_session_tag()
+    previous = os.environ.get(processes.SESSION_VAR)
+    os.environ[processes.SESSION_VAR] = tag
+    yield
+    if previous is None:
+        os.environ.pop(processes.SESSION_VAR, None)
+    else:
+        os.environ[processes.SESSION_VAR] = previous
+    leftovers = processes.leftover_agents(tag)
+    if leftovers:
+        below = processes.kill(leftovers)
+        lines = "\n".join(f"  pid {p.pid}, started by {p.test}: {p.command}" for p in leftovers)
+        if below:
+            lines += f"\n  and what they ran: pids {', '.join(map(str, below))}"
+        pytest.fail(f"{len(leftovers)} clearml-agent process(es) outlived the tests:\n{lines}")

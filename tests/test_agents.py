@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
 import sys
 import time
@@ -21,6 +20,7 @@ from ak_remote.fleet.agents import (
     load_queue_file,
     parse_gpus,
     start_agents,
+    stop_agents,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -328,11 +328,5 @@ def test_started_agents_register_one_worker_per_gpu(clearml_emulator: Any, tmp_p
         # one worker per GPU, named by the agent after its GPU (<host>:gpu0, <host>:gpu1)
         assert sorted(w["id"].rsplit(":", 1)[-1] for w in registered) == ["gpu0", "gpu1"]
     finally:
-        for process in processes:
-            process.send_signal(signal.SIGINT)  # as Ctrl-C in `agent up`
-        for process in processes:
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:  # pragma: no cover - only if the agent hangs
-                process.kill()
-                process.wait(5)
+        stop_agents(processes)  # what `agent up` does when stopped
+    assert all(p.poll() is not None for p in processes)

@@ -39,6 +39,7 @@ from click.testing import CliRunner, Result
 
 from ak_remote.cli import cli
 from tests.emulator.server import Emulator
+from tests.processes import tag_env
 
 REPO = Path(__file__).resolve().parents[1]
 VERSION = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
@@ -242,8 +243,9 @@ def render_agent_conf(emulator: Emulator, image: str, path: Path) -> None:
 
 
 def stop(agent: subprocess.Popen[bytes]) -> None:
-    """Ctrl-C for the agent (it unregisters and stops its container), then harder."""
-    for sig, wait in ((signal.SIGINT, 30.0), (signal.SIGKILL, 10.0)):
+    """SIGTERM for `agent up`, as systemd sends it (its daemons unregister and stop their
+    containers), then harder."""
+    for sig, wait in ((signal.SIGTERM, 60.0), (signal.SIGKILL, 10.0)):
         if agent.poll() is not None:
             break
         try:
@@ -301,6 +303,7 @@ def running_agent(
         "CLEARML_WORKER_ID": worker_id,
         "CLEARML_AGENT_QUEUE_POLL_FREQ_SEC": "0.5",
         "PYTHONUNBUFFERED": "1",
+        **tag_env(),  # so the session's guard (tests/conftest.py) sees this agent
     }
     docker_gid = os.stat("/var/run/docker.sock").st_gid
     log_path = agent_home / "agent.log"

@@ -22,7 +22,9 @@ import pytest
 
 from ak_remote.catalog import PROJECT_ROOT
 from ak_remote.contract import sha256_file
+from ak_remote.runtime import signals
 from ak_remote.runtime.rundir import LOCK_FILE
+from tests.processes import as_terminal_job
 from tests.test_runtime_jobs import job_env
 
 JOB = "structured-classifier"
@@ -68,7 +70,7 @@ def start_cli(
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        start_new_session=new_session,  # its own process group, as a terminal's job is
+        preexec_fn=as_terminal_job if new_session else None,
     )
 
 
@@ -268,3 +270,28 @@ def test_ctrl_c_stops_both_and_reports_once(
     assert not alive(trainer)
     assert errors(stderr) == ["Error: interrupted"]
     assert summary(run_dir)["status"] == "failed"
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+@pytest.mark.parametrize(
+    ("signum", "expected"),
+    [(signal.SIGINT, KeyboardInterrupt), (signal.SIGTERM, signals.Stopped)],
+)
+def test_a_stop_signal_dropped_in_a_finalizer_still_stops_the_job(
+    signum: int, expected: type[BaseException]
+) -> None:
+    """A handler's exception raised inside `__del__` is dropped by Python (seen with Ctrl-C
+    during TensorFlow's import): the job raises it again at its next safe point."""
+
+    class Finalized:
+        def __del__(self) -> None:
+            signal.raise_signal(signum)
+
+    previous = signals.install()
+    try:
+        Finalized()  # collected at once; the handler's exception is printed and dropped
+        with pytest.raises(expected):
+            signals.raise_if_stopped()
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)

@@ -410,3 +410,82 @@ def test_predict_refuses_what_it_cannot_serve(tmp_path: Path) -> None:
     )
     assert proc.returncode == 2
     assert "no serving model" in proc.stderr
+
+
+# No real input makes the serving model disagree with the pipeline + model path (the measured
+# difference is 0 for every family), so a mismatch cannot be forced without changing one piece
+# of code. This test changes exactly one, in the job's own process: `serving.describe`, the
+# description of AutoKeras' preprocessing that the serving graph is built from, now reads the
+# first numerical column as a category it never saw. That is the bug the check exists for (the
+# serving graph's preprocessing drifting from the pipeline's). Training, export, the check on
+# raw held-out rows, the exit path and the ClearML side are all real.
+DRIFTED_JOB = """\
+import sys
+from ak_remote.runtime import main, serving
+
+real_describe = serving.describe
+
+
+def drifted(*args, **kwargs):
+    meta = real_describe(*args, **kwargs)
+    column = next(c for c in meta["columns"] if c["type"] == "numerical")
+    column["type"], column["values"] = "categorical", ["never-seen"]
+    return meta
+
+
+serving.describe = drifted
+sys.exit(main("structured-classifier", sys.argv[1:]))
+"""
+
+
+def test_a_serving_mismatch_fails_the_run_and_registers_no_model(
+    clearml_emulator: Any, tmp_path: Path
+) -> None:
+    script = tmp_path / "drifted_job.py"
+    script.write_text(DRIFTED_JOB)
+    sets = [a for s in [*TINY, "max_samples=100"] for a in ("--set", s)]
+    env = job_env(tmp_path / "home", clearml_emulator.env())
+    proc = subprocess.run(
+        [sys.executable, str(script), *sets, "--run-dir", str(tmp_path / "run")],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert proc.returncode == 5, proc.stderr[-4000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1, proc.stderr[-4000:]
+    assert errors[0].startswith(
+        "Error: exported model failed verification (serving model on raw inputs: serve: "
+    )
+    assert "tolerance 0.0001" in errors[0]
+    assert "models.unverified/" in errors[0]  # the hint: where the files are, not to serve them
+
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["status"] == "failed"
+    assert summary["error"].startswith("exported model failed verification (serving model")
+    verification = summary["export"]["verification"]
+    assert verification["passed"] is False
+    # The Keras formats still match the model; only the serving model on raw rows does not.
+    assert all(d <= 1e-4 for d in verification["max_abs_diff"].values())
+    serving = verification["serving"]
+    assert serving["passed"] is False
+    assert serving["samples"] > 0
+    assert set(serving["max_abs_diff"]) == {"serve", "serve_typed"}
+    assert all(d > 1e-4 for d in serving["max_abs_diff"].values())
+    assert summary["export"]["formats"] == {}
+    assert summary["model_registration"] is None
+    # Nothing unverified where a good model would be.
+    assert not (tmp_path / "run" / "models").exists()
+    assert (tmp_path / "run" / "models.unverified" / "serving" / "1" / "saved_model.pb").is_file()
+
+    task = clearml_emulator.get_task(summary["task_id"])
+    assert task["status"] == "failed"
+    assert "serving model on raw inputs" in task.get("status_message", "")
+    assert not task.get("models", {}).get("output")
+    assert clearml_emulator.state.models == {}
+    artifacts = {a["key"] for a in task["execution"].get("artifacts", [])}
+    assert "summary.json" in artifacts
+    assert not {"serving", "savedmodel", "model.keras"} & artifacts

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
 import click
@@ -9,7 +10,7 @@ import click
 from ak_remote import ui
 from ak_remote.catalog import PROJECT_ROOT
 from ak_remote.commands.common import App, json_option, pass_app
-from ak_remote.errors import RunFailedError, ServerError, UsageError
+from ak_remote.errors import RunFailedError, ServerError, StoppedError, UsageError
 
 DEFAULT_QUEUE_FILE = PROJECT_ROOT / "infra" / "queues.toml"
 
@@ -108,7 +109,7 @@ def agent_up(
       ak-remote agent up -q gpu --gpus 0,1 --per-gpu --image ak-remote-worker:0.1.0-gpu
       ak-remote agent up -q cpu --cpu-only --print
     """
-    from ak_remote.fleet.agents import build_agent_commands, start_agents
+    from ak_remote.fleet.agents import build_agent_commands, start_agents, supervise_agents
 
     commands = build_agent_commands(
         list(queue_names),
@@ -140,7 +141,12 @@ def agent_up(
     processes = start_agents(commands)
     ui.info(f"started {len(processes)} agent(s): pids {', '.join(str(p.pid) for p in processes)}")
     ui.next_steps(["ak-remote agents", "ak-remote doctor"])
-    codes = [process.wait() for process in processes]
+    # Stopping `agent up` (Ctrl-C, SIGTERM, SIGHUP) stops its agents and their tasks' processes.
+    codes, stopped = supervise_agents(processes)
+    if stopped == signal.SIGINT:
+        raise KeyboardInterrupt
+    if stopped is not None:
+        raise StoppedError(f"stopped by {signal.Signals(stopped).name}; its agents stopped too")
     failed = [f"pid {p.pid} exit {code}" for p, code in zip(processes, codes, strict=True) if code]
     if failed:
         raise RunFailedError(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import signal
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
@@ -35,6 +36,8 @@ __all__ = [
     "load_queue_file",
     "parse_gpus",
     "start_agents",
+    "stop_agents",
+    "supervise_agents",
 ]
 
 # The agent executable; `("python", "-m", "clearml_agent")` works too where PATH lacks it.
@@ -208,9 +211,13 @@ def start_agents(
 ) -> list[subprocess.Popen[bytes]]:
     """Start one process per command (never through a shell); returns them running.
 
-    If one fails to start, the ones already started are terminated. Raises UsageError when
-    the agent executable is missing or cannot be run.
+    Each runs in a session of its own, so `stop_agents` can end it with whatever it started
+    (a task's processes), and gets SIGTERM from the kernel if this process dies, SIGKILL
+    included. If one fails to start, the ones already started are stopped. Raises UsageError
+    when the agent executable is missing or cannot be run.
     """
+    from ak_remote.process import die_with_parent
+
     started: list[subprocess.Popen[bytes]] = []
     environment = dict(os.environ if base_env is None else base_env)
     for command in commands:
@@ -222,18 +229,71 @@ def start_agents(
                 stderr=stderr,
                 stdin=subprocess.DEVNULL,
                 shell=False,
+                start_new_session=True,
+                preexec_fn=die_with_parent(os.getpid(), signal.SIGTERM),
             )
         except OSError as exc:
-            for process in started:
-                process.terminate()
-            for process in started:
-                process.wait()
+            stop_agents(started, grace=10.0)
             raise UsageError(
                 f"cannot start {command.argv[0]!r}: {exc.strerror or exc}",
                 hint="install the agent with `pip install 'ak-remote[agent]'` on this host",
             ) from exc
         started.append(process)
     return started
+
+
+def stop_agents(processes: Sequence[subprocess.Popen[bytes]], grace: float = 30.0) -> None:
+    """Stop agents started by `start_agents`, and everything they started.
+
+    SIGTERM: clearml-agent 3.0.3 then aborts its running task (marked stopped), ends the task's
+    process and unregisters, in well under a second. (SIGINT only aborts the task: the daemon
+    goes on polling.) SIGKILL after `grace` seconds: an agent whose server is gone retries its
+    unregister request forever.
+    """
+    from ak_remote.process import stop_groups
+
+    stop_groups(processes, ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)))
+
+
+class _StopRequested(BaseException):
+    """SIGTERM or SIGHUP reached `agent up` while it waited for its agents."""
+
+
+def supervise_agents(
+    processes: Sequence[subprocess.Popen[bytes]], grace: float = 30.0
+) -> tuple[list[int], int | None]:
+    """Wait for the agents to end; returns their exit codes and the signal that stopped us.
+
+    Ctrl-C, SIGTERM or SIGHUP to this process stops every agent and what it started
+    (`stop_agents`) before returning; a second signal meanwhile is ignored, so it cannot cut
+    the stop short and leave daemons behind. Agents that end on their own have their process
+    groups emptied too.
+    """
+    received: list[int] = []
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        received.append(signum)
+        raise _StopRequested
+
+    stops = (signal.SIGTERM, signal.SIGHUP)
+    previous = {signum: signal.getsignal(signum) for signum in (*stops, signal.SIGINT)}
+    try:
+        for signum in stops:
+            signal.signal(signum, on_signal)
+        try:
+            for process in processes:
+                process.wait()
+        except KeyboardInterrupt:
+            received.append(signal.SIGINT)
+        except _StopRequested:
+            pass
+        for signum in previous:
+            signal.signal(signum, signal.SIG_IGN)
+        stop_agents(processes, grace)
+        return [process.wait() for process in processes], (received[0] if received else None)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
 
 
 def _queue_from_table(table: Any, where: str) -> QueueSpec:

@@ -42,7 +42,7 @@ from typing import Any, Protocol
 
 import keras
 
-from ak_remote.runtime import console
+from ak_remote.runtime import console, signals
 
 
 class ScalarSink(Protocol):
@@ -164,13 +164,15 @@ def op_graph(model: Any) -> Any:
 
     Traced layer by layer: a plain `model(x)` puts every op under the model's name scope
     (`functional/`), and Keras 3 opens each layer's scope twice (build, then call), so in a
-    graph the call's scope of layer `dense` is named `dense_1`. The ops each layer added are
-    recorded and their top scope renamed to the layer's name.
+    graph the call's scope of layer `dense` is named `dense_1`; a layer computing in another
+    precision than its input (mixed precision's float32 head) opens one more, for the cast. The
+    ops each layer call added are recorded and all their top scopes renamed to the layer's name.
     """
     import tensorflow as tf
 
     specs = [tf.TensorSpec(shape=t.shape, dtype=t.dtype) for t in model.inputs]
-    scopes: dict[str, str] = {}
+    scopes: dict[str, tuple[str, int]] = {}  # top scope -> (layer, which call of it)
+    calls: dict[str, int] = {}
 
     def forward(*inputs: Any) -> Any:
         graph = tf.compat.v1.get_default_graph()
@@ -179,8 +181,10 @@ def op_graph(model: Any) -> Any:
             def call(*args: Any, **kwargs: Any) -> Any:
                 before = len(graph.get_operations())
                 outputs = operation(*args, **kwargs)
+                number = calls.get(operation.name, 0)
+                calls[operation.name] = number + 1
                 for op in graph.get_operations()[before:]:
-                    scopes.setdefault(op.name.split("/")[0], operation.name)
+                    scopes.setdefault(op.name.split("/")[0], (operation.name, number))
                 return outputs
 
             return call
@@ -188,12 +192,27 @@ def op_graph(model: Any) -> Any:
         return model._run_through_graph(list(inputs), operation_fn=operation_fn)
 
     graph_def = tf.function(forward).get_concrete_function(*specs).graph.as_graph_def()
+    # Scopes that keep their name first: ops outside any layer, and layer scopes already named
+    # after their layer; then a layer's first call takes its name (a second call of a shared
+    # layer keeps Keras' own `dense_2`), unless another group holds that name.
+    owner: dict[str, Any] = {
+        node.name.split("/")[0]: None
+        for node in graph_def.node
+        if node.name.split("/")[0] not in scopes
+    }
+    for scope, (layer, number) in scopes.items():
+        if scope == layer:
+            owner.setdefault(scope, (layer, number))
     rename: dict[str, str] = {}
-    taken = {node.name.split("/")[0] for node in graph_def.node} - set(scopes)
-    for scope, layer in scopes.items():
-        if scope != layer and layer not in taken:  # a layer called twice keeps its own names
-            rename[scope] = layer
-        taken.add(rename.get(scope, scope))
+    for scope, (layer, number) in scopes.items():
+        if scope == layer:
+            continue
+        target = layer if number == 0 else scope
+        if owner.setdefault(target, (layer, number)) != (layer, number):
+            target = scope
+            owner.setdefault(scope, (layer, number))
+        if target != scope:
+            rename[scope] = target
 
     def renamed(name: str) -> str:
         prefix = "^" if name.startswith("^") else ""
@@ -207,6 +226,16 @@ def op_graph(model: Any) -> Any:
         node.name = renamed(node.name)
         node.input[:] = [renamed(name) for name in node.input]
     return graph_def
+
+
+class StopCheck(keras.callbacks.Callback):  # type: ignore[misc]
+    """Stops training at the next batch after a stop signal whose exception was dropped."""
+
+    def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
+        signals.raise_if_stopped()
+
+    def on_test_batch_end(self, batch: int, logs: Any = None) -> None:
+        signals.raise_if_stopped()
 
 
 class TensorBoard(keras.callbacks.TensorBoard):  # type: ignore[misc]

@@ -84,7 +84,7 @@ def train_trial(run: Any, data: Any, split: Any) -> None:
     """Train the spec's candidate once and report its objective. Raises RunFailedError."""
     import keras
 
-    from ak_remote.runtime.callbacks import TensorBoard
+    from ak_remote.runtime.callbacks import StopCheck, TensorBoard
     from ak_remote.runtime.training import build_automodel, prepare_devices
 
     spec: SearchSpec = run.search_spec
@@ -107,6 +107,7 @@ def train_trial(run: Any, data: Any, split: Any) -> None:
     # disk and in the series, as in a single search.
     callbacks: list[Any] = [
         TensorBoard(str(board), settings.histogram_freq, str(run_dir / "checkpoints"), tracker),
+        StopCheck(),
         # An EarlyStopping of our own keeps AutoKeras from refitting after its one trial.
         keras.callbacks.EarlyStopping(
             patience=settings.early_stopping_patience or epochs + 1, min_delta=1e-4

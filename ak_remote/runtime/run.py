@@ -47,7 +47,7 @@ from ak_remote.errors import (
     UsageError,
 )
 from ak_remote.params import Value, parse_assignments
-from ak_remote.runtime import console
+from ak_remote.runtime import console, signals
 from ak_remote.runtime.rundir import RunDirLock, claim
 from ak_remote.runtime.settings import Settings
 
@@ -217,6 +217,7 @@ class Run:
             "split_sha256": split.digest(),
         }
         self.write_summary()
+        signals.raise_if_stopped()  # one that landed where Python drops exceptions (imports)
         if self.search_spec is not None:
             from ak_remote.runtime.parallel import run_part
 
@@ -262,6 +263,7 @@ class Run:
         self._evaluate(result, x_test, y_test, classes)
         self._baseline(data.y[split.train_val], y_test)
         self.write_summary()
+        signals.raise_if_stopped()
         self._export(data, result, x_test)
 
     def _evaluate(self, result: Any, x_test: Any, y_test: Any, classes: list[str] | None) -> None:
@@ -552,22 +554,6 @@ def _json_default(value: Any) -> Any:
     return str(value)
 
 
-class Stopped(BaseException):
-    """A stop signal arrived (SIGTERM, SIGHUP, or the launching CLI died).
-
-    A BaseException, like KeyboardInterrupt, so Keras Tuner's per-trial `except Exception` does
-    not take it for a failed trial and carry on.
-    """
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signum)
-        self.signum = signum
-
-
-def _on_stop_signal(signum: int, _frame: Any) -> None:
-    raise Stopped(signum)
-
-
 def _stop_with_parent() -> None:
     """End this job when the `ak-remote run` that started it dies, however it dies.
 
@@ -629,8 +615,7 @@ def _disk_full(run_dir: Path | None, exc: BaseException) -> bool:
 
 def main(job_name: str, argv: list[str] | None = None) -> int:
     """Run `job_name` with `argv` (default: sys.argv[1:]); returns the exit code."""
-    stops = (signal.SIGTERM, signal.SIGHUP)
-    previous = {signum: signal.signal(signum, _on_stop_signal) for signum in stops}
+    previous = signals.install()
     try:
         return _main(job_name, argv)
     finally:  # a caller in the same process (a test) gets its own handlers back
@@ -661,7 +646,7 @@ def _main(job_name: str, argv: list[str] | None) -> int:
         error, code, trace = exc, exc.exit_code, traceback.format_exc()
     except KeyboardInterrupt:
         error, code = RunFailedError("interrupted"), ExitCode.INTERRUPTED
-    except Stopped as exc:
+    except signals.Stopped as exc:
         resume_dir = run.run_dir if run is not None else None
         error = RunFailedError(
             f"stopped by {signal.Signals(exc.signum).name}",

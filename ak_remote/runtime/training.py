@@ -10,7 +10,7 @@ from typing import Any
 
 from ak_remote.catalog import Job
 from ak_remote.errors import UsageError
-from ak_remote.runtime.callbacks import ScalarSink, TensorBoard, readable_runs
+from ak_remote.runtime.callbacks import ScalarSink, StopCheck, TensorBoard, readable_runs
 from ak_remote.runtime.data import Dataset
 from ak_remote.runtime.precision import with_precision
 from ak_remote.runtime.search_state import SearchState
@@ -263,7 +263,8 @@ def search(
             settings.histogram_freq,
             os.path.join(run_dir, "checkpoints"),
             sink,
-        )
+        ),
+        StopCheck(),
     ]
     patience = settings.early_stopping_patience
     if patience > 0:

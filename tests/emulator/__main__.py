@@ -14,7 +14,6 @@ interrupted (Ctrl-C or SIGTERM), then stops its agents. Then, in another termina
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import subprocess
 import sys
@@ -22,6 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from ak_remote.fleet.agents import stop_agents
 from tests.emulator.agent import AGENT_BIN, agent_env
 from tests.emulator.server import Emulator
 
@@ -85,18 +85,9 @@ def main(argv: list[str] | None = None) -> int:
         while not stop["now"]:
             time.sleep(0.5)
     finally:
-        for agent in agents:
-            for sig, wait in ((signal.SIGINT, 15.0), (signal.SIGKILL, 5.0)):
-                if agent.poll() is not None:
-                    break
-                try:
-                    os.killpg(agent.pid, sig)
-                except ProcessLookupError:
-                    break
-                try:
-                    agent.wait(wait)
-                except subprocess.TimeoutExpired:
-                    continue
+        # As `ak-remote agent up` stops its agents: SIGTERM (a running task is aborted, its
+        # process ended), SIGKILL after 15 s, then whatever is left in their process groups.
+        stop_agents(agents, grace=15.0)
         emulator.stop()
         print("stopped", file=out)
     return 0

@@ -67,8 +67,10 @@ class AgentProcess:
         return self.process.poll() is None
 
     def stop(self, timeout: float = 20.0) -> int:
-        """Interrupt the daemon as Ctrl-C would (it unregisters), then escalate if needed."""
-        for sig, wait in ((signal.SIGINT, timeout), (signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
+        """Stop the daemon as systemd or Docker would (SIGTERM: it stops its task and
+        unregisters), then escalate. Not SIGINT: a test run started in the background inherits
+        SIGINT ignored, and clearml-agent takes SIGINT for "abort the task" only."""
+        for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
             if self.process.poll() is not None:
                 break
             try:
@@ -99,7 +101,7 @@ def running_agent(
     """Run ``clearml-agent daemon --queue QUEUE --foreground`` until the block exits.
 
     Waits until the worker has registered with the server (emulator only), and stops the agent
-    with SIGINT on exit. Extra arguments go after ``--foreground`` (more queues, ``--cpu-only``).
+    with SIGTERM on exit. Extra arguments go after ``--foreground`` (more queues, ``--cpu-only``).
     """
     worker_id = worker_id or f"emulator-agent-{os.getpid()}-{next(_worker_numbers)}"
     log_dir = log_dir or Path(emulator.config_file).parent
