@@ -11,6 +11,7 @@ The runtime cases fetch from a loopback server that checks the query; secrets ar
 from __future__ import annotations
 
 import io
+import json
 import socket
 import subprocess
 import tempfile
@@ -41,6 +42,8 @@ from ak_remote.datasets import (
     refuse_credentials,
 )
 from ak_remote.errors import DataError, UsageError
+from ak_remote.remote import templates
+from ak_remote.remote.clearml_api import client_from_config
 from ak_remote.search.backends import ClearMLBackend
 from ak_remote.search.spec import CONTROLLER, SearchSpec
 from tests.emulator.server import Emulator
@@ -409,3 +412,61 @@ def test_a_local_run_fetches_with_a_query_token_and_records_no_secret(
     # The run folder, the offline session (folder and zip) and ~/.clearml: nowhere.
     read = assert_nowhere(tmp_path, core(token), result.stdout, result.stderr)
     assert read > 20  # models, event files, logs and the session were all read
+
+
+@pytest.mark.slow
+def test_an_agent_fetches_a_signed_url_from_its_environment(
+    clearml_emulator: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """launch `dataset=${DATA_URL}` (no variable on this side) -> the real clearml-agent, whose
+    environment holds a presigned-style URL -> the job fetches it; the server's record and
+    everything under this test's folders hold neither signature nor credential."""
+    from tests.emulator.agent import running_agent
+
+    emulator = clearml_emulator
+    sig, cred = fresh(), f"AKIA{fresh()}"
+    signed_server = QueryServer(wine_csv(), {"X-Amz-Signature": sig, "X-Amz-Credential": cred})
+    signed = PRESIGNED.format(cred=cred, sig=sig).replace(
+        "https://bucket.s3.amazonaws.com", f"http://127.0.0.1:{signed_server.port}"
+    )
+    monkeypatch.setenv("AK_REMOTE_POLL_INTERVAL", "1")
+    monkeypatch.delenv("DATA_URL", raising=False)
+    monkeypatch.chdir(tmp_path)
+    templates.sync(client_from_config(), "ak-remote/templates", "reg/w:1", "")
+    emulator.create_queue("cpu")
+    sets = ["--set", "dataset=${DATA_URL}", "--set", "max_trials=1"]
+    for item in TINY:
+        sets += ["--set", item]
+    try:
+        with running_agent(
+            emulator, "cpu", env={"DATA_URL": signed}, log_dir=tmp_path / "agent"
+        ) as agent:
+            result = CliRunner().invoke(cli, ["launch", JOB, "-q", "cpu", *sets, "--wait"])
+            assert result.exit_code == 0, f"{result.output}\n--- agent\n{agent.log()[-6000:]}"
+            agent_log = agent.log()
+    finally:
+        signed_server.close()
+    task = emulator.get_task(result.stdout.split()[0])
+    assert task["status"] == "completed"
+    assert task["hyperparams"]["General"]["dataset"]["value"] == "${DATA_URL}"
+    assert signed_server.granted >= 1
+    with emulator.state.lock:
+        recorded = json.dumps(
+            {
+                "tasks": emulator.state.tasks,
+                "events": emulator.state.events,
+                "models": emulator.state.models,
+            },
+            default=str,
+        )
+        files = list(emulator.state.files.values())
+    assert "test metrics" in recorded  # the job's console output reached the server
+    for needle in (sig, cred):
+        assert needle not in recorded
+        for blob in files:
+            assert needle.encode() not in blob
+            if blob[:2] == b"PK":
+                with zipfile.ZipFile(io.BytesIO(blob)) as archive:
+                    for name in archive.namelist():
+                        assert needle.encode() not in archive.read(name), name
+        assert_nowhere(tmp_path, needle, result.output, agent_log)
