@@ -12,10 +12,14 @@ Accepted forms:
 - a URL or bucket path that ClearML's StorageManager fetches (http, https, s3, gs, azure);
 - `clearml://<dataset id>`: a ClearML Dataset, fetched with `Dataset.get(...).get_local_copy()`.
 
-Credentials never travel in a parameter: an http(s) URL names environment variables instead,
-`https://${DATA_USER}:${DATA_TOKEN}@host/data.csv` (NAME: `[A-Z_][A-Z0-9_]*`, only in the
-user:password part); the worker expands them just before it fetches (`expand_placeholders`).
-Bucket URLs take no credentials at all: the SDK reads them from clearml.conf.
+Credentials never travel in a parameter: an http(s) URL names environment variables instead
+(NAME: `[A-Z_][A-Z0-9_]*`), in three places only: its user:password part
+(`https://${DATA_USER}:${DATA_TOKEN}@host/data.csv`), the whole value of a query parameter
+(`https://host/data.csv?token=${DATA_TOKEN}`), or the whole reference (`${DATA_URL}`, e.g. a
+presigned URL kept in the worker's environment). The worker expands them just before it fetches
+(`expand_reference`). Query parameters that usually carry a secret (`SECRET_PARAMS`) are masked
+in anything shown and refused when they hold a literal value. Bucket URLs take no credentials at
+all: the SDK reads them from clearml.conf.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import quote, urlparse
+from urllib.parse import quote, unquote, urlparse, urlsplit, urlunsplit
 
 from ak_remote.contract import is_task_id
 from ak_remote.errors import UsageError
@@ -116,7 +120,37 @@ class DatasetRef:
 _CREDENTIALS = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>[^/?#\s]+)@")
 PLACEHOLDER = re.compile(r"\$\{(?P<name>[A-Z_][A-Z0-9_]*)\}")
 _PLACEHOLDERS_ONLY = re.compile(r"(?:\$\{[A-Z_][A-Z0-9_]*\})+")
+# Query parameters that carry a secret by convention, matched by whole name, any case: presigned
+# S3 and GCS URLs, Azure SAS (sig), and the usual token names.
+PRESIGNED_PARAMS = (
+    "x-amz-signature",
+    "x-amz-credential",
+    "x-amz-security-token",
+    "x-goog-signature",
+    "x-goog-credential",
+    "sig",
+    "signature",
+)
+SECRET_PARAMS = (
+    *PRESIGNED_PARAMS,
+    *("token", "access_token", "api_key", "apikey", "key", "password", "secret", "auth"),
+)
+# A secret query value ends where the parameter does, and also at a quote, a backslash (the
+# value sits in a message or JSON text) or a comma (--sweep separates its values with commas).
+_SECRET_QUERY = re.compile(
+    r"(?P<lead>[?&;](?P<name>" + "|".join(re.escape(n) for n in SECRET_PARAMS) + r")=)"
+    r"(?P<value>[^&#;,\s'\"<>\\]*)",
+    re.IGNORECASE,
+)
 PLACEHOLDER_EXAMPLE = "https://${DATA_USER}:${DATA_TOKEN}@host/data.csv"
+QUERY_EXAMPLE = "https://host/data.csv?token=${DATA_TOKEN}"
+WHOLE_EXAMPLE = "dataset=${DATA_URL}"
+PLACEHOLDER_RULE = (
+    "write ${NAME} (NAME: capital letters, digits, _) as a URL's user:password part "
+    f"({PLACEHOLDER_EXAMPLE}), as a query parameter's whole value ({QUERY_EXAMPLE}), "
+    f"or as the whole dataset ({WHOLE_EXAMPLE})"
+)
+README_POINTER = '(README: Jobs, "Datasets behind a password")'
 ENV_HINT = (
     "export it where the job runs: for `ak-remote run`, this shell; for an agent, the agent's "
     "environment, passed into Docker-mode tasks with "
@@ -136,14 +170,19 @@ def _secret_part(userinfo: str) -> str:
 
 def _literal_secret(userinfo: str) -> bool:
     """Whether `userinfo` holds a secret as text rather than as ${NAME} placeholders."""
-    secret = _secret_part(userinfo)
-    return bool(secret) and not _PLACEHOLDERS_ONLY.fullmatch(secret)
+    return _literal_value(_secret_part(userinfo))
+
+
+def _literal_value(value: str) -> bool:
+    """Whether `value` is a secret as text: not empty and not made of ${NAME} placeholders."""
+    return bool(value) and not _PLACEHOLDERS_ONLY.fullmatch(value)
 
 
 def mask_credentials(text: str) -> str:
-    """`text` with every URL's `user:password@` replaced by `***@` (for messages and records).
+    """`text` with every URL's `user:password@` replaced by `***@` and every secret query value
+    (`SECRET_PARAMS`, e.g. `?token=`, `&X-Amz-Signature=`) by `***` (for messages and records).
 
-    A user:password part made of ${NAME} placeholders is kept: it is a name, not a secret.
+    A secret made of ${NAME} placeholders is kept: it is a name, not a secret.
     """
 
     def mask(match: re.Match[str]) -> str:
@@ -151,7 +190,17 @@ def mask_credentials(text: str) -> str:
             return f"{match.group('scheme')}***@"
         return match.group(0)
 
-    return _CREDENTIALS.sub(mask, text)
+    def mask_query(match: re.Match[str]) -> str:
+        if _literal_value(match.group("value")):
+            return f"{match.group('lead')}***"
+        return match.group(0)
+
+    return _SECRET_QUERY.sub(mask_query, _CREDENTIALS.sub(mask, text))
+
+
+def has_masked_credentials(text: str) -> bool:
+    """Whether `text` holds a URL whose secret was masked (`***@`, `?token=***`) when recorded."""
+    return "://***@" in text or any(m.group("value") == "***" for m in _SECRET_QUERY.finditer(text))
 
 
 MIN_REDACTED = 4  # shorter values (a user name "ml") would mangle every message, not hide a secret
@@ -166,14 +215,15 @@ def redact(text: str, secrets: Sequence[str]) -> str:
 
 
 def refuse_credentials(what: str, value: str) -> None:
-    """Raise UsageError when `value` carries credentials in a URL (before it reaches a server).
+    """Raise UsageError when `value` carries credentials in a URL (before it reaches a server):
+    a literal user:password part, or a literal value of a secret query parameter.
 
     `what` names where the value came from (`--set`, "the template's dataset"...); the message
     shows the value masked, never the secret.
     """
+    shown = mask_credentials(value)
     for match in _CREDENTIALS.finditer(value):
         scheme = match.group("scheme")[:-3].lower()
-        shown = mask_credentials(value)
         if scheme in BUCKET_SCHEMES:
             raise UsageError(f"{what} {shown!r} has credentials in a bucket URL", BUCKET_HINT)
         if _literal_secret(match.group("userinfo")):
@@ -181,16 +231,44 @@ def refuse_credentials(what: str, value: str) -> None:
                 f"{what} {shown!r} carries credentials in its URL, which would be stored in the "
                 "run's ClearML parameters",
                 f"name environment variables instead, as in {PLACEHOLDER_EXAMPLE}, and set them "
-                'in the agent\'s environment (README: Jobs, "Datasets behind a password")',
+                f"in the agent's environment {README_POINTER}",
             )
+    for found in _SECRET_QUERY.finditer(value):
+        if not _literal_value(found.group("value")):
+            continue
+        name = found.group("name")
+        if name.lower() in PRESIGNED_PARAMS:
+            raise UsageError(
+                f"{what} {shown!r} is a signed URL ({name}=), a short-lived credential that "
+                "would be stored in the run's ClearML parameters",
+                f"keep the whole URL in the agent's environment and pass its name, as in "
+                f"{WHOLE_EXAMPLE} {README_POINTER}",
+            )
+        raise UsageError(
+            f"{what} {shown!r} carries a secret in its URL's query ({name}=), which would be "
+            "stored in the run's ClearML parameters",
+            f"name an environment variable instead, as in {QUERY_EXAMPLE}, and set it in the "
+            f"agent's environment {README_POINTER}",
+        )
 
 
-def placeholder_names(url: str) -> list[str]:
-    """The ${NAME} placeholders of `url`'s user:password part, in order, each once."""
-    match = _CREDENTIALS.match(url.strip())
-    if match is None:
-        return []
-    names = [m.group("name") for m in PLACEHOLDER.finditer(match.group("userinfo"))]
+def _query_of(ref: str) -> str:
+    """The query of URL `ref` (after its first '?', before '#'), '' when it has none."""
+    match = _CREDENTIALS.match(ref)
+    rest = ref[match.end() :] if match else ref
+    return rest.partition("#")[0].partition("?")[2]
+
+
+def placeholder_names(reference: str) -> list[str]:
+    """The ${NAME} placeholders `reference` expands (the whole value, or a URL's user:password
+    part and query values), in order, each once."""
+    ref = reference.strip()
+    whole = PLACEHOLDER.fullmatch(ref)
+    if whole is not None:
+        return [whole.group("name")]
+    match = _CREDENTIALS.match(ref)
+    places = [match.group("userinfo") if match else "", _query_of(ref)]
+    names = [m.group("name") for place in places for m in PLACEHOLDER.finditer(place)]
     return list(dict.fromkeys(names))
 
 
@@ -200,10 +278,24 @@ def check_environment(url: str, environ: Mapping[str, str] | None = None) -> Non
     for name in placeholder_names(url):
         if not env.get(name):
             raise UsageError(
-                f"the dataset URL {mask_credentials(url.strip())!r} names ${{{name}}}, "
+                f"the dataset {mask_credentials(url.strip())!r} names ${{{name}}}, "
                 "which is not set in the environment",
                 ENV_HINT.replace("{name}", name),
             )
+
+
+def _secrets_in(url: str) -> list[str]:
+    """What to redact when a whole URL came from the environment: the URL, its query, its
+    password and its secret query values (as written and decoded); messages quote them apart."""
+    found = [url]
+    match = _CREDENTIALS.match(url)
+    if match is not None:
+        found.append(_secret_part(match.group("userinfo")))
+    query = _query_of(url)
+    found.append(query)
+    found += [m.group("value") for m in _SECRET_QUERY.finditer(f"?{query}")]
+    found += [unquote(text) for text in found]
+    return [text for text in dict.fromkeys(found) if text]
 
 
 def expand_placeholders(
@@ -212,25 +304,70 @@ def expand_placeholders(
     """`url` with its ${NAME} placeholders replaced from `environ` (default: os.environ), and
     the texts substituted (to redact from anything said about the fetch).
 
-    Values are percent-encoded, so a token holding '@', ':' or '/' keeps the URL intact.
+    A whole-value placeholder becomes the variable's text as it is (a full URL); placeholders
+    in a URL are percent-encoded, so a token holding '@', ':', '/' or '&' keeps the URL intact.
     Raises UsageError naming an unset variable.
     """
     env = os.environ if environ is None else environ
     check_environment(url, env)
     ref = url.strip()
-    match = _CREDENTIALS.match(ref)
-    if match is None or not placeholder_names(ref):
+    whole = PLACEHOLDER.fullmatch(ref)
+    if whole is not None:
+        value = env[whole.group("name")].strip()
+        return value, _secrets_in(value)
+    if not placeholder_names(ref):
         return ref, []
     used: list[str] = []
 
     def substitute(found: re.Match[str]) -> str:
         value = env[found.group("name")]
         encoded = quote(value, safe="")
-        used.extend({value, encoded})
+        used.extend(dict.fromkeys((value, encoded)))
         return encoded
 
-    userinfo = PLACEHOLDER.sub(substitute, match.group("userinfo"))
-    return f"{match.group('scheme')}{userinfo}@{ref[match.end() :]}", used
+    head, rest = "", ref
+    match = _CREDENTIALS.match(ref)
+    if match is not None:
+        userinfo = PLACEHOLDER.sub(substitute, match.group("userinfo"))
+        head, rest = f"{match.group('scheme')}{userinfo}@", ref[match.end() :]
+    body, hashmark, fragment = rest.partition("#")
+    path, mark, query = body.partition("?")
+    return f"{head}{path}{mark}{PLACEHOLDER.sub(substitute, query)}{hashmark}{fragment}", used
+
+
+def expand_reference(
+    reference: str, family: str, kind: str, environ: Mapping[str, str] | None = None
+) -> tuple[str, list[str]]:
+    """`expand_placeholders`, and for a whole-value placeholder a check that the variable
+    holds a URL this job can read (its messages name the variable, never the value).
+
+    Raises UsageError.
+    """
+    url, secrets = expand_placeholders(reference, environ)
+    whole = PLACEHOLDER.fullmatch(reference.strip())
+    if whole is None:
+        return url, secrets
+    name = whole.group(0)
+    parts = urlsplit(url)
+    if parts.scheme not in REMOTE_SCHEMES or not parts.netloc:
+        raise UsageError(
+            f"dataset {name} does not hold a URL",
+            f"set {whole.group('name')} to the dataset's full URL "
+            f"({', '.join(s + '://' for s in REMOTE_SCHEMES)}), e.g. a presigned https:// URL",
+        )
+    if "${" in url:
+        raise UsageError(
+            f"dataset {name} holds a URL with a ${{...}} placeholder, which is not expanded again",
+            f"set {whole.group('name')} to the URL itself, secrets included",
+        )
+    _, at, host = parts.netloc.rpartition("@")
+    if at and parts.scheme in BUCKET_SCHEMES:
+        raise UsageError(f"dataset {name} holds a bucket URL with credentials", BUCKET_HINT)
+    try:  # scheme, host and path only: what the checks need, and nothing secret
+        check_reference(urlunsplit((parts.scheme, host, parts.path, "", "")), family, kind)
+    except UsageError as exc:
+        raise UsageError(f"dataset {name}: {exc.message}", exc.hint) from None
+    return url, secrets
 
 
 def bundled_for(family: str, kind: str) -> list[str]:
@@ -252,6 +389,10 @@ def check_reference(reference: str, family: str, kind: str) -> DatasetRef:
     shown = mask_credentials(ref)  # what messages may print
     if not ref:
         raise UsageError("dataset is empty", _choices_hint(family, kind))
+    if PLACEHOLDER.fullmatch(ref):
+        # A whole URL from the worker's environment (a presigned URL, say): its form is checked
+        # where it is expanded (`expand_reference`).
+        return DatasetRef("remote", ref)
     if ref.startswith(CLEARML_SCHEME):
         dataset_id = ref[len(CLEARML_SCHEME) :].strip("/")
         if not is_task_id(dataset_id):
@@ -285,6 +426,10 @@ def check_reference(reference: str, family: str, kind: str) -> DatasetRef:
                 f"point to one of: {', '.join(allowed)}",
             )
         return DatasetRef("remote", ref)
+    if "${" in ref:
+        raise UsageError(
+            f"dataset {shown!r} has a ${{...}} placeholder but is not a URL", PLACEHOLDER_RULE
+        )
     if ref in BUNDLED:
         item = BUNDLED[ref]
         if family not in item.families or kind not in item.kinds:
@@ -300,19 +445,25 @@ def check_reference(reference: str, family: str, kind: str) -> DatasetRef:
 
 
 def _check_placeholders(ref: str, shown: str) -> None:
-    """${NAME} placeholders only in the user:password part, and only well formed there."""
-    match = _CREDENTIALS.match(ref)
-    userinfo = match.group("userinfo") if match else ""
-    if "${" in (ref[match.end() :] if match else ref):
+    """${NAME} placeholders well formed, and only in the user:password part or as whole query
+    values (where the worker expands them)."""
+    if "${" in PLACEHOLDER.sub("", ref):
         raise UsageError(
-            f"dataset URL {shown!r} has a ${{...}} placeholder outside its user:password part",
-            f"placeholders stand for credentials only, as in {PLACEHOLDER_EXAMPLE}",
+            f"dataset URL {shown!r} has a malformed ${{...}} placeholder", PLACEHOLDER_RULE
         )
-    if "${" in PLACEHOLDER.sub("", userinfo):
+    match = _CREDENTIALS.match(ref)
+    rest = ref[match.end() :] if match else ref
+    body, _, fragment = rest.partition("#")
+    path, _, query = body.partition("?")
+    values = [item.partition("=") for item in re.split("[&;]", query)]
+    if "${" in path + fragment or any(
+        "${" in name or ("${" in value and not _PLACEHOLDERS_ONLY.fullmatch(value))
+        for name, _, value in values
+    ):
         raise UsageError(
-            f"dataset URL {shown!r} has a malformed ${{...}} placeholder",
-            "write ${NAME} with NAME made of capital letters, digits and _, "
-            f"as in {PLACEHOLDER_EXAMPLE}",
+            f"dataset URL {shown!r} has a ${{...}} placeholder outside its user:password part "
+            "and query values",
+            PLACEHOLDER_RULE,
         )
 
 

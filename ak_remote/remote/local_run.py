@@ -52,11 +52,13 @@ def check_request(job_name: str, overrides: dict[str, str]) -> tuple[Job, dict[s
     """Check the job, its parameters and its dataset reference; raises UsageError/DataError."""
     job = get_job(job_name)
     values = job.params.resolve(overrides)
-    from ak_remote.datasets import check_environment, check_reference  # no TensorFlow, no numpy
+    from ak_remote.datasets import check_reference, expand_reference  # no TensorFlow, no numpy
 
     ref = check_reference(str(values["dataset"]), job.family, job.kind)
     if ref.kind == "remote":
-        check_environment(ref.value)  # the job inherits this environment: ${NAME} must be set
+        # The job inherits this environment: each ${NAME} must be set, and a whole-value one
+        # must hold a URL the job can read.
+        expand_reference(ref.value, job.family, job.kind)
     if not job.script_path.is_file():
         raise UsageError(
             f"job script {job.script} not found next to the ak_remote package",

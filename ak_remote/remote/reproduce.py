@@ -203,16 +203,23 @@ def plan_reproduce(
 
 def _refuse_secrets(task_id: str, general: Mapping[str, Any]) -> None:
     """A run whose parameters hold credentials (launched before launch refused them), or hold
-    them masked (a local run records `***@`), cannot be cloned as it is. Raises UsageError."""
-    from ak_remote.datasets import PLACEHOLDER_EXAMPLE, refuse_credentials
+    them masked (a local run records `***@`, `?token=***`), cannot be cloned as it is. Raises
+    UsageError."""
+    from ak_remote.datasets import (
+        PLACEHOLDER_EXAMPLE,
+        QUERY_EXAMPLE,
+        WHOLE_EXAMPLE,
+        has_masked_credentials,
+        refuse_credentials,
+    )
 
     again = (
         f"launch it again with the dataset's credentials as placeholders, as in "
-        f"--set dataset={PLACEHOLDER_EXAMPLE}"
+        f"--set dataset={PLACEHOLDER_EXAMPLE} (or {QUERY_EXAMPLE}, or {WHOLE_EXAMPLE})"
     )
     for key, entry in general.items():
         value = str((entry or {}).get("value", ""))
-        if "://***@" in value:
+        if has_masked_credentials(value):
             raise UsageError(
                 f"run {task_id} recorded its {key} {value!r} without the URL's credentials, "
                 "so a reproduction could not fetch it",

@@ -29,7 +29,7 @@ from ak_remote.datasets import (
     LOCAL_SUFFIXES,
     DatasetRef,
     check_reference,
-    expand_placeholders,
+    expand_reference,
     generate_reviews,
     placeholder_names,
     redact,
@@ -101,7 +101,7 @@ def load(reference: str, family: str, kind: str, target: str = "") -> Dataset:
     if ref.kind == "bundled":
         data = _load_bundled(ref.value, family, kind)
     else:
-        with _local_copy(ref) as path:
+        with _local_copy(ref, family, kind) as path:
             data = _load_path(path, family, kind, target, ref.source)
     _check(data, family, kind)
     return data
@@ -189,8 +189,8 @@ def _load_bundled(name: str, family: str, kind: str) -> Dataset:
 
 
 class _MaskCredentials(logging.Filter):
-    """Masks user:password@ and the expanded values in a log record (the SDK logs the URL it
-    failed to download)."""
+    """Masks user:password@, secret query values and the expanded values in a log record (the
+    SDK logs the URL it failed to download, urllib3 the path and query it requests)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -201,10 +201,15 @@ class _MaskCredentials(logging.Filter):
         return True
 
 
+_MASKED_LOGGERS = ("clearml", "clearml.storage", "urllib3", "urllib3.connectionpool", "requests")
+
+
 def _mask_sdk_logs(secrets: Sequence[str]) -> None:
-    """Put the masking filter on every ClearML logger (filters apply where a record is made)."""
-    names = [n for n in list(logging.root.manager.loggerDict) if n.split(".")[0] == "clearml"]
-    for name in ["clearml", "clearml.storage", *names]:
+    """Put the masking filter on every ClearML and HTTP client logger (filters apply where a
+    record is made, not where it propagates to)."""
+    families = {name.split(".")[0] for name in _MASKED_LOGGERS}
+    names = [n for n in list(logging.root.manager.loggerDict) if n.split(".")[0] in families]
+    for name in dict.fromkeys([*_MASKED_LOGGERS, *names]):
         logger = logging.getLogger(name)
         found = [f for f in logger.filters if isinstance(f, _MaskCredentials)]
         masking = found[0] if found else _MaskCredentials()
@@ -214,7 +219,7 @@ def _mask_sdk_logs(secrets: Sequence[str]) -> None:
 
 
 @contextmanager
-def _local_copy(ref: DatasetRef) -> Iterator[Path]:
+def _local_copy(ref: DatasetRef, family: str, kind: str) -> Iterator[Path]:
     """The dataset as a local file or folder, for as long as the block loads it."""
     if ref.kind == "local":
         yield Path(ref.value)
@@ -227,23 +232,24 @@ def _local_copy(ref: DatasetRef) -> Iterator[Path]:
     # ${NAME} placeholders are expanded here, at the last moment: the expanded URL lives only
     # in this call (never in parameters, summaries or messages).
     try:
-        url, secrets = expand_placeholders(ref.value)
+        url, secrets = expand_reference(ref.value, family, kind)
     except UsageError as exc:  # inside a job a dataset it cannot use is a data error
         raise DataError(exc.message, exc.hint) from None
     _mask_sdk_logs(secrets)
     parts = urlsplit(url)
-    if parts.scheme in ("http", "https") and "@" in parts.netloc:
-        # Not through StorageManager: its cache names a folder after the URL's host part,
-        # user:password included (clearml 2.1.12), which would write the secret to disk.
+    if parts.scheme in ("http", "https") and ("@" in parts.netloc or parts.query or secrets):
+        # Not through StorageManager (clearml 2.1.12): its cache names a folder after the URL's
+        # host part, user:password included, and a file after the URL's last segment, query
+        # included (`<md5>.data.csv?token=...`): either would write the secret to disk.
         with tempfile.TemporaryDirectory(prefix="ak-remote-data-") as folder:
-            yield _fetch_with_auth(url, ref, secrets, Path(folder))
+            yield _fetch_http(url, ref, secrets, Path(folder))
         return
     yield tracking.fetch_url(url, ref.source, secrets)
 
 
-def _fetch_with_auth(url: str, ref: DatasetRef, secrets: Sequence[str], folder: Path) -> Path:
-    """Download `url` with HTTP basic auth from its user:password part into `folder` (archives
-    unpacked); the request itself carries no credentials in its URL. Raises DataError."""
+def _fetch_http(url: str, ref: DatasetRef, secrets: Sequence[str], folder: Path) -> Path:
+    """Download `url` into `folder` (archives unpacked), named after its path alone; a
+    user:password part becomes HTTP basic auth, out of the request URL. Raises DataError."""
     import requests
     from requests.adapters import HTTPAdapter
     from urllib3.util.retry import Retry
@@ -263,10 +269,9 @@ def _fetch_with_auth(url: str, ref: DatasetRef, secrets: Sequence[str], folder: 
     retry = Retry(total=3, backoff_factor=0.5, status_forcelist=(502, 503, 504))
     session = requests.Session()
     session.mount(f"{parts.scheme}://", HTTPAdapter(max_retries=retry))
+    auth = (unquote(user), unquote(password)) if userinfo else None
     try:
-        with session.get(
-            bare, auth=(unquote(user), unquote(password)), stream=True, timeout=(30, 300)
-        ) as response:
+        with session.get(bare, auth=auth, stream=True, timeout=(30, 300)) as response:
             if response.status_code != 200:
                 raise DataError(
                     f"could not fetch {ref.source}: HTTP {response.status_code} "
