@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 import uuid
+import warnings
 import zipfile
 from collections import Counter
 from collections.abc import Callable
@@ -465,9 +466,14 @@ def test_mixed_precision_trains_low_and_exports_float32_outputs(
     serving_dtypes = verification["serving"]["output_dtypes"]
     assert serving_dtypes
     assert {d for outputs in serving_dtypes.values() for d in outputs.values()} == {"float32"}
-    model = keras.models.load_model(
-        job_run.run_dir / "models" / "model.keras", custom_objects=ak.CUSTOM_OBJECTS
-    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model = keras.models.load_model(
+            job_run.run_dir / "models" / "model.keras", custom_objects=ak.CUSTOM_OBJECTS
+        )
+    assert not [w for w in caught if "Skipping variable loading" in str(w.message)]
+    if policy == "mixed_float16":  # reloaded ready to train on, loss scaling and its state
+        assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
     low = policy.removeprefix("mixed_")
     computing = Counter(layer.dtype_policy.compute_dtype for layer in model.layers)
     assert computing[low] >= 2, computing  # e.g. the Dense/Conv layers of the searched blocks

@@ -60,8 +60,16 @@ def float32_outputs(model: Any) -> Any:
         config["dtype"] = FLOAT32
         outputs.append(type(layer).from_config(config)(layer.input))
     rebuilt = keras.Model(model.inputs, outputs, name=model.name)
-    # Keras keeps the arguments `compile` got (the optimizer before loss-scale wrapping).
-    rebuilt.compile(**model._compile_config.config)
+    # Keras keeps the arguments `compile` got (the optimizer before loss-scale wrapping). The
+    # loss-scale optimizer is passed as such, so the saved `.keras` file names it and reloads
+    # with its state (a plain Adam would skip the saved loss-scale variables).
+    arguments = dict(model._compile_config.config)
+    optimizer = arguments.get("optimizer")
+    if rebuilt.dtype_policy.name == "mixed_float16" and not isinstance(
+        optimizer, (keras.optimizers.LossScaleOptimizer, type(None))
+    ):
+        arguments["optimizer"] = keras.optimizers.LossScaleOptimizer(optimizer)
+    rebuilt.compile(**arguments)
     return rebuilt
 
 
