@@ -58,6 +58,19 @@ def run_cli(
     )
 
 
+def run_script(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """The job script itself, as an agent runs it."""
+    script = PROJECT_ROOT / "jobs" / "structured_classifier.py"
+    return subprocess.run(
+        [sys.executable, str(script), *args],
+        env=job_env(home),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
 def start_cli(
     home: Path, cwd: Path, *args: str, new_session: bool = False
 ) -> subprocess.Popen[str]:
@@ -149,20 +162,37 @@ def test_a_finished_run_folder_is_never_replaced_silently(home: Path, tmp_path: 
     assert sha256_file(model) == digest
     assert summary(run_dir) == done
     # The job script itself (as an agent runs it) refuses too, and writes nothing.
-    script = PROJECT_ROOT / "jobs" / "structured_classifier.py"
-    direct = subprocess.run(
-        [sys.executable, str(script), "--run-dir", str(run_dir), "--offline"],
-        env=job_env(home),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    direct = run_script(home, "--run-dir", str(run_dir), "--offline")
     assert direct.returncode == 2, direct.stderr[-2000:]
     assert len(errors(direct.stderr)) == 1, direct.stderr[-2000:]
     assert sha256_file(model) == digest
     assert summary(run_dir) == done
 
+    # --resume over a finished run whose summary cannot be read (or is newer) is refused: it
+    # would otherwise retrain and replace the model (issue 20, item 2).
+    summary_path = run_dir / "summary.json"
+    good = summary_path.read_bytes()
+    newer = json.dumps({**done, "schema_version": 99})
+    for text, words in (("{", "cannot read"), (newer, "upgrade ak-remote")):
+        summary_path.write_text(text)
+        state = sha256_file(run_dir / "search_state.zip")
+        resumed = run_cli(home, tmp_path, "--resume", str(run_dir), *sets("max_trials=1"))
+        assert resumed.returncode == 3, resumed.stderr[-3000:]
+        (line,) = errors(resumed.stderr)
+        assert line.startswith(f"Error: cannot resume {run_dir}: "), line
+        assert words in line
+        assert summary_path.read_text() == text
+        assert sha256_file(model) == digest
+        assert sha256_file(run_dir / "search_state.zip") == state
+        # The job script itself (an agent or a user running it) refuses the same way.
+        direct = run_script(home, "--run-dir", str(run_dir), "--resume", "--offline")
+        assert direct.returncode == 3, direct.stderr[-2000:]
+        assert summary_path.read_text() == text
+        assert sha256_file(model) == digest
+    summary_path.write_bytes(good)
+
+    # --overwrite replaces the run and only the run: a user's file in the folder stays.
+    (run_dir / "notes.txt").write_text("mine\n")
     replaced = run_cli(
         home, tmp_path, "--run-dir", str(run_dir), "--overwrite", *sets("max_trials=1", "seed=7")
     )
@@ -170,6 +200,31 @@ def test_a_finished_run_folder_is_never_replaced_silently(home: Path, tmp_path: 
     assert summary(run_dir)["params"]["seed"] == "7"
     # Only the new run's files: the old trial folders went with --overwrite.
     assert len(list((run_dir / "tensorboard").iterdir())) == 2  # one trial, the final fit
+    assert (run_dir / "notes.txt").read_text() == "mine\n"
+    assert "kept 1 entry that is not ak-remote's: notes.txt" in replaced.stderr
+
+
+def test_overwrite_never_empties_a_folder_that_holds_no_run(home: Path, tmp_path: Path) -> None:
+    """Issue 20, item 1: `--overwrite` on a user's folder is refused, naming what it holds;
+    without the flag the refusal neither calls it a run nor suggests --overwrite."""
+    folder = tmp_path / "d"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("x\n")
+    (folder / "data").mkdir()
+    (folder / "data" / "wine.csv").write_text("a,b\n")
+    for flags in (["--overwrite"], []):
+        result = run_cli(
+            home, tmp_path, "--run-dir", str(folder), *flags, *sets("max_trials=1"), timeout=60
+        )
+        assert result.returncode == 2, result.stderr[-2000:]
+        (line,) = errors(result.stderr)
+        assert "notes.txt" in line
+        assert "data" in line
+        assert "holds a run" not in line
+        assert "--overwrite" not in line
+        assert sorted(p.name for p in folder.iterdir()) == ["data", "notes.txt"]
+        assert (folder / "notes.txt").read_text() == "x\n"
+        assert (folder / "data" / "wine.csv").is_file()
 
 
 def test_second_process_is_refused_and_sigterm_stops_the_training(

@@ -43,7 +43,8 @@ from ak_remote.remote import local_run
 @click.option(
     "--overwrite",
     is_flag=True,
-    help="Replace what --run-dir holds (a finished run's models included).",
+    help="Replace the run --run-dir holds (a finished run's models included); only what a run "
+    "wrote is removed, and a folder holding no run is refused.",
 )
 @click.option(
     "--parallel",

@@ -163,6 +163,9 @@ class Run:
             self.run_dir = folder
         self.run_dir.mkdir(parents=True, exist_ok=True)
         console.log_to(self.run_dir)
+        note = self.lock.kept_note() if self.lock is not None else None
+        if note:
+            console.say(f"--overwrite {note}")
         self.summary["run_dir"] = str(self.run_dir)
         self.write_summary()  # status "running" from the start: a killed run is never "completed"
         # Under an agent the values that count are the server's (a clone's overrides): they

@@ -1,7 +1,9 @@
 """Claiming a run folder: never reuse one by accident, never share one between two processes.
 
-A run folder that already holds anything is refused unless the run resumes it (`--resume`) or
-the user asked to replace it (`--overwrite`): a finished run's model is never replaced silently.
+A run folder that already holds a run is refused unless the run resumes it (`--resume`) or the
+user asked to replace it (`--overwrite`): a finished run's model is never replaced silently.
+`--overwrite` removes only what a run of ours writes, and a folder holding files but no run of
+ours is refused whatever the flags: it is a user's folder, not a run to replace.
 The claim is an exclusive `fcntl.flock` on `<run>/.ak-remote.lock`, held for the life of the
 process: the kernel releases it when the process ends however it ends (even SIGKILL), so a stale
 lock never blocks a resume. The file names its holder (pid, host, start time), which is what a
@@ -16,6 +18,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import shutil
 import socket
 import time
@@ -23,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from ak_remote.contract import SUMMARY_FILE
 from ak_remote.errors import UsageError
 
 LOCK_FILE = ".ak-remote.lock"
@@ -44,26 +48,97 @@ def _holder_text(path: Path) -> str:
 # What ak-remote itself puts in a folder before the job starts there (the lock and reserve, and
 # a parallel search's spec and log for each part it starts): not a run yet.
 _BEFORE_THE_RUN = frozenset({LOCK_FILE, RESERVE_FILE, "search_spec.json", "job.log"})
+# Everything else a run of ours writes at the top of its folder (the job, a parallel search's
+# controller, trials and final fit). `--overwrite` removes these and nothing else.
+_RUN_FILES = frozenset(
+    {
+        SUMMARY_FILE,
+        "data_split.json",
+        "confusion_matrix.json",
+        "git.diff",
+        "search_state.zip",
+        "search_controller.zip",
+    }
+)
+_RUN_FOLDERS = frozenset(
+    {
+        "autokeras",
+        "checkpoints",
+        "logs",
+        "models",
+        "models.tmp",
+        "models.unverified",
+        "models.old",
+        "tensorboard",
+        "trials",
+    }
+)
+# A parallel search's final fit (`final`, `final-retry1`) and atomic writes cut short by a kill.
+_RUN_PATTERN = re.compile(
+    r"^(final(-retry[0-9]+)?"
+    r"|\.(summary\.json|data_split\.json|search_controller\.zip|search_state\.zip\.[0-9]+)\.tmp)$"
+)
 
 
-def _occupied(folder: Path) -> bool:
-    """Whether the folder holds anything a run wrote (ak-remote's own setup files do not count)."""
-    try:
-        return any(child.name not in _BEFORE_THE_RUN for child in folder.iterdir())
-    except FileNotFoundError:
-        return False
+def _ours(name: str) -> bool:
+    """Whether a run of ak-remote's writes an entry of this name at the top of its folder."""
+    return name in _RUN_FILES or name in _RUN_FOLDERS or bool(_RUN_PATTERN.match(name))
+
+
+def _listing(names: list[str], limit: int = 5) -> str:
+    shown = ", ".join(sorted(names)[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+@dataclass(frozen=True)
+class FolderContents:
+    """What a would-be run folder holds: a run's entries, ak-remote's setup files, the rest."""
+
+    run: list[str]  # entries a run of ours wrote
+    foreign: list[str]  # entries no run of ours writes (a user's files)
+    is_run: bool  # it holds a run (summary.json) or a run claimed it (the lock file)
+
+    @classmethod
+    def of(cls, folder: Path) -> FolderContents:
+        try:
+            names = [child.name for child in folder.iterdir()]
+        except FileNotFoundError:
+            names = []
+        run = [n for n in names if _ours(n)]
+        foreign = [n for n in names if not _ours(n) and n not in _BEFORE_THE_RUN]
+        return cls(run, foreign, SUMMARY_FILE in names or LOCK_FILE in names)
 
 
 def check_run_dir(folder: Path, resume: bool, overwrite: bool) -> None:
-    """Refuse an existing, non-empty run folder unless resuming or overwriting (UsageError)."""
+    """Refuse a folder that is not ours to write into (UsageError).
+
+    A folder holding files but no run of ours is refused whatever the flags: `--overwrite`
+    replaces a run, never a user's files. A folder holding a run is refused unless the run
+    resumes it or the user asked to replace it.
+    """
     if folder.exists() and not folder.is_dir():
         raise UsageError(f"{folder} exists and is not a folder", "pass another --run-dir")
-    if resume or overwrite or not folder.is_dir() or not _occupied(folder):
+    if not folder.is_dir():
         return
+    contents = FolderContents.of(folder)
+    if not contents.is_run and contents.foreign:
+        raise UsageError(
+            f"the folder {folder} is not an ak-remote run folder: it holds "
+            f"{_listing(contents.foreign + contents.run)}",
+            "pass a --run-dir that is new or empty; nothing in that folder was touched",
+        )
+    if resume or overwrite or not (contents.run or contents.foreign):
+        return
+    if contents.run:
+        raise UsageError(
+            f"the run folder {folder} already holds a run",
+            f"resume it (ak-remote run JOB --resume {folder}), replace it (--overwrite), "
+            "or pass a new --run-dir",
+        )
     raise UsageError(
-        f"the run folder {folder} already holds a run",
-        f"resume it (ak-remote run JOB --resume {folder}), replace it (--overwrite), "
-        "or pass a new --run-dir",
+        f"the folder {folder} holds files that are not an ak-remote run's: "
+        f"{_listing(contents.foreign)}",
+        "pass a --run-dir that is new or empty; nothing in that folder was touched",
     )
 
 
@@ -73,6 +148,17 @@ class RunDirLock:
 
     folder: Path
     handle: IO[str]
+    kept: tuple[str, ...] = ()  # a user's entries that `--overwrite` left in place
+
+    def kept_note(self) -> str | None:
+        """What `--overwrite` left in the folder, in words (None when it left nothing)."""
+        if not self.kept:
+            return None
+        one = len(self.kept) == 1
+        return (
+            f"kept {len(self.kept)} {'entry that is' if one else 'entries that are'} not "
+            f"ak-remote's: {_listing(list(self.kept))}"
+        )
 
     def free_reserve(self) -> bool:
         """Give back the space set aside at the claim; False when there was none."""
@@ -121,9 +207,13 @@ def claim(folder: Path, resume: bool = False, overwrite: bool = False) -> RunDir
         handle.truncate()
         handle.write(json.dumps(holder) + "\n")
         handle.flush()
+        kept: list[str] = []
         if overwrite:
+            # Only what a run of ours wrote: a user's own files in the folder stay.
             for child in folder.iterdir():
-                if child.name in _BEFORE_THE_RUN:
+                if not _ours(child.name):
+                    if child.name not in _BEFORE_THE_RUN:
+                        kept.append(child.name)
                     continue
                 if child.is_dir() and not child.is_symlink():
                     shutil.rmtree(child)
@@ -137,7 +227,7 @@ def claim(folder: Path, resume: bool = False, overwrite: bool = False) -> RunDir
         handle.close()
         (folder / RESERVE_FILE).unlink(missing_ok=True)
         raise unwritable(folder, exc) from None
-    return RunDirLock(folder, handle)
+    return RunDirLock(folder, handle, tuple(sorted(kept)))
 
 
 def unwritable(folder: Path, exc: OSError) -> UsageError:

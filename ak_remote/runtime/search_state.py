@@ -317,7 +317,8 @@ def restore_or_start(
 
 def check_resume_dir(run_dir: str | None) -> Path:
     """The run folder a local --resume continues; raises UsageError when there is nothing to
-    resume (no --run-dir, no such folder, no snapshot, or a run that already completed)."""
+    resume (no --run-dir, no such folder, no snapshot, or a run that already completed), and
+    DataError when its summary.json cannot be read or was written by a newer ak-remote."""
     if not run_dir:
         raise UsageError("--resume needs the run folder", "pass --run-dir DIR with --resume")
     folder = Path(run_dir)
@@ -329,11 +330,17 @@ def check_resume_dir(run_dir: str | None) -> Path:
             "a run saves it after its first finished trial; start the run again instead",
         )
     summary = folder / SUMMARY_FILE
-    if summary.is_file():
+    if summary.exists():
         try:
             status = read_summary(summary).get("status")
-        except DataError:
-            status = None
+        except DataError as exc:
+            # Whether that run finished is unknown: resuming could replace a finished model.
+            raise DataError(
+                f"cannot resume {run_dir}: {exc.message}",
+                exc.hint
+                or "restore its summary.json, or start a new run in another --run-dir; "
+                "nothing was changed",
+            ) from None
         if status == RUN_COMPLETED:
             raise UsageError(
                 f"the run in {run_dir} already completed; nothing to resume",
