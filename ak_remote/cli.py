@@ -44,10 +44,10 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "reproduce": ("reproduce", "reproduce", "Run a finished run again with everything pinned."),
     "resume": ("resume", "resume", "Continue a stopped or failed run's search where it left off."),
     "tensorboard": ("tensorboard", "tensorboard", "Fetch runs' TensorBoard logs and serve them."),
-    "queues": ("infra", "queues", "List queues, or create the ones a queue file declares."),
-    "agent": ("infra", "agent", "Start clearml-agent daemons serving queues on this host."),
-    "agents": ("infra", "agents", "List registered workers, their queues and current runs."),
-    "doctor": ("infra", "doctor", "Check credentials, server, queues, workers and image."),
+    "queues": ("fleet", "queues", "List queues, or create the ones a queue file declares."),
+    "agent": ("fleet", "agent", "Start clearml-agent daemons serving queues on this host."),
+    "agents": ("fleet", "agents", "List registered workers, their queues and current runs."),
+    "doctor": ("fleet", "doctor", "Check credentials, server, queues, workers and image."),
 }
 
 
@@ -74,7 +74,9 @@ class LazyGroup(click.Group):
             if debug:
                 traceback.print_exc()
             if not exc.reported:
-                from ak_remote.datasets import mask_credentials  # a last guard for any message
+                from ak_remote.datasets.secrets import (
+                    mask_credentials,  # a last guard for any message
+                )
 
                 click.echo(f"Error: {mask_credentials(str(exc))}", err=True)
             sys.exit(exc.exit_code)

@@ -80,11 +80,11 @@ FAULTS: list[tuple[str, str, int, str, int | None]] = [
 def reliability(home: Path) -> None:
     """Launch a six-run sweep under each fault; report what the server holds afterwards."""
     from ak_remote import contract
+    from ak_remote.clearml_api import Client, RetryPolicy
     from ak_remote.contract import LAUNCH_TAG_PREFIX
     from ak_remote.errors import AkRemoteError
-    from ak_remote.remote import templates
-    from ak_remote.remote.clearml_api import Client, RetryPolicy
-    from ak_remote.remote.launch import LaunchRequest, launch
+    from ak_remote.launcher import templates
+    from ak_remote.launcher.launch import LaunchRequest, launch
 
     print(f"{'fault':<46} {'times':>5} {'outcome':<26} {'queued':>6} {'dupl.':>5} {'drafts':>6}")
     for name, endpoint, times, mode, after in FAULTS:

@@ -170,7 +170,7 @@ def run_ours(
     import keras_tuner
 
     from ak_remote.catalog import get_job
-    from ak_remote.remote.clearml_api import Client
+    from ak_remote.clearml_api import Client
     from ak_remote.search.backends import ClearMLBackend
     from ak_remote.search.controller import Controller
     from ak_remote.search.oracle import KerasTunerOracle

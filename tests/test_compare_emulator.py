@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from ak_remote.clearml_api import client_from_config
 from ak_remote.cli import cli
-from ak_remote.remote import templates
-from ak_remote.remote.clearml_api import client_from_config
-from ak_remote.remote.launch import LaunchRequest, launch
+from ak_remote.launcher import templates
+from ak_remote.launcher.launch import LaunchRequest, launch
 from tests.emulator.server import Emulator
 
 
@@ -102,7 +102,7 @@ def test_the_compare_link_uses_the_route_of_the_servers_web_app(
 
 def test_a_plot_of_many_runs_tells_them_apart(clearml_emulator: Emulator, tmp_path: Path) -> None:
     """Distinct labels (what differs), distinct colours, legend outside, one-epoch runs visible."""
-    from ak_remote.remote.compare import plot, run_labels
+    from ak_remote.launcher.compare import plot, run_labels
 
     client = client_from_config()
     templates.sync(client, "ak-remote/templates", "img:1", "")

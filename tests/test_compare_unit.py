@@ -9,7 +9,7 @@ import json
 import pytest
 
 from ak_remote.errors import UsageError
-from ak_remote.remote.compare import build, render
+from ak_remote.launcher.compare import build, render
 
 
 def task(task_id: str, epochs: str, seed: str, acc: float, loss: float) -> dict[str, object]:

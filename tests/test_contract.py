@@ -1,8 +1,7 @@
-"""ak_remote.contract: the versioned run summary, ids, tags, and the package's one-way imports."""
+"""ak_remote.contract: the versioned run summary, ids, tags."""
 
 from __future__ import annotations
 
-import ast
 import json
 from pathlib import Path
 
@@ -10,8 +9,6 @@ import pytest
 
 from ak_remote import contract
 from ak_remote.errors import DataError, ExitCode
-
-PACKAGE = Path(__file__).resolve().parents[1] / "ak_remote"
 
 
 def test_new_summary_is_readable_and_versioned(tmp_path: Path) -> None:
@@ -83,36 +80,3 @@ def test_server_configured_rules(tmp_path: Path) -> None:
     )
     (tmp_path / "clearml.conf").write_text("api {}")
     assert contract.server_configured({"HOME": str(tmp_path)})
-
-
-def _imports(path: Path) -> set[str]:
-    names: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-        if isinstance(node, ast.ImportFrom) and node.module:
-            names.add(node.module)
-        elif isinstance(node, ast.Import):
-            names.update(alias.name for alias in node.names)
-    return names
-
-
-@pytest.mark.parametrize(
-    ("side", "forbidden"),
-    [
-        ("runtime", ("ak_remote.remote", "ak_remote.fleet", "ak_remote.commands", "ak_remote.cli")),
-        ("remote", ("ak_remote.commands", "ak_remote.cli", "ak_remote.fleet")),
-        ("fleet", ("ak_remote.commands", "ak_remote.cli")),
-    ],
-)
-def test_the_sides_import_one_way(side: str, forbidden: tuple[str, ...]) -> None:
-    offenders = [
-        f"{path.relative_to(PACKAGE)} imports {name}"
-        for path in sorted((PACKAGE / side).rglob("*.py"))
-        for name in _imports(path)
-        if name.startswith(forbidden)
-    ]
-    assert offenders == []
-
-
-def test_contract_imports_neither_side() -> None:
-    names = _imports(PACKAGE / "contract.py")
-    assert {n for n in names if n.startswith("ak_remote")} == {"ak_remote.errors"}

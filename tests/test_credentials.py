@@ -29,10 +29,11 @@ import pytest
 from click.testing import CliRunner
 
 from ak_remote.catalog import JOBS
+from ak_remote.clearml_api import client_from_config
 from ak_remote.cli import cli
-from ak_remote.datasets import (
+from ak_remote.datasets.references import check_reference
+from ak_remote.datasets.secrets import (
     check_environment,
-    check_reference,
     expand_placeholders,
     mask_credentials,
     placeholder_names,
@@ -40,8 +41,7 @@ from ak_remote.datasets import (
     refuse_credentials,
 )
 from ak_remote.errors import UsageError
-from ak_remote.remote import templates
-from ak_remote.remote.clearml_api import client_from_config
+from ak_remote.launcher import templates
 from ak_remote.search.backends import ClearMLBackend
 from ak_remote.search.spec import CONTROLLER, SearchSpec
 from tests.emulator.server import Emulator

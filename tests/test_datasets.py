@@ -9,13 +9,8 @@ from pathlib import Path
 import pytest
 
 from ak_remote.catalog import JOBS
-from ak_remote.datasets import (
-    BUNDLED,
-    DatasetRef,
-    bundled_for,
-    check_reference,
-    generate_reviews,
-)
+from ak_remote.datasets.references import BUNDLED, DatasetRef, bundled_for, check_reference
+from ak_remote.datasets.reviews import generate_reviews
 from ak_remote.errors import ExitCode, UsageError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -156,7 +151,7 @@ def test_reviews_are_deterministic_and_labelled_consistently() -> None:
 def test_imports_stay_cheap() -> None:
     """The launcher may import these before anything else: no numpy, TensorFlow or ClearML."""
     code = (
-        "import sys, ak_remote.datasets, ak_remote.runtime; "
+        "import sys, ak_remote.datasets.references, ak_remote.datasets.secrets, ak_remote.runtime; "
         "heavy = [m for m in ('numpy', 'tensorflow', 'keras', 'autokeras', 'clearml') "
         "if m in sys.modules]; print(heavy); sys.exit(1 if heavy else 0)"
     )

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
+from ak_remote.clearml_api import client_from_config
 from ak_remote.cli import cli
-from ak_remote.remote.clearml_api import client_from_config
-from ak_remote.remote.pull import pull as pull_run
+from ak_remote.launcher.pull import pull as pull_run
 from tests.emulator.agent import running_agent
 from tests.emulator.server import Emulator
 

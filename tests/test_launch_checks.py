@@ -11,11 +11,11 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
+from ak_remote.clearml_api import client_from_config
 from ak_remote.cli import cli
 from ak_remote.errors import UsageError
 from ak_remote.fleet.agents import build_agent_commands, load_queue_file
-from ak_remote.remote import templates
-from ak_remote.remote.clearml_api import client_from_config
+from ak_remote.launcher import templates
 from tests.emulator.server import Emulator
 
 JOB = "structured-classifier"

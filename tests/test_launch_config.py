@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from ak_remote.clearml_api import client_from_config
 from ak_remote.cli import cli
+from ak_remote.config import DEFAULT_IMAGE, config_path, load_config
 from ak_remote.errors import UsageError
-from ak_remote.remote import templates
-from ak_remote.remote.clearml_api import client_from_config
-from ak_remote.remote.config import DEFAULT_IMAGE, config_path, load_config
+from ak_remote.launcher import templates
 from tests.emulator.server import Emulator
 
 

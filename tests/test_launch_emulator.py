@@ -18,12 +18,12 @@ from hypothesis import strategies as st
 
 from ak_remote import contract
 from ak_remote.catalog import get_job
+from ak_remote.clearml_api import Client, client_from_config
 from ak_remote.cli import cli
 from ak_remote.contract import BATCH_TAG_PREFIX
 from ak_remote.errors import ServerError, UsageError
-from ak_remote.remote import templates
-from ak_remote.remote.clearml_api import Client, client_from_config
-from ak_remote.remote.launch import (
+from ak_remote.launcher import templates
+from ak_remote.launcher.launch import (
     LaunchRequest,
     execute_launch,
     launch,

@@ -9,11 +9,11 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
+from ak_remote.clearml_api import client_from_config
 from ak_remote.cli import cli
-from ak_remote.remote import templates
-from ak_remote.remote.clearml_api import client_from_config
-from ak_remote.remote.launch import LaunchRequest, launch
-from ak_remote.remote.runs import read_log, wait
+from ak_remote.launcher import templates
+from ak_remote.launcher.launch import LaunchRequest, launch
+from ak_remote.launcher.runs import read_log, wait
 from tests.emulator.server import Emulator
 
 

@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
+from ak_remote.clearml_api import client_from_config
 from ak_remote.cli import cli
 from ak_remote.errors import UsageError
-from ak_remote.remote.clearml_api import client_from_config
-from ak_remote.remote.reproduce import execute_reproduce, metric_deltas, plan_reproduce
+from ak_remote.launcher.reproduce import execute_reproduce, metric_deltas, plan_reproduce
 from tests.emulator.server import Emulator
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"

@@ -17,9 +17,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ak_remote.catalog import get_job
-from ak_remote.errors import UsageError
-from ak_remote.params import parse_sweep
-from ak_remote.remote.clearml_api import (
+from ak_remote.clearml_api import (
     ApiError,
     Client,
     RetryPolicy,
@@ -27,7 +25,8 @@ from ak_remote.remote.clearml_api import (
     TransientError,
     last_metric_values,
 )
-from ak_remote.remote.launch import (
+from ak_remote.errors import UsageError
+from ak_remote.launcher.launch import (
     MAX_NAME_LENGTH,
     check_image,
     check_name,
@@ -35,7 +34,8 @@ from ak_remote.remote.launch import (
     merged_hyperparams,
     sweep_points,
 )
-from ak_remote.remote.templates import Template, hyperparams_for
+from ak_remote.launcher.templates import Template, hyperparams_for
+from ak_remote.params import parse_sweep
 
 # -- names, tags, images ---------------------------------------------------------------------
 

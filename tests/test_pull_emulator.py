@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
+from ak_remote.clearml_api import client_from_config
 from ak_remote.cli import cli
 from ak_remote.errors import RunFailedError
-from ak_remote.remote.clearml_api import client_from_config
-from ak_remote.remote.pull import pull, safe_relative
+from ak_remote.launcher.pull import pull, safe_relative
 from tests.emulator.server import Emulator
 
 

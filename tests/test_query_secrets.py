@@ -28,13 +28,13 @@ import pytest
 from click.testing import CliRunner
 
 from ak_remote.catalog import JOBS
+from ak_remote.clearml_api import client_from_config
 from ak_remote.cli import cli
-from ak_remote.datasets import (
+from ak_remote.datasets.references import check_reference, expand_reference
+from ak_remote.datasets.secrets import (
     SECRET_PARAMS,
     check_environment,
-    check_reference,
     expand_placeholders,
-    expand_reference,
     has_masked_credentials,
     mask_credentials,
     placeholder_names,
@@ -42,8 +42,7 @@ from ak_remote.datasets import (
     refuse_credentials,
 )
 from ak_remote.errors import DataError, UsageError
-from ak_remote.remote import templates
-from ak_remote.remote.clearml_api import client_from_config
+from ak_remote.launcher import templates
 from ak_remote.search.backends import ClearMLBackend
 from ak_remote.search.spec import CONTROLLER, SearchSpec
 from tests.emulator.server import Emulator

@@ -26,7 +26,7 @@ import numpy as np
 import pytest
 
 from ak_remote.catalog import JOBS, PROJECT_ROOT
-from ak_remote.runtime.inference import decode
+from ak_remote.model.decode import decode
 
 pytestmark = pytest.mark.slow
 
@@ -76,7 +76,7 @@ def write_mixed_wine_csv(path: Path) -> Path:
 def write_reviews_csv(path: Path) -> Path:
     import csv
 
-    from ak_remote.datasets import generate_reviews
+    from ak_remote.datasets.reviews import generate_reviews
 
     with path.open("w", newline="") as handle:
         writer = csv.writer(handle)
@@ -495,7 +495,7 @@ def test_text_export_reloads_with_its_pipeline(runs: Callable[[str], JobRun]) ->
     import tensorflow as tf
     from autokeras.pipeline import load_pipeline
 
-    from ak_remote.runtime.export import serve
+    from ak_remote.model.reload import serve
 
     models = job_run.run_dir / "models"
     spec = json.loads((models / "inference.json").read_text())

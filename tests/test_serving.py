@@ -421,7 +421,8 @@ def test_predict_refuses_what_it_cannot_serve(tmp_path: Path) -> None:
 # raw held-out rows, the exit path and the ClearML side are all real.
 DRIFTED_JOB = """\
 import sys
-from ak_remote.runtime import main, serving
+from ak_remote.entry import main
+from ak_remote.runtime import serving
 
 real_describe = serving.describe
 

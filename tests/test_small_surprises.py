@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
+from ak_remote.clearml_api import client_from_config
 from ak_remote.cli import cli
-from ak_remote.remote import templates
-from ak_remote.remote.clearml_api import client_from_config
-from ak_remote.remote.launch import SWEEP_ID_AT_LAUNCH, LaunchRequest, launch
+from ak_remote.launcher import templates
+from ak_remote.launcher.launch import SWEEP_ID_AT_LAUNCH, LaunchRequest, launch
 from tests.emulator.server import Emulator
 from tests.test_launch_reproduce import SUMMARY, finished_run
 

@@ -13,9 +13,9 @@ from click.testing import CliRunner
 
 from ak_remote import contract
 from ak_remote.catalog import JOBS
+from ak_remote.clearml_api import client_from_config
 from ak_remote.cli import cli
-from ak_remote.remote import templates
-from ak_remote.remote.clearml_api import client_from_config
+from ak_remote.launcher import templates
 from tests.emulator.fixtures import run_python, script_result
 from tests.emulator.server import Emulator
 

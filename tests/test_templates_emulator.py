@@ -10,10 +10,10 @@ from click.testing import CliRunner
 
 from ak_remote import contract
 from ak_remote.catalog import JOBS, PROJECT_ROOT, get_job
+from ak_remote.clearml_api import client_from_config
 from ak_remote.cli import cli
+from ak_remote.launcher import templates
 from ak_remote.params import ParamSet
-from ak_remote.remote import templates
-from ak_remote.remote.clearml_api import client_from_config
 from tests.emulator.server import Emulator
 
 WRITES = ("tasks.create", "tasks.edit", "projects.create", "tasks.clone", "tasks.delete")

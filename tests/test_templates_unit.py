@@ -11,7 +11,7 @@ import pytest
 
 from ak_remote.catalog import PROJECT_ROOT, get_job
 from ak_remote.contract import TEMPLATE_TAG
-from ak_remote.remote.templates import (
+from ak_remote.launcher.templates import (
     changed_fields,
     job_of,
     pinned_requirements,
@@ -125,7 +125,7 @@ def test_each_field_change_is_seen(tmp_path: Path, field: str) -> None:
     ],
 )
 def test_the_recorded_lock_matches_the_image(image: str, lock: str, tensorflow: str) -> None:
-    from ak_remote.remote.templates import lock_for_image
+    from ak_remote.launcher.templates import lock_for_image
 
     assert lock_for_image(image) == lock
     pins = template_fields(JOB, image, "")["script"]["requirements"]["pip"].splitlines()
@@ -133,7 +133,7 @@ def test_the_recorded_lock_matches_the_image(image: str, lock: str, tensorflow: 
 
 
 def test_code_warnings(tmp_path: Path) -> None:
-    from ak_remote.remote.templates import code_warnings
+    from ak_remote.launcher.templates import code_warnings
 
     assert code_warnings(checkout(tmp_path / "a", remote=None)) == []
     root = checkout(tmp_path / "b", remote="https://git.example.com/x.git")
@@ -158,7 +158,7 @@ def test_code_warnings(tmp_path: Path) -> None:
 def test_only_a_remote_other_hosts_can_clone_is_recorded(
     tmp_path: Path, remote: str, shared: bool
 ) -> None:
-    from ak_remote.remote.templates import code_warnings, shared_remote
+    from ak_remote.launcher.templates import code_warnings, shared_remote
 
     root = checkout(tmp_path, remote=remote)
     assert (shared_remote(root) is not None) is shared

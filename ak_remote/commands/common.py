@@ -16,8 +16,8 @@ from ak_remote import ui
 from ak_remote.errors import RunFailedError
 
 if TYPE_CHECKING:
-    from ak_remote.remote.clearml_api import Client
-    from ak_remote.remote.config import Config
+    from ak_remote.clearml_api import Client
+    from ak_remote.config import Config
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -36,7 +36,7 @@ class App:
     @property
     def config(self) -> Config:
         if self._config is None:
-            from ak_remote.remote.config import load_config
+            from ak_remote.config import load_config
 
             self._config = load_config()
         return self._config
@@ -47,7 +47,7 @@ class App:
             if self._client_factory is not None:
                 self._client = self._client_factory()
             else:
-                from ak_remote.remote.clearml_api import client_from_config
+                from ak_remote.clearml_api import client_from_config
 
                 self._client = client_from_config(on_retry=ui.info)
         return self._client
@@ -86,7 +86,7 @@ def _why(status: str, message: str) -> str:
 def follow_runs(client: Client, task_ids: list[str], interval: float) -> None:
     """Wait for the runs with a progress line per change; RunFailedError if any did not complete."""
     from ak_remote.contract import BAD_STATUSES
-    from ak_remote.remote.runs import RunStatus, wait
+    from ak_remote.launcher.runs import RunStatus, wait
 
     def show(rows: list[RunStatus]) -> None:
         counts: dict[str, int] = {}

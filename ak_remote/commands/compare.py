@@ -8,7 +8,7 @@ import click
 
 from ak_remote import ui
 from ak_remote.commands.common import App, pass_app
-from ak_remote.remote.compare import COMPARE_FIELDS, FORMATS, build, plot, render, run_labels
+from ak_remote.launcher.compare import COMPARE_FIELDS, FORMATS, build, plot, render, run_labels
 
 
 @click.command()
@@ -51,12 +51,12 @@ def compare(
       ak-remote compare --sweep sw-1a2b3c4d --sort test_accuracy
       ak-remote compare ID1 ID2 --format markdown --plot curves.png --metric epoch_val_loss
     """
-    from ak_remote.remote.runs import select_tasks
+    from ak_remote.launcher.runs import select_tasks
 
     if plot_path is not None and plot_path.suffix.lower() != ".png":
         raise click.BadParameter("the plot is written as PNG: give a FILE.png", param_hint="--plot")
     client = app.client()
-    from ak_remote.commands.search import trials_of_searches
+    from ak_remote.search.read import trials_of_searches
 
     ids = trials_of_searches(client, ids)  # a search id means its finished trials
     tasks = select_tasks(client, ids=ids, sweep=sweep_id, project=project, fields=COMPARE_FIELDS)

@@ -36,7 +36,7 @@ def jobs(job_name: str | None, as_json: bool) -> None:
             )
         return
     job = get_job(job_name)
-    from ak_remote.datasets import bundled_for
+    from ak_remote.datasets.references import bundled_for
 
     if as_json:
         ui.as_json(

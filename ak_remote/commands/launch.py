@@ -6,8 +6,8 @@ import click
 
 from ak_remote import ui
 from ak_remote.commands.common import App, follow_runs, json_option, pass_app
-from ak_remote.remote.config import pick
-from ak_remote.remote.launch import (
+from ak_remote.config import pick
+from ak_remote.launcher.launch import (
     SWEEP_ID_AT_LAUNCH,
     LaunchPlan,
     LaunchRequest,
@@ -118,7 +118,8 @@ def launch(
     )
     search_flags = (controller_queue, controller_where, max_retries, lost_after)
     if parallel is not None or any(flag is not None for flag in search_flags):
-        from ak_remote.commands.search import SearchOptions, launch_search
+        from ak_remote.commands.search import launch_search
+        from ak_remote.search.launch import SearchOptions
 
         options = SearchOptions(
             parallel, controller_queue, controller_where, max_retries, lost_after
@@ -159,7 +160,7 @@ def launch(
 
 def _say_placeholders(plan: LaunchPlan) -> None:
     """Name the variables the agent must have: the runs fail on their data without them."""
-    from ak_remote.datasets import placeholder_names
+    from ak_remote.datasets.secrets import placeholder_names
 
     datasets = [run.values.get("dataset", "") for run in plan.runs]
     names = list(dict.fromkeys(n for dataset in datasets for n in placeholder_names(dataset)))

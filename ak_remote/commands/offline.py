@@ -21,7 +21,7 @@ def import_offline(app: App, session: Path, as_json: bool) -> None:
 
     The run's model, which offline mode cannot register, is registered on the way.
     """
-    from ak_remote.remote import offline
+    from ak_remote.launcher import offline
 
     offline.check_session(session)
     if not server_configured():

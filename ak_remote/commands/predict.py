@@ -45,11 +45,11 @@ def predict(app: App, target: str, source: str, fmt: str, resize: bool, dest: Pa
       ak-remote predict runs/structured-classifier/20260101-120000 --input new_rows.csv
       echo "great product, works well" | ak-remote predict RUN_ID --input - --format json
     """
-    from ak_remote.remote.predict import predict as run_predict
-    from ak_remote.remote.predict import render, resolve
+    from ak_remote.launcher.predict import predict as run_predict
+    from ak_remote.launcher.predict import render, resolve
 
     def fetch(task_id: str) -> Path:
-        from ak_remote.remote.pull import pull
+        from ak_remote.launcher.pull import pull
 
         return pull(app.client(), task_id, dest, load=False, progress=ui.info).dest
 

@@ -36,7 +36,7 @@ def pull(
     rejected (exit 5). The models are then reloaded (AutoKeras custom objects included); with
     --check they must reproduce the predictions the job recorded on held-out samples.
     """
-    from ak_remote.remote.pull import pull as pull_run
+    from ak_remote.launcher.pull import pull as pull_run
 
     if check and no_load:
         raise click.UsageError("--check needs the models loaded; drop --no-load")

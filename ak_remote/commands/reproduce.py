@@ -29,7 +29,7 @@ def reproduce(
     Warns about anything that could not be pinned. With --wait, prints the difference of each
     test metric from the original when it finishes.
     """
-    from ak_remote.remote.reproduce import compare_outcome, execute_reproduce, plan_reproduce
+    from ak_remote.launcher.reproduce import compare_outcome, execute_reproduce, plan_reproduce
 
     config = app.config
     client = app.client()

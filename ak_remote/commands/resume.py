@@ -29,7 +29,7 @@ def resume(app: App, task_id: str, queue: str | None, wait: bool, as_json: bool)
     Example:
       ak-remote resume 0123456789abcdef0123456789abcdef -q gpu --wait
     """
-    from ak_remote.remote.resume import resume as resume_run
+    from ak_remote.launcher.resume import resume as resume_run
 
     config = app.config
     client = app.client()

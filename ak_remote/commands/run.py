@@ -9,8 +9,8 @@ import click
 
 from ak_remote import contract, ui
 from ak_remote.commands.common import json_option
+from ak_remote.launcher import local_run
 from ak_remote.params import parse_assignments
-from ak_remote.remote import local_run
 
 
 @click.command()

@@ -6,8 +6,8 @@ import click
 
 from ak_remote import ui
 from ak_remote.commands.common import App, json_option, pass_app
+from ak_remote.config import load_config
 from ak_remote.errors import RunFailedError
-from ak_remote.remote.config import load_config
 
 
 def _metrics_text(metrics: dict[str, float]) -> str:
@@ -30,7 +30,7 @@ def status(
     as_json: bool,
 ) -> None:
     """Show runs' status, queue, worker, runtime and latest metrics."""
-    from ak_remote.remote.runs import format_duration, key_metrics, run_statuses, select_tasks
+    from ak_remote.launcher.runs import format_duration, key_metrics, run_statuses, select_tasks
 
     if not ids and not sweep_id and not project:
         project = load_config().project
@@ -77,7 +77,7 @@ def status(
 def logs(app: App, task_id: str, follow: bool) -> None:
     """Print a run's console log (with --follow, until it ends; exit 5 if it failed)."""
     from ak_remote.contract import BAD_STATUSES
-    from ak_remote.remote.runs import read_log
+    from ak_remote.launcher.runs import read_log
 
     status = read_log(
         app.client(),
@@ -96,8 +96,8 @@ def logs(app: App, task_id: str, follow: bool) -> None:
 @pass_app
 def abort(app: App, ids: tuple[str, ...], delete: bool) -> None:
     """Stop queued or running runs (dequeue queued ones); --delete removes them."""
-    from ak_remote.commands.search import with_trials
-    from ak_remote.remote.runs import abort as abort_runs
+    from ak_remote.launcher.runs import abort as abort_runs
+    from ak_remote.search.read import with_trials
 
     client = app.client()
     # A search id stops its controller first (so nothing is retried), then its trials.

@@ -6,9 +6,9 @@ import click
 
 from ak_remote import ui
 from ak_remote.commands.common import App, json_option, pass_app
+from ak_remote.config import pick
 from ak_remote.contract import PARAM_SECTION
-from ak_remote.remote import templates as templates_lib
-from ak_remote.remote.config import pick
+from ak_remote.launcher import templates as templates_lib
 
 
 @click.group()

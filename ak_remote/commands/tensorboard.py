@@ -36,8 +36,8 @@ def tensorboard(
     app: App, ids: tuple[str, ...], port: int, host: str, logdir: Path | None, print_command: bool
 ) -> None:
     """Download the runs' TensorBoard logs and start TensorBoard over them, one run per name."""
-    from ak_remote.commands.search import trials_of_searches
-    from ak_remote.remote.pull import fetch_tensorboard_logs
+    from ak_remote.launcher.pull import fetch_tensorboard_logs
+    from ak_remote.search.read import trials_of_searches
 
     root = (logdir or _cache_root()).resolve()
     client = app.client()

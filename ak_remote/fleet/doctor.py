@@ -6,8 +6,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ak_remote.clearml_api import Client
 from ak_remote.errors import ServerError
-from ak_remote.remote.clearml_api import Client
 
 
 @dataclass
@@ -107,7 +107,7 @@ def _template_git_checks(client: Client, project: str) -> list[Check]:
     """A template that records a git repository is cloned by clearml-agent inside its image:
     an image without git fails every such run. Only images this host holds can be checked."""
     from ak_remote.fleet.images import check_worker_image
-    from ak_remote.remote.templates import list_templates
+    from ak_remote.launcher.templates import list_templates
 
     try:
         templates = list_templates(client, project)

@@ -1,6 +1,6 @@
 """Queues and workers of a ClearML setup (`queues`, `agents`).
 
-Library logic over `clearml_api.Client`; the click layer is `ak_remote.commands.infra`.
+Library logic over `clearml_api.Client`; the click layer is `ak_remote.commands.fleet`.
 """
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ak_remote.clearml_api import Client
 from ak_remote.fleet.agents import QueueSpec
-from ak_remote.remote.clearml_api import Client
 
 
 @dataclass

@@ -82,39 +82,10 @@ def quiet_libraries() -> None:
         root.addHandler(_handler)
         root.addHandler(_errors)
         root.setLevel(logging.INFO)
+    from ak_remote.model.reload import import_tensorflow_quietly
+
     import_tensorflow_quietly()
     tidy()
-
-
-def import_tensorflow_quietly() -> None:
-    """Import TensorFlow with file descriptor 2 pointed at a temporary file.
-
-    Its native libraries write to stderr while loading (absl's pre-init notice, oneDNN's INFO
-    line, twice), whatever TF_CPP_MIN_LOG_LEVEL says; what they wrote is logged at INFO (the
-    job's log file; dropped in the CLI). An import error still reaches the terminal, as the
-    exception it raises. The CLI's commands that load models (pull, predict) use it too.
-    """
-    import tempfile
-
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    if verbose() or "tensorflow" in sys.modules:
-        import tensorflow
-
-        return
-
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as capture:
-        os.dup2(capture.fileno(), 2)
-        try:
-            import tensorflow  # noqa: F401
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-            capture.seek(0)
-            written = capture.read().decode("utf-8", errors="replace")
-    for line in written.splitlines():
-        logging.getLogger("tensorflow.native").info(line)
 
 
 def tidy() -> None:

@@ -23,17 +23,16 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 import numpy as np
 
-from ak_remote.datasets import (
+from ak_remote.datasets.references import (
     ARCHIVE_SUFFIXES,
     IMAGE_SUFFIXES,
     LOCAL_SUFFIXES,
     DatasetRef,
     check_reference,
     expand_reference,
-    generate_reviews,
-    placeholder_names,
-    redact,
 )
+from ak_remote.datasets.reviews import generate_reviews
+from ak_remote.datasets.secrets import placeholder_names, redact
 from ak_remote.errors import DataError, UsageError
 
 MIN_SAMPLES = 10  # below this a train/validation/test split leaves a part empty
@@ -92,10 +91,15 @@ class Split:
         return hashlib.sha256(json.dumps(self.to_json(), sort_keys=True).encode()).hexdigest()
 
 
-def load(reference: str, family: str, kind: str, target: str = "") -> Dataset:
-    """Resolve and load `reference` for a job; raises DataError for anything unusable."""
+def load(reference: str | DatasetRef, family: str, kind: str, target: str = "") -> Dataset:
+    """Resolve (unless already checked) and load `reference` for a job; raises DataError for
+    anything unusable."""
     try:
-        ref = check_reference(reference, family, kind)
+        ref = (
+            reference
+            if isinstance(reference, DatasetRef)
+            else check_reference(reference, family, kind)
+        )
     except UsageError as exc:  # inside a job a bad dataset is a data error (exit 3)
         raise DataError(exc.message, exc.hint) from None
     if ref.kind == "bundled":

@@ -20,9 +20,11 @@ import numpy as np
 
 from ak_remote.catalog import Job
 from ak_remote.contract import sha256_file
+from ak_remote.model import serving as served
+from ak_remote.model.decode import ARGMAX, IDENTITY, THRESHOLD, answers_match, decode, max_abs_diff
+from ak_remote.model.reload import serve
 from ak_remote.runtime import serving
 from ak_remote.runtime.data import Dataset
-from ak_remote.runtime.inference import ARGMAX, IDENTITY, THRESHOLD, decode
 from ak_remote.runtime.precision import FLOAT32
 
 CHECK_SAMPLES = 32  # held-out samples stored for `pull --check` and verified here
@@ -109,8 +111,8 @@ def export_and_verify(
     serving_meta = serving.export(job, data, model, pipeline, out_spec, models_dir, samples_raw)
     inference = _inference_spec(job, data, model, pipeline_file.name, written, out_spec, dtype)
     inference["serving"] = {
-        "path": f"{serving.SERVING_DIR}/{serving.VERSION}",
-        "metadata": f"{serving.SERVING_DIR}/{serving.VERSION}/{serving.METADATA_FILE}",
+        "path": f"{served.SERVING_DIR}/{served.VERSION}",
+        "metadata": f"{served.SERVING_DIR}/{served.VERSION}/{served.METADATA_FILE}",
         "signatures": serving_meta["signatures"],
     }
     (models_dir / "inference.json").write_text(json.dumps(inference, indent=2) + "\n")
@@ -139,11 +141,11 @@ def export_and_verify(
             errors[name] = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
             continue
         dtypes[name] = str(outputs.dtype)
-        diffs[name] = _max_abs_diff(expected, outputs)
-        answers_ok[name] = _answers_match(decode(outputs, out_spec), expected_answers, tolerance)
+        diffs[name] = max_abs_diff(expected, outputs)
+        answers_ok[name] = answers_match(decode(outputs, out_spec), expected_answers, tolerance)
 
-    serving_check = serving.verify(
-        models_dir / serving.SERVING_DIR / serving.VERSION,
+    serving_check = served.verify(
+        models_dir / served.SERVING_DIR / served.VERSION,
         serving_meta,
         samples_raw,
         expected,
@@ -178,19 +180,6 @@ def export_and_verify(
     )
 
 
-def serve(loaded: Any, x: Any) -> Any:
-    """Call a reloaded SavedModel's `serve` endpoint on `x`, in the input structure it wants.
-
-    AutoKeras builds functional models whose inputs are a *list* of one tensor, so their
-    `serve` takes `[x]`; a plain Keras model's takes `x`.
-    """
-    import tensorflow as tf
-
-    tensor = tf.constant(x)
-    spec = loaded.serve.concrete_functions[0].structured_input_signature[0][0]
-    return loaded.serve([tensor] if isinstance(spec, (list, tuple)) else tensor)
-
-
 def _provenance(
     automodel: Any, samples: Any, samples_raw: Any, expected: Any, out_spec: dict[str, Any]
 ) -> dict[str, Any]:
@@ -202,7 +191,7 @@ def _provenance(
     best_model_path = Path(automodel.tuner.best_model_path)
     if best_model_path.is_file():
         saved = keras.models.load_model(str(best_model_path), custom_objects=ak.CUSTOM_OBJECTS)
-        record["diff_to_autokeras_best_model_keras"] = _max_abs_diff(
+        record["diff_to_autokeras_best_model_keras"] = max_abs_diff(
             expected, saved.predict(samples, verbose=0)
         )
     best = automodel.tuner.oracle.get_best_trials(1)
@@ -213,7 +202,7 @@ def _provenance(
         record["best_trial_model"] = "not kept: trained before the search was resumed"
         return record
     trial_model = automodel.export_model()
-    record["diff_to_best_trial_model"] = _max_abs_diff(
+    record["diff_to_best_trial_model"] = max_abs_diff(
         expected, trial_model.predict(samples, verbose=0)
     )
     if out_spec["decode"] != IDENTITY:
@@ -222,20 +211,6 @@ def _provenance(
         ours = decode(expected, out_spec)
         record["agreement_with_automodel_predict"] = float(np.mean(predicted == ours))
     return record
-
-
-def _max_abs_diff(a: Any, b: Any) -> float:
-    left, right = np.asarray(a, dtype="float64"), np.asarray(b, dtype="float64")
-    if left.shape != right.shape:
-        return float("inf")
-    return float(np.max(np.abs(left - right))) if left.size else 0.0
-
-
-def _answers_match(got: Any, want: Any, tolerance: float) -> bool:
-    got, want = np.asarray(got), np.asarray(want)
-    if got.dtype.kind in "fc" and want.dtype.kind in "fc":
-        return _max_abs_diff(got.reshape(want.shape), want) <= tolerance
-    return bool(np.array_equal(got.reshape(-1).astype(str), want.reshape(-1).astype(str)))
 
 
 def _checksums(models_dir: Path) -> dict[str, str]:

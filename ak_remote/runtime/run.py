@@ -25,7 +25,7 @@ import traceback
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 from ak_remote import __version__
 from ak_remote.catalog import PROJECT_ROOT, Job, get_job
@@ -37,7 +37,8 @@ from ak_remote.contract import (
     SUMMARY_FILE,
     new_summary,
 )
-from ak_remote.datasets import check_reference, mask_credentials
+from ak_remote.datasets.references import DatasetRef, check_reference
+from ak_remote.datasets.secrets import mask_credentials
 from ak_remote.errors import (
     AkRemoteError,
     DataError,
@@ -50,6 +51,10 @@ from ak_remote.params import Value, parse_assignments
 from ak_remote.runtime import console, signals
 from ak_remote.runtime.rundir import RunDirLock, claim
 from ak_remote.runtime.settings import Settings
+
+if TYPE_CHECKING:
+    from ak_remote.runtime.data import Dataset, Split
+    from ak_remote.runtime.tracking import Tracker
 
 DEBUG_ENV = "AK_REMOTE_DEBUG"
 IMAGE_ENV = "AK_REMOTE_IMAGE"  # set by hand or by an agent's config: the image a run ran in
@@ -72,13 +77,35 @@ KEY_PACKAGES = (
 )
 
 
+class Part(Protocol):
+    """What this process does in something larger than one training: a parallel search's
+    controller, trial or final fit (ak_remote.search.worker). The runtime knows no search."""
+
+    def run(self, run: Run, data: Dataset, split: Split) -> bool:
+        """Do the part once the data is loaded and split; True when the run is done, False when
+        the single training continues (with `run.candidate` set, say)."""
+        ...
+
+
+class PartSource(Protocol):
+    """Given by the job's entry (ak_remote.entry): its flags, and the part a process plays."""
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        """Add the flags that name a part (hidden: ak-remote writes them itself)."""
+        ...
+
+    def part(self, args: argparse.Namespace, tracker: Tracker) -> Part | None:
+        """The part this process plays, or None for a plain run. Raises UsageError."""
+        ...
+
+
 class _ArgumentParser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         usage = " ".join(self.format_usage().split()).removeprefix("usage: ")
         raise UsageError(message, f"usage: {usage}")
 
 
-def parse_argv(job: Job, argv: list[str]) -> argparse.Namespace:
+def parse_argv(job: Job, argv: list[str], parts: PartSource | None = None) -> argparse.Namespace:
     """The runtime's own flags; raises UsageError for anything else."""
     parser = _ArgumentParser(prog=f"python {job.script}", description=job.description)
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
@@ -92,8 +119,8 @@ def parse_argv(job: Job, argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--overwrite", action="store_true", help="replace whatever --run-dir already holds"
     )
-    # A part of a parallel search (ak_remote.runtime.parallel); written by ak-remote itself.
-    parser.add_argument("--search-spec", default=None, help=argparse.SUPPRESS)
+    if parts is not None:
+        parts.add_arguments(parser)
     args = parser.parse_args(argv)
     if args.resume:
         # Checked before anything writes into the folder (a failed run writes summary.json).
@@ -106,17 +133,19 @@ def parse_argv(job: Job, argv: list[str]) -> argparse.Namespace:
 class Run:
     """State of one run, so a failure at any step still writes a truthful summary."""
 
-    def __init__(self, job: Job) -> None:
+    def __init__(self, job: Job, parts: PartSource | None = None) -> None:
         self.job = job
+        self.parts = parts
         self.started = time.time()
         self.params: dict[str, Value] = {}
         self.settings = Settings.from_values(job.params.defaults())
         self.run_dir: Path | None = None
-        self.tracker: Any = None
+        self.tracker: Tracker | Any = None
         self.resume = False  # --resume: continue the search saved in the run folder
         self.search_state: Any = None  # ak_remote.runtime.search_state.SearchState, once prepared
-        self.search_spec: Any = None  # a part of a parallel search (runtime.parallel), or None
+        self.part: Part | None = None  # this process's part in a parallel search, or None
         self.candidate: dict[str, Any] | None = None  # the final fit's fixed candidate
+        self.dataset: DatasetRef | None = None  # `dataset`, checked once (again if it changed)
         self.summary: dict[str, Any] = new_summary(job.name)
         self.lock: RunDirLock | None = None  # the claim on run_dir, held until the process ends
 
@@ -132,10 +161,7 @@ class Run:
         if args.run_dir:
             self.run_dir = Path(args.run_dir).resolve()
         # Cheap dataset check before a task exists: a typo costs nothing on the server.
-        try:
-            check_reference(str(self.params["dataset"]), job.family, job.kind)
-        except UsageError as exc:
-            raise DataError(exc.message, exc.hint) from None
+        self.dataset = self._check_dataset(str(self.params["dataset"]))
 
         self.resume = bool(getattr(args, "resume", False))
         offline = bool(args.offline) or not server_configured()
@@ -177,14 +203,22 @@ class Run:
         connected = self.tracker.connect_parameters(shown)
         connected = {k: real[k] if v == shown.get(k) else v for k, v in connected.items()}
         self.params = job.params.resolve(connected)
+        if str(self.params["dataset"]) != str(real["dataset"]):  # the server's value differs
+            self.dataset = self._check_dataset(str(self.params["dataset"]))
         self.summary["params"] = _public(job.params.to_strings(self.params))
         self.settings = Settings.from_values(self.params)
         self.summary["reproducibility"] = reproducibility(self.settings.seed, self.run_dir)
-        from ak_remote.runtime.parallel import search_spec
-
-        self.search_spec = search_spec(args, self.tracker)
+        if self.parts is not None:
+            self.part = self.parts.part(args, self.tracker)
         console.say(f"run folder: {self.run_dir}")
         self._train_and_export()
+
+    def _check_dataset(self, reference: str) -> DatasetRef:
+        """The checked dataset reference; inside a job a bad one is a data error (exit 3)."""
+        try:
+            return check_reference(reference, self.job.family, self.job.kind)
+        except UsageError as exc:
+            raise DataError(exc.message, exc.hint) from None
 
     def _train_and_export(self) -> None:
         from ak_remote.runtime import data as data_module
@@ -193,7 +227,8 @@ class Run:
         job, settings, run_dir = self.job, self.settings, self.run_dir
         assert run_dir is not None
         # Data first: a data error then fails fast, before TensorFlow is even imported.
-        data = data_module.load(settings.dataset, job.family, job.kind, settings.target)
+        assert self.dataset is not None
+        data = data_module.load(self.dataset, job.family, job.kind, settings.target)
         split = data_module.split(
             data,
             settings.seed,
@@ -221,11 +256,8 @@ class Run:
         }
         self.write_summary()
         signals.raise_if_stopped()  # one that landed where Python drops exceptions (imports)
-        if self.search_spec is not None:
-            from ak_remote.runtime.parallel import run_part
-
-            if run_part(self, data, split):
-                return
+        if self.part is not None and self.part.run(self, data, split):
+            return
 
         strategy, self.summary["distribution"] = prepare_devices(settings)
         tensorboard_dir = run_dir / "tensorboard"
@@ -272,8 +304,8 @@ class Run:
     def _evaluate(self, result: Any, x_test: Any, y_test: Any, classes: list[str] | None) -> None:
         import numpy as np
 
+        from ak_remote.model.decode import decode
         from ak_remote.runtime.export import output_spec
-        from ak_remote.runtime.inference import decode
 
         pipeline = result.automodel.tuner.get_best_pipeline()
         model = result.final_model
@@ -616,17 +648,18 @@ def _disk_full(run_dir: Path | None, exc: BaseException) -> bool:
         return False
 
 
-def main(job_name: str, argv: list[str] | None = None) -> int:
-    """Run `job_name` with `argv` (default: sys.argv[1:]); returns the exit code."""
+def main(job_name: str, argv: list[str] | None = None, parts: PartSource | None = None) -> int:
+    """Run `job_name` with `argv` (default: sys.argv[1:]); returns the exit code. `parts` (from
+    ak_remote.entry) says what part a process plays in a parallel search."""
     previous = signals.install()
     try:
-        return _main(job_name, argv)
+        return _main(job_name, argv, parts)
     finally:  # a caller in the same process (a test) gets its own handlers back
         for signum, handler in previous.items():
             signal.signal(signum, handler)
 
 
-def _main(job_name: str, argv: list[str] | None) -> int:
+def _main(job_name: str, argv: list[str] | None, parts: PartSource | None) -> int:
     debug = os.environ.get(DEBUG_ENV, "") not in ("", "0")
     console.quiet_libraries()  # before TensorFlow loads: its warnings go to the run's log file
     run: Run | None = None
@@ -637,8 +670,8 @@ def _main(job_name: str, argv: list[str] | None) -> int:
     try:
         _stop_with_parent()
         job = get_job(job_name)
-        run = Run(job)
-        args = parse_argv(job, list(sys.argv[1:] if argv is None else argv))
+        run = Run(job, parts)
+        args = parse_argv(job, list(sys.argv[1:] if argv is None else argv), parts)
         if args.run_dir:
             folder = Path(args.run_dir).resolve()
             # Claimed before anything is written there; a refused claim writes nothing.

@@ -39,7 +39,7 @@ from typing import Any, Protocol
 
 from ak_remote.catalog import Job
 from ak_remote.contract import RUN_COMPLETED, SEARCH_STATE_ARTIFACT, SUMMARY_FILE, read_summary
-from ak_remote.datasets import mask_credentials
+from ak_remote.datasets.secrets import mask_credentials
 from ak_remote.errors import DataError, UsageError
 from ak_remote.runtime import console
 
@@ -185,23 +185,11 @@ class SearchState:
 
     # --- snapshot ------------------------------------------------------------------------------
 
-    def tuner_class(self, base: Any) -> Any:
-        """`base` (an AutoKeras tuner class or name) subclassed to snapshot after every trial."""
-        if isinstance(base, str):
-            from autokeras import tuners
-
-            classes = {
-                "greedy": tuners.Greedy,
-                "bayesian": tuners.BayesianOptimization,
-                "hyperband": tuners.Hyperband,
-                "random": tuners.RandomSearch,
-            }
-            if base not in classes:
-                raise UsageError(f"unknown tuner {base!r}", f"use one of {', '.join(classes)}")
-            base = classes[base]
+    def tuner_class(self, base: type) -> type:
+        """`base` (an AutoKeras tuner class) subclassed to snapshot after every trial."""
         state = self
 
-        class Snapshotting(base):  # type: ignore[misc,valid-type]
+        class Snapshotting(base):  # type: ignore[valid-type,misc]
             def on_trial_end(self, trial: Any) -> None:
                 # Keras Tuner ends the trial in the oracle and saves its files first: the
                 # snapshot then holds the trial as finished, and no trial as ongoing.

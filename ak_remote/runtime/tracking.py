@@ -191,7 +191,7 @@ def fetch_url(url: str, shown: str | None = None, secrets: Sequence[str] = ()) -
     """
     from clearml import StorageManager
 
-    from ak_remote.datasets import mask_credentials, redact
+    from ak_remote.datasets.secrets import mask_credentials, redact
 
     named = shown if shown is not None else mask_credentials(url)
     try:

@@ -183,6 +183,16 @@ def tuner_class(tuner: Any) -> Any:
     return classes[tuner]
 
 
+def fixed_hyperparameters(values: dict[str, Any]) -> Any:
+    """A `keras_tuner.HyperParameters` with every value of the candidate `Fixed`."""
+    import keras_tuner
+
+    hp = keras_tuner.HyperParameters()
+    for name, value in values.items():
+        hp.Fixed(name, value)
+    return hp
+
+
 def build_automodel(
     job: Job,
     settings: Settings,
@@ -216,8 +226,6 @@ def build_automodel(
         "overwrite": not (state is not None and state.resumed),
     }
     if candidate is not None:
-        from ak_remote.search.oracle import fixed_hyperparameters
-
         # Random search over a space where every value is Fixed: exactly the candidate.
         fixed = with_precision(readable_runs(tuner_class("random"), trial), settings.precision)
         kwargs.update(

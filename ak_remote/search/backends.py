@@ -68,7 +68,7 @@ def search_hyperparams(
     job: Job, general: Mapping[str, str], spec: SearchSpec
 ) -> dict[str, dict[str, dict[str, str]]]:
     """The whole hyperparameter tree of a search part: the search's values plus its spec."""
-    from ak_remote.remote.templates import hyperparams_for
+    from ak_remote.launcher.templates import hyperparams_for
 
     tree = hyperparams_for(job.params)
     for key, value in general.items():
@@ -101,7 +101,7 @@ class ClearMLBackend:
         spec: SearchSpec,
         fingerprint: str,
     ) -> None:
-        from ak_remote.datasets import refuse_credentials
+        from ak_remote.datasets.secrets import refuse_credentials
 
         for key, value in general.items():  # every trial clone would store them on the server
             refuse_credentials(f"the search's {key}", value)
@@ -188,7 +188,7 @@ class ClearMLBackend:
 
     def adopt_final(self, handle: str, search_task_id: str) -> dict[str, Any]:
         """Give the search task the final fit's model and artifacts; returns its summary."""
-        from ak_remote.remote.pull import artifacts_of
+        from ak_remote.launcher.pull import artifacts_of
 
         task = self.client.get_task(handle)
         artifacts = artifacts_of(task)

@@ -71,13 +71,3 @@ class KerasTunerOracle:
 def _plain(value: Any) -> Any:
     """numpy scalars as plain JSON values."""
     return value.item() if hasattr(value, "item") else value
-
-
-def fixed_hyperparameters(values: dict[str, Any]) -> Any:
-    """A `keras_tuner.HyperParameters` with every value of the candidate `Fixed`."""
-    import keras_tuner
-
-    hp = keras_tuner.HyperParameters()
-    for name, value in values.items():
-        hp.Fixed(name, value)
-    return hp

@@ -1,6 +1,6 @@
 """The controller's process: the job's oracle from the data, the backend, state, final fit.
 
-A job process whose part is `controller` (ak_remote.runtime.parallel) lands here: it builds the
+A job process whose part is `controller` (ak_remote.search.worker) lands here: it builds the
 job's Keras Tuner oracle from the data's shapes once, runs `ak_remote.search.controller` over a
 backend (ClearML tasks, or local processes), saves `search_controller.zip` (run folder and
 artifact) after every event, restores it when started again on the same search, and finally
@@ -15,12 +15,16 @@ import re
 import time
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ak_remote.contract import SEARCH_CONTROLLER_ARTIFACT, SEARCH_TAG
 from ak_remote.errors import DataError, UsageError
 from ak_remote.search import controller as ctl
 from ak_remote.search.spec import CONTROLLER, LOCAL_BACKEND, SearchSpec
+
+if TYPE_CHECKING:
+    from ak_remote.runtime.data import Dataset, Split
+    from ak_remote.runtime.run import Run
 
 STATE_FILE = "search_controller.zip"
 STATE_JSON = "controller.json"
@@ -28,7 +32,7 @@ STATE_JSON = "controller.json"
 _ORACLE_FILES = re.compile(r"^(oracle\.json|trial_[A-Za-z0-9_-]{1,64}/trial\.json)$")
 
 
-def build_oracle(run: Any, data: Any, split: Any) -> Any:
+def build_oracle(run: Run, data: Dataset, split: Split) -> Any:
     """The job's Keras Tuner oracle, with the search space AutoKeras derives from the data.
 
     The space exists only once AutoKeras has seen the data's shapes; this does what
@@ -39,9 +43,10 @@ def build_oracle(run: Any, data: Any, split: Any) -> Any:
 
     from ak_remote.runtime.training import build_automodel
 
-    settings = run.settings
+    settings, run_dir = run.settings, run.run_dir
+    assert run_dir is not None
     keras.utils.set_random_seed(settings.seed)
-    automodel = build_automodel(run.job, settings, data, str(run.run_dir / "autokeras"), None)
+    automodel = build_automodel(run.job, settings, data, str(run_dir / "autokeras"), None)
     dataset, validation = automodel._check_and_adapt(
         x=data.x[split.train],
         y=data.y[split.train],
@@ -123,13 +128,13 @@ class StateStore:
         return state
 
 
-def control(run: Any, data: Any, split: Any) -> None:
+def control(spec: SearchSpec, run: Run, data: Dataset, split: Split) -> None:
     """Run the search: trials through the backend, then the final fit. Raises RunFailedError."""
     from ak_remote.search.backends import ClearMLBackend, LocalBackend, local_gpus
     from ak_remote.search.oracle import KerasTunerOracle
 
-    spec: SearchSpec = run.search_spec
     job, run_dir, tracker = run.job, run.run_dir, run.tracker
+    assert run_dir is not None
     general = job.params.to_strings(run.params)
     fingerprint = str(run.summary["data"]["fingerprint"])
     offline = bool(tracker.offline)
@@ -148,7 +153,7 @@ def control(run: Any, data: Any, split: Any) -> None:
                 "a search over ClearML agents needs a ClearML server",
                 "configure one (clearml.conf), or run it here: ak-remote run JOB --parallel N",
             )
-        from ak_remote.remote.clearml_api import client_from_config
+        from ak_remote.clearml_api import client_from_config
 
         backend = ClearMLBackend(client_from_config(), job, general, spec, fingerprint)
     board_iteration = {"n": 0}

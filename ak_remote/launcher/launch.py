@@ -20,6 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ak_remote.clearml_api import Client, Doc
 from ak_remote.contract import (
     BATCH_TAG_PREFIX,
     DEFAULT_PROJECT,
@@ -31,9 +32,8 @@ from ak_remote.contract import (
 )
 from ak_remote.contract import check_queue_name as contract_queue_name
 from ak_remote.errors import AkRemoteError, InternalError, ServerError, UsageError
+from ak_remote.launcher.templates import Template, resolve_template
 from ak_remote.params import SECTION, format_value, parse_assignments, parse_sweep
-from ak_remote.remote.clearml_api import Client, Doc
-from ak_remote.remote.templates import Template, resolve_template
 
 SWEEP_ID_AT_LAUNCH = "sw-<drawn at launch>"
 MAX_RUNS = 500  # a bigger sweep is almost surely a typo; split it
@@ -217,7 +217,7 @@ def _new_id(prefix: str) -> str:
 
 
 def _summary(overrides: Mapping[str, str], limit: int = 120) -> str:
-    from ak_remote.datasets import mask_credentials
+    from ak_remote.datasets.secrets import mask_credentials
 
     text = mask_credentials(" ".join(f"{k}={v}" for k, v in overrides.items()))
     return text if len(text) <= limit else text[: limit - 3] + "..."
@@ -226,7 +226,7 @@ def _summary(overrides: Mapping[str, str], limit: int = 120) -> str:
 def _refuse_secrets(request: LaunchRequest) -> None:
     """Refuse credentials in any value written to the server (parameters, name, tags), checked
     on the raw text so that no later message can echo them. Raises UsageError."""
-    from ak_remote.datasets import refuse_credentials
+    from ak_remote.datasets.secrets import refuse_credentials
 
     for option, items in (("--set", request.sets), ("--sweep", request.sweep)):
         for item in items:
@@ -238,7 +238,7 @@ def _refuse_secrets(request: LaunchRequest) -> None:
 
 def _refuse_template_secrets(template: Template, overridden: set[str]) -> None:
     """A template value with credentials would be copied into every run. Raises UsageError."""
-    from ak_remote.datasets import refuse_credentials
+    from ak_remote.datasets.secrets import refuse_credentials
 
     for key, value in template.values().items():
         if key not in overridden:
@@ -371,7 +371,7 @@ def plan_launch(client: Client, request: LaunchRequest) -> LaunchPlan:
 
 def _check_datasets(client: Client, template: Template, runs: Sequence[Mapping[str, str]]) -> None:
     """Every run's dataset is one an agent can fetch; raises UsageError before any write."""
-    from ak_remote.datasets import check_for_agent
+    from ak_remote.datasets.references import check_for_agent
 
     job = template.job
     assert job is not None

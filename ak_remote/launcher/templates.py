@@ -17,10 +17,10 @@ from urllib.parse import urlsplit, urlunsplit
 
 from ak_remote import contract
 from ak_remote.catalog import JOBS, PROJECT_ROOT, Job, get_job
+from ak_remote.clearml_api import Client, Doc
 from ak_remote.contract import RUN_TAG, TEMPLATE_TAG, is_task_id
 from ak_remote.errors import UsageError
 from ak_remote.params import SECTION, ParamSet, ParamSpec, format_value
-from ak_remote.remote.clearml_api import Client, Doc
 
 USER_TAGS = [RUN_TAG, "template"]
 LOCK_FILE = "requirements/worker.lock"  # what the CPU worker image installs

@@ -11,10 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ak_remote.clearml_api import Client, Doc, last_metric_values
 from ak_remote.errors import UsageError
+from ak_remote.launcher.runs import metric_rank
 from ak_remote.params import SECTION
-from ak_remote.remote.clearml_api import Client, Doc, last_metric_values
-from ak_remote.remote.runs import metric_rank
 
 FORMATS = ("table", "markdown", "md", "csv", "json")  # md: markdown, as people type it
 COMPARE_FIELDS = [

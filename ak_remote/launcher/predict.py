@@ -18,9 +18,8 @@ from typing import Any
 
 from ak_remote.contract import is_task_id
 from ak_remote.errors import DataError, UsageError
+from ak_remote.model.serving import load_metadata, serving_version_dir
 
-SERVING = "serving"
-METADATA_FILE = "assets.extra/ak_remote_serving.json"  # as runtime/serving.py writes it
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 BATCH = 256
 
@@ -34,18 +33,6 @@ class Predictions:
 
     def as_records(self) -> list[dict[str, Any]]:
         return [dict(zip(self.columns, row, strict=True)) for row in self.rows]
-
-
-def serving_version_dir(folder: Path) -> Path | None:
-    """The serving SavedModel in a run folder, a pulled folder, a serving base or a version."""
-    if (folder / "saved_model.pb").is_file():
-        return folder
-    for base in (folder / "models" / SERVING, folder / SERVING, folder):
-        versions = [p for p in base.glob("*") if p.name.isdigit() and p.is_dir()]
-        versions = [p for p in versions if (p / "saved_model.pb").is_file()]
-        if versions:
-            return max(versions, key=lambda p: int(p.name))
-    return None
 
 
 def resolve(target: str, fetch: Callable[[str], Path] | None = None) -> Path:
@@ -75,16 +62,6 @@ def resolve(target: str, fetch: Callable[[str], Path] | None = None) -> Path:
         f"{target} is neither a folder nor a run id",
         "give a run folder (runs/JOB/...), a pulled folder, or a 32-character run id",
     )
-
-
-def load_metadata(version_dir: Path) -> dict[str, Any]:
-    path = version_dir / METADATA_FILE
-    if not path.is_file():
-        raise UsageError(
-            f"{version_dir} has no {METADATA_FILE}", "is it an ak-remote serving model?"
-        )
-    data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-    return data
 
 
 # --- reading inputs ---------------------------------------------------------------------------
@@ -195,7 +172,7 @@ def predict(version_dir: Path, source: str, resize: bool = False) -> Predictions
     if source == "-" and family == "image":
         raise UsageError("image models read files", "give an image file or a folder")
 
-    from ak_remote.runtime.console import import_tensorflow_quietly
+    from ak_remote.model.reload import import_tensorflow_quietly
 
     import_tensorflow_quietly()  # no native-library chatter on the terminal
     import numpy as np

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from ak_remote.clearml_api import Client, Doc
 from ak_remote.contract import (
     BAD_STATUSES,
     FINISHED_OK,
@@ -27,7 +28,7 @@ from ak_remote.contract import (
     sha256_file,
 )
 from ak_remote.errors import DataError, RunFailedError, UsageError
-from ak_remote.remote.clearml_api import Client, Doc
+from ak_remote.model.reload import check_predictions, load_models
 
 Progress = Callable[[str], None]
 SUMMARY = SUMMARY_FILE
@@ -177,7 +178,7 @@ def pull(
     Raises UsageError (run not finished), RunFailedError (failed export check, integrity or
     prediction mismatch, reload failure), ServerError.
     """
-    from ak_remote.remote.runs import check_task_ids
+    from ak_remote.launcher.runs import check_task_ids
 
     say = progress or (lambda _text: None)
     task_id = check_task_ids([task_id])[0]
@@ -248,108 +249,6 @@ def pull(
     return result
 
 
-def load_models(dest: Path, formats: Mapping[str, str]) -> dict[str, Any]:
-    """Reload each exported format (custom objects included). Raises RunFailedError."""
-
-    from ak_remote.runtime.console import import_tensorflow_quietly
-
-    import_tensorflow_quietly()  # no native-library chatter on the terminal
-    models: dict[str, Any] = {}
-    for name, relative in formats.items():
-        path = dest / relative
-        try:
-            if name == "savedmodel":
-                import tensorflow as tf
-
-                models[name] = tf.saved_model.load(str(path))
-            else:
-                import autokeras as ak
-                import keras
-
-                models[name] = keras.models.load_model(str(path), custom_objects=ak.CUSTOM_OBJECTS)
-        except Exception as exc:  # noqa: BLE001 - any reload failure means the model is unusable
-            raise RunFailedError(
-                f"{relative} downloaded intact but does not load: {type(exc).__name__}: {exc}"[
-                    :400
-                ],
-                "check the TensorFlow/Keras/AutoKeras versions against inference.json",
-            ) from None
-    return models
-
-
-def check_predictions(
-    dest: Path, models: Mapping[str, Any], verification: Mapping[str, Any]
-) -> dict[str, Any]:
-    """Predict the recorded held-out samples with every reloaded model and compare.
-
-    Raises RunFailedError when any output or decoded answer differs beyond the tolerance.
-    """
-    import numpy as np
-
-    from ak_remote.runtime.export import serve
-    from ak_remote.runtime.inference import decode
-
-    inference = json.loads((dest / "inference.json").read_text(encoding="utf-8"))
-    samples = np.load(dest / "check_samples.npz", allow_pickle=False)
-    x, expected, answers = samples["x"], samples["y_pred"], samples["answers"]
-    tolerance = float(verification.get("tolerance") or 1e-4)
-    report: dict[str, Any] = {"samples": len(x), "tolerance": tolerance, "max_abs_diff": {}}
-    for name, model in models.items():
-        outputs = np.asarray(
-            serve(model, x) if name == "savedmodel" else model.predict(x, verbose=0)
-        )
-        diff = (
-            float(np.max(np.abs(outputs.astype("float64") - expected.astype("float64"))))
-            if outputs.shape == expected.shape
-            else float("inf")
-        )
-        report["max_abs_diff"][name] = diff
-        decoded = decode(outputs, inference["output"])
-        same = (
-            np.array_equal(
-                np.asarray(decoded).reshape(-1).astype(str), answers.reshape(-1).astype(str)
-            )
-            if answers.dtype.kind not in "fc"
-            else diff <= tolerance
-        )
-        if diff > tolerance or not same:
-            raise RunFailedError(
-                f"the reloaded {name} model does not reproduce the run's predictions "
-                f"(max |diff| {diff:.3g} > {tolerance:g} or different answers)",
-                "do not serve it; compare the package versions with inference.json",
-            )
-    if (dest / "serving").is_dir():
-        report["serving"] = _check_serving(dest / "serving", samples, tolerance)
-    report["passed"] = True
-    return report
-
-
-def _check_serving(base: Path, samples: Any, tolerance: float) -> dict[str, Any]:
-    """Feed the raw held-out samples to the pulled serving model; its answers must be the run's.
-
-    Raises RunFailedError otherwise.
-    """
-    from ak_remote.runtime import serving
-
-    version = base / serving.VERSION
-    record = serving.verify(
-        version,
-        serving.load_metadata(version),
-        samples["x_raw"],
-        samples["y_pred"],
-        samples["answers"],
-        tolerance,
-    )
-    if not record["passed"]:
-        detail = record.get("error") or f"max |diff| {record['max_abs_diff']}"
-        raise RunFailedError(
-            f"the pulled serving model does not reproduce the run's answers on raw inputs "
-            f"({detail})",
-            "do not serve it; compare the TensorFlow version with inference.json",
-        )
-    return {"max_abs_diff": record["max_abs_diff"], "samples": record["samples"]}
-
-
 def fetch_tensorboard_logs(
     client: Client, task_ids: list[str], root: Path, progress: Progress | None = None
 ) -> dict[str, Path]:
@@ -357,7 +256,7 @@ def fetch_tensorboard_logs(
 
     Raises UsageError for unknown ids, RunFailedError for a run without TensorBoard logs.
     """
-    from ak_remote.remote.runs import select_tasks
+    from ak_remote.launcher.runs import select_tasks
 
     say = progress or (lambda _text: None)
     tasks = select_tasks(client, ids=task_ids, fields=["id", "name", "status", "execution"])

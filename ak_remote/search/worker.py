@@ -15,9 +15,11 @@ Every trial and final fit checks its data fingerprint against the search's first
 
 from __future__ import annotations
 
+import argparse
 import math
 import time
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from ak_remote.contract import (
     OBJECTIVE_TITLE,
@@ -28,30 +30,52 @@ from ak_remote.errors import DataError, RunFailedError
 from ak_remote.runtime import console
 from ak_remote.search.spec import CONTROLLER, FINAL, TRIAL, SearchSpec
 
-
-def search_spec(args: Any, tracker: Any) -> SearchSpec | None:
-    """This process's part in a search, or None for a plain run. Raises UsageError."""
-    path = getattr(args, "search_spec", None)
-    if path:
-        return SearchSpec.from_file(path)
-    task = getattr(tracker, "task", None)
-    if task is None or not getattr(tracker, "running_remotely", False):
-        return None
-    section = (task.get_parameters_as_dict() or {}).get(SEARCH_SECTION) or {}
-    text = section.get(SEARCH_SPEC_KEY)
-    return SearchSpec.from_json(str(text)) if text else None
+if TYPE_CHECKING:
+    from ak_remote.runtime.data import Dataset, Split
+    from ak_remote.runtime.run import Run
+    from ak_remote.runtime.tracking import Tracker
 
 
-def run_part(run: Any, data: Any, split: Any) -> bool:
-    """Do this process's part; True when the run is done, False when the single-run path
-    continues (the final fit, with `run.candidate` set)."""
-    spec: SearchSpec = run.search_spec
+class SearchParts:
+    """The runtime's `PartSource` for parallel searches: `--search-spec FILE` (a local search's
+    processes) or the task's `Search/spec` hyperparameter (a clone run by an agent)."""
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        # Written by ak-remote itself, for the processes of a local search.
+        parser.add_argument("--search-spec", default=None, help=argparse.SUPPRESS)
+
+    def part(self, args: argparse.Namespace, tracker: Tracker) -> SearchPart | None:
+        """This process's part in a search, or None for a plain run. Raises UsageError."""
+        path = getattr(args, "search_spec", None)
+        if path:
+            return SearchPart(SearchSpec.from_file(path))
+        task = getattr(tracker, "task", None)
+        if task is None or not getattr(tracker, "running_remotely", False):
+            return None
+        section = (task.get_parameters_as_dict() or {}).get(SEARCH_SECTION) or {}
+        text = section.get(SEARCH_SPEC_KEY)
+        return SearchPart(SearchSpec.from_json(str(text))) if text else None
+
+
+@dataclass
+class SearchPart:
+    """One process's part in a search: the controller, a trial or the final fit."""
+
+    spec: SearchSpec
+
+    def run(self, run: Run, data: Dataset, split: Split) -> bool:
+        """Do the part; True when the run is done, False when the single training continues
+        (the final fit, with `run.candidate` set)."""
+        return run_part(self.spec, run, data, split)
+
+
+def run_part(spec: SearchSpec, run: Run, data: Dataset, split: Split) -> bool:
+    """See `SearchPart.run`."""
     run.summary["search"] = {"role": spec.role, "search_id": spec.search_id, "trial": spec.trial}
     if spec.role == CONTROLLER:
-        # The controller talks to the server as the laptop side does: its own package.
         from ak_remote.search.runner import control
 
-        control(run, data, split)
+        control(spec, run, data, split)
         return True
     if spec.fingerprint and spec.fingerprint != run.summary["data"]["fingerprint"]:
         raise DataError(
@@ -61,7 +85,7 @@ def run_part(run: Any, data: Any, split: Any) -> bool:
             "give every worker the same data",
         )
     if spec.role == TRIAL:
-        train_trial(run, data, split)
+        train_trial(spec, run, data, split)
         return True
     assert spec.role == FINAL
     run.candidate = candidate_values(spec.candidate)[0]
@@ -80,15 +104,15 @@ def candidate_values(values: dict[str, Any]) -> tuple[dict[str, Any], int | None
 # -- a trial ----------------------------------------------------------------------------------
 
 
-def train_trial(run: Any, data: Any, split: Any) -> None:
+def train_trial(spec: SearchSpec, run: Run, data: Dataset, split: Split) -> None:
     """Train the spec's candidate once and report its objective. Raises RunFailedError."""
     import keras
 
     from ak_remote.runtime.callbacks import TensorBoard
     from ak_remote.runtime.training import build_automodel, prepare_devices
 
-    spec: SearchSpec = run.search_spec
     job, settings, run_dir, tracker = run.job, run.settings, run.run_dir, run.tracker
+    assert run_dir is not None
     values, hyperband_epochs = candidate_values(spec.candidate)
     epochs = hyperband_epochs or settings.epochs
     strategy, run.summary["distribution"] = prepare_devices(settings)
@@ -153,4 +177,4 @@ def _say(message: str) -> None:
     console.say(message)
 
 
-__all__ = ["run_part", "search_spec", "train_trial"]
+__all__ = ["SearchPart", "SearchParts", "train_trial"]

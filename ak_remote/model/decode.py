@@ -36,3 +36,19 @@ def decode(outputs: Any, output_spec: dict[str, Any]) -> np.ndarray[Any, Any]:
         raise ValueError(f"unknown decode rule {rule!r}")
     # AutoKeras answers "unknown" for an index past the labels; keep that behaviour.
     return np.array([names[i] if 0 <= i < len(names) else "unknown" for i in indices])
+
+
+def max_abs_diff(a: Any, b: Any) -> float:
+    """The largest absolute difference of two arrays (inf when their shapes differ)."""
+    left, right = np.asarray(a, dtype="float64"), np.asarray(b, dtype="float64")
+    if left.shape != right.shape:
+        return float("inf")
+    return float(np.max(np.abs(left - right))) if left.size else 0.0
+
+
+def answers_match(got: Any, want: Any, tolerance: float) -> bool:
+    """Whether decoded answers agree: values within `tolerance`, labels exactly."""
+    got, want = np.asarray(got), np.asarray(want)
+    if got.dtype.kind in "fc" and want.dtype.kind in "fc":
+        return max_abs_diff(got.reshape(want.shape), want) <= tolerance
+    return bool(np.array_equal(got.reshape(-1).astype(str), want.reshape(-1).astype(str)))

@@ -195,9 +195,9 @@ def doctor(app: App, queue_names: tuple[str, ...], as_json: bool) -> None:
     Templates that record a git repository need git in the image they name (checked when this
     host holds it). Prints one fix per problem; exits 4 when anything needs fixing.
     """
+    from ak_remote.config import DEFAULT_IMAGE
     from ak_remote.contract import server_configured
     from ak_remote.fleet.doctor import diagnose
-    from ak_remote.remote.config import DEFAULT_IMAGE
 
     config = app.config
     names = list(queue_names) or ([config.queue] if config.queue else [])

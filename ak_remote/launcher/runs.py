@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+from ak_remote.clearml_api import Client, Doc, last_metric_values
 from ak_remote.contract import (
     FINAL_STATUSES,
     QUEUED,
@@ -16,7 +17,6 @@ from ak_remote.contract import (
     is_template,
 )
 from ak_remote.errors import UsageError, WaitTimeout
-from ak_remote.remote.clearml_api import Client, Doc, last_metric_values
 
 STATUS_FIELDS = [
     "id",
@@ -105,7 +105,7 @@ def select_tasks(
     return sorted(tasks, key=lambda t: str(t.get("created") or ""))
 
 
-def _parse_time(value: Any) -> datetime | None:
+def parse_time(value: Any) -> datetime | None:
     if not value or not isinstance(value, str):
         return None
     try:
@@ -184,8 +184,8 @@ def run_statuses(
     now = datetime.now(timezone.utc)
     rows = []
     for task in tasks:
-        started = _parse_time(task.get("started"))
-        ended = _parse_time(task.get("completed"))
+        started = parse_time(task.get("started"))
+        ended = parse_time(task.get("completed"))
         status = str(task.get("status") or "unknown")
         runtime = None
         if started:

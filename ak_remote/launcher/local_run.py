@@ -52,7 +52,10 @@ def check_request(job_name: str, overrides: dict[str, str]) -> tuple[Job, dict[s
     """Check the job, its parameters and its dataset reference; raises UsageError/DataError."""
     job = get_job(job_name)
     values = job.params.resolve(overrides)
-    from ak_remote.datasets import check_reference, expand_reference  # no TensorFlow, no numpy
+    from ak_remote.datasets.references import (  # no TensorFlow, no numpy
+        check_reference,
+        expand_reference,
+    )
 
     ref = check_reference(str(values["dataset"]), job.family, job.kind)
     if ref.kind == "remote":

@@ -1,34 +1,33 @@
-"""Parallel searches on the laptop side: launching one, and reading one back.
+"""Launching a parallel search from the laptop (`launch JOB --parallel N`).
 
 `launch JOB -q gpu --parallel N` is a launch of one run, the *search* (the controller), checked
 exactly as a launch is (template, parameters, GPU queue) before anything is created. The search
 task is a clone of the job template carrying `Search/spec` (role controller, the GPU queue, the
 template to clone for trials); it is enqueued on the controller queue (a CPU queue, `services`
 by default), or run in this terminal with `--controller local`. Its trials are its children.
+Reading a search back is ak_remote.search.read.
 """
 
 from __future__ import annotations
 
-import json
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
+from ak_remote.clearml_api import Client
 from ak_remote.contract import (
-    FINAL_FIT_TAG,
-    IN_PROGRESS,
-    OBJECTIVE_TITLE,
-    QUEUED,
-    SEARCH_OF_PREFIX,
     SEARCH_SECTION,
-    SEARCH_SPEC_KEY,
     SEARCH_TAG,
-    TRIAL_TAG_PREFIX,
 )
 from ak_remote.errors import UsageError
-from ak_remote.remote.clearml_api import Client, Doc
-from ak_remote.remote.launch import LaunchPlan, LaunchRequest, plan_launch
+from ak_remote.launcher.launch import (
+    LaunchPlan,
+    LaunchRequest,
+    LaunchResult,
+    execute_launch,
+    plan_launch,
+)
 from ak_remote.search.spec import (
     CONTROLLER,
     DEFAULT_LOST_AFTER_S,
@@ -157,100 +156,89 @@ def controller_plan(search: SearchPlan, spec: SearchSpec) -> LaunchPlan:
     return replace(plan, queue_name=search.controller_queue, queue_id=search.controller_queue_id)
 
 
-# -- reading a search back ----------------------------------------------------------------------
-
-TRIAL_FIELDS = [
-    "id",
-    "name",
-    "status",
-    "status_message",
-    "system_tags",
-    "last_worker",
-    "started",
-    "completed",
-    "created",
-    "last_metrics",
-    "hyperparams",
-]
+__all__ = ["SearchPlan", "plan_search"]
 
 
-def is_search(task: Mapping[str, Any]) -> bool:
-    return SEARCH_TAG in (task.get("system_tags") or [])
+@dataclass(frozen=True)
+class SearchOptions:
+    """The search flags of `launch`, as typed (None: not given)."""
+
+    parallel: int | None
+    controller_queue: str | None = None
+    controller_where: str | None = None  # "queue", "local" or None (queue)
+    max_retries: int | None = None
+    lost_after: float | None = None
+
+    @property
+    def local(self) -> bool:
+        return self.controller_where == "local"
 
 
-def search_children(client: Client, search_id: str) -> list[Doc]:
-    """The trials and final fit of a search, oldest first."""
-    tag = f"{SEARCH_OF_PREFIX}{search_id}"
-    tasks = [
-        t
-        for t in client.get_tasks(system_tags=[tag], only_fields=TRIAL_FIELDS)
-        if tag in (t.get("system_tags") or [])
-    ]
-    return sorted(tasks, key=lambda t: str(t.get("created") or ""))
+def check_search(client: Client, request: LaunchRequest, options: SearchOptions) -> SearchPlan:
+    """Check a search launch's flags and everything it needs; writes nothing.
 
-
-def _spec_of(task: Mapping[str, Any]) -> dict[str, Any]:
-    entry = ((task.get("hyperparams") or {}).get(SEARCH_SECTION) or {}).get(SEARCH_SPEC_KEY) or {}
-    try:
-        spec = json.loads(str(entry.get("value") or "{}"))
-    except ValueError:
-        return {}
-    return spec if isinstance(spec, dict) else {}
-
-
-def key_values(values: Mapping[str, Any], varying: Sequence[str] = (), limit: int = 4) -> str:
-    """A short text of a candidate's most telling values: those that differ between the
-    search's trials first, then the optimizer and learning rate."""
-    preferred = [k for k in varying if k in values]
-    preferred += [k for k in values if k.endswith(("learning_rate", "optimizer"))]
-    picked = list(dict.fromkeys(preferred))[:limit]
-    labels = [k.rsplit("/", 1)[-1] for k in picked]
-    return " ".join(
-        f"{k if labels.count(label) > 1 else label}={values[k]}"
-        for k, label in zip(picked, labels, strict=True)
+    Raises UsageError (flags that need --parallel, a local controller given a queue, and every
+    check of `plan_search`), ServerError.
+    """
+    if options.parallel is None:
+        raise UsageError(
+            "--controller, --controller-queue, --max-retries and --lost-after need --parallel N"
+        )
+    if options.local and options.controller_queue:
+        raise UsageError("--controller local runs here: drop --controller-queue")
+    return plan_search(
+        client,
+        request,
+        options.parallel,
+        None if options.local else (options.controller_queue or default_controller_queue()),
+        DEFAULT_MAX_RETRIES if options.max_retries is None else options.max_retries,
+        DEFAULT_LOST_AFTER_S if options.lost_after is None else options.lost_after,
     )
 
 
-def varying_keys(rows: Sequence[Mapping[str, Any]]) -> list[str]:
-    """The hyperparameters whose values differ between the rows' candidates."""
-    keys: dict[str, set[str]] = {}
-    for row in rows:
-        for key, value in (row.get("values") or {}).items():
-            keys.setdefault(key, set()).add(json.dumps(value, sort_keys=True, default=str))
-    return [k for k, seen in keys.items() if len(seen) > 1]
+def describe(search: SearchPlan) -> dict[str, Any]:
+    """What a dry run shows: the launch plan and the search's own settings."""
+    return {
+        **search.plan.describe(),
+        "search": {
+            "parallel": search.spec.parallel,
+            "max_trials": search.max_trials,
+            "trial_queue": search.plan.queue_name,
+            "controller": search.controller_queue or "local",
+            "max_retries": search.spec.max_retries,
+            "lost_after_s": search.spec.lost_after_s,
+        },
+    }
 
 
-def trial_rows(tasks: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """One row per trial/final attempt: trial, state, worker, key values, objective, duration."""
-    from ak_remote.remote.runs import _parse_time
-    from ak_remote.search.backends import objective_of
-
-    rows = []
-    for task in tasks:
-        spec = _spec_of(task)
-        tags = task.get("system_tags") or []
-        trial = next(
-            (t[len(TRIAL_TAG_PREFIX) :] for t in tags if t.startswith(TRIAL_TAG_PREFIX)), ""
-        )
-        start, end = _parse_time(task.get("started")), _parse_time(task.get("completed"))
-        duration = (end - start).total_seconds() if start and end else None
-        rows.append(
-            {
-                "id": str(task["id"]),
-                "trial": "final" if FINAL_FIT_TAG in tags else trial,
-                "attempt": int(spec.get("attempt") or 0),
-                "status": str(task.get("status") or ""),
-                "worker": str(task.get("last_worker") or ""),
-                "values": spec.get("candidate") or {},
-                "objective": objective_of(task),
-                "duration_s": duration,
-            }
-        )
-    return rows
+def enqueue_search(client: Client, search: SearchPlan, progress: Progress) -> LaunchResult:
+    """Create the trial queue/project if needed, then the search task on its controller queue."""
+    return execute_launch(client, controller_plan(search, finish_spec(client, search)), progress)
 
 
-def in_flight(tasks: Sequence[Mapping[str, Any]]) -> list[str]:
-    return [str(t["id"]) for t in tasks if t.get("status") in (QUEUED, IN_PROGRESS, "created")]
+def run_local_controller(client: Client, search: SearchPlan, say: Progress) -> dict[str, Any]:
+    """The controller as a job process here, tracked online; trials still go to the queue.
 
+    Returns the search's summary.json. Raises RunFailedError when the search did not complete.
+    """
+    from ak_remote.catalog import get_job
+    from ak_remote.launcher import local_run
 
-__all__ = ["OBJECTIVE_TITLE", "SearchPlan", "plan_search", "trial_rows"]
+    spec = finish_spec(client, search)
+    run = search.plan.runs[0]
+    job = get_job(search.plan.template.name)
+    run_dir = local_run.new_run_dir(job)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    spec_file = run_dir / "search_spec.json"
+    spec_file.write_text(spec.to_json() + "\n")
+    say(f"Running the search controller here (run folder {run_dir}); Ctrl-C stops it")
+    result = local_run.run_job(
+        job,
+        run.overrides,
+        run_dir,
+        offline=False,
+        project=search.plan.project_name,
+        task_name=run.name,
+        extra_args=["--search-spec", str(spec_file)],
+    )
+    return result.summary

@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from ak_remote.clearml_api import Client, Doc
 from ak_remote.contract import (
     RESUMABLE,
     SEARCH_CONTROLLER_ARTIFACT,
@@ -22,8 +23,7 @@ from ak_remote.contract import (
     is_template,
 )
 from ak_remote.errors import ServerError, UsageError
-from ak_remote.remote.clearml_api import Client, Doc
-from ak_remote.remote.runs import check_task_ids
+from ak_remote.launcher.runs import check_task_ids
 
 _FIELDS = [
     "id",

@@ -724,7 +724,7 @@ def last_metric_values(task: Mapping[str, Any]) -> dict[str, float]:
 
 def client_from_config(on_retry: Callable[[str], None] | None = None) -> Client:
     """A Client with the retry policy from ak-remote's configuration."""
-    from ak_remote.remote.config import load_config
+    from ak_remote.config import load_config
 
     config = load_config()
     return Client(

@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ak_remote.clearml_api import Client
 from ak_remote.contract import COMPLETED, FAILED, INFERENCE_FILE, RUN_FAILED, SUMMARY_FILE
 from ak_remote.errors import ServerError, UsageError
-from ak_remote.remote.clearml_api import Client
 
 
 @dataclass

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ak_remote.clearml_api import Client, Doc, last_metric_values
 from ak_remote.contract import (
     BATCH_TAG_PREFIX,
     FINISHED_OK,
@@ -29,10 +30,9 @@ from ak_remote.contract import (
     is_pinned,
 )
 from ak_remote.errors import RunFailedError, UsageError
+from ak_remote.launcher.launch import check_queue_name
+from ak_remote.launcher.pull import fetch_summary
 from ak_remote.params import SECTION
-from ak_remote.remote.clearml_api import Client, Doc, last_metric_values
-from ak_remote.remote.launch import check_queue_name
-from ak_remote.remote.pull import fetch_summary
 
 Progress = Callable[[str], None]
 
@@ -69,7 +69,7 @@ def plan_reproduce(
 
     Raises UsageError (run not finished, unknown queue), RunFailedError (no summary).
     """
-    from ak_remote.remote.runs import check_task_ids
+    from ak_remote.launcher.runs import check_task_ids
 
     task_id = check_task_ids([task_id])[0]
     if queue is not None:
@@ -205,7 +205,7 @@ def _refuse_secrets(task_id: str, general: Mapping[str, Any]) -> None:
     """A run whose parameters hold credentials (launched before launch refused them), or hold
     them masked (a local run records `***@`, `?token=***`), cannot be cloned as it is. Raises
     UsageError."""
-    from ak_remote.datasets import (
+    from ak_remote.datasets.secrets import (
         PLACEHOLDER_EXAMPLE,
         QUERY_EXAMPLE,
         WHOLE_EXAMPLE,
