@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from ak_remote.contract import COMPLETED, IN_PROGRESS, QUEUED, sha256_file
-from ak_remote.errors import ServerError
+from ak_remote.errors import ServerError, UsageError
 
 T = TypeVar("T")
 Doc = dict[str, Any]
@@ -209,6 +209,22 @@ def _configured_host() -> str:
         return str(Session.get_api_server_host())
     except Exception:  # noqa: BLE001 - only for a message
         return "(unknown host)"
+
+
+def queue_named(queues: Iterable[Doc], name: str, what: str = "queue", fixes: str = "") -> Doc:
+    """The queue called exactly `name` among `queues` (a queues.get_all answer).
+
+    Raises UsageError naming the queues that exist, then `fixes` (what else the user can do).
+    """
+    listed = list(queues)
+    found = next((q for q in listed if q.get("name") == name), None)
+    if found is None:
+        names = ", ".join(sorted(str(q.get("name")) for q in listed)) or "(none)"
+        raise UsageError(
+            f"{what} {name!r} does not exist",
+            f"existing queues: {names}" + (f"; {fixes}" if fixes else ""),
+        )
+    return found
 
 
 class Client:
@@ -601,6 +617,10 @@ class Client:
     def find_queue(self, name: str) -> Doc | None:
         """The queue called exactly `name`, or None."""
         return next((q for q in self.get_queues() if q.get("name") == name), None)
+
+    def require_queue(self, name: str, what: str = "queue", fixes: str = "") -> Doc:
+        """The queue called exactly `name`; UsageError naming the existing ones otherwise."""
+        return queue_named(self.get_queues(), name, what, fixes)
 
     def create_queue(self, name: str, tags: Iterable[str] = ()) -> str:
         """queues.create (looks by name before a retry); returns the queue id."""

@@ -7,6 +7,7 @@ its own --help is asked for), so `ak-remote --help` never pays for ClearML, let 
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 import traceback
 from typing import Any
@@ -111,7 +112,7 @@ class LazyGroup(click.Group):
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="ak-remote")
-@click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
+@click.option("--debug", is_flag=True, help="Show tracebacks for errors (the jobs' own included).")
 @click.pass_context
 def cli(ctx: click.Context, debug: bool) -> None:
     """Run AutoKeras architecture searches on ClearML GPU agents, tracked and reproducible.
@@ -125,10 +126,10 @@ def cli(ctx: click.Context, debug: bool) -> None:
     """
     from ak_remote.commands.common import App
 
-    # Tests pass their own App (obj=...) to inject a client; a normal run makes one here.
+    if debug:  # the jobs this invocation starts print their tracebacks too (runtime/run.py)
+        os.environ["AK_REMOTE_DEBUG"] = "1"
     if not isinstance(ctx.obj, App):
         ctx.obj = App()
-    ctx.obj.debug = debug
 
 
 def main() -> None:

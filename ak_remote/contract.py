@@ -1,22 +1,21 @@
 """What the launcher (laptop side) and the job runtime (worker side) agree on.
 
 One home for the shared vocabulary: the ClearML project and parameter section, the tags that
-mark templates and runs, task and run statuses, artifact names, the id rule, and the typed,
-versioned run summary (`summary.json`) that the runtime writes and every reader parses. Both
-sides import this module; it imports neither side, nor TensorFlow, nor ClearML.
+mark templates and runs, task and run statuses, artifact and file names (the run summary itself
+is typed in ak_remote.summary), and the id rule. Both sides import this module; it imports
+neither side, nor TensorFlow, nor ClearML.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final
 
-from ak_remote.errors import DataError, UsageError
+from ak_remote.errors import UsageError
 
 # -- where runs live on the server ------------------------------------------------------------
 DEFAULT_PROJECT: Final = "ak-remote"
@@ -90,6 +89,15 @@ RESUMABLE: Final = frozenset({STOPPED, FAILED})
 RUN_RUNNING: Final = "running"
 RUN_COMPLETED: Final = "completed"
 RUN_FAILED: Final = "failed"
+
+# -- a trial attempt as a search's controller sees it, whatever ran it (ak_remote.search) -----
+# Queued, completed and failed as the server says them; a trial's own state is a run status.
+ATTEMPT_QUEUED: Final = QUEUED
+ATTEMPT_RUNNING: Final = "running"  # in progress, or started and not yet reported
+ATTEMPT_COMPLETED: Final = COMPLETED
+ATTEMPT_FAILED: Final = FAILED
+ATTEMPT_MISSING: Final = "missing"  # the backend no longer knows the attempt (deleted, lost)
+LIVE_STATUSES: Final = frozenset({CREATED, QUEUED, IN_PROGRESS})  # a task not ended yet
 
 # -- files a run writes and the artifact names they are uploaded under -------------------------
 SUMMARY_FILE: Final = "summary.json"
@@ -179,71 +187,6 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
         while block := handle.read(chunk):
             digest.update(block)
     return digest.hexdigest()
-
-
-# -- the run summary (summary.json) ----------------------------------------------------------
-# Version 1: the layout written since the first landing (no "schema_version" key meant 1).
-SUMMARY_VERSION: Final = 1
-SUMMARY_KEYS: Final = (
-    "job",
-    "task_id",
-    "offline_session",
-    "run_dir",
-    "params",
-    "data",
-    "metrics",
-    "export",
-    "tensorboard_dir",
-    "distribution",
-    "model_registration",
-    "reproducibility",
-    "search",
-    "baseline",  # the majority-class / training-mean score on the test split (runtime/baseline)
-    "below_baseline",  # true when the model does not beat it
-    "status",
-)
-
-
-def new_summary(job_name: str) -> dict[str, Any]:
-    """An empty summary of a run that has just started."""
-    summary: dict[str, Any] = dict.fromkeys(SUMMARY_KEYS)
-    summary.update(
-        schema_version=SUMMARY_VERSION, job=job_name, params={}, metrics={}, status=RUN_RUNNING
-    )
-    return summary
-
-
-def parse_summary(data: object, source: str = SUMMARY_FILE) -> dict[str, Any]:
-    """Check a summary's shape and version; raises DataError for one this version cannot read."""
-    if not isinstance(data, dict):
-        raise DataError(f"{source} is not a run summary", "it must be a JSON object")
-    version = data.get("schema_version", 1)
-    if not isinstance(version, int) or version < 1:
-        raise DataError(f"{source} has an invalid schema_version {version!r}")
-    if version > SUMMARY_VERSION:
-        raise DataError(
-            f"{source} was written by a newer ak-remote (summary version {version}, "
-            f"this one reads up to {SUMMARY_VERSION})",
-            "upgrade ak-remote (pip install -U ak-remote)",
-        )
-    status = data.get("status")
-    if status is not None and status not in (RUN_RUNNING, RUN_COMPLETED, RUN_FAILED):
-        raise DataError(f"{source} has an unknown status {status!r}")
-    for key in ("params", "metrics"):
-        if not isinstance(data.get(key) or {}, dict):
-            raise DataError(f"{source}: {key!r} must be an object")
-    return data
-
-
-def read_summary(path: Path) -> dict[str, Any]:
-    """Read and check a run's summary.json; raises DataError when missing or unreadable."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise DataError(f"{path} does not exist", "is this a run folder?") from None
-    except (OSError, ValueError) as exc:
-        raise DataError(f"cannot read {path}: {exc}") from None
-    return parse_summary(data, str(path))
 
 
 # -- parallel searches (ak_remote.search) --------------------------------------------------------

@@ -16,6 +16,7 @@ from ak_remote.clearml_api import client_from_config
 from ak_remote.cli import cli
 from ak_remote.errors import UsageError
 from ak_remote.launcher.reproduce import execute_reproduce, metric_deltas, plan_reproduce
+from ak_remote.summary import RunSummary
 from tests.emulator.server import Emulator
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
@@ -126,8 +127,8 @@ def test_unfinished_runs_and_unknown_queues_are_refused(clearml_emulator: Emulat
 
 def test_metric_deltas() -> None:
     deltas = metric_deltas(
-        {"summary": {"metrics": {"test_accuracy": 0.9, "test_loss": 0.3}}},
-        {"summary": {"metrics": {"test_accuracy": 0.85}}},
+        (RunSummary(metrics={"test_accuracy": 0.9, "test_loss": 0.3}), {}),
+        (RunSummary(metrics={"test_accuracy": 0.85}), {}),
     )
     by_name = {d.name: d for d in deltas}
     assert by_name["test_accuracy"].delta == pytest.approx(-0.05)

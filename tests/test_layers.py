@@ -15,7 +15,17 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "ak_remote"
 
 # The shared vocabulary, each entry importing only those after it.
-SHARED = ("ui", "process", "catalog", "datasets", "params", "contract", "errors", "__init__")
+SHARED = (
+    "ui",
+    "process",
+    "catalog",
+    "datasets",
+    "params",
+    "summary",
+    "contract",
+    "errors",
+    "__init__",
+)
 BELOW = {name: set(SHARED[i + 1 :]) for i, name in enumerate(SHARED)}
 CLIENT = {"clearml_api", "config"}
 ALLOWED: dict[str, set[str]] = {

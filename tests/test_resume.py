@@ -389,7 +389,7 @@ def test_resume_refuses_runs_that_cannot_resume(clearml_emulator: Emulator) -> N
     stopped = _task_with_status(emulator, "stopped", "stopped")
     unknown_queue = invoke("resume", stopped, "-q", "no-such-queue")
     assert unknown_queue.exit_code == 2
-    assert "no queue 'no-such-queue'" in unknown_queue.stderr
+    assert "queue 'no-such-queue' does not exist" in unknown_queue.stderr
     no_queue = invoke("resume", stopped)
     assert no_queue.exit_code == 2
     assert "pass -q QUEUE" in no_queue.stderr

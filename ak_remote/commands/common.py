@@ -1,8 +1,8 @@
 """What every command shares: the per-invocation context, shared options, following runs.
 
-The context (`App`) is created once by the `ak-remote` group and holds the one ClearML client of
-the invocation, made on first use; tests pass their own (`CliRunner().invoke(cli, args,
-obj=App(client_factory=...))`), which is the seam Flask's CLI uses too.
+The context (`App`) is created once by the `ak-remote` group and holds ak-remote's configuration
+and the one ClearML client of the invocation, both made on first use from the environment (tests
+point both at an emulator through an isolated HOME and CLEARML_* variables).
 """
 
 from __future__ import annotations
@@ -23,13 +23,9 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 class App:
-    """Per-invocation state: --debug, ak-remote's configuration and the one ClearML client."""
+    """Per-invocation state: ak-remote's configuration and the one ClearML client."""
 
-    def __init__(
-        self, debug: bool = False, client_factory: Callable[[], Client] | None = None
-    ) -> None:
-        self.debug = debug
-        self._client_factory = client_factory
+    def __init__(self) -> None:
         self._client: Client | None = None
         self._config: Config | None = None
 
@@ -44,12 +40,9 @@ class App:
     def client(self) -> Client:
         """The invocation's ClearML client (logs in once, on first use)."""
         if self._client is None:
-            if self._client_factory is not None:
-                self._client = self._client_factory()
-            else:
-                from ak_remote.clearml_api import client_from_config
+            from ak_remote.clearml_api import client_from_config
 
-                self._client = client_from_config(on_retry=ui.info)
+            self._client = client_from_config(on_retry=ui.info)
         return self._client
 
 
@@ -59,6 +52,34 @@ pass_app = click.make_pass_decorator(App, ensure=True)
 def json_option(help_text: str = "Print as JSON.") -> Callable[[F], F]:
     """The `--json` flag, the same on every command (stdout gets JSON only)."""
     return click.option("--json", "as_json", is_flag=True, help=help_text)
+
+
+def set_option(dest: str = "sets") -> Callable[[F], F]:
+    """`--set KEY=VALUE`, repeatable: a job parameter (`run`, `launch`)."""
+    return click.option(
+        "--set",
+        dest,
+        multiple=True,
+        metavar="KEY=VALUE",
+        help="Override a job parameter (repeatable). `ak-remote jobs JOB` lists them.",
+    )
+
+
+def dry_run_option(what: str = "what would be created") -> Callable[[F], F]:
+    """`--dry-run`: check everything, show the plan, create nothing."""
+    return click.option("--dry-run", is_flag=True, help=f"Show {what}; create nothing.")
+
+
+def wait_option(help_text: str) -> Callable[[F], F]:
+    """`--wait`: follow what was started until it ends (exit 5 when it did not complete)."""
+    return click.option("--wait", is_flag=True, help=help_text)
+
+
+def templates_project_option() -> Callable[[F], F]:
+    """`--project` of the template commands."""
+    return click.option(
+        "--project", help="ClearML project of the templates [default: ak-remote/templates]."
+    )
 
 
 # What the server's status messages mean, in words (its own are internal shorthand).

@@ -9,7 +9,7 @@ import click
 
 from ak_remote import ui
 from ak_remote.catalog import PROJECT_ROOT
-from ak_remote.commands.common import App, json_option, pass_app
+from ak_remote.commands.common import App, dry_run_option, json_option, pass_app
 from ak_remote.errors import RunFailedError, ServerError, StoppedError, UsageError
 
 DEFAULT_QUEUE_FILE = PROJECT_ROOT / "infra" / "queues.toml"
@@ -45,7 +45,7 @@ def queues_list(app: App, as_json: bool) -> None:
 
 @queues.command("apply")
 @click.argument("queue_file", required=False, type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--dry-run", is_flag=True, help="Show what would be created; create nothing.")
+@dry_run_option()
 @json_option("Print the result as JSON.")
 @pass_app
 def queues_apply(app: App, queue_file: Path | None, dry_run: bool, as_json: bool) -> None:

@@ -5,7 +5,15 @@ from __future__ import annotations
 import click
 
 from ak_remote import ui
-from ak_remote.commands.common import App, follow_runs, json_option, pass_app
+from ak_remote.commands.common import (
+    App,
+    dry_run_option,
+    follow_runs,
+    json_option,
+    pass_app,
+    set_option,
+    wait_option,
+)
 from ak_remote.config import pick
 from ak_remote.launcher.launch import (
     SWEEP_ID_AT_LAUNCH,
@@ -19,7 +27,7 @@ from ak_remote.launcher.launch import (
 @click.command()
 @click.argument("template", metavar="TEMPLATE")
 @click.option("-q", "--queue", help="Queue to enqueue on [default: AK_REMOTE_QUEUE / config].")
-@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a parameter.")
+@set_option()
 @click.option(
     "--sweep",
     multiple=True,
@@ -32,8 +40,8 @@ from ak_remote.launcher.launch import (
 @click.option("--project", help="ClearML project of the runs [default: ak-remote].")
 @click.option("--template-project", help="Where job templates live [default: ak-remote/templates].")
 @click.option("--create-queue", is_flag=True, help="Create the queue if it does not exist.")
-@click.option("--dry-run", is_flag=True, help="Print what would be created; create nothing.")
-@click.option("--wait", is_flag=True, help="Follow the runs until they end; exit 5 if any failed.")
+@dry_run_option()
+@wait_option("Follow the runs until they end; exit 5 if any failed.")
 @click.option(
     "--parallel",
     type=int,

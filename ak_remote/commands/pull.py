@@ -69,7 +69,7 @@ def pull(
             )
     steps = [f"see {result.dest / 'inference.json'} for how to call the model"]
     if (result.dest / "serving").is_dir():
-        name = "".join(c if c.isalnum() else "_" for c in str(result.summary.get("job") or "model"))
+        name = "".join(c if c.isalnum() else "_" for c in result.summary.job or "model")
         steps = [
             f"ak-remote predict {result.dest} --input FILE|FOLDER|-",
             "serve it with TF Serving (REST on port 8501): docker run --rm -p 8501:8501 "

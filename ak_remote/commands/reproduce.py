@@ -5,7 +5,14 @@ from __future__ import annotations
 import click
 
 from ak_remote import ui
-from ak_remote.commands.common import App, follow_runs, json_option, pass_app
+from ak_remote.commands.common import (
+    App,
+    dry_run_option,
+    follow_runs,
+    json_option,
+    pass_app,
+    wait_option,
+)
 
 
 @click.command()
@@ -15,10 +22,8 @@ from ak_remote.commands.common import App, follow_runs, json_option, pass_app
     "--queue",
     help="Queue to run the reproduction on [default: the original's queue, else config].",
 )
-@click.option(
-    "--wait", is_flag=True, help="Wait for it and print metric deltas (exit 5 if it failed)."
-)
-@click.option("--dry-run", is_flag=True, help="Show what would be pinned; create nothing.")
+@wait_option("Wait for it and print metric deltas (exit 5 if it failed).")
+@dry_run_option("what would be pinned")
 @json_option("Print the result as JSON.")
 @pass_app
 def reproduce(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from ak_remote import ui
-from ak_remote.commands.common import App, follow_runs, json_option, pass_app
+from ak_remote.commands.common import App, follow_runs, json_option, pass_app, wait_option
 
 
 @click.command()
@@ -15,7 +15,7 @@ from ak_remote.commands.common import App, follow_runs, json_option, pass_app
     "--queue",
     help="Queue to enqueue on [default: the queue it last ran on, else AK_REMOTE_QUEUE / config].",
 )
-@click.option("--wait", is_flag=True, help="Follow the run until it ends; exit 5 if it fails.")
+@wait_option("Follow the run until it ends; exit 5 if it fails.")
 @json_option("Print what was resumed as JSON.")
 @pass_app
 def resume(app: App, task_id: str, queue: str | None, wait: bool, as_json: bool) -> None:

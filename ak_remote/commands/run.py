@@ -8,20 +8,14 @@ from pathlib import Path
 import click
 
 from ak_remote import contract, ui
-from ak_remote.commands.common import json_option
+from ak_remote.commands.common import json_option, set_option
 from ak_remote.launcher import local_run
 from ak_remote.params import parse_assignments
 
 
 @click.command()
 @click.argument("job_name", metavar="JOB")
-@click.option(
-    "--set",
-    "assignments",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="Override a job parameter (repeatable). `ak-remote jobs JOB` lists them.",
-)
+@set_option("assignments")
 @click.option(
     "--run-dir",
     type=click.Path(file_okay=False, path_type=Path),
@@ -132,17 +126,16 @@ def run(
     )
     summary = result.summary
     if as_json:
-        ui.as_json(summary)
+        ui.as_json(summary.to_dict())
     else:
         ui.data(str(result.run_dir))
-        metrics = summary.get("metrics") or {}
-        for name, value in sorted(metrics.items()):
+        for name, value in sorted(summary.metrics.items()):
             ui.info(f"  {name}: {value:.4g}" if isinstance(value, float) else f"  {name}: {value}")
     # A parallel search's logs are in its trials' and final fit's folders: the whole run folder.
     board = result.run_dir if parallel is not None else result.run_dir / "tensorboard"
     steps = [f"tensorboard --logdir {board}"]
-    if summary.get("offline_session"):
-        steps.append(f"ak-remote import-offline {summary['offline_session']}")
-    elif summary.get("task_id"):
-        steps.append(f"ak-remote status {summary['task_id']}")
+    if summary.offline_session:
+        steps.append(f"ak-remote import-offline {summary.offline_session}")
+    elif summary.task_id:
+        steps.append(f"ak-remote status {summary.task_id}")
     ui.next_steps(steps)

@@ -40,7 +40,7 @@ def launch_search(
         ui.warn(warning)
     if options.local:
         summary = search_launch.run_local_controller(client, search, ui.info)
-        search_id = str(summary.get("task_id") or "")
+        search_id = summary.task_id or ""
         ui.data(search_id)
         ui.next_steps([f"ak-remote status {search_id}", f"ak-remote pull {search_id} --check"])
         return

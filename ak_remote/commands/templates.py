@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from ak_remote import ui
-from ak_remote.commands.common import App, json_option, pass_app
+from ak_remote.commands.common import App, json_option, pass_app, templates_project_option
 from ak_remote.config import pick
 from ak_remote.contract import PARAM_SECTION
 from ak_remote.launcher import templates as templates_lib
@@ -17,7 +17,7 @@ def templates() -> None:
 
 
 @templates.command()
-@click.option("--project", help="ClearML project of the templates [default: ak-remote/templates].")
+@templates_project_option()
 @click.option("--image", help="Worker Docker image agents run the jobs in [default: from config].")
 @click.option(
     "--docker-args", help="Docker arguments recorded with the image [default: from config]."
@@ -70,7 +70,7 @@ def sync(
 
 
 @templates.command("list")
-@click.option("--project", help="ClearML project of the templates [default: ak-remote/templates].")
+@templates_project_option()
 @json_option("Print the templates as JSON.")
 @pass_app
 def list_(app: App, project: str | None, as_json: bool) -> None:

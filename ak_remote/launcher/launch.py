@@ -299,15 +299,13 @@ def plan_launch(client: Client, request: LaunchRequest) -> LaunchPlan:
     if template.job is not None:
         _check_datasets(client, template, [{**template.values(), **fixed, **p} for p in points])
 
-    queues = client.get_queues()
-    queue = next((q for q in queues if q.get("name") == queue_name), None)
-    if queue is None and not request.create_queue:
-        names = sorted(str(q.get("name")) for q in queues)
-        raise UsageError(
-            f"queue {queue_name!r} does not exist",
-            f"existing queues: {', '.join(names) or '(none)'}; pass --create-queue to create it, "
-            "or `ak-remote queues apply`",
+    queue = (
+        client.find_queue(queue_name)
+        if request.create_queue
+        else client.require_queue(
+            queue_name, fixes="pass --create-queue to create it, or `ak-remote queues apply`"
         )
+    )
     project_id = client.find_project(project_name)
 
     batch = _new_id("")

@@ -6,7 +6,6 @@ remote run execute the same code; the launcher process itself never imports Tens
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import sys
@@ -15,17 +14,9 @@ import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from ak_remote.catalog import Job, get_job
-from ak_remote.contract import (
-    PARENT_PID_ENV,
-    RUN_COMPLETED,
-    RUN_FAILED,
-    RUN_RUNNING,
-    SUMMARY_FILE,
-    read_summary,
-)
+from ak_remote.contract import PARENT_PID_ENV, RUN_FAILED, RUN_RUNNING, SUMMARY_FILE
 from ak_remote.errors import (
     AkRemoteError,
     DataError,
@@ -35,6 +26,7 @@ from ak_remote.errors import (
     UsageError,
 )
 from ak_remote.params import Value
+from ak_remote.summary import RunSummary, read_summary
 
 RUNS_DIR_ENV = "AK_REMOTE_RUNS_DIR"
 
@@ -45,7 +37,7 @@ class LocalRun:
 
     job: Job
     run_dir: Path
-    summary: dict[str, Any]
+    summary: RunSummary
 
 
 def check_request(job_name: str, overrides: dict[str, str]) -> tuple[Job, dict[str, Value]]:
@@ -114,15 +106,15 @@ def run_job(
     argv += list(extra_args)  # e.g. --search-spec FILE: a parallel search's controller
     code = _run_child(argv)
     summary_path = run_dir / SUMMARY_FILE
-    summary: dict[str, Any] = {}
+    summary: RunSummary | None = None
     if summary_path.is_file():
         try:
             summary = read_summary(summary_path)
         except DataError:
-            summary = {}
+            summary = None
     if code != 0:
         raise _failure(code, summary, run_dir, job.name)
-    if summary.get("status") != RUN_COMPLETED:
+    if summary is None or not summary.completed:
         raise RunFailedError(
             f"the job exited cleanly but left no completed summary in {run_dir}",
             "rerun with AK_REMOTE_DEBUG=1 and report it",
@@ -144,27 +136,27 @@ def _run_child(argv: list[str]) -> int:
     return code
 
 
-def _mark_failed(run_dir: Path, summary: dict[str, Any], message: str) -> None:
+def _mark_failed(run_dir: Path, summary: RunSummary | None, message: str) -> None:
     """Record in summary.json that the job died without closing its run (it said "running")."""
-    if summary.get("status") != RUN_RUNNING:
+    if summary is None or summary.status != RUN_RUNNING:
         return
-    summary = {**summary, "status": RUN_FAILED, "error": message}
+    summary.status, summary.error = RUN_FAILED, message
     path = run_dir / SUMMARY_FILE
     tmp = path.with_name(f".{SUMMARY_FILE}.tmp")
     try:
-        tmp.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+        tmp.write_text(summary.to_json(), encoding="utf-8")
         os.replace(tmp, path)
     except OSError:
         tmp.unlink(missing_ok=True)
 
 
-def _close_offline_session(summary: dict[str, Any]) -> None:
+def _close_offline_session(summary: RunSummary | None) -> None:
     """Zip a killed job's offline session folder, which its own close would have zipped.
 
     Without the zip the session cannot be imported; its folder holds everything recorded up
     to the kill (the same layout the SDK zips: the folder's files, relative names).
     """
-    target = summary.get("offline_session")
+    target = summary.offline_session if summary is not None else None
     if not target:
         return
     zip_path = Path(str(target))
@@ -182,7 +174,7 @@ def _close_offline_session(summary: dict[str, Any]) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def _failure(code: int, summary: dict[str, Any], run_dir: Path, job_name: str) -> AkRemoteError:
+def _failure(code: int, summary: RunSummary | None, run_dir: Path, job_name: str) -> AkRemoteError:
     hint = f"see the job's output above; its files are in {run_dir}"
     if code < 0:
         name = _signal_name(-code)
@@ -195,7 +187,7 @@ def _failure(code: int, summary: dict[str, Any], run_dir: Path, job_name: str) -
     if code not in known:
         return RunFailedError(f"the job exited with code {code}", hint)
     # The job printed its own one-line error; it is not repeated here.
-    message = str(summary.get("error") or f"the job exited with code {code}")
+    message = (summary.error if summary else None) or f"the job exited with code {code}"
     error: AkRemoteError = {
         ExitCode.USAGE: UsageError,
         ExitCode.DATA: DataError,

@@ -12,7 +12,8 @@ from typing import Any
 
 from ak_remote.clearml_api import Client
 from ak_remote.contract import COMPLETED, FAILED, INFERENCE_FILE, RUN_FAILED, SUMMARY_FILE
-from ak_remote.errors import ServerError, UsageError
+from ak_remote.errors import DataError, ServerError, UsageError
+from ak_remote.summary import PENDING_IMPORT, RunSummary
 
 
 @dataclass
@@ -54,7 +55,7 @@ def import_session(client: Client, path: Path) -> ImportedRun:
 def _import(client: Client, path: Path) -> ImportedRun:
     from clearml import Task
 
-    summary = _read_artifact(path, SUMMARY_FILE)
+    summary = _read_summary(path)
     inference = _read_artifact(path, INFERENCE_FILE)
     try:
         task_id = Task.import_offline_session(str(path))
@@ -66,16 +67,16 @@ def _import(client: Client, path: Path) -> ImportedRun:
     if not task_id:
         raise ServerError(f"the server did not accept {path.name}", "run `ak-remote doctor`")
     task: Any = Task.get_task(task_id=str(task_id))
-    if summary.get("status") == RUN_FAILED:
+    if summary is not None and summary.status == RUN_FAILED:
         # The import always ends the task completed; a failed run must not look good.
-        message = str(summary.get("error") or "the offline run failed")
+        message = summary.error or "the offline run failed"
         client.mark_failed(str(task_id), "failed in offline mode", message)
         return ImportedRun(str(task_id), None, FAILED)
     model_id = None
     # The serving model (a zipped TF Serving base folder) when the run has one.
     serving = task.artifacts.get("serving")
     keras_artifact = serving or task.artifacts.get("model.keras")
-    wants_model = summary.get("model_registration") == "pending-import" or not summary
+    wants_model = summary is None or summary.model_registration == PENDING_IMPORT
     if wants_model and keras_artifact is not None and keras_artifact.url:
         classes = (inference.get("output") or {}).get("class_names") or []
         labels = {str(name): i for i, name in enumerate(classes)}
@@ -90,6 +91,15 @@ def _import(client: Client, path: Path) -> ImportedRun:
             },
         )
     return ImportedRun(str(task_id), model_id, COMPLETED)
+
+
+def _read_summary(path: Path) -> RunSummary | None:
+    """The run's summary.json inside the session zip (None when absent or unreadable)."""
+    data = _read_artifact(path, SUMMARY_FILE)
+    try:
+        return RunSummary.from_dict(data) if data else None
+    except DataError:
+        return None
 
 
 def _read_artifact(path: Path, name: str) -> dict[str, Any]:

@@ -24,11 +24,11 @@ from ak_remote.contract import (
     FINISHED_OK,
     MODEL_METADATA,
     SUMMARY_FILE,
-    parse_summary,
     sha256_file,
 )
 from ak_remote.errors import DataError, RunFailedError, UsageError
 from ak_remote.model.reload import check_predictions, load_models
+from ak_remote.summary import ExportRecord, RunSummary
 
 Progress = Callable[[str], None]
 SUMMARY = SUMMARY_FILE
@@ -43,7 +43,7 @@ class PullResult:
     files: dict[str, str] = field(default_factory=dict)  # relative path -> sha256
     loaded: list[str] = field(default_factory=list)
     check: dict[str, Any] | None = None
-    summary: dict[str, Any] = field(default_factory=dict)
+    summary: RunSummary = field(default_factory=RunSummary)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -69,7 +69,7 @@ def safe_relative(name: str) -> PurePosixPath:
     return path
 
 
-def fetch_summary(client: Client, task: Mapping[str, Any], dest: Path) -> dict[str, Any]:
+def fetch_summary(client: Client, task: Mapping[str, Any], dest: Path) -> RunSummary:
     """Download and parse the run's summary.json. Raises RunFailedError when it has none."""
     artifact = artifacts_of(task).get(SUMMARY)
     if artifact is None:
@@ -86,7 +86,7 @@ def fetch_summary(client: Client, task: Mapping[str, Any], dest: Path) -> dict[s
             f"the run's {SUMMARY} is not valid JSON", "do not use this run"
         ) from None
     try:
-        return parse_summary(summary, f"the run's {SUMMARY}")
+        return RunSummary.from_dict(summary, f"the run's {SUMMARY}")
     except DataError as exc:
         raise RunFailedError(exc.message, exc.hint or "do not use this run") from None
 
@@ -196,8 +196,8 @@ def pull(
     dest = (dest or Path("pulled") / task_id).resolve()
     dest.mkdir(parents=True, exist_ok=True)
     summary = fetch_summary(client, task, dest)
-    export = summary.get("export") or {}
-    verification = export.get("verification") or {}
+    export = summary.export or ExportRecord()
+    verification = export.verification
     if not verification.get("passed"):
         raise RunFailedError(
             f"run {task_id}'s exported model failed its own verification; not pulling it",
@@ -206,15 +206,15 @@ def pull(
     # Keys are relative to the run folder ("models/model.keras"); older runs used models/ itself.
     checksums: dict[str, str] = {
         safe_relative(k).as_posix().removeprefix("models/"): str(v)
-        for k, v in (export.get("checksums") or {}).items()
+        for k, v in export.checksums.items()
     }
     artifacts = artifacts_of(task)
     result = PullResult(task_id, dest, summary=summary)
     formats: dict[str, str] = {
-        name: safe_relative(str(path)).name for name, path in (export.get("formats") or {}).items()
+        name: safe_relative(str(path)).name for name, path in export.formats.items()
     }
     wanted = [(f, f) for f in formats.values()] + [(m, m) for m in MODEL_METADATA]
-    if export.get("serving"):  # the serving model (TF Serving base folder)
+    if export.serving is not None:  # the serving model (TF Serving base folder)
         wanted.append(("serving", "serving"))
     for key, relative in wanted:
         artifact = artifacts.get(key)

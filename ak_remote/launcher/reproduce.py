@@ -33,6 +33,7 @@ from ak_remote.errors import RunFailedError, UsageError
 from ak_remote.launcher.launch import check_queue_name
 from ak_remote.launcher.pull import fetch_summary
 from ak_remote.params import SECTION
+from ak_remote.summary import GitRecord, Reproducibility, RunSummary
 
 Progress = Callable[[str], None]
 
@@ -42,7 +43,7 @@ class ReproducePlan:
     """The clone to make: its overrides, what was pinned and what could not be."""
 
     original: Doc
-    summary: dict[str, Any]
+    summary: RunSummary
     queue_name: str
     queue_id: str
     clone_fields: dict[str, Any]
@@ -87,15 +88,10 @@ def plan_reproduce(
             f"ak-remote status {task_id}",
         )
     _refuse_secrets(task_id, (original.get("hyperparams") or {}).get(SECTION) or {})
-    queue_doc = client.find_queue(queue_name)
-    if queue_doc is None:
-        names = sorted(str(q.get("name")) for q in client.get_queues())
-        raise UsageError(
-            f"queue {queue_name!r} does not exist", f"existing queues: {', '.join(names) or '-'}"
-        )
+    queue_doc = client.require_queue(queue_name)
     with tempfile.TemporaryDirectory(prefix="ak-remote-reproduce-") as tmp:
         summary = fetch_summary(client, original, Path(tmp))
-    record = summary.get("reproducibility") or {}
+    record = summary.reproducibility or Reproducibility()
     pinned: list[str] = []
     warnings: list[str] = []
 
@@ -112,9 +108,9 @@ def plan_reproduce(
     # Code.
     script = dict(original.get("script") or {})
     script_pins: dict[str, Any] = {}
-    git = record.get("git") or {}
+    git = record.git or GitRecord()
     if script.get("repository"):
-        commit = script.get("version_num") or git.get("commit")
+        commit = script.get("version_num") or git.commit
         if commit:
             if not script.get("version_num"):
                 script_pins["version_num"] = commit
@@ -123,7 +119,7 @@ def plan_reproduce(
             warnings.append("no commit recorded: the agent will take the branch head")
         if script.get("diff"):
             pinned.append("uncommitted diff")
-        elif git.get("dirty"):
+        elif git.dirty:
             warnings.append(
                 "the run's checkout was dirty but no diff was stored: the code may differ"
             )
@@ -138,7 +134,7 @@ def plan_reproduce(
         pinned.append(f"{len(requirements.strip().splitlines())} locked packages")
     else:
         warnings.append("no package list is stored in the run: the image decides the versions")
-    packages = record.get("packages") or {}
+    packages = record.packages
     if packages:
         pinned.append(
             "recorded versions " + ", ".join(f"{k} {v}" for k, v in sorted(packages.items()))
@@ -146,7 +142,7 @@ def plan_reproduce(
 
     # Image.
     container = dict(original.get("container") or {})
-    recorded_image = str(record.get("image") or "")
+    recorded_image = record.image or ""
     if is_pinned(recorded_image):
         container["image"] = recorded_image
         pinned.append(f"image {recorded_image}")
@@ -164,9 +160,8 @@ def plan_reproduce(
             "that image can run it; push it and sync templates to record repo@sha256"
         )
 
-    data = summary.get("data") or {}
-    if data.get("fingerprint"):
-        pinned.append(f"data fingerprint {str(data['fingerprint'])[:12]} (checked after the run)")
+    if summary.fingerprint:
+        pinned.append(f"data fingerprint {summary.fingerprint[:12]} (checked after the run)")
     else:
         warnings.append("no data fingerprint recorded: a changed dataset would go unnoticed")
 
@@ -260,18 +255,21 @@ class MetricDelta:
         return self.reproduced - self.original
 
 
-def metric_deltas(original: Mapping[str, Any], reproduced: Mapping[str, Any]) -> list[MetricDelta]:
-    """Test metrics of both runs side by side (from summary.json, else last reported values)."""
+def metric_deltas(
+    original: tuple[RunSummary | None, Mapping[str, Any]],
+    reproduced: tuple[RunSummary | None, Mapping[str, Any]],
+) -> list[MetricDelta]:
+    """Test metrics of both runs side by side (from summary.json, else last reported values);
+    each run is given as (its summary, its task)."""
 
-    def metrics(summary: Mapping[str, Any], task: Mapping[str, Any]) -> dict[str, float]:
-        found = summary.get("metrics") if isinstance(summary.get("metrics"), dict) else None
-        if found:
-            return {str(k): float(v) for k, v in found.items()}
+    def metrics(summary: RunSummary | None, task: Mapping[str, Any]) -> dict[str, float]:
+        if summary is not None and summary.metrics:
+            return dict(summary.metrics)
         values = last_metric_values(task)
         return {k.split("/", 1)[1]: v for k, v in values.items() if k.startswith("Summary/")}
 
-    left = metrics(original.get("summary") or {}, original.get("task") or {})
-    right = metrics(reproduced.get("summary") or {}, reproduced.get("task") or {})
+    left = metrics(*original)
+    right = metrics(*reproduced)
     return [MetricDelta(n, left.get(n), right.get(n)) for n in sorted(set(left) | set(right))]
 
 
@@ -283,25 +281,24 @@ def compare_outcome(
     notes: list[str] = []
     with tempfile.TemporaryDirectory(prefix="ak-remote-reproduce-") as tmp:
         try:
-            summary = fetch_summary(client, task, Path(tmp))
+            summary: RunSummary | None = fetch_summary(client, task, Path(tmp))
         except RunFailedError:
-            summary = {}
+            summary = None
             notes.append("the reproduction recorded no summary.json")
-    old_fp = (plan.summary.get("data") or {}).get("fingerprint")
-    new_fp = (summary.get("data") or {}).get("fingerprint")
+    old_fp = plan.summary.fingerprint
+    new_fp = summary.fingerprint if summary is not None else None
     if old_fp and new_fp and old_fp != new_fp:
         notes.append(f"the data differ: fingerprint {new_fp[:12]} vs the original's {old_fp[:12]}")
     elif old_fp and new_fp:
         notes.append("same data (fingerprints match)")
-    old_pkgs = (plan.summary.get("reproducibility") or {}).get("packages") or {}
-    new_pkgs = (summary.get("reproducibility") or {}).get("packages") or {}
+    old_pkgs = plan.summary.reproducibility.packages if plan.summary.reproducibility else {}
+    new = summary.reproducibility if summary is not None else None
+    new_pkgs = new.packages if new is not None else {}
     changed = sorted(k for k in set(old_pkgs) & set(new_pkgs) if old_pkgs[k] != new_pkgs[k])
     if changed:
         notes.append(
             "package versions differ: "
             + ", ".join(f"{k} {old_pkgs[k]} -> {new_pkgs[k]}" for k in changed)
         )
-    deltas = metric_deltas(
-        {"summary": plan.summary, "task": plan.original}, {"summary": summary, "task": task}
-    )
+    deltas = metric_deltas((plan.summary, plan.original), (summary, task))
     return deltas, notes

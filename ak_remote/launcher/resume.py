@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ak_remote.clearml_api import Client, Doc
+from ak_remote.clearml_api import Client, Doc, queue_named
 from ak_remote.contract import (
     RESUMABLE,
     SEARCH_CONTROLLER_ARTIFACT,
@@ -86,23 +86,13 @@ def _pick_queue(
     """(queue id, name): the one asked for, else the one the run last ran on, else the default."""
     queues = client.get_queues()
     if queue:
-        found = next((q for q in queues if q.get("name") == queue), None)
-        if found is None:
-            raise UsageError(
-                f"no queue {queue!r} on the server", "list them: ak-remote queues list"
-            )
-        return str(found["id"]), queue
+        return str(queue_named(queues, queue)["id"]), queue
     last = str((task.get("execution") or {}).get("queue") or "")
     found = next((q for q in queues if last and q.get("id") == last), None)
     if found is not None:
         return str(found["id"]), str(found.get("name"))
     if default_queue:
-        found = next((q for q in queues if q.get("name") == default_queue), None)
-        if found is None:
-            raise UsageError(
-                f"no queue {default_queue!r} (the configured default) on the server",
-                "pass -q QUEUE",
-            )
+        found = queue_named(queues, default_queue, "the configured default queue", "pass -q QUEUE")
         return str(found["id"]), default_queue
     raise UsageError(
         f"run {task['id']} has no recorded queue and no default queue is configured",

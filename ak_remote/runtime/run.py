@@ -35,7 +35,6 @@ from ak_remote.contract import (
     RUN_COMPLETED,
     RUN_FAILED,
     SUMMARY_FILE,
-    new_summary,
 )
 from ak_remote.datasets.references import DatasetRef, check_reference
 from ak_remote.datasets.secrets import mask_credentials
@@ -51,6 +50,15 @@ from ak_remote.params import Value, parse_assignments
 from ak_remote.runtime import console, signals
 from ak_remote.runtime.rundir import RunDirLock, claim
 from ak_remote.runtime.settings import Settings
+from ak_remote.summary import (
+    PENDING_IMPORT,
+    DataRecord,
+    ExportRecord,
+    GitRecord,
+    Reproducibility,
+    RunSummary,
+    ServingRecord,
+)
 
 if TYPE_CHECKING:
     from ak_remote.runtime.data import Dataset, Split
@@ -146,7 +154,7 @@ class Run:
         self.part: Part | None = None  # this process's part in a parallel search, or None
         self.candidate: dict[str, Any] | None = None  # the final fit's fixed candidate
         self.dataset: DatasetRef | None = None  # `dataset`, checked once (again if it changed)
-        self.summary: dict[str, Any] = new_summary(job.name)
+        self.summary = RunSummary(job=job.name)
         self.lock: RunDirLock | None = None  # the claim on run_dir, held until the process ends
 
     # --- the steps ---------------------------------------------------------------------------
@@ -178,9 +186,9 @@ class Run:
                 "check the server and credentials (ak-remote doctor), or pass --offline",
             ) from exc
         _restore_fault_signals()  # after the SDK's Task.init installed its handlers
-        self.summary["task_id"] = self.tracker.task_id
+        self.summary.task_id = self.tracker.task_id
         zip_path = self.tracker.offline_zip()
-        self.summary["offline_session"] = str(zip_path) if zip_path else None
+        self.summary.offline_session = str(zip_path) if zip_path else None
         if self.run_dir is None:
             stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
             task_part = self.tracker.task_id.removeprefix("offline-")[:8]
@@ -192,7 +200,7 @@ class Run:
         note = self.lock.kept_note() if self.lock is not None else None
         if note:
             console.say(f"--overwrite {note}")
-        self.summary["run_dir"] = str(self.run_dir)
+        self.summary.run_dir = str(self.run_dir)
         self.write_summary()  # status "running" from the start: a killed run is never "completed"
         # Under an agent the values that count are the server's (a clone's overrides): they
         # are validated again, and bad ones fail the task with the same one-line message.
@@ -205,9 +213,9 @@ class Run:
         self.params = job.params.resolve(connected)
         if str(self.params["dataset"]) != str(real["dataset"]):  # the server's value differs
             self.dataset = self._check_dataset(str(self.params["dataset"]))
-        self.summary["params"] = _public(job.params.to_strings(self.params))
+        self.summary.params = _public(job.params.to_strings(self.params))
         self.settings = Settings.from_values(self.params)
-        self.summary["reproducibility"] = reproducibility(self.settings.seed, self.run_dir)
+        self.summary.reproducibility = reproducibility(self.settings.seed, self.run_dir)
         if self.parts is not None:
             self.part = self.parts.part(args, self.tracker)
         console.say(f"run folder: {self.run_dir}")
@@ -243,25 +251,25 @@ class Run:
                 "the training part of the data has a single class",
                 "use more samples (max_samples) or a dataset with several classes",
             )
-        self.summary["data"] = {
-            "source": data.source,
-            "fingerprint": data_module.fingerprint(data),
-            "n_total": len(data),
-            "n_train": len(split.train),
-            "n_val": len(split.val),
-            "n_test": len(split.test),
-            "classes": classes,
-            "split_file": "data_split.json",
-            "split_sha256": split.digest(),
-        }
+        self.summary.data = DataRecord(
+            source=data.source,
+            fingerprint=data_module.fingerprint(data),
+            n_total=len(data),
+            n_train=len(split.train),
+            n_val=len(split.val),
+            n_test=len(split.test),
+            classes=classes,
+            split_file="data_split.json",
+            split_sha256=split.digest(),
+        )
         self.write_summary()
         signals.raise_if_stopped()  # one that landed where Python drops exceptions (imports)
         if self.part is not None and self.part.run(self, data, split):
             return
 
-        strategy, self.summary["distribution"] = prepare_devices(settings)
+        strategy, self.summary.distribution = prepare_devices(settings)
         tensorboard_dir = run_dir / "tensorboard"
-        self.summary["tensorboard_dir"] = str(tensorboard_dir)
+        self.summary.tensorboard_dir = str(tensorboard_dir)
         console.say(
             f"TensorBoard logs: {tensorboard_dir}  (tensorboard --logdir {tensorboard_dir})"
         )
@@ -271,7 +279,7 @@ class Run:
             run_dir,
             job.name,
             _public(job.params.to_strings(self.params)),
-            self.summary["data"]["fingerprint"],
+            self.summary.data.fingerprint,
             settings.max_trials,
             self.tracker,
             self.resume,
@@ -329,28 +337,28 @@ class Run:
         for name, value in metrics.items():
             self.tracker.report_single_value(name, value)
             self.tracker.report_scalar("test", name.removeprefix("test_"), value, 0)
-        self.summary["metrics"] = metrics
+        self.summary.metrics = metrics
         console.say("test metrics: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
 
     def _baseline(self, y_train: Any, y_test: Any) -> None:
         """The score of a model that learned nothing, on the same test split, and the verdict."""
         from ak_remote.runtime.baseline import baseline
 
-        record = baseline(self.job.is_classifier, y_train, y_test, self.summary["metrics"])
-        self.summary["metrics"][record["metric_name"]] = record["baseline"]
-        self.tracker.report_single_value(record["metric_name"], record["baseline"])
-        self.summary["baseline"] = record
-        self.summary["below_baseline"] = not record["beats_baseline"]
+        record = baseline(self.job.is_classifier, y_train, y_test, self.summary.metrics)
+        self.summary.metrics[record.metric_name] = record.baseline
+        self.tracker.report_single_value(record.metric_name, record.baseline)
+        self.summary.baseline = record
+        self.summary.below_baseline = not record.beats_baseline
         console.say(
-            f"baseline ({record['rule']}): {record['metric']}={record['baseline']:.4g}, "
-            f"model {record['model']:.4g}"
+            f"baseline ({record.rule}): {record.metric}={record.baseline:.4g}, "
+            f"model {record.model:.4g}"
         )
-        if record["beats_baseline"]:
+        if record.beats_baseline:
             return
         self.tracker.add_tags(["below-baseline"])
         message = (
-            f"the model does not beat the baseline ({record['metric']} {record['model']:.4g} "
-            f"vs {record['baseline']:.4g} for {record['rule']}): it learned nothing useful"
+            f"the model does not beat the baseline ({record.metric} {record.model:.4g} "
+            f"vs {record.baseline:.4g} for {record.rule}): it learned nothing useful"
         )
         if self.settings.require_better_than_baseline:
             raise RunFailedError(
@@ -372,22 +380,22 @@ class Run:
         tolerance = self.settings.export_tolerance
         exported = export_and_verify(self.job, data, x_test, result, staging, formats, tolerance)
         verification = exported.verification
-        self.summary["export"] = {
-            "formats": {name: f"models/{path}" for name, path in exported.formats.items()},
-            "inference": "models/inference.json",
-            "check_samples": "models/check_samples.npz",
+        self.summary.export = ExportRecord(
+            formats={name: f"models/{path}" for name, path in exported.formats.items()},
+            inference="models/inference.json",
+            check_samples="models/check_samples.npz",
             # Keyed by path in the run folder: where the files are once moved in.
-            "checksums": {
+            checksums={
                 _moved(name, staging.name, models_dir.name): digest
                 for name, digest in exported.checksums.items()
             },
-            "verification": verification,
-            "serving": {
-                "path": exported.inference["serving"]["path"],
-                "signatures": sorted(exported.serving.get("signatures", {})),
-                "class_names": exported.serving.get("class_names", []),
-            },
-        }
+            verification=verification,
+            serving=ServingRecord(
+                path=exported.inference["serving"]["path"],
+                signatures=sorted(exported.serving.get("signatures", {})),
+                class_names=exported.serving.get("class_names", []),
+            ),
+        )
         for name, diff in verification["max_abs_diff"].items():
             self.tracker.report_single_value(f"export_max_abs_diff_{name}", diff)
         self.tracker.report_single_value("export_verified", 1.0 if exported.passed else 0.0)
@@ -412,7 +420,7 @@ class Run:
             if rejected.exists():
                 shutil.rmtree(rejected)
             staging.rename(rejected)
-            self.summary["export"]["formats"] = {}
+            self.summary.export.formats = {}
             raise RunFailedError(
                 f"exported model failed verification ({detail}; tolerance {tolerance:g})",
                 "the files are kept in models.unverified/ for inspection; do not serve them",
@@ -441,7 +449,7 @@ class Run:
         tracker.upload("tensorboard", self.run_dir / "tensorboard")
         if tracker.offline:
             # OutputModel raises in offline mode (clearml 2.1.12); import-offline registers it.
-            self.summary["model_registration"] = "pending-import"
+            self.summary.model_registration = PENDING_IMPORT
         else:
             labels = {name: i for i, name in enumerate(exported.class_names)}
             serving = exported.serving
@@ -452,7 +460,7 @@ class Run:
                 "family": serving["family"],
                 "task": serving["task"],
             }
-            self.summary["model_registration"] = tracker.register_model(
+            self.summary.model_registration = tracker.register_model(
                 models_dir / "serving", labels, f"{self.job.name} model", metadata
             )
 
@@ -462,11 +470,11 @@ class Run:
         if self.run_dir is None:
             return None
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.summary["wall_time_s"] = round(time.time() - self.started, 2)
+        self.summary.wall_time_s = round(time.time() - self.started, 2)
         if self.search_state is not None:
-            self.summary["search"] = self.search_state.summary()
+            self.summary.search = self.search_state.summary()
         path = self.run_dir / SUMMARY_FILE
-        text = json.dumps(self.summary, indent=2, default=_json_default) + "\n"
+        text = self.summary.to_json()
         try:
             _write_atomic(path, text)
         except OSError as exc:
@@ -478,10 +486,10 @@ class Run:
     def finish(self, error: AkRemoteError | None) -> None:
         """Write summary.json, attach it, and close the task as completed or failed."""
         if error is None:
-            self.summary["status"] = RUN_COMPLETED
+            self.summary.status = RUN_COMPLETED
         else:
-            self.summary["status"] = RUN_FAILED
-            self.summary["error"] = mask_credentials(str(error).splitlines()[0])
+            self.summary.status = RUN_FAILED
+            self.summary.error = mask_credentials(str(error).splitlines()[0])
         path = self.write_summary()
         if self.lock is not None:
             self.lock.free_reserve()  # the run is over: its folder keeps only what it wrote
@@ -534,7 +542,7 @@ def _replace_folder(new: Path, target: Path) -> None:
         shutil.rmtree(old)
 
 
-def reproducibility(seed: int, run_dir: Path) -> dict[str, Any]:
+def reproducibility(seed: int, run_dir: Path) -> Reproducibility:
     """Seed, key package versions, git commit (and local changes, saved as git.diff in the run
     folder), and the worker image if the agent's environment names one."""
     packages: dict[str, str] = {}
@@ -543,18 +551,17 @@ def reproducibility(seed: int, run_dir: Path) -> dict[str, Any]:
             packages[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             continue
-    record: dict[str, Any] = {
-        "seed": seed,
-        "python": sys.version.split()[0],
-        "packages": packages,
-        "ak_remote": __version__,
-        "image": os.environ.get(IMAGE_ENV) or os.environ.get(AGENT_IMAGE_ENV) or None,
-        "git": _git_state(run_dir),
-    }
-    return record
+    return Reproducibility(
+        seed=seed,
+        python=sys.version.split()[0],
+        packages=packages,
+        ak_remote=__version__,
+        image=os.environ.get(IMAGE_ENV) or os.environ.get(AGENT_IMAGE_ENV) or None,
+        git=_git_state(run_dir),
+    )
 
 
-def _git_state(run_dir: Path) -> dict[str, Any] | None:
+def _git_state(run_dir: Path) -> GitRecord | None:
     def git(*args: str) -> str:
         return subprocess.run(
             ["git", "-C", str(PROJECT_ROOT), *args],
@@ -570,23 +577,15 @@ def _git_state(run_dir: Path) -> dict[str, Any] | None:
     except (OSError, subprocess.SubprocessError):
         return None
     if not diff.strip():
-        return {"commit": commit, "dirty": False, "diff": None}
+        return GitRecord(commit=commit, dirty=False)
     (run_dir / "git.diff").write_text(diff)
-    return {"commit": commit, "dirty": True, "diff": "git.diff", "diff_sha256": _sha256(diff)}
+    return GitRecord(commit=commit, dirty=True, diff="git.diff", diff_sha256=_sha256(diff))
 
 
 def _sha256(text: str) -> str:
     import hashlib
 
     return hashlib.sha256(text.encode()).hexdigest()
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, tuple):
-        return list(value)
-    if hasattr(value, "item"):
-        return value.item()
-    return str(value)
 
 
 def _stop_with_parent() -> None:
@@ -714,7 +713,7 @@ def _main(job_name: str, argv: list[str] | None, parts: PartSource | None) -> in
         console.error(trace.rstrip())
     if run is not None:
         if error is not None and run.params:
-            run.summary["params"] = _public(run.job.params.to_strings(run.params))
+            run.summary.params = _public(run.job.params.to_strings(run.params))
         try:
             run.finish(error)
         except Exception as exc:  # noqa: BLE001 - closing must not hide the run's own outcome
@@ -723,8 +722,8 @@ def _main(job_name: str, argv: list[str] | None, parts: PartSource | None) -> in
                 code = ExitCode.INTERNAL
     if error is not None:
         console.error(f"Error: {mask_credentials(str(error))}")
-    if run is not None and run.summary.get("offline_session"):
-        console.error(f"offline session: {run.summary['offline_session']}")
+    if run is not None and run.summary.offline_session:
+        console.error(f"offline session: {run.summary.offline_session}")
     if disk_full:
         # The run is recorded; h5py's teardown of a file whose write hit the full disk can
         # segfault at interpreter exit, which would replace this exit code with SIGSEGV.

@@ -38,10 +38,11 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ak_remote.catalog import Job
-from ak_remote.contract import RUN_COMPLETED, SEARCH_STATE_ARTIFACT, SUMMARY_FILE, read_summary
+from ak_remote.contract import RUN_COMPLETED, SEARCH_STATE_ARTIFACT, SUMMARY_FILE
 from ak_remote.datasets.secrets import mask_credentials
 from ak_remote.errors import DataError, UsageError
 from ak_remote.runtime import console
+from ak_remote.summary import LocalSearch, read_summary
 
 STATE_FILE = "search_state.zip"
 MANIFEST = "ak_remote_search_state.json"
@@ -246,22 +247,19 @@ class SearchState:
         self.snapshots += 1
         return self.state_file
 
-    def summary(self) -> dict[str, Any]:
-        """The `search` block of summary.json."""
-        record: dict[str, Any] = {
-            "resumed": self.resumed,
-            "restored_from": self.restored_from,
-            "trials_restored": self.trials_restored,
-            "trials_trained_this_run": self.trials_trained,
-            "max_trials": self.max_trials,
-            "state_file": STATE_FILE if self.snapshots or self.resumed else None,
-            "snapshots": self.snapshots,
-        }
-        if self.upload_errors:
-            record["upload_errors"] = self.upload_errors
-        if self.note:
-            record["note"] = self.note
-        return record
+    def summary(self) -> LocalSearch:
+        """The `search` record of summary.json."""
+        return LocalSearch(
+            resumed=self.resumed,
+            restored_from=self.restored_from,
+            trials_restored=self.trials_restored,
+            trials_trained_this_run=self.trials_trained,
+            max_trials=self.max_trials,
+            state_file=STATE_FILE if self.snapshots or self.resumed else None,
+            snapshots=self.snapshots,
+            upload_errors=self.upload_errors or None,
+            note=self.note,
+        )
 
 
 def restore_or_start(
@@ -320,7 +318,7 @@ def check_resume_dir(run_dir: str | None) -> Path:
     summary = folder / SUMMARY_FILE
     if summary.exists():
         try:
-            status = read_summary(summary).get("status")
+            status = read_summary(summary).status
         except DataError as exc:
             # Whether that run finished is unknown: resuming could replace a finished model.
             raise DataError(

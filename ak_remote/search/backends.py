@@ -13,7 +13,6 @@ the summary.json it leaves.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import secrets
 import shutil
@@ -26,27 +25,27 @@ from typing import Any
 
 from ak_remote.catalog import Job
 from ak_remote.contract import (
-    COMPLETED,
+    CREATED,
     FAILED,
     FINAL_FIT_TAG,
+    FINISHED_OK,
     IN_PROGRESS,
     LAUNCH_TAG_PREFIX,
     OBJECTIVE_TITLE,
     PARAM_SECTION,
     PARENT_PID_ENV,
     QUEUED,
-    RUN_COMPLETED,
     RUN_TAG,
     SEARCH_OF_PREFIX,
     SEARCH_SECTION,
     SUMMARY_FILE,
     TRIAL_TAG_PREFIX,
     job_tag,
-    parse_summary,
 )
 from ak_remote.errors import DataError, RunFailedError, ServerError
 from ak_remote.search import controller as ctl
 from ak_remote.search.spec import SearchSpec
+from ak_remote.summary import RunSummary, read_summary
 
 POLL_FIELDS = [
     "id",
@@ -142,11 +141,11 @@ class ClearMLBackend:
         result: dict[str, ctl.Observation] = {}
         for task in tasks:
             status = str(task.get("status") or "")
-            if status == COMPLETED or status in ("published", "closed"):
+            if status in FINISHED_OK:
                 kind = ctl.COMPLETED
             elif status == IN_PROGRESS:
                 kind = ctl.RUNNING
-            elif status in (QUEUED, "created"):
+            elif status in (QUEUED, CREATED):
                 kind = ctl.QUEUED
             else:  # failed, stopped
                 kind = ctl.FAILED
@@ -186,7 +185,7 @@ class ClearMLBackend:
             if tag in (t.get("system_tags") or [])
         ]
 
-    def adopt_final(self, handle: str, search_task_id: str) -> dict[str, Any]:
+    def adopt_final(self, handle: str, search_task_id: str) -> RunSummary:
         """Give the search task the final fit's model and artifacts; returns its summary."""
         from ak_remote.launcher.pull import artifacts_of
 
@@ -200,7 +199,7 @@ class ClearMLBackend:
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / SUMMARY_FILE
             self.client.download(str(summary_artifact["uri"]), path)
-            summary = parse_summary(json.loads(path.read_text(encoding="utf-8")))
+            summary = read_summary(path)
         # The search task carries the same files (references, no second upload); its own
         # summary.json, written when the controller closes, holds the final fit's checksums.
         copied = [dict(a) for key, a in artifacts.items() if key != SUMMARY_FILE]
@@ -298,8 +297,8 @@ class LocalBackend:
                 )
                 continue
             try:
-                summary = parse_summary(json.loads((run_dir / SUMMARY_FILE).read_text()))
-            except (OSError, ValueError, DataError):
+                summary = read_summary(run_dir / SUMMARY_FILE)
+            except DataError:
                 code = process.returncode if process is not None else None
                 # No process (a controller restarted) and no summary: the attempt is gone.
                 result[handle] = ctl.Observation(
@@ -307,8 +306,8 @@ class LocalBackend:
                 )
                 continue
             worker = f"local{self.slot_of.get(handle, 0)}"
-            if summary.get("status") == RUN_COMPLETED:
-                objective = (summary.get("metrics") or {}).get("objective")
+            if summary.completed:
+                objective = summary.metrics.get("objective")
                 result[handle] = ctl.Observation(
                     ctl.COMPLETED,
                     objective=float(objective) if objective is not None else None,
@@ -317,7 +316,7 @@ class LocalBackend:
                 )
             else:
                 result[handle] = ctl.Observation(
-                    ctl.FAILED, worker=worker, message=str(summary.get("error") or "failed")
+                    ctl.FAILED, worker=worker, message=summary.error or "failed"
                 )
         return result
 

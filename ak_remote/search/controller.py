@@ -24,18 +24,18 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
+from ak_remote import contract
 from ak_remote.errors import RunFailedError
 
-# Backend observation statuses.
-QUEUED = "queued"
-RUNNING = "running"
-COMPLETED = "completed"
-FAILED = "failed"
-MISSING = "missing"
-# Trial states.
-TRIAL_RUNNING = "running"
-TRIAL_COMPLETED = "completed"
-TRIAL_FAILED = "failed"
+# Attempt statuses and trial states: the contract's vocabulary, under the controller's names.
+QUEUED = contract.ATTEMPT_QUEUED
+RUNNING = contract.ATTEMPT_RUNNING
+COMPLETED = contract.ATTEMPT_COMPLETED
+FAILED = contract.ATTEMPT_FAILED
+MISSING = contract.ATTEMPT_MISSING
+TRIAL_RUNNING = contract.RUN_RUNNING
+TRIAL_COMPLETED = contract.RUN_COMPLETED
+TRIAL_FAILED = contract.RUN_FAILED
 STATE_FORMAT = 1
 
 

@@ -35,6 +35,7 @@ from ak_remote.search.spec import (
     SearchSpec,
     check_parallel,
 )
+from ak_remote.summary import RunSummary
 
 CONTROLLER_QUEUE_ENV = "AK_REMOTE_CONTROLLER_QUEUE"
 DEFAULT_CONTROLLER_QUEUE = "services"  # ClearML's own name for CPU-only service agents
@@ -84,13 +85,12 @@ def plan_search(
     warnings: list[str] = []
     queue_id: str | None = None
     if controller_queue is not None:
-        queue = client.find_queue(controller_queue)
-        if queue is None:
-            raise UsageError(
-                f"controller queue {controller_queue!r} does not exist",
-                "create it (ak-remote queues apply), pass --controller-queue QUEUE, "
-                "or run the controller here with --controller local",
-            )
+        queue = client.require_queue(
+            controller_queue,
+            "controller queue",
+            "create it (ak-remote queues apply), pass --controller-queue QUEUE, "
+            "or run the controller here with --controller local",
+        )
         queue_id = str(queue["id"])
     workers = client.get_workers()
 
@@ -216,7 +216,7 @@ def enqueue_search(client: Client, search: SearchPlan, progress: Progress) -> La
     return execute_launch(client, controller_plan(search, finish_spec(client, search)), progress)
 
 
-def run_local_controller(client: Client, search: SearchPlan, say: Progress) -> dict[str, Any]:
+def run_local_controller(client: Client, search: SearchPlan, say: Progress) -> RunSummary:
     """The controller as a job process here, tracked online; trials still go to the queue.
 
     Returns the search's summary.json. Raises RunFailedError when the search did not complete.

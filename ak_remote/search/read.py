@@ -15,10 +15,8 @@ from typing import Any
 from ak_remote.clearml_api import Client, Doc
 from ak_remote.contract import (
     COMPLETED,
-    CREATED,
     FINAL_FIT_TAG,
-    IN_PROGRESS,
-    QUEUED,
+    LIVE_STATUSES,
     SEARCH_OF_PREFIX,
     SEARCH_SECTION,
     SEARCH_SPEC_KEY,
@@ -120,7 +118,7 @@ def trial_rows(tasks: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
 
 
 def in_flight(tasks: Sequence[Mapping[str, Any]]) -> list[str]:
-    return [str(t["id"]) for t in tasks if t.get("status") in (QUEUED, IN_PROGRESS, CREATED)]
+    return [str(t["id"]) for t in tasks if t.get("status") in LIVE_STATUSES]
 
 
 @dataclass

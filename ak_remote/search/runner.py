@@ -17,10 +17,17 @@ import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ak_remote.contract import SEARCH_CONTROLLER_ARTIFACT, SEARCH_TAG
+from ak_remote.contract import LIVE_STATUSES, SEARCH_CONTROLLER_ARTIFACT, SEARCH_TAG, SUMMARY_FILE
 from ak_remote.errors import DataError, UsageError
 from ak_remote.search import controller as ctl
 from ak_remote.search.spec import CONTROLLER, LOCAL_BACKEND, SearchSpec
+from ak_remote.summary import (
+    AttemptRecord,
+    ControllerRecord,
+    FinalFitRecord,
+    TrialRecord,
+    read_summary,
+)
 
 if TYPE_CHECKING:
     from ak_remote.runtime.data import Dataset, Split
@@ -136,7 +143,7 @@ def control(spec: SearchSpec, run: Run, data: Dataset, split: Split) -> None:
     job, run_dir, tracker = run.job, run.run_dir, run.tracker
     assert run_dir is not None
     general = job.params.to_strings(run.params)
-    fingerprint = str(run.summary["data"]["fingerprint"])
+    fingerprint = run.summary.fingerprint or ""
     offline = bool(tracker.offline)
     if not spec.search_id:
         spec.search_id = run_dir.name if offline else tracker.task_id
@@ -201,8 +208,7 @@ def control(spec: SearchSpec, run: Run, data: Dataset, split: Split) -> None:
             strays = [
                 str(t["id"])
                 for t in backend.children()
-                if str(t["id"]) not in known
-                and t.get("status") in ("queued", "in_progress", "created")
+                if str(t["id"]) not in known and t.get("status") in LIVE_STATUSES
             ]
             # Made after the last snapshot: the restored oracle does not know their candidates.
             backend.stop(strays)
@@ -221,71 +227,65 @@ def control(spec: SearchSpec, run: Run, data: Dataset, split: Split) -> None:
     finally:
         if isinstance(backend, LocalBackend):
             backend.close()
-        run.summary["search"] = search_summary(controller, spec, adopted, time.time() - started)
+        record = search_summary(controller, spec, adopted, time.time() - started)
+        run.summary.search = record
     handle = final.current.handle
     if isinstance(backend, ClearMLBackend):
         final_summary = backend.adopt_final(handle, tracker.task_id)
     else:
-        from ak_remote.contract import SUMMARY_FILE, read_summary
-
         final_summary = read_summary(Path(handle) / SUMMARY_FILE)
-    for key in (
-        "metrics",
-        "export",
-        "model_registration",
-        "distribution",
-        "tensorboard_dir",
-        "baseline",
-        "below_baseline",
-    ):
-        run.summary[key] = final_summary.get(key)
-    run.summary["search"]["final_fit"] = {"handle": handle, "run_dir": final_summary.get("run_dir")}
-    for name, value in (final_summary.get("metrics") or {}).items():
-        if isinstance(value, (int, float)):
-            tracker.report_single_value(name, float(value))
+    # The search's model is the final fit's: its record becomes the search's.
+    summary = run.summary
+    summary.metrics = final_summary.metrics
+    summary.export = final_summary.export
+    summary.model_registration = final_summary.model_registration
+    summary.distribution = final_summary.distribution
+    summary.tensorboard_dir = final_summary.tensorboard_dir
+    summary.baseline = final_summary.baseline
+    summary.below_baseline = final_summary.below_baseline
+    record.final_fit = FinalFitRecord(handle=handle, run_dir=final_summary.run_dir)
+    for name, value in final_summary.metrics.items():
+        tracker.report_single_value(name, float(value))
 
 
 def search_summary(
     controller: ctl.Controller, spec: SearchSpec, adopted: list[str], seconds: float
-) -> dict[str, Any]:
-    """The `search` block of a controller's summary.json."""
+) -> ControllerRecord:
+    """The `search` record of a controller's summary.json."""
     best = controller.best()
     trials = sorted(controller.trials.values(), key=lambda t: t.trial_id)
-    return {
-        "role": CONTROLLER,
-        "search_id": spec.search_id,
-        "parallel": spec.parallel,
-        "backend": spec.backend,
-        "objective": controller.oracle.objective,
-        "direction": controller.oracle.direction,
-        "best_trial": best.trial_id if best else None,
-        "best_objective": best.objective if best else None,
-        "best_values": best.values if best else None,
-        "trials_completed": sum(t.state == ctl.TRIAL_COMPLETED for t in trials),
-        "trials_failed": sum(t.state == ctl.TRIAL_FAILED for t in trials),
-        "attempts": sum(len(t.attempts) for t in trials),
-        "adopted_on_resume": adopted,
-        "controller_seconds": round(seconds, 2),
-        "polls": controller.polls,
-        "trials": [
-            {
-                "trial": t.trial_id,
-                "state": t.state,
-                "objective": t.objective,
-                "values": t.values,
-                "attempts": [
-                    {
-                        "handle": a.handle,
-                        "status": a.status,
-                        "worker": a.worker,
-                        "message": a.message,
-                    }
+    return ControllerRecord(
+        role=CONTROLLER,
+        search_id=spec.search_id,
+        parallel=spec.parallel,
+        backend=spec.backend,
+        objective=controller.oracle.objective,
+        direction=controller.oracle.direction,
+        best_trial=best.trial_id if best else None,
+        best_objective=best.objective if best else None,
+        best_values=best.values if best else None,
+        trials_completed=sum(t.state == ctl.TRIAL_COMPLETED for t in trials),
+        trials_failed=sum(t.state == ctl.TRIAL_FAILED for t in trials),
+        attempts=sum(len(t.attempts) for t in trials),
+        adopted_on_resume=adopted,
+        controller_seconds=round(seconds, 2),
+        polls=controller.polls,
+        trials=[
+            TrialRecord(
+                trial=t.trial_id,
+                state=t.state,
+                objective=t.objective,
+                values=dict(t.values),
+                attempts=[
+                    AttemptRecord(
+                        handle=a.handle, status=a.status, worker=a.worker, message=a.message
+                    )
                     for a in t.attempts
                 ],
-            }
+            )
             for t in trials
         ],
-    }
+    )
 
 
 def _mark_search(tracker: Any) -> None:

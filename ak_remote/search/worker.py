@@ -29,6 +29,7 @@ from ak_remote.contract import (
 from ak_remote.errors import DataError, RunFailedError
 from ak_remote.runtime import console
 from ak_remote.search.spec import CONTROLLER, FINAL, TRIAL, SearchSpec
+from ak_remote.summary import SearchPartRecord
 
 if TYPE_CHECKING:
     from ak_remote.runtime.data import Dataset, Split
@@ -71,25 +72,27 @@ class SearchPart:
 
 def run_part(spec: SearchSpec, run: Run, data: Dataset, split: Split) -> bool:
     """See `SearchPart.run`."""
-    run.summary["search"] = {"role": spec.role, "search_id": spec.search_id, "trial": spec.trial}
+    record = SearchPartRecord(role=spec.role, search_id=spec.search_id, trial=spec.trial)
+    run.summary.search = record
     if spec.role == CONTROLLER:
         from ak_remote.search.runner import control
 
         control(spec, run, data, split)
         return True
-    if spec.fingerprint and spec.fingerprint != run.summary["data"]["fingerprint"]:
+    fingerprint = run.summary.fingerprint or ""
+    if spec.fingerprint and spec.fingerprint != fingerprint:
         raise DataError(
             f"this worker's data differs from the search's (fingerprint "
-            f"{run.summary['data']['fingerprint'][:12]} != {spec.fingerprint[:12]})",
+            f"{fingerprint[:12]} != {spec.fingerprint[:12]})",
             "the dataset changed after the search started, or the worker reads another copy; "
             "give every worker the same data",
         )
     if spec.role == TRIAL:
-        train_trial(spec, run, data, split)
+        train_trial(spec, run, data, split, record)
         return True
     assert spec.role == FINAL
     run.candidate = candidate_values(spec.candidate)[0]
-    run.summary["search"]["values"] = run.candidate
+    record.values = run.candidate
     return False
 
 
@@ -104,7 +107,9 @@ def candidate_values(values: dict[str, Any]) -> tuple[dict[str, Any], int | None
 # -- a trial ----------------------------------------------------------------------------------
 
 
-def train_trial(spec: SearchSpec, run: Run, data: Dataset, split: Split) -> None:
+def train_trial(
+    spec: SearchSpec, run: Run, data: Dataset, split: Split, record: SearchPartRecord
+) -> None:
     """Train the spec's candidate once and report its objective. Raises RunFailedError."""
     import keras
 
@@ -115,7 +120,7 @@ def train_trial(spec: SearchSpec, run: Run, data: Dataset, split: Split) -> None
     assert run_dir is not None
     values, hyperband_epochs = candidate_values(spec.candidate)
     epochs = hyperband_epochs or settings.epochs
-    strategy, run.summary["distribution"] = prepare_devices(settings)
+    strategy, run.summary.distribution = prepare_devices(settings)
     automodel = build_automodel(
         job,
         settings,
@@ -126,7 +131,7 @@ def train_trial(spec: SearchSpec, run: Run, data: Dataset, split: Split) -> None
         trial=spec.trial,
     )
     board = run_dir / "tensorboard"
-    run.summary["tensorboard_dir"] = str(board)
+    run.summary.tensorboard_dir = str(board)
     # This process's Keras Tuner names its one trial after the search's: `trial-07/train`, on
     # disk and in the series, as in a single search.
     callbacks: list[Any] = [
@@ -166,8 +171,8 @@ def train_trial(spec: SearchSpec, run: Run, data: Dataset, split: Split) -> None
         )
     score = float(score)
     tracker.report_scalar(OBJECTIVE_TITLE, settings.objective, score, 0)
-    run.summary["metrics"] = {"objective": score, "train_seconds": round(time.time() - started, 2)}
-    run.summary["search"].update(values=values, objective=settings.objective, epochs=epochs)
+    run.summary.metrics = {"objective": score, "train_seconds": round(time.time() - started, 2)}
+    record.values, record.objective, record.epochs = values, settings.objective, epochs
     _say(f"trial {spec.trial}: {settings.objective}={score:.4g}")
     if board.is_dir():
         tracker.upload("tensorboard", board)
