@@ -84,7 +84,7 @@ def logs(app: App, task_id: str, follow: bool) -> None:
         task_id,
         emit=ui.data,
         follow=follow,
-        interval=load_config().poll_interval,
+        interval=app.config.poll_interval,
     )
     if follow and status in BAD_STATUSES:
         raise RunFailedError(f"run {task_id} ended {status}", f"ak-remote status {task_id}")
