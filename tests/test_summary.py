@@ -124,3 +124,15 @@ def test_bad_summaries_are_data_errors_naming_the_field(
 def test_missing_summary_says_so(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="does not exist"):
         read_summary(tmp_path / SUMMARY_FILE)
+
+
+def test_the_readme_documents_every_field() -> None:
+    """The README's schema table names every top-level field of summary.json, and no other."""
+    import dataclasses
+    import re
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## The run summary: summary.json", 1)[1].split("\n## ", 1)[0]
+    documented = set(re.findall(r"^\| `(\w+)` \|", section, re.M))
+    fields = {f.name for f in dataclasses.fields(RunSummary)} - {"unknown"}
+    assert documented == fields
