@@ -33,6 +33,7 @@ import re
 import shutil
 import time
 import zipfile
+import zlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol
@@ -374,7 +375,8 @@ def read_snapshot(zip_path: Path) -> tuple[dict[str, bytes], dict[str, Any]]:
                     members[info.filename] = archive.read(info)
                 else:
                     raise corrupt(f"unexpected entry {info.filename!r}")
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError) as exc:
+    # zlib.error: bytes flipped inside a member's compressed data (the CRC check comes later).
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, OSError, EOFError) as exc:
         raise corrupt(str(exc) or type(exc).__name__) from None
     if manifest_bytes is None:
         raise corrupt("no manifest")

@@ -14,6 +14,7 @@ import os
 import re
 import time
 import zipfile
+import zlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -125,7 +126,7 @@ class StateStore:
                         target = self.oracle_dir / name
                         target.parent.mkdir(parents=True, exist_ok=True)
                         target.write_bytes(archive.read(info))
-        except (zipfile.BadZipFile, KeyError, ValueError, OSError) as exc:
+        except (zipfile.BadZipFile, zlib.error, KeyError, ValueError, OSError) as exc:
             raise DataError(
                 f"the saved search state {zip_path.name} is unusable: {exc}",
                 "start a new search",
