@@ -198,5 +198,7 @@ FINAL_FIT_TAG: Final = "ak-remote-final-fit"  # system tag of a search's final-f
 SEARCH_SECTION: Final = "Search"
 SEARCH_SPEC_KEY: Final = "spec"
 SEARCH_CONTROLLER_ARTIFACT: Final = "search_controller"  # the controller's state snapshot
+# ... and its file in the controller's run folder (a local search resumes from it).
+SEARCH_CONTROLLER_FILE: Final = "search_controller.zip"
 # What a trial reports: scalar title "objective", series = the objective's name.
 OBJECTIVE_TITLE: Final = "objective"

@@ -99,11 +99,19 @@ def run(
 
     check_run_dir(target, resume_dir is not None, overwrite)
     extra: list[str] = []
-    if parallel is not None:
+    if resume_dir is not None and (target / contract.SEARCH_CONTROLLER_FILE).is_file():
+        from ak_remote.search.launch import resume_local_spec
+
+        # A parallel search continues as one, with its own spec (--parallel may change).
+        spec_file = resume_local_spec(target, parallel, int(str(values["max_trials"])))
+        extra = ["--search-spec", str(spec_file)]
+    elif parallel is not None:
         from ak_remote.search.spec import CONTROLLER, LOCAL_BACKEND, SearchSpec, check_parallel
 
         if resume_dir is not None:
-            raise click.UsageError("--parallel cannot be combined with --resume (yet)")
+            raise click.UsageError(
+                f"{target} holds a single search, which resumes as one: drop --parallel"
+            )
         check_parallel(parallel, int(str(values["max_trials"])))
         spec = SearchSpec(role=CONTROLLER, backend=LOCAL_BACKEND, parallel=parallel)
         target.mkdir(parents=True, exist_ok=True)
@@ -132,7 +140,7 @@ def run(
         for name, value in sorted(summary.metrics.items()):
             ui.info(f"  {name}: {value:.4g}" if isinstance(value, float) else f"  {name}: {value}")
     # A parallel search's logs are in its trials' and final fit's folders: the whole run folder.
-    board = result.run_dir if parallel is not None else result.run_dir / "tensorboard"
+    board = result.run_dir if extra else result.run_dir / "tensorboard"
     steps = [f"tensorboard --logdir {board}"]
     if summary.offline_session:
         steps.append(f"ak-remote import-offline {summary.offline_session}")

@@ -27,6 +27,8 @@ def launch_search(
     client = app.client()
     search = search_launch.check_search(client, request, options)
     where = "in this terminal" if options.local else f"on queue {search.controller_queue}"
+    for warning in search.warnings:
+        ui.warn(warning)
     if dry_run:
         if as_json:
             ui.as_json(search_launch.describe(search))
@@ -36,8 +38,6 @@ def launch_search(
                 f"{search.spec.parallel} at once on {search.plan.queue_name}, controller {where}."
             )
         return
-    for warning in search.warnings:
-        ui.warn(warning)
     if options.local:
         summary = search_launch.run_local_controller(client, search, ui.info)
         search_id = summary.task_id or ""

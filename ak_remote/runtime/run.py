@@ -34,6 +34,7 @@ from ak_remote.contract import (
     PARENT_PID_ENV,
     RUN_COMPLETED,
     RUN_FAILED,
+    SEARCH_CONTROLLER_FILE,
     SUMMARY_FILE,
 )
 from ak_remote.datasets.references import DatasetRef, check_reference
@@ -65,6 +66,8 @@ if TYPE_CHECKING:
     from ak_remote.runtime.tracking import Tracker
 
 DEBUG_ENV = "AK_REMOTE_DEBUG"
+# What a local `--resume` continues from: a search's or a parallel search's snapshot.
+RESUMABLE_FILES = ("search_state.zip", SEARCH_CONTROLLER_FILE)
 IMAGE_ENV = "AK_REMOTE_IMAGE"  # set by hand or by an agent's config: the image a run ran in
 # clearml-agent's Docker mode sets this in every task container to the image it started, as the
 # task names it; ak-remote templates name it by digest (docker/build.sh prints it).
@@ -695,7 +698,8 @@ def _main(job_name: str, argv: list[str] | None, parts: PartSource | None) -> in
         if disk_full:
             again = (
                 f"resume: ak-remote run {job_name} --resume {run_dir}"
-                if run_dir is not None and (run_dir / "search_state.zip").is_file()
+                if run_dir is not None
+                and any((run_dir / name).is_file() for name in RESUMABLE_FILES)
                 else f"run it again (--overwrite {run_dir} to reuse the folder)"
             )
             error = RunFailedError(

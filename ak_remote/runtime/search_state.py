@@ -39,7 +39,12 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ak_remote.catalog import Job
-from ak_remote.contract import RUN_COMPLETED, SEARCH_STATE_ARTIFACT, SUMMARY_FILE
+from ak_remote.contract import (
+    RUN_COMPLETED,
+    SEARCH_CONTROLLER_FILE,
+    SEARCH_STATE_ARTIFACT,
+    SUMMARY_FILE,
+)
 from ak_remote.datasets.secrets import mask_credentials
 from ak_remote.errors import DataError, UsageError
 from ak_remote.runtime import console
@@ -311,10 +316,11 @@ def check_resume_dir(run_dir: str | None) -> Path:
     folder = Path(run_dir)
     if not folder.is_dir():
         raise UsageError(f"no run folder {run_dir}", "give the folder the run was started in")
-    if not (folder / STATE_FILE).is_file():
+    if not (folder / STATE_FILE).is_file() and not (folder / SEARCH_CONTROLLER_FILE).is_file():
         raise UsageError(
-            f"nothing to resume in {run_dir}: no {STATE_FILE}",
-            "a run saves it after its first finished trial; start the run again instead",
+            f"nothing to resume in {run_dir}: no {STATE_FILE} (a search) or "
+            f"{SEARCH_CONTROLLER_FILE} (a parallel search)",
+            "a run saves it once its search has started; start the run again instead",
         )
     summary = folder / SUMMARY_FILE
     if summary.exists():
@@ -449,10 +455,17 @@ def resume_overrides(run_dir: Path, job: Job, overrides: Mapping[str, str]) -> d
     """The --set values a local resume runs with: the snapshot's search parameters, then the
     user's own, which may change anything but a search parameter.
 
+    A parallel search (no search_state.zip, its controller's search_controller.zip instead)
+    keeps the search parameters its controller's summary.json recorded.
     Raises UsageError for another job's snapshot or a search parameter given another value
-    (before anything runs), DataError for an unreadable snapshot.
+    (before anything runs), DataError for an unreadable snapshot or summary.
     """
-    _, manifest = read_snapshot(run_dir / STATE_FILE)
+    if (run_dir / STATE_FILE).is_file():
+        _, manifest = read_snapshot(run_dir / STATE_FILE)
+    else:
+        recorded = read_summary(run_dir / SUMMARY_FILE)
+        params = {k: v for k, v in recorded.params.items() if k in SEARCH_PARAMS}
+        manifest = {"job": recorded.job, "params": params}
     if manifest.get("job") != job.name:
         raise UsageError(
             f"{run_dir} holds a search of job {manifest.get('job')!r}, not {job.name!r}",

@@ -214,6 +214,29 @@ class Controller:
             adopted.append(trial.trial_id)
         return adopted
 
+    def restart_in_flight(self) -> list[str]:
+        """After a restart whose backend lost its running attempts (local trial processes end
+        with their controller): start each of them again as the same attempt, not as a retry,
+        and the final fit too if it was running. Returns the ids of trials restarted."""
+        running = self.running()
+        restarted: list[str] = []
+        slots = iter(f"worker{i}" for i in range(max(self.parallel, len(running))))
+        in_flight = list(running)
+        if self.final is not None and self.final.state == TRIAL_RUNNING:
+            in_flight.append(self.final)
+        for trial in in_flight:
+            final = trial is self.final
+            if not final:
+                trial.slot = next(slots)
+                self.oracle.adopt(trial.slot, trial.trial_id)
+            handle = self.backend.submit(
+                trial.trial_id, trial.values, len(trial.attempts) - 1, final
+            )
+            trial.attempts[-1] = Attempt(handle=handle, submitted=time.time())
+            self._seen[handle] = ("", self.clock())
+            restarted.append(trial.trial_id)
+        return restarted
+
     # -- the loop -------------------------------------------------------------------------
 
     def _emit(self, kind: str, trial: Trial | None) -> None:

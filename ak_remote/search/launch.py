@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 from ak_remote.clearml_api import Client
@@ -32,6 +33,7 @@ from ak_remote.search.spec import (
     CONTROLLER,
     DEFAULT_LOST_AFTER_S,
     DEFAULT_MAX_RETRIES,
+    LOCAL_BACKEND,
     SearchSpec,
     check_parallel,
 )
@@ -94,22 +96,43 @@ def plan_search(
         queue_id = str(queue["id"])
     workers = client.get_workers()
 
-    def served(name: str, qid: str | None) -> bool:
-        return any(
-            q.get("id") == qid or q.get("name") == name
+    def serving(name: str, qid: str | None) -> int:
+        """How many workers serve the queue (by id, or by name for a queue not yet made)."""
+        return sum(
+            any(
+                q.get("id") == qid or q.get("name") == name
+                for q in (w.get("queues") or [])
+                if isinstance(q, dict)
+            )
             for w in workers
-            for q in (w.get("queues") or [])
-            if isinstance(q, dict)
         )
 
-    if controller_queue is not None and not served(controller_queue, queue_id):
+    trial_agents = serving(plan.queue_name, plan.queue_id)
+    if controller_queue is not None and controller_queue == plan.queue_name:
+        # The controller runs for the whole search and holds the agent it runs on: with one
+        # agent its trials would wait for ever (nothing says so).
+        if trial_agents < 2:
+            raise UsageError(
+                f"the controller and its trials would share the queue {controller_queue!r}, "
+                f"which {trial_agents} agent(s) serve: the controller would hold the agent its "
+                "trials wait for, for ever",
+                "run the controller on a CPU queue (--controller-queue services), or here "
+                f"(--controller local), or start a second agent on {controller_queue!r}",
+            )
+        warnings.append(
+            f"the controller takes one of the {trial_agents} agents of {controller_queue!r}: "
+            f"at most {trial_agents - 1} trial(s) run at once "
+            "(--controller-queue services keeps them all for trials)"
+        )
+    elif controller_queue is not None and not serving(controller_queue, queue_id):
         warnings.append(
             f"no worker serves the controller queue {controller_queue!r}: the search waits "
-            f"until one does (ak-remote agent --queue {controller_queue} --cpu-only)"
+            f"until one does (ak-remote agent up -q {controller_queue} --cpu-only)"
         )
-    if not served(plan.queue_name, plan.queue_id):
+    if not trial_agents:
         warnings.append(
-            f"no worker serves {plan.queue_name!r} yet: trials wait until an agent does"
+            f"no worker serves {plan.queue_name!r} yet: trials wait until an agent does "
+            f"(ak-remote agent up -q {plan.queue_name})"
         )
     spec = SearchSpec(
         role=CONTROLLER,
@@ -242,3 +265,19 @@ def run_local_controller(client: Client, search: SearchPlan, say: Progress) -> R
         extra_args=["--search-spec", str(spec_file)],
     )
     return result.summary
+
+
+def resume_local_spec(run_dir: Path, parallel: int | None, max_trials: int) -> Path:
+    """The spec file a local parallel search resumes with (`run --resume`), `parallel` changed
+    when given. Raises UsageError for a folder whose controller did not run here."""
+    spec_file = run_dir / "search_spec.json"
+    spec = SearchSpec.from_file(spec_file)
+    if spec.role != CONTROLLER or spec.backend != LOCAL_BACKEND:
+        raise UsageError(
+            f"{run_dir} is the folder of a search whose trials ran on agents",
+            "resume it through the server: ak-remote resume SEARCH_ID",
+        )
+    if parallel is not None and parallel != spec.parallel:
+        spec = replace(spec, parallel=check_parallel(parallel, max_trials))
+        spec_file.write_text(spec.to_json() + "\n")
+    return spec_file

@@ -18,7 +18,13 @@ import zlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ak_remote.contract import LIVE_STATUSES, SEARCH_CONTROLLER_ARTIFACT, SEARCH_TAG, SUMMARY_FILE
+from ak_remote.contract import (
+    LIVE_STATUSES,
+    SEARCH_CONTROLLER_ARTIFACT,
+    SEARCH_CONTROLLER_FILE,
+    SEARCH_TAG,
+    SUMMARY_FILE,
+)
 from ak_remote.errors import DataError, UsageError
 from ak_remote.search import controller as ctl
 from ak_remote.search.spec import CONTROLLER, LOCAL_BACKEND, SearchSpec
@@ -34,7 +40,7 @@ if TYPE_CHECKING:
     from ak_remote.runtime.data import Dataset, Split
     from ak_remote.runtime.run import Run
 
-STATE_FILE = "search_controller.zip"
+STATE_FILE = SEARCH_CONTROLLER_FILE
 STATE_JSON = "controller.json"
 # Oracle files a snapshot holds (relative to the Keras Tuner project folder).
 _ORACLE_FILES = re.compile(r"^(oracle\.json|trial_[A-Za-z0-9_-]{1,64}/trial\.json)$")
@@ -150,6 +156,13 @@ def control(spec: SearchSpec, run: Run, data: Dataset, split: Split) -> None:
         spec.search_id = run_dir.name if offline else tracker.task_id
     if not offline:
         _mark_search(tracker)
+        # Said first, so a user whose controller dies still knows what to resume or abort.
+        _say(
+            f"search {spec.search_id}: follow it with `ak-remote status {spec.search_id}`, "
+            f"stop it with `ak-remote abort {spec.search_id}`"
+        )
+    else:
+        _say(f"search in {run_dir}: resume it with `ak-remote run {job.name} --resume {run_dir}`")
     oracle = KerasTunerOracle(build_oracle(run, data, split))
     store = StateStore(run_dir, Path(oracle.oracle._project_dir), tracker)
     backend: Any
@@ -213,12 +226,15 @@ def control(spec: SearchSpec, run: Run, data: Dataset, split: Split) -> None:
             ]
             # Made after the last snapshot: the restored oracle does not know their candidates.
             backend.stop(strays)
-        adopted = controller.adopt()
+        if isinstance(backend, LocalBackend):
+            # Its trial processes ended with the old controller: each is trained again.
+            again = controller.restart_in_flight()
+            what = f"{len(again)} that were in flight are trained again"
+        else:
+            adopted = controller.adopt()
+            what = f"{len(adopted)} still in flight adopted"
         done = sum(t.state != ctl.TRIAL_RUNNING for t in controller.trials.values())
-        _say(
-            f"search resumed: {done} trial(s) finished before are not trained again; "
-            f"{len(adopted)} still in flight adopted"
-        )
+        _say(f"search resumed: {done} trial(s) finished before are not trained again; {what}")
         store.save(controller)
     started = time.time()
     try:
