@@ -195,6 +195,9 @@ class RunSummary:
     distribution: dict[str, Any] | None = None  # devices and strategy (runtime/training.py)
     model_registration: str | None = None  # the registered model's id, or pending-import
     reproducibility: Reproducibility | None = None
+    # A parallel search: `reproducibility` is the final fit's (the model's environment), and
+    # this the controller's own (it ran elsewhere: a CPU queue or a laptop).
+    controller_reproducibility: Reproducibility | None = None
     search: SearchRecord | None = None
     baseline: BaselineRecord | None = None
     below_baseline: bool | None = None  # true when the model does not beat the baseline

@@ -1,7 +1,8 @@
 """System tier (real processes and a real SIGTERM). Issue 20, item 3: a local parallel search
 (`ak-remote run JOB --parallel 2`) that was stopped continues with `--resume`, as its message
 says: trials finished before are kept, the ones in flight are trained again (as the same
-attempt, not a retry), then the final fit."""
+attempt, not a retry), then the final fit. Item 8: its summary records the final fit's
+environment as the model's, the controller's apart."""
 
 from __future__ import annotations
 
@@ -106,3 +107,9 @@ def test_a_stopped_local_parallel_search_resumes_as_its_message_says(tmp_path: P
         ]
     assert summary["export"]["verification"]["passed"] is True
     assert (search / "final" / "models" / "serving").is_dir()
+    # Item 8: the search records the model's environment (the final fit's), the controller's
+    # own apart.
+    final = json.loads((search / "final" / "summary.json").read_text())
+    assert summary["reproducibility"] == final["reproducibility"]
+    assert summary["controller_reproducibility"]["python"] == final["reproducibility"]["python"]
+    assert summary["controller_reproducibility"]["seed"] == final["reproducibility"]["seed"]

@@ -85,9 +85,12 @@ def test_a_search_over_two_agents_survives_a_killed_agent(
     assert len(emulator.state.tasks) == before
 
     logs = tmp_path / "agents"
+    # The trial agents name an image, the controller's does not: the search's summary must
+    # record the final fit's environment as the model's (issue 20, item 8).
+    image = {"AK_REMOTE_IMAGE": "registry.example/ak-remote-worker@sha256:" + "ab" * 32}
     with (
-        running_agent(emulator, "gpu", log_dir=logs) as first,
-        running_agent(emulator, "gpu", log_dir=logs) as second,
+        running_agent(emulator, "gpu", log_dir=logs, env=image) as first,
+        running_agent(emulator, "gpu", log_dir=logs, env=image) as second,
     ):
         with running_agent(emulator, "services", log_dir=logs) as controller_agent:
             launched = invoke(
@@ -191,3 +194,5 @@ def test_a_search_over_two_agents_survives_a_killed_agent(
     assert summary["search"]["role"] == "controller"
     assert summary["search"]["trials_completed"] == 4
     assert summary["export"]["verification"]["passed"] is True
+    assert summary["reproducibility"]["image"] == image["AK_REMOTE_IMAGE"]
+    assert summary["controller_reproducibility"]["image"] is None

@@ -260,6 +260,10 @@ def control(spec: SearchSpec, run: Run, data: Dataset, split: Split) -> None:
     summary.tensorboard_dir = final_summary.tensorboard_dir
     summary.baseline = final_summary.baseline
     summary.below_baseline = final_summary.below_baseline
+    # The model's environment is the final fit's (its image, Python, packages); the controller's
+    # own is kept apart.
+    summary.controller_reproducibility = summary.reproducibility
+    summary.reproducibility = final_summary.reproducibility
     record.final_fit = FinalFitRecord(handle=handle, run_dir=final_summary.run_dir)
     for name, value in final_summary.metrics.items():
         tracker.report_single_value(name, float(value))
