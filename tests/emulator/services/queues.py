@@ -14,7 +14,7 @@ from typing import Any
 
 from tests.emulator import errors
 from tests.emulator.services.base import CREATED, QUEUED, STOPPED, Service
-from tests.emulator.services.query import select
+from tests.emulator.services.query import QUEUE_QUERY, select, sorted_tags
 from tests.emulator.state import COMPANY_ID, USER_ID, Doc, new_id, now_iso
 
 
@@ -61,7 +61,14 @@ class QueuesService(Service):
         return {"queue": copy.deepcopy(self._queue(req["queue"]))}
 
     def ep_queues__get_all(self, req: dict[str, Any]) -> dict[str, Any]:
-        return {"queues": select(self.state.queues.values(), req)}
+        queues, extra = select(self.state.queues.values(), req, QUEUE_QUERY, self.scrolls)
+        return {"queues": sorted_tags(queues), **extra}
+
+    def ep_queues__get_all_ex(self, req: dict[str, Any]) -> dict[str, Any]:
+        queues, extra = select(
+            self.state.queues.values(), req, QUEUE_QUERY, self.scrolls, resolve=self.resolve
+        )
+        return {"queues": sorted_tags(queues), **extra}
 
     def ep_queues__get_default(self, req: dict[str, Any]) -> dict[str, Any]:
         queue = self.default_queue()

@@ -26,7 +26,7 @@ class WorkersService(Service):
     """workers.register/unregister/status_report/get_all."""
 
     def __init__(self, state: ServerState, tasks: TasksService) -> None:
-        super().__init__(state)
+        super().__init__(state, tasks.scrolls)
         # status reports mark tasks as run by a worker (tasks.stop reads it)
         self.tasks = tasks
 
@@ -96,7 +96,7 @@ class WorkersService(Service):
             task["last_worker"] = worker["id"]
             task["last_worker_report"] = now
             task["last_update"] = now
-            self.tasks.task_update_ts[task["id"]] = time.time()
+            self.state.task_update_ts[task["id"]] = time.time()
         else:
             worker["task"] = None
         worker["queue"] = req.get("queue")
