@@ -1,9 +1,12 @@
-"""Request validation against the schemas that ship inside the clearml SDK (services v2_23).
+"""Request validation against the schemas of the clearml SDK (services v2_23) and the server.
 
 clearml-server validates every request body against the JSON schema of its endpoint, after
 dropping keys whose value is ``null``, and answers 400/12 (``validation_error``) when it fails.
 The SDK carries the same schemas in its generated ``Request`` classes (``_schema``), so the
-emulator validates with those.
+emulator validates with those. For the endpoints the SDK does not ship (the Web UI's ``*_ex``
+reads, login, users, organization...), :data:`SERVER_SCHEMAS` holds their request schemas as
+clearml-server 2.0 declares them (``apiserver/schema/services/*.conf``, newest version); an
+``*_ex`` read extends its ``get_all``, as the server's schema does.
 """
 
 from __future__ import annotations
@@ -39,6 +42,180 @@ def request_schemas() -> dict[str, dict[str, Any]]:
     return found
 
 
+def _obj(properties: dict[str, Any], *, required: tuple[str, ...] = ()) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "object", "properties": properties}
+    if required:
+        schema["required"] = list(required)
+    return schema
+
+
+_STR, _BOOL, _INT = {"type": "string"}, {"type": "boolean"}, {"type": "integer"}
+_STRINGS = {"type": "array", "items": {"type": "string"}}
+# _definitions.field_filter (2.27): {any: {include, exclude}, all: {...}, op: and|or}
+_FIELD_FILTER = {
+    "type": "object",
+    "properties": {
+        "any": _obj({"include": _STRINGS, "exclude": _STRINGS}),
+        "all": _obj({"include": _STRINGS, "exclude": _STRINGS}),
+        "op": {"type": "string", "enum": ["and", "or"]},
+    },
+}
+_SCROLL = {"scroll_id": _STR, "refresh_scroll": _BOOL, "size": {"type": "integer", "minimum": 1}}
+_FILTERS = {"filters": {"type": "object", "additionalProperties": _FIELD_FILTER}}
+_TAGS_FILTER = _obj({"tags": _STRINGS, "system_tags": _STRINGS})
+
+# service.action -> (the SDK endpoint whose request schema it extends, or None; properties
+# added; required fields)
+_SERVER_ONLY: dict[str, tuple[str | None, dict[str, Any], tuple[str, ...]]] = {
+    "tasks.get_all_ex": (
+        "tasks.get_all",
+        {
+            "include_subprojects": _BOOL,
+            "search_hidden": _BOOL,
+            "allow_public": _BOOL,
+            **_SCROLL,
+            **_FILTERS,
+        },
+        (),
+    ),
+    # get_by_id_ex is get_all_ex 2.1 with `id` required by the endpoint
+    "tasks.get_by_id_ex": ("tasks.get_all", {}, ("id",)),
+    "reports.get_all_ex": (
+        "tasks.get_all",
+        {"include_subprojects": _BOOL, "allow_public": _BOOL, **_SCROLL, **_FILTERS},
+        (),
+    ),
+    "models.get_all_ex": (
+        "models.get_all",
+        {
+            "include_subprojects": _BOOL,
+            "include_stats": _BOOL,
+            "allow_public": _BOOL,
+            **_SCROLL,
+            **_FILTERS,
+        },
+        (),
+    ),
+    "models.get_by_id_ex": ("models.get_all", {}, ("id",)),
+    "projects.get_all_ex": (
+        "projects.get_all",
+        {
+            "include_stats": _BOOL,
+            "stats_for_state": {"type": "string", "enum": ["active", "archived"]},
+            "non_public": _BOOL,
+            "active_users": _STRINGS,
+            "shallow_search": _BOOL,
+            "check_own_contents": _BOOL,
+            "search_hidden": _BOOL,
+            **_SCROLL,
+            "stats_with_children": _BOOL,
+            "include_stats_filter": {"type": "object", "additionalProperties": True},
+            "include_dataset_stats": _BOOL,
+            "allow_public": _BOOL,
+            "children_type": {"type": "string", "enum": ["pipeline", "report", "dataset"]},
+            "children_tags": _STRINGS,
+            **_FILTERS,
+            "children_tags_filter": _FIELD_FILTER,
+        },
+        (),
+    ),
+    "queues.get_all_ex": (
+        "queues.get_all",
+        {**_SCROLL, "max_task_entries": _INT, "search_hidden": _BOOL, **_FILTERS},
+        (),
+    ),
+    "projects.get_user_names": (
+        None,
+        {
+            "projects": _STRINGS,
+            "include_subprojects": _BOOL,
+            "entity": {"type": "string", "enum": ["task", "model"]},
+        },
+        (),
+    ),
+    "events.get_multi_task_metrics": (
+        None,
+        {
+            "tasks": _STRINGS,
+            "model_events": _BOOL,
+            "event_type": {
+                "type": "string",
+                "enum": [
+                    "training_stats_scalar",
+                    "training_stats_vector",
+                    "training_debug_image",
+                    "plot",
+                    "log",
+                ],
+            },
+        },
+        ("tasks",),
+    ),
+    "organization.get_tags": (None, {"include_system": _BOOL, "filter": _TAGS_FILTER}, ()),
+    "organization.get_user_companies": (None, {}, ()),
+    "users.get_all": (
+        None,
+        {
+            "name": _STR,
+            "id": _STRINGS,
+            "only_fields": _STRINGS,
+            "page": {"type": "integer", "minimum": 0},
+            "page_size": {"type": "integer", "minimum": 1},
+            "order_by": _STRINGS,
+        },
+        (),
+    ),
+    "users.get_all_ex": (
+        None,
+        {
+            "name": _STR,
+            "id": _STRINGS,
+            "only_fields": _STRINGS,
+            "page": {"type": "integer", "minimum": 0},
+            "page_size": {"type": "integer", "minimum": 1},
+            "order_by": _STRINGS,
+            "active_in_projects": _STRINGS,
+        },
+        (),
+    ),
+    "users.get_current_user": (None, {}, ()),
+    "users.get_preferences": (None, {}, ()),
+    "users.set_preferences": (
+        None,
+        {"preferences": {"type": "object", "additionalProperties": True}},
+        ("preferences",),
+    ),
+    "login.supported_modes": (None, {}, ()),
+    "login.logout": (None, {}, ()),
+    "auth.logout": (None, {}, ()),
+    "server.info": (None, {}, ()),
+    "server.report_stats_option": (None, {"enabled": _BOOL}, ()),
+    "debug.ping": (None, {}, ()),
+}
+
+
+@functools.cache
+def server_schemas() -> dict[str, dict[str, Any]]:
+    """Request schemas of the endpoints the SDK does not ship, as the server declares them."""
+    sdk = request_schemas()
+    found: dict[str, dict[str, Any]] = {}
+    for endpoint, (base, extra, required) in _SERVER_ONLY.items():
+        if base is None:
+            found[endpoint] = _obj(extra, required=required)
+            continue
+        schema = copy.deepcopy(sdk[base])
+        schema.setdefault("properties", {}).update(copy.deepcopy(extra))
+        if required:
+            schema["required"] = sorted({*schema.get("required", []), *required})
+        found[endpoint] = schema
+    return found
+
+
+def schema_for(endpoint: str) -> dict[str, Any] | None:
+    """The request schema the emulator validates an endpoint with (SDK first, then server)."""
+    return request_schemas().get(endpoint) or server_schemas().get(endpoint)
+
+
 # Where the SDK's generated schema is stricter than the server's own: the server declares these
 # as "number" and clearml-agent sends floats (e.g. machine_stats.memory_free).
 _WIDEN_INTEGERS = {"workers.status_report": ("definitions", "machine_stats")}
@@ -60,7 +237,7 @@ def _widen_integers(schema: Any) -> Any:
 
 @functools.cache
 def _validator(endpoint: str) -> jsonschema.Draft7Validator | None:
-    schema = request_schemas().get(endpoint)
+    schema = schema_for(endpoint)
     if schema is None:
         return None
     widen = _WIDEN_INTEGERS.get(endpoint)
@@ -70,7 +247,32 @@ def _validator(endpoint: str) -> jsonschema.Draft7Validator | None:
         for key in widen[:-1]:
             parent = parent[key]
         parent[widen[-1]] = _widen_integers(parent[widen[-1]])
+    if endpoint not in _CLOSED_SCHEMAS:
+        schema = _open(schema)
     return jsonschema.Draft7Validator(schema)
+
+
+# The server checks a request against the endpoint's JSON schema only for the endpoints declared
+# with validate_schema=True; the others go through data models (jsonmodels), which check the
+# declared fields' types and required fields and ignore fields they do not declare. So an
+# `additionalProperties: false` is enforced only for these (the Web UI sends e.g.
+# users.get_current_user {"get_supported_features": true}, whose schema is closed).
+_CLOSED_SCHEMAS = frozenset(
+    {"workers.get_metric_keys", "workers.get_activity_report", "workers.get_stats"}
+)
+
+
+def _open(schema: Any) -> Any:
+    """The schema without any `additionalProperties: false` (unknown fields pass)."""
+    if isinstance(schema, dict):
+        return {
+            k: _open(v)
+            for k, v in schema.items()
+            if not (k == "additionalProperties" and v is False)
+        }
+    if isinstance(schema, list):
+        return [_open(v) for v in schema]
+    return schema
 
 
 def _drop_nulls(value: Any) -> Any:

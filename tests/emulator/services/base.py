@@ -9,6 +9,7 @@ statuses (``queues.delete`` returns queued tasks to their pre-enqueue status), s
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime, timezone
 from typing import Any
 
 from tests.emulator import errors
@@ -103,6 +104,16 @@ class Service:
         if model is None:
             raise errors.InvalidModelId(id=model_id)
         return model
+
+    def set_last_update(self, task: Doc) -> None:
+        """TaskBLL.set_last_update: the task changed now; a running task's active duration is
+        the time since it started (the Web UI's RUN TIME)."""
+        now = now_iso()
+        task.update(last_update=now, last_change=now, last_changed_by=USER_ID)
+        if task.get("status") == IN_PROGRESS and task.get("started"):
+            started = datetime.fromisoformat(task["started"])
+            # an IntField on the server: whole seconds
+            task["active_duration"] = int((datetime.now(timezone.utc) - started).total_seconds())
 
     def _touch_project(self, project_id: str | None) -> None:
         if project_id and project_id in self.state.projects:

@@ -48,6 +48,16 @@ def _iso_time(timestamp_ms: int) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
+# The fields of an event's id on the server (EventBLL.event_id_fields).
+EVENT_ID_FIELDS = ("task", "iter", "metric", "variant", "key")
+
+
+def event_id(event: Doc) -> str:
+    """The id the server stores a (non-log) event under: equal ids overwrite."""
+    values = (str(event[f]) for f in EVENT_ID_FIELDS if f in event)
+    return hashlib.md5("-".join(values).encode()).hexdigest()
+
+
 def md5_key(name: str) -> str:
     """The key clearml-server uses for a metric or variant name inside ``last_metrics``."""
     return hashlib.md5(name.encode("utf-8")).hexdigest()
@@ -60,6 +70,8 @@ class EventsService(Service):
         super().__init__(state, scrolls)
         # sample navigation states (debug image / plot history) by scroll id
         self.state_of_samples: dict[str, Doc] = {}
+        # owner -> (its event list, position of each non-log event by id, the list's length)
+        self._indexes: dict[str, tuple[list[Doc], dict[str, int], int]] = {}
 
     EVENT_TYPES = (
         "training_stats_scalar",
@@ -89,6 +101,7 @@ class EventsService(Service):
             if not isinstance(raw, dict):
                 raise errors.ValidationError("event must be an object")
             event = {k: v for k, v in raw.items() if v is not None}
+            x_axis_label = event.pop("x_axis_label", None)
             allow_locked = bool(event.pop("allow_locked", False))
             model_event = bool(event.get("model_event", False))
             if model_event and "model" in event:
@@ -126,18 +139,52 @@ class EventsService(Service):
                 and not model_event
                 and event.get("value") is not None
             ):
-                self._update_last_metrics(self.state.tasks[owner], event)
-            self.state.events.setdefault(owner, []).append(event)
+                self._update_last_metrics(self.state.tasks[owner], event, x_axis_label)
+            self._store(owner, event)
             touched.add(owner)
             added += 1
         for owner in touched:
             doc = self.state.models.get(owner) or self.state.tasks[owner]
             if owner in max_iter:
                 doc["last_iteration"] = max(doc.get("last_iteration") or 0, max_iter[owner])
-            doc["last_update"] = now_iso()
+            if owner in self.state.tasks:
+                self.set_last_update(doc)
+            else:
+                doc["last_update"] = now_iso()
         if not added:
             raise errors.APIError(400, 131, "Events not added", **errors_info)
         return {"added": added, "errors": sum(errors_info.values()), "errors_info": errors_info}
+
+    def _store(self, owner: str, event: Doc) -> None:
+        """Keep an event; one that has the id of an earlier one replaces it.
+
+        The server indexes every event but a log line under md5(task-iter-metric-variant[-key])
+        with "index" (overwrite): a plot or scalar reported again for the same iteration
+        replaces the earlier one (ClearML's optimizer redraws its summary table this way).
+        """
+        events = self.state.events.setdefault(owner, [])
+        if event["type"] == "log":
+            events.append(event)
+            return
+        index = self._event_index(owner, events)
+        key = event_id(event)
+        position = index.get(key)
+        if position is None:
+            index[key] = len(events)
+            events.append(event)
+            self._indexes[owner] = (events, index, len(events))
+        else:
+            events[position] = event
+
+    def _event_index(self, owner: str, events: list[Doc]) -> dict[str, int]:
+        """Positions of an owner's non-log events by id (rebuilt when the list changed by other
+        means: deleted, reset, loaded from a state directory)."""
+        cached = self._indexes.get(owner)
+        if cached is not None and cached[0] is events and cached[2] == len(events):
+            return cached[1]
+        index = {event_id(e): i for i, e in enumerate(events) if e.get("type") != "log"}
+        self._indexes[owner] = (events, index, len(events))
+        return index
 
     def _accepts_events(self, owner: str, model_event: bool, allow_locked: bool) -> bool:
         """The server takes events only for existing, unlocked (unpublished) tasks and models."""
@@ -147,7 +194,7 @@ class EventsService(Service):
         task = self.state.tasks.get(owner)
         return task is not None and (allow_locked or task["status"] not in (PUBLISHING, PUBLISHED))
 
-    def _update_last_metrics(self, task: Doc, event: Doc) -> None:
+    def _update_last_metrics(self, task: Doc, event: Doc, x_axis_label: Any = None) -> None:
         """Fold one scalar event into the task's last_metrics, as the server's event ingest does."""
         metric, variant = str(event["metric"]), str(event["variant"])
         value, iteration = float(event["value"]), int(event.get("iter", 0))
@@ -172,6 +219,8 @@ class EventsService(Service):
             }
             metrics[md5_key(variant)] = entry
             positions[position_key] = order
+        if x_axis_label is not None:
+            entry["x_axis_label"] = x_axis_label
         # "value" is the latest by (iteration, timestamp); "first_value" the lowest iteration.
         if order >= positions[position_key]:
             entry["value"] = value

@@ -120,6 +120,13 @@ QUEUE_QUERY = QueryOptions(
     references={"company": "companies", "user": "users", "entries.task": "tasks"},
 )
 USER_QUERY = QueryOptions(pattern_fields=(), list_fields=("id",), references={})
+COLLECTIONS = {
+    "tasks": TASK_QUERY,
+    "models": MODEL_QUERY,
+    "projects": PROJECT_QUERY,
+    "queues": QUEUE_QUERY,
+    "users": USER_QUERY,
+}
 
 
 # ---------------------------------------------------------------- paths
@@ -709,19 +716,24 @@ def join(docs: list[Doc], only_fields: Any, options: QueryOptions, resolve: Reso
         for doc in projected:
             value = values_at(doc, ref)
             ids.extend(v for v in as_list(value) if isinstance(v, str) and v)
-        found = resolve(options.references[ref], list(dict.fromkeys(ids)))
-        inner = [s for s in subfields if s and s != "*"]
-        whole = "*" in subfields or not inner
+        collection = options.references[ref]
+        found = resolve(collection, list(dict.fromkeys(ids)))
+        inner = [x for x in subfields if x and x != "*"]
+        # The referenced documents are joined in turn (parent.project.name), as the server's
+        # get_many_with_join does for each reference's projection.
+        joined = join(
+            list(found.values()),
+            None if "*" in subfields or not inner else inner,
+            COLLECTIONS.get(collection, QueryOptions(references={})),
+            resolve,
+        )
+        by_id = {d["id"]: d for d in joined}
 
-        def expand(
-            value: Any, found: dict[str, Doc] = found, inner: list[str] = inner, whole: bool = whole
-        ) -> Any:
+        def expand(value: Any, by_id: dict[str, Doc] = by_id) -> Any:
             if not isinstance(value, str) or not value:
                 return value
-            target = found.get(value)
-            if target is None:
-                return {"id": value}
-            return copy.deepcopy(target) if whole else project(target, inner)
+            target = by_id.get(value)
+            return {"id": value} if target is None else copy.deepcopy(target)
 
         for doc in projected:
             _replace_refs(doc, ref.split("."), expand)

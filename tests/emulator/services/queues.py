@@ -10,6 +10,8 @@ pre-enqueue status; ``add_task`` of a task already in the queue answers 400/706.
 from __future__ import annotations
 
 import copy
+import time
+from datetime import datetime
 from typing import Any
 
 from tests.emulator import errors
@@ -129,3 +131,25 @@ class QueuesService(Service):
             if req.get("get_task_info"):
                 data["task_info"] = {"company": task["company"], "user": task["user"]}
         return data
+
+    def ep_queues__get_queue_metrics(self, req: dict[str, Any]) -> dict[str, Any]:
+        """The queues page's charts. The emulator keeps no history: one sample per queue, now
+        (its length, and how long its oldest entry has waited)."""
+        wanted = req.get("queue_ids") or list(self.state.queues)
+        now = time.time()
+        out = []
+        for queue_id in wanted:
+            queue = self.state.queues.get(queue_id)
+            if queue is None:
+                out.append({"queue": queue_id})
+                continue
+            waits = [now - datetime.fromisoformat(e["added"]).timestamp() for e in queue["entries"]]
+            out.append(
+                {
+                    "queue": queue_id,
+                    "dates": [int(req.get("to_date") or now)],
+                    "avg_waiting_times": [sum(waits) / len(waits) if waits else 0.0],
+                    "queue_lengths": [len(queue["entries"])],
+                }
+            )
+        return {"queues": out}

@@ -363,6 +363,7 @@ class TasksService(Service):
                 "started": None,
                 "completed": None,
                 "published": None,
+                "active_duration": None,
                 "last_worker": None,
                 "enqueue_status": None,
                 "output": {
@@ -650,7 +651,7 @@ class TasksService(Service):
 
     def ep_tasks__ping(self, req: dict[str, Any]) -> dict[str, Any]:
         task = self._task(req["task"])
-        task["last_update"] = now_iso()
+        self.set_last_update(task)
         self.state.task_update_ts[task["id"]] = time.time()
         return {}
 
@@ -788,8 +789,3 @@ class TasksService(Service):
             task["configuration"].pop(name, None) is not None for name in req["configuration"]
         )
         return {"deleted": deleted}
-
-    def ep_tasks__edit_runtime(self, req: dict[str, Any]) -> dict[str, Any]:
-        task = self._task(req["task"])
-        task.setdefault("runtime", {}).update(req.get("runtime") or {})
-        return {"updated": 1}

@@ -121,3 +121,15 @@ class WorkersService(Service):
             ]
             workers.append(out)
         return {"workers": workers}
+
+    def ep_workers__get_activity_report(self, req: dict[str, Any]) -> dict[str, Any]:
+        """The workers page's activity chart. The emulator keeps no history: one sample, now."""
+        if req["to_date"] < req["from_date"] or req["interval"] < 1:
+            raise errors.ValidationError("to_date before from_date, or interval < 1")
+        self._expire_workers()
+        workers = list(self.state.workers.values())
+        date = int(req["to_date"])
+        return {
+            "total": {"dates": [date], "counts": [len(workers)]},
+            "active": {"dates": [date], "counts": [sum(1 for w in workers if w.get("task"))]},
+        }
