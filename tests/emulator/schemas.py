@@ -4,9 +4,9 @@ clearml-server validates every request body against the JSON schema of its endpo
 dropping keys whose value is ``null``, and answers 400/12 (``validation_error``) when it fails.
 The SDK carries the same schemas in its generated ``Request`` classes (``_schema``), so the
 emulator validates with those. For the endpoints the SDK does not ship (the Web UI's ``*_ex``
-reads, login, users, organization...), :data:`SERVER_SCHEMAS` holds their request schemas as
-clearml-server 2.0 declares them (``apiserver/schema/services/*.conf``, newest version); an
-``*_ex`` read extends its ``get_all``, as the server's schema does.
+reads, login, users, organization...), :func:`server_schemas` holds their request schemas as
+clearml-server 2.0 declares them (``apiserver/schema/services/*.conf``, newest version). The
+list reads are checked as the server checks them: only the fields of their data models.
 """
 
 from __future__ import annotations
@@ -51,79 +51,11 @@ def _obj(properties: dict[str, Any], *, required: tuple[str, ...] = ()) -> dict[
 
 _STR, _BOOL, _INT = {"type": "string"}, {"type": "boolean"}, {"type": "integer"}
 _STRINGS = {"type": "array", "items": {"type": "string"}}
-# _definitions.field_filter (2.27): {any: {include, exclude}, all: {...}, op: and|or}
-_FIELD_FILTER = {
-    "type": "object",
-    "properties": {
-        "any": _obj({"include": _STRINGS, "exclude": _STRINGS}),
-        "all": _obj({"include": _STRINGS, "exclude": _STRINGS}),
-        "op": {"type": "string", "enum": ["and", "or"]},
-    },
-}
-_SCROLL = {"scroll_id": _STR, "refresh_scroll": _BOOL, "size": {"type": "integer", "minimum": 1}}
-_FILTERS = {"filters": {"type": "object", "additionalProperties": _FIELD_FILTER}}
 _TAGS_FILTER = _obj({"tags": _STRINGS, "system_tags": _STRINGS})
 
 # service.action -> (the SDK endpoint whose request schema it extends, or None; properties
-# added; required fields)
+# added; required fields): the .conf's newest version of endpoints the SDK does not ship
 _SERVER_ONLY: dict[str, tuple[str | None, dict[str, Any], tuple[str, ...]]] = {
-    "tasks.get_all_ex": (
-        "tasks.get_all",
-        {
-            "include_subprojects": _BOOL,
-            "search_hidden": _BOOL,
-            "allow_public": _BOOL,
-            **_SCROLL,
-            **_FILTERS,
-        },
-        (),
-    ),
-    # get_by_id_ex is get_all_ex 2.1 with `id` required by the endpoint
-    "tasks.get_by_id_ex": ("tasks.get_all", {}, ("id",)),
-    "reports.get_all_ex": (
-        "tasks.get_all",
-        {"include_subprojects": _BOOL, "allow_public": _BOOL, **_SCROLL, **_FILTERS},
-        (),
-    ),
-    "models.get_all_ex": (
-        "models.get_all",
-        {
-            "include_subprojects": _BOOL,
-            "include_stats": _BOOL,
-            "allow_public": _BOOL,
-            **_SCROLL,
-            **_FILTERS,
-        },
-        (),
-    ),
-    "models.get_by_id_ex": ("models.get_all", {}, ("id",)),
-    "projects.get_all_ex": (
-        "projects.get_all",
-        {
-            "include_stats": _BOOL,
-            "stats_for_state": {"type": "string", "enum": ["active", "archived"]},
-            "non_public": _BOOL,
-            "active_users": _STRINGS,
-            "shallow_search": _BOOL,
-            "check_own_contents": _BOOL,
-            "search_hidden": _BOOL,
-            **_SCROLL,
-            "stats_with_children": _BOOL,
-            "include_stats_filter": {"type": "object", "additionalProperties": True},
-            "include_dataset_stats": _BOOL,
-            "allow_public": _BOOL,
-            "children_type": {"type": "string", "enum": ["pipeline", "report", "dataset"]},
-            "children_tags": _STRINGS,
-            **_FILTERS,
-            "children_tags_filter": _FIELD_FILTER,
-        },
-        (),
-    ),
-    "queues.get_all_ex": (
-        "queues.get_all",
-        {**_SCROLL, "max_task_entries": _INT, "search_hidden": _BOOL, **_FILTERS},
-        (),
-    ),
     "projects.get_user_names": (
         None,
         {
@@ -194,11 +126,54 @@ _SERVER_ONLY: dict[str, tuple[str | None, dict[str, Any], tuple[str, ...]]] = {
 }
 
 
+# The list reads: the server answers them from call.data as sent, through the query language
+# (``services/query.py``), and checks only the fields of the endpoint's data model, if any
+# (tasks.get_all has none; tasks.get_all_ex GetAllReq...). A JSON schema of their `get_all`
+# would refuse what the server takes: the Web UI's PARENT TASK filter sends `parent` as a list,
+# which the schema declares a string.
+_QUERY_MODELS: dict[str, tuple[dict[str, Any], tuple[str, ...]]] = {
+    "tasks.get_all": ({}, ()),
+    "tasks.get_all_ex": ({"allow_public": _BOOL, "search_hidden": _BOOL}, ()),
+    "tasks.get_by_id_ex": ({}, ()),  # required_fields=["id"]: 400/11 from the handler
+    "reports.get_all_ex": ({"allow_public": _BOOL}, ()),
+    "models.get_all": ({}, ()),
+    "models.get_all_ex": ({"include_stats": _BOOL, "allow_public": _BOOL}, ()),
+    "models.get_by_id_ex": ({}, ()),
+    "projects.get_all": ({}, ()),
+    "projects.get_all_ex": (
+        {
+            "include_dataset_stats": _BOOL,
+            "include_stats": _BOOL,
+            "include_stats_filter": {"type": "object"},
+            "stats_with_children": _BOOL,
+            "stats_for_state": {"type": "string", "enum": ["active", "archived"]},
+            "non_public": _BOOL,
+            "active_users": _STRINGS,
+            "check_own_contents": _BOOL,
+            "shallow_search": _BOOL,
+            "search_hidden": _BOOL,
+            "allow_public": _BOOL,
+            "children_type": {"type": "string", "enum": ["pipeline", "report", "dataset"]},
+            "children_tags": _STRINGS,
+            "children_tags_filter": {"type": "object"},
+        },
+        (),
+    ),
+    "queues.get_all": ({"max_task_entries": _INT, "search_hidden": _BOOL}, ()),
+    "queues.get_all_ex": ({"max_task_entries": _INT, "search_hidden": _BOOL}, ()),
+    "users.get_all": ({}, ()),
+    "users.get_all_ex": ({}, ()),
+}
+
+
 @functools.cache
 def server_schemas() -> dict[str, dict[str, Any]]:
     """Request schemas of the endpoints the SDK does not ship, as the server declares them."""
     sdk = request_schemas()
-    found: dict[str, dict[str, Any]] = {}
+    found: dict[str, dict[str, Any]] = {
+        endpoint: _obj(properties, required=required)
+        for endpoint, (properties, required) in _QUERY_MODELS.items()
+    }
     for endpoint, (base, extra, required) in _SERVER_ONLY.items():
         if base is None:
             found[endpoint] = _obj(extra, required=required)
@@ -212,7 +187,10 @@ def server_schemas() -> dict[str, dict[str, Any]]:
 
 
 def schema_for(endpoint: str) -> dict[str, Any] | None:
-    """The request schema the emulator validates an endpoint with (SDK first, then server)."""
+    """The request schema the emulator validates an endpoint with: a list read's data model,
+    else the SDK's schema, else the server's."""
+    if endpoint in _QUERY_MODELS:
+        return server_schemas()[endpoint]
     return request_schemas().get(endpoint) or server_schemas().get(endpoint)
 
 

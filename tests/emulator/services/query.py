@@ -614,10 +614,12 @@ def page(docs: list[Doc], req: Mapping[str, Any], scrolls: Scrolls) -> tuple[lis
         return result, extra
     number = req.get("page")
     number = 0 if number is None else number
-    if number < 0:
-        raise errors.ValidationError("page must be >=0", field="page")
     size = req.get("page_size")
     size = MAX_PAGE_SIZE if size is None else size
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in (number, size)):
+        raise errors.ValidationError("page and page_size must be integers")
+    if number < 0:
+        raise errors.ValidationError("page must be >=0", field="page")
     if size < 1:
         raise errors.ValidationError("page_size must be >0", field="page_size")
     size = min(size, MAX_PAGE_SIZE)

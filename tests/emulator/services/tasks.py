@@ -43,6 +43,7 @@ TASK_TYPES = (
     "application",
     "monitor",
     "controller",
+    "report",
     "optimizer",
     "service",
     "qc",
