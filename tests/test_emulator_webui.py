@@ -704,6 +704,31 @@ def test_debug_image_and_plot_samples(wire: Wire) -> None:
     assert [e["iter"] for e in plot["events"]] == [5]
 
 
+def test_console_pages_the_log_as_the_server_does(wire: Wire) -> None:
+    task = wire.emulator.create_task("chatty", project="e")
+    stamps = [1000, 2000, 2000, 2000, 3000, 4000]
+    wire.emulator.add_events(
+        [{"type": "log", "task": task, "msg": f"line {n}", "timestamp": ts}
+         for n, ts in enumerate(stamps)]
+    )  # fmt: skip
+
+    def page(**body: Any) -> list[str]:
+        data = ok(wire, "events.get_task_log", task=task, **body)
+        assert data["total"] == len(stamps)
+        return [e["msg"] for e in data["events"]]
+
+    # The console opens on the newest lines; a batch ending inside a timestamp brings all of
+    # it (the order within one timestamp is the store's).
+    newest = page(batch_size=3, navigate_earlier=True)
+    assert newest[:2] == ["line 5", "line 4"]
+    assert sorted(newest[2:]) == ["line 1", "line 2", "line 3"]
+    assert page(batch_size=3, navigate_earlier=True, from_timestamp=2000) == ["line 0"]
+    assert page(batch_size=2, navigate_earlier=False, from_timestamp=2000) == ["line 4", "line 5"]
+    oldest = page(batch_size=2, navigate_earlier=False, order="desc")
+    assert oldest[-1] == "line 0"
+    assert sorted(oldest[:-1]) == ["line 1", "line 2", "line 3"]
+
+
 def test_run_time_while_a_task_runs(wire: Wire) -> None:
     task = wire.emulator.create_task("running", project="e")
     wire.emulator.call("tasks.started", task=task)

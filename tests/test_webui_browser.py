@@ -6,10 +6,10 @@ Real runs first, as a user makes them: ``ak-remote templates sync``, a two-run s
 parallel search of two trials, on real ``clearml-agent`` daemons (tiny structured-classifier
 jobs). Then, in the browser: log in with the access key and secret key; the project's task list
 with the sweep's runs, the search, its trials and its final fit; a run's hyperparameters,
-scalars (charts drawn), plots, artifacts and output model (framework, labels, metadata); the
-search's own reports; the models list without duplicates; and the links ``ak-remote compare``
-prints, for two runs and for a search: both tasks in the hyperparameters and both curves in the
-scalars graph.
+scalars (charts drawn), plots, console, artifacts and output model (framework, labels,
+metadata); the search's own reports; the models list without duplicates; and the links
+``ak-remote compare`` prints, for two runs and for a search: both tasks in the hyperparameters
+and both curves in the scalars graph.
 
 Every API call the app makes is recorded; a test fails naming the call when the emulator
 answers "Unable to find endpoint" or any error the real server would not give the app (all of
@@ -337,6 +337,10 @@ def test_a_run_shows_its_parameters_scalars_plots_artifacts_and_model(
     browser.open(f"{task_path}/info-output/metrics/plots")
     browser.shown("confusion matrix", exact=False)
     browser.shot("06-run-plots")
+
+    browser.open(f"{task_path}/info-output/log")
+    browser.shown("test metrics:", exact=False)  # what the job printed, paged by the console
+    browser.shot("06b-run-console")
 
     browser.open(f"{task_path}/artifacts")
     for name in ("model.keras", "summary.json", "savedmodel"):

@@ -406,16 +406,22 @@ class EventsService(Service):
         all_logs = self._events(req["task"], "log", req.get("metrics"))
         logs = sorted(all_logs, key=lambda e: e["timestamp"])
         batch = req.get("batch_size", 5000)
-        start = req.get("from_timestamp")
+        start = req.get("from_timestamp") or None  # 0: from the newest (oldest), as unset
         earlier = req.get("navigate_earlier", True)
         if earlier:  # newest first, before from_timestamp
             if start is not None:
                 logs = [e for e in logs if e["timestamp"] < start]
-            page = list(reversed(logs[-batch:])) if batch else []
+            ordered = list(reversed(logs))
         else:  # oldest first, after from_timestamp
             if start is not None:
                 logs = [e for e in logs if e["timestamp"] > start]
-            page = logs[:batch]
+            ordered = logs
+        page = ordered[:batch]
+        if page:
+            # Every line of the batch's last timestamp comes along, beyond the batch size, so
+            # the next page (strictly before/after that timestamp) loses none of them.
+            last = page[-1]["timestamp"]
+            page += [e for e in ordered[batch:] if e["timestamp"] == last]
         order = req.get("order")
         if (earlier and order == "asc") or (not earlier and order == "desc"):
             page.reverse()
