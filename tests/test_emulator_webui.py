@@ -535,6 +535,28 @@ def test_task_parents_users_tags_and_reports(wire: Wire) -> None:
     assert report_project
 
 
+def test_what_the_projects_hold(wire: Wire) -> None:
+    ids = seed(wire)
+    wire.emulator.call("projects.update", project=ids["sub"], tags=["team"], system_tags=["x"])
+    wire.emulator.call(
+        "tasks.edit_hyper_params",
+        task=ids["c"],
+        hyperparams=[{"section": "General", "name": "epochs", "value": "2"}],
+    )
+    wire.emulator.add_events([scalar(ids["c"], "loss", "validation", 0.3, 1)])
+    params = ok(wire, "projects.get_hyper_parameters", project=ids["project"])
+    assert params["parameters"] == [{"section": "General", "name": "epochs"}]
+    assert (params["total"], params["remaining"]) == (1, 0)
+    (metric,) = ok(wire, "projects.get_unique_metric_variants", project=ids["project"])["metrics"]
+    assert (metric["metric"], metric["variant"]) == ("loss", "validation")
+    assert ok(wire, "projects.get_project_tags", include_system=True) == {
+        "tags": ["team"],
+        "system_tags": ["hidden", "x"],
+    }
+    users = ok(wire, "users.get_all", only_fields=["name"])["users"]
+    assert users == [{"id": "emulator-user", "name": "Emulator User"}]
+
+
 def test_user_preferences(wire: Wire) -> None:
     assert ok(wire, "users.get_preferences") == {"preferences": {}}
     assert ok(wire, "users.set_preferences", preferences={"views": {"a": 1}})["updated"] == 1

@@ -12,9 +12,11 @@ injection and saving the state to ``state_dir``; what a call does is in ``api.py
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import re
+import socket
 import threading
 import time
 import traceback
@@ -63,7 +65,18 @@ class _Server(ThreadingHTTPServer):
     def __init__(self, role: str, emulator: Emulator, port: int = 0) -> None:
         self.role = role
         self.emulator = emulator
+        # Open client connections: stop() closes them, or a keep-alive client (the SDK's
+        # session) would go on talking to a stopped emulator's handler threads.
+        self.connections: set[socket.socket] = set()
+        self.connections_lock = threading.Lock()
         super().__init__(("127.0.0.1", port), _Handler)
+
+    def close_connections(self) -> None:
+        with self.connections_lock:
+            open_ = list(self.connections)
+        for connection in open_:
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -73,7 +86,23 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         pass
 
+    def setup(self) -> None:
+        super().setup()
+        with self.server.connections_lock:
+            self.server.connections.add(self.connection)
+
+    def finish(self) -> None:
+        with self.server.connections_lock:
+            self.server.connections.discard(self.connection)
+        with contextlib.suppress(OSError):
+            super().finish()
+
     def _dispatch(self) -> None:
+        if self.server.emulator.stopping:
+            # A stopped server answers nothing: the client sees the connection close and
+            # tries again (against the server started in its place).
+            self.close_connection = True
+            return
         role = self.server.role
         if role == "api":
             self.server.emulator._handle_api(self)
@@ -194,11 +223,18 @@ class Emulator:
         self.write_config(self.config_file)
         return self
 
+    @property
+    def stopping(self) -> bool:
+        """True once stop() was called: calls still arriving are not answered."""
+        return self._stopping.is_set()
+
     def stop(self) -> None:
-        """Stop all listeners (and save the state, with a state directory)."""
+        """Stop all listeners and close open connections (and save the state, with a state
+        directory: a call being answered finishes first, as it holds the state's lock)."""
         self._stopping.set()
         for server in self._servers.values():
             server.shutdown()
+            server.close_connections()
             server.server_close()
         for thread in self._threads:
             thread.join(timeout=5)
