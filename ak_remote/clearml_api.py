@@ -357,9 +357,17 @@ class Client:
         except ValueError:
             return str(Session.get_api_server_host()).rstrip("/")
 
+    def _web_app_before_2(self) -> bool:
+        """Whether the server (so its web app) is 1.x; from the login token, unknown = current."""
+        version = str(self.server_info().get("server_version") or "")
+        major = version.split(".", 1)[0]
+        return major.isdigit() and int(major) < 2
+
     def task_url(self, task: Mapping[str, Any]) -> str:
+        """A task's page: `tasks/` in clearml-web 2.x (its `experiments/` only redirects)."""
         project = (task.get("project") or "*") if isinstance(task.get("project"), str) else "*"
-        return f"{self.web_host()}/projects/{project}/experiments/{task['id']}/output/execution"
+        route = "experiments" if self._web_app_before_2() else "tasks"
+        return f"{self.web_host()}/projects/{project}/{route}/{task['id']}/output/execution"
 
     def compare_url(self, task_ids: Sequence[str]) -> str:
         """The Web UI's comparison of the tasks, in the route the server's web app has.
@@ -369,9 +377,7 @@ class Client:
         old route. The version comes from the login token; unknown means a current server.
         """
         ids = ",".join(task_ids)
-        version = str(self.server_info().get("server_version") or "")
-        major = version.split(".", 1)[0]
-        if major.isdigit() and int(major) < 2:
+        if self._web_app_before_2():
             return f"{self.web_host()}/projects/*/compare-experiments;ids={ids}"
         return f"{self.web_host()}/projects/*/compare-tasks;ids={ids}/scalars/graph"
 
@@ -599,8 +605,12 @@ class Client:
         data = self.call("events.get_task_log", body)
         return list(data.get("events") or [])
 
-    def scalar_histogram(self, task_id: str, samples: int = 0) -> Doc:
-        """events.scalar_metrics_iter_histogram: {metric: {variant: {x: [...], y: [...]}}}."""
+    def scalar_histogram(self, task_id: str, samples: int = 6000) -> Doc:
+        """events.scalar_metrics_iter_histogram: {metric: {variant: {x: [...], y: [...]}}}.
+
+        The server takes 1 to 6000 samples (its request model refuses 0): 6000, the most it
+        gives, keeps every epoch of any run we make.
+        """
         data = self.call(
             "events.scalar_metrics_iter_histogram",
             {"task": task_id, "samples": samples, "key": "iter"},

@@ -69,7 +69,8 @@ def test_compare_a_sweep_with_curves(clearml_emulator: Emulator, tmp_path: Path)
     assert float(rows[0]["test_accuracy"]) == 0.6
     assert plot.read_bytes()[:4] == b"\x89PNG"
     assert "Plotted 4 curve(s) of epoch_loss" in out.stderr
-    assert f"compare-experiments;ids={result.task_ids[0]},{result.task_ids[1]}" in out.stderr
+    # the emulator is a clearml-server 2.0: its web app's route
+    assert f"compare-tasks;ids={result.task_ids[0]},{result.task_ids[1]}" in out.stderr
 
     missing = CliRunner().invoke(
         cli, ["compare", *result.task_ids, "--plot", str(plot), "--metric", "epoch_f1"]
@@ -82,13 +83,21 @@ def test_compare_a_sweep_with_curves(clearml_emulator: Emulator, tmp_path: Path)
     assert "PNG" in wrong.stderr
 
 
+@pytest.mark.parametrize(
+    ("server_version", "route"),
+    [
+        # clearml-web 2.x: compare-tasks (its compare-experiments redirect drops the ids)
+        ("2.0.0", "/projects/*/compare-tasks;ids={ids}/scalars/graph"),
+        # clearml-web 1.x has only compare-experiments
+        ("1.16.0", "/projects/*/compare-experiments;ids={ids}"),
+    ],
+)
 def test_the_compare_link_uses_the_route_of_the_servers_web_app(
-    clearml_emulator: Emulator, monkeypatch: pytest.MonkeyPatch
+    clearml_emulator: Emulator, monkeypatch: pytest.MonkeyPatch, server_version: str, route: str
 ) -> None:
-    """clearml-web 2.x: compare-tasks (its compare-experiments redirect drops the ids)."""
     import tests.emulator.services.auth as emulator_auth
 
-    monkeypatch.setattr(emulator_auth, "SERVER_VERSION", "2.0.0")
+    monkeypatch.setattr(emulator_auth, "SERVER_VERSION", server_version)
     client = client_from_config()
     templates.sync(client, "ak-remote/templates", "img:1", "")
     clearml_emulator.create_queue("gpu")
@@ -96,8 +105,9 @@ def test_the_compare_link_uses_the_route_of_the_servers_web_app(
     out = CliRunner().invoke(cli, ["compare", *result.task_ids])
     assert out.exit_code == 0, out.output
     ids = ",".join(result.task_ids)
-    assert f"/projects/*/compare-tasks;ids={ids}/scalars/graph" in out.stderr
-    assert "compare-experiments" not in out.stderr
+    link = out.stderr.split("Web UI comparison: ", 1)[1].split()[0]
+    # the user's web_server (clearml.conf / CLEARML_WEB_HOST), on that server's route
+    assert link == clearml_emulator.web_url + route.format(ids=ids)
 
 
 def test_a_plot_of_many_runs_tells_them_apart(clearml_emulator: Emulator, tmp_path: Path) -> None:

@@ -263,3 +263,56 @@ def test_a_local_parallel_search_trains_its_trials_in_child_processes(tmp_path: 
         runs = sorted(p.name for p in (board / f"trial-0{trial}").iterdir() if p.is_dir())
         assert runs == ["train", "validation"]
         assert any((board / f"trial-0{trial}" / "train").glob("events.out.tfevents.*"))
+
+
+class _Recorder:
+    """What the search task is given to show: scalars by (title, series, iteration), the last
+    table and plot by title (a value reported again for the same iteration replaces the earlier
+    one, as on the server)."""
+
+    def __init__(self) -> None:
+        self.scalars: dict[tuple[str, str, int], float] = {}
+        self.tables: dict[str, list[list[Any]]] = {}
+        self.plots: dict[str, dict[str, Any]] = {}
+
+    def report_scalar(self, title: str, series: str, value: float, iteration: int) -> None:
+        self.scalars[(title, series, iteration)] = value
+
+    def report_table(self, title: str, series: str, rows: list[list[Any]]) -> None:
+        self.tables[title] = [list(r) for r in rows]
+
+    def report_plotly(self, title: str, series: str, figure: dict[str, Any]) -> None:
+        self.plots[title] = figure
+
+
+def test_the_search_reports_what_an_optimizer_reports(tmp_path: Path) -> None:
+    """Objective per trial and best so far by trial number, even when trials finish out of
+    order; a summary table best first; parallel coordinates of the values that differ."""
+    from ak_remote.search.runner import report_trials
+
+    oracle = _oracle(tmp_path, "random", max_trials=3)
+    controller = Controller(oracle, InstantBackend(), parallel=3, poll_s=0.0, sleep=lambda _s: None)
+    controller.run()
+    trials = sorted(controller.trials.values(), key=lambda t: int(t.trial_id))
+    assert [t.trial_id for t in trials] == ["0", "1", "2"]
+    for trial in trials:
+        trial.state = ctl.TRIAL_RUNNING
+    sink = _Recorder()
+    for trial in (trials[2], trials[0], trials[1]):  # finished out of order
+        trial.state = ctl.TRIAL_COMPLETED
+        report_trials(sink, controller, trial)
+    scores = [float(t.objective or 0) for t in trials]
+    assert [sink.scalars[("objective", "trial", n)] for n in range(3)] == scores
+    # best so far at trial n: the best of trials 0..n (the objective is maximised here)
+    expected = [max(scores[: n + 1]) for n in range(3)]
+    assert [sink.scalars[("objective", "best so far", n)] for n in range(3)] == expected
+    header, *rows = sink.tables["summary"]
+    assert header[:3] == ["trial", "task id", oracle.objective]
+    assert [row[2] for row in rows] == sorted(scores, reverse=True)  # best first
+    assert {row[0] for row in rows} == {"00", "01", "02"}
+    (figure,) = sink.plots["Parallel Coordinates"]["data"]
+    labels = [d["label"] for d in figure["dimensions"]]
+    assert labels[0] == "trial"
+    assert labels[-1] == oracle.objective
+    assert len(labels) > 2  # the values that differ between the three candidates
+    assert figure["line"]["color"] == [row[2] for row in rows]

@@ -242,10 +242,15 @@ class TensorBoard(keras.callbacks.TensorBoard):  # type: ignore[misc]
         checkpoint_dir: str,
         sink: ScalarSink | None,
         base_log_dir: str | None = None,
+        series_phase: str | None = None,
     ) -> None:
         # Keras' own graphs do not render (module docstring): this callback writes its own.
         super().__init__(log_dir=log_dir, histogram_freq=histogram_freq, write_graph=False)
         self.base_log_dir = base_log_dir or log_dir
+        # The first part of the ClearML series names when it is not the run folder's (`trial`
+        # for a parallel search's trial task: the same series in every trial, so the Web UI's
+        # comparison draws the trials' curves in one graph).
+        self.series_phase = series_phase
         self.checkpoint_dir = checkpoint_dir
         self.sink = sink
         # The final fit's hyperparameters for the HParams tab (set by `readable_runs`); Keras
@@ -260,7 +265,12 @@ class TensorBoard(keras.callbacks.TensorBoard):  # type: ignore[misc]
         # fresh callback with the same settings is that copy; the sink (the ClearML task's
         # logger) must be shared, never copied.
         return type(self)(
-            self.log_dir, self.histogram_freq, self.checkpoint_dir, self.sink, self.base_log_dir
+            self.log_dir,
+            self.histogram_freq,
+            self.checkpoint_dir,
+            self.sink,
+            self.base_log_dir,
+            self.series_phase,
         )
 
     @property
@@ -381,7 +391,7 @@ class TensorBoard(keras.callbacks.TensorBoard):  # type: ignore[misc]
                 self._unsaved = (epoch, dict(logs or {}))
         if self.sink is None:
             return
-        phase = self.phase
+        phase = self.series_phase or self.phase
         for key, raw in (logs or {}).items():
             try:
                 value = float(raw)
@@ -390,7 +400,9 @@ class TensorBoard(keras.callbacks.TensorBoard):  # type: ignore[misc]
             if not math.isfinite(value):
                 continue
             split, metric = ("validation", key[4:]) if key.startswith("val_") else ("train", key)
-            self.sink.report_scalar(f"epoch_{metric}", f"{phase}/{split}", value, epoch)
+            # Iterations are epochs, counted from 1: the Web UI shows a task's last iteration
+            # as "N iterations" (a 1-epoch run must not read "0"), and the x axis as epochs.
+            self.sink.report_scalar(f"epoch_{metric}", f"{phase}/{split}", value, epoch + 1)
 
 
 def trainable_weights(model: Any) -> list[tuple[str, Any]]:

@@ -42,6 +42,8 @@ def replay_trials(board: Path, sink: Any, trial_ids: set[str] | None = None) -> 
                 for event in events.Tensors(tag):
                     value = float(tensor_util.make_ndarray(event.tensor_proto))
                     if math.isfinite(value):
-                        sink.report_scalar(tag, f"{trial.name}/{split}", value, event.step)
+                        # TensorBoard counts epochs from 0; ClearML iterations are epochs from 1
+                        # (as ak_remote.runtime.callbacks reports them).
+                        sink.report_scalar(tag, f"{trial.name}/{split}", value, event.step + 1)
                         count += 1
     return count

@@ -339,7 +339,10 @@ class Run:
             )
         for name, value in metrics.items():
             self.tracker.report_single_value(name, value)
-            self.tracker.report_scalar("test", name.removeprefix("test_"), value, 0)
+            # At the last epoch: the test set is scored once the model is trained.
+            self.tracker.report_scalar(
+                "test", name.removeprefix("test_"), value, self.settings.epochs
+            )
         self.summary.metrics = metrics
         console.say("test metrics: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
 

@@ -94,6 +94,13 @@ class Tracker:
     def report_single_value(self, name: str, value: float) -> None:
         self.logger.report_single_value(name=name, value=value)
 
+    def report_table(self, title: str, series: str, rows: Sequence[Sequence[Any]]) -> None:
+        """A table plot (first row: the header)."""
+        self.logger.report_table(title=title, series=series, iteration=0, table_plot=rows)
+
+    def report_plotly(self, title: str, series: str, figure: Mapping[str, Any]) -> None:
+        self.logger.report_plotly(title=title, series=series, iteration=0, figure=dict(figure))
+
     def report_confusion_matrix(self, matrix: Any, labels: Sequence[str]) -> None:
         self.logger.report_confusion_matrix(
             title="confusion matrix",

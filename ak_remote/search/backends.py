@@ -59,7 +59,9 @@ POLL_FIELDS = [
 
 
 def trial_name(trial_id: str, attempt: int, final: bool) -> str:
-    name = "final fit" if final else f"trial {trial_id}"
+    """`trial 07`, `final fit`, `trial 03 (retry 1)`: names that sort in a task list."""
+    number = f"{int(trial_id):02d}" if trial_id.isdigit() else trial_id
+    name = "final fit" if final else f"trial {number}"
     return f"{name} (retry {attempt})" if attempt else name
 
 

@@ -177,7 +177,6 @@ def control(spec: SearchSpec, run: Run, data: Dataset, split: Split) -> None:
         from ak_remote.clearml_api import client_from_config
 
         backend = ClearMLBackend(client_from_config(), job, general, spec, fingerprint)
-    board_iteration = {"n": 0}
 
     def on_event(kind: str, controller: ctl.Controller, trial: ctl.Trial | None) -> None:
         if trial is not None and kind in ("completed", "failed", "retried", "submitted"):
@@ -189,15 +188,7 @@ def control(spec: SearchSpec, run: Run, data: Dataset, split: Split) -> None:
             why = f": {failed.message}" if kind in ("failed", "retried") else ""
             _say(f"trial {trial.trial_id} {kind}{note} ({attempt.handle}){why}")
         if kind == "completed" and trial is not None and trial is not controller.final:
-            best = controller.best()
-            board_iteration["n"] += 1
-            tracker.report_scalar(
-                "objective", "trial", float(trial.objective or 0), int(_num(trial.trial_id))
-            )
-            if best is not None:
-                tracker.report_scalar(
-                    "objective", "best so far", float(best.objective or 0), board_iteration["n"]
-                )
+            report_trials(tracker, controller, trial)
         store.save(controller)
 
     controller = ctl.Controller(
@@ -265,8 +256,110 @@ def control(spec: SearchSpec, run: Run, data: Dataset, split: Split) -> None:
     summary.controller_reproducibility = summary.reproducibility
     summary.reproducibility = final_summary.reproducibility
     record.final_fit = FinalFitRecord(handle=handle, run_dir=final_summary.run_dir)
+    if final_summary.below_baseline:
+        tracker.add_tags(["below-baseline"])  # as the final fit's own task says
     for name, value in final_summary.metrics.items():
         tracker.report_single_value(name, float(value))
+
+
+def report_trials(tracker: Any, controller: ctl.Controller, trial: ctl.Trial) -> None:
+    """What ClearML's HyperParameterOptimizer shows on its optimizer task, after each trial.
+
+    The objective of each trial and the best so far (x: the trial's number, as in its task name
+    `trial 07`), a "summary" table of the finished trials (best first) and a "Parallel
+    Coordinates" plot of their values against the objective.
+    """
+    oracle = controller.oracle
+    number = _num(trial.trial_id)
+    tracker.report_scalar("objective", "trial", float(trial.objective or 0), number)
+    finished = [
+        t
+        for t in controller.trials.values()
+        if t.state == ctl.TRIAL_COMPLETED and t.objective is not None
+    ]
+    sign = -1.0 if oracle.direction == "max" else 1.0
+    # Best so far at trial n: the best of the finished trials numbered up to n. Trials finish
+    # out of order; a point reported again for the same trial replaces the earlier one on the
+    # server, so the points from this trial on are reported anew.
+    best: float | None = None
+    for t in sorted(finished, key=lambda t: _num(t.trial_id)):
+        value = float(t.objective or 0)
+        best = value if best is None or sign * value < sign * best else best
+        if _num(t.trial_id) >= number:
+            tracker.report_scalar("objective", "best so far", best, _num(t.trial_id))
+    finished.sort(key=lambda t: (sign * float(t.objective or 0), _num(t.trial_id)))
+    names = sorted({k for t in finished for k in t.values if not k.startswith("tuner/")})
+    header = ["trial", "task id", oracle.objective, *names]
+    rows: list[list[Any]] = [header]
+    for t in finished:
+        rows.append(
+            [
+                f"{_num(t.trial_id):02d}",
+                t.current.handle,
+                t.objective,
+                *(t.values.get(n, "") for n in names),
+            ]
+        )
+    tracker.report_table("summary", "trials", rows)
+    # The plot's axes: the values that differ between the trials (all while they do not),
+    # named by their last part ("structured_data_block_1/normalize" -> "normalize").
+    varied = [n for n in names if len({repr(t.values.get(n)) for t in finished}) > 1] or names
+    short = _short_names(varied)
+    columns: list[tuple[str, list[Any]]] = [("trial", [_num(t.trial_id) for t in finished])]
+    columns += [(short[n], [t.values.get(n) for t in finished]) for n in varied]
+    objective_values = [float(t.objective or 0) for t in finished]
+    dimensions = [_dimension(label, values) for label, values in columns]
+    dimensions.append({"label": oracle.objective, "values": objective_values})
+    tracker.report_plotly(
+        "Parallel Coordinates",
+        "",
+        {
+            "data": [
+                {
+                    "type": "parcoords",
+                    # the better trials in the bright colours, as the optimizer draws them
+                    "line": {
+                        "color": objective_values,
+                        "colorscale": "Viridis",
+                        "reversescale": oracle.direction != "max",
+                        "showscale": True,
+                    },
+                    "dimensions": dimensions,
+                }
+            ],
+            "layout": {
+                "title": f"{len(finished)} finished trial(s): values and {oracle.objective}"
+            },
+        },
+    )
+
+
+def _short_names(names: list[str]) -> dict[str, str]:
+    """Each name's shortest distinct tail of "/"-separated parts."""
+    short: dict[str, str] = {}
+    for name in names:
+        parts = name.split("/")
+        for size in range(1, len(parts) + 1):
+            tail = "/".join(parts[-size:])
+            if sum("/".join(n.split("/")[-size:]) == tail for n in names) == 1:
+                short[name] = tail
+                break
+        else:
+            short[name] = name
+    return short
+
+
+def _dimension(label: str, values: list[Any]) -> dict[str, Any]:
+    """A parallel-coordinates axis: numbers as they are, anything else as ticks."""
+    if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        return {"label": label, "values": [float(v) for v in values]}
+    ticks = sorted({str(v) for v in values})
+    return {
+        "label": label,
+        "values": [ticks.index(str(v)) for v in values],
+        "tickvals": list(range(len(ticks))),
+        "ticktext": ticks,
+    }
 
 
 def search_summary(

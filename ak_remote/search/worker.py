@@ -132,10 +132,17 @@ def train_trial(
     )
     board = run_dir / "tensorboard"
     run.summary.tensorboard_dir = str(board)
-    # This process's Keras Tuner names its one trial after the search's: `trial-07/train`, on
-    # disk and in the series, as in a single search.
+    # This process's Keras Tuner names its one trial after the search's on disk (`trial-07/train`,
+    # as in a single search); its series are `trial/train` in every trial's task, so the Web
+    # UI compares trials curve to curve.
     callbacks: list[Any] = [
-        TensorBoard(str(board), settings.histogram_freq, str(run_dir / "checkpoints"), tracker),
+        TensorBoard(
+            str(board),
+            settings.histogram_freq,
+            str(run_dir / "checkpoints"),
+            tracker,
+            series_phase="trial",
+        ),
         # An EarlyStopping of our own keeps AutoKeras from refitting after its one trial.
         keras.callbacks.EarlyStopping(
             patience=settings.early_stopping_patience or epochs + 1, min_delta=1e-4
@@ -170,7 +177,7 @@ def train_trial(
             "read the log above: the candidate may not fit this data",
         )
     score = float(score)
-    tracker.report_scalar(OBJECTIVE_TITLE, settings.objective, score, 0)
+    tracker.report_scalar(OBJECTIVE_TITLE, settings.objective, score, epochs)
     run.summary.metrics = {"objective": score, "train_seconds": round(time.time() - started, 2)}
     record.values, record.objective, record.epochs = values, settings.objective, epochs
     _say(f"trial {spec.trial}: {settings.objective}={score:.4g}")

@@ -1,18 +1,22 @@
-"""The HTTP side of the emulator: API server, fileserver and a stub web server on loopback.
+"""The HTTP side of the emulator: API server, fileserver and web server on loopback.
 
 Three ``ThreadingHTTPServer`` listeners on free 127.0.0.1 ports, one per ClearML host. The API
-listener speaks the wire protocol the SDK and clearml-agent use (see README.md): versioned and
-unversioned paths, GET or POST with a JSON body, JSON-lines batches, the ``meta``/``data``
-envelope, HTTP Basic for ``auth.login`` and a bearer JWT afterwards. This module owns the
-listeners, the request log and fault injection; what a call does is in ``api.py`` and
+listener speaks the wire protocol the SDK, clearml-agent and the Web UI use (see README.md):
+versioned and unversioned paths, GET or POST with a JSON body, JSON-lines batches, the
+``meta``/``data`` envelope, HTTP Basic for ``auth.login`` and a bearer JWT (header or cookie)
+afterwards. The web listener serves the built Web UI with the official webserver's ``/api`` and
+``/files`` proxies (``web.py``). This module owns the listeners, the request log, fault
+injection and saving the state to ``state_dir``; what a call does is in ``api.py`` and
 ``services/`` (credentials in ``services/auth.py``, stored files in ``services/files.py``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import re
+import socket
 import threading
 import time
 import traceback
@@ -23,10 +27,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from tests.emulator import errors
-from tests.emulator.api import BATCH_ENDPOINTS, ClearMLApi
+from tests.emulator import errors, web
+from tests.emulator.api import BATCH_ENDPOINTS, ClearMLApi, changes_state
 from tests.emulator.services import auth, files
-from tests.emulator.services.auth import API_VERSION
+from tests.emulator.services.auth import SERVER_API_VERSION
 from tests.emulator.state import ServerState
 
 FAULT_MODES = ("500", "503", "timeout", "drop_response")
@@ -61,7 +65,18 @@ class _Server(ThreadingHTTPServer):
     def __init__(self, role: str, emulator: Emulator, port: int = 0) -> None:
         self.role = role
         self.emulator = emulator
+        # Open client connections: stop() closes them, or a keep-alive client (the SDK's
+        # session) would go on talking to a stopped emulator's handler threads.
+        self.connections: set[socket.socket] = set()
+        self.connections_lock = threading.Lock()
         super().__init__(("127.0.0.1", port), _Handler)
+
+    def close_connections(self) -> None:
+        with self.connections_lock:
+            open_ = list(self.connections)
+        for connection in open_:
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -71,7 +86,23 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         pass
 
+    def setup(self) -> None:
+        super().setup()
+        with self.server.connections_lock:
+            self.server.connections.add(self.connection)
+
+    def finish(self) -> None:
+        with self.server.connections_lock:
+            self.server.connections.discard(self.connection)
+        with contextlib.suppress(OSError):
+            super().finish()
+
     def _dispatch(self) -> None:
+        if self.server.emulator.stopping:
+            # A stopped server answers nothing: the client sees the connection close and
+            # tries again (against the server started in its place).
+            self.close_connection = True
+            return
         role = self.server.role
         if role == "api":
             self.server.emulator._handle_api(self)
@@ -96,10 +127,18 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         return self.rfile.read(length) if length else b""
 
-    def send(self, status: int, body: bytes, content_type: str = "application/json") -> None:
+    def send(
+        self,
+        status: int,
+        body: bytes,
+        content_type: str = "application/json",
+        headers: list[tuple[str, str]] | None = None,
+    ) -> None:
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
+        for name, value in headers or []:
+            self.send_header(name, value)
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(body)
@@ -120,17 +159,33 @@ class Emulator:
         secret_key: str = "emulator-secret-key-0123456789",
         config_dir: Path | None = None,
         port: int = 0,
+        *,
+        state_dir: Path | None = None,
+        web_dist: Path | None = None,
+        web_looked: list[Path] | None = None,
     ) -> None:
-        """`port`: the API's (web stub port+1, fileserver port+2); 0 picks free ones."""
+        """`port`: the API's (web port+1, fileserver port+2); 0 picks free ones.
+
+        `state_dir`: keep the state there across restarts (loaded now, saved while serving).
+        `web_dist`: a built Web UI to serve on the web port (`web_looked`: where one was looked
+        for, shown instead when there is none).
+        """
         self.access_key = access_key
         self.secret_key = secret_key
-        self.state = ServerState()
+        self.state_dir = state_dir
+        self.state = ServerState.load(state_dir) if state_dir else ServerState()
+        self.web_dist = web_dist
+        self._web_looked = web_looked or []
         self.requests: list[RecordedRequest] = []
         # Unexpected exceptions inside the emulator (its own bugs); the fixture fails on them.
         self.internal_errors: list[str] = []
         self._faults: dict[str, list[_Fault]] = {}
         self._log_lock = threading.Lock()
-        self._token_secret = uuid.uuid4().hex
+        # The signing key is kept with the state: tokens stay valid across a restart, as on a
+        # server whose secure.auth.token_secret is configured.
+        self._token_secret = self.state.secrets.setdefault("token_secret", uuid.uuid4().hex)
+        self._changes = 0  # calls that changed the state since it was last saved
+        self._stopping = threading.Event()
         roles = ("api", "web", "files")
         self._servers = {
             role: _Server(role, self, port + n if port else 0) for n, role in enumerate(roles)
@@ -159,16 +214,46 @@ class Emulator:
             )
             thread.start()
             self._threads.append(thread)
+        if self.state_dir is not None:
+            self.save_state()
+            saver = threading.Thread(target=self._save_loop, name="clearml-emulator-save")
+            saver.daemon = True
+            saver.start()
+            self._threads.append(saver)
         self.write_config(self.config_file)
         return self
 
+    @property
+    def stopping(self) -> bool:
+        """True once stop() was called: calls still arriving are not answered."""
+        return self._stopping.is_set()
+
     def stop(self) -> None:
-        """Stop all listeners."""
+        """Stop all listeners and close open connections (and save the state, with a state
+        directory: a call being answered finishes first, as it holds the state's lock)."""
+        self._stopping.set()
         for server in self._servers.values():
             server.shutdown()
+            server.close_connections()
             server.server_close()
         for thread in self._threads:
             thread.join(timeout=5)
+        if self.state_dir is not None:
+            self.save_state()
+
+    def save_state(self) -> None:
+        """Write the state to ``state_dir`` now."""
+        assert self.state_dir is not None, "no state directory"
+        with self.state.lock:
+            self._changes = 0
+            self.state.save(self.state_dir)
+
+    def _save_loop(self) -> None:
+        # A real server writes each change to its databases; saving at most twice a second
+        # keeps a search's event stream cheap. What an abrupt kill loses is that half second.
+        while not self._stopping.wait(0.5):
+            if self._changes:
+                self.save_state()
 
     def __enter__(self) -> Emulator:
         return self.start()
@@ -308,8 +393,9 @@ class Emulator:
         return f"{self.files_url}/{urllib.parse.quote(path.lstrip('/'))}"
 
     # ---------------------------------------------------------------- API
-    def _handle_api(self, request: _Handler) -> None:
-        parsed = urllib.parse.urlsplit(request.path)
+    def _handle_api(self, request: _Handler, path: str | None = None) -> None:
+        """One API call; `path` is the apiserver path when the web port's /api proxy forwards."""
+        parsed = urllib.parse.urlsplit(path if path is not None else request.path)
         raw = request.read_body()
         match = _PATH_RE.match(parsed.path)
         entry = RecordedRequest(
@@ -317,11 +403,13 @@ class Emulator:
             version=match.group("version") if match else None,
             body={},
             http_method=request.command,
-            path=request.path,
+            path=parsed.path,
         )
-        requested = entry.version or API_VERSION
+        # An unversioned path is served by the newest endpoint (ServiceRepo._max_version).
+        requested = entry.version or SERVER_API_VERSION
         data: dict[str, Any] = {}
         fault: _Fault | None = None
+        cookies: list[tuple[str, str]] = []
         try:
             if match is None:
                 raise errors.APIError(400, 0, f"Invalid request path {parsed.path}")
@@ -339,18 +427,27 @@ class Emulator:
                 return
             if not self.api.serves(entry.endpoint):
                 raise errors.endpoint_not_found(entry.endpoint, requested)
-            login = auth.authorize(
+            call_auth = auth.authorize(
                 entry.endpoint,
                 request.headers.get("Authorization"),
+                cookie=_cookie(request.headers.get("Cookie"), auth.AUTH_COOKIE),
                 access_key=self.access_key,
                 secret_key=self.secret_key,
                 token_secret=self._token_secret,
             )
-            if login is not None:
-                data = login
+            if call_auth.login is not None:
+                data = call_auth.login
+                # The server sets the token as a cookie too: a browser's calls carry only that.
+                cookies.append(auth.auth_cookie_header(data["token"]))
+            elif entry.endpoint == "login.supported_modes":
+                data = self.api.login_modes(entry.body, authenticated=call_auth.authenticated)
+            elif entry.endpoint in ("auth.logout", "login.logout"):
+                cookies.append(auth.auth_cookie_header(None))
             else:
                 with self.state.lock:
                     data = self.api.dispatch(entry.endpoint, entry.body)
+                    if changes_state(entry.endpoint):
+                        self._changes += 1
             code, subcode, msg = 200, 0, "OK"
         except errors.APIError as exc:
             code, subcode, msg, data = exc.code, exc.subcode, exc.msg, {}
@@ -381,7 +478,7 @@ class Emulator:
             },
             "data": data,
         }
-        request.send(code, json.dumps(envelope).encode("utf-8"))
+        request.send(code, json.dumps(envelope).encode("utf-8"), headers=cookies)
 
     @staticmethod
     def _check_version(version: str) -> None:
@@ -408,8 +505,9 @@ class Emulator:
         return {k: v[-1] for k, v in urllib.parse.parse_qs(query).items()}
 
     # ---------------------------------------------------------------- fileserver
-    def _handle_files(self, request: _Handler) -> None:
-        parsed = urllib.parse.urlsplit(request.path)
+    def _handle_files(self, request: _Handler, path: str | None = None) -> None:
+        """One fileserver access; `path` is set when the web port's /files proxy forwards."""
+        parsed = urllib.parse.urlsplit(path if path is not None else request.path)
         path = urllib.parse.unquote(parsed.path)
         command = request.command
         endpoint = {
@@ -436,9 +534,7 @@ class Emulator:
         status, body, ctype = 405, b"method not allowed", "text/plain"
         if command == "POST":
             content_type = request.headers.get("Content-Type", "")
-            (status, body, ctype), stored = files.upload(
-                self.state, request.path, content_type, raw
-            )
+            (status, body, ctype), stored = files.upload(self.state, parsed.path, content_type, raw)
             if stored is not None:
                 entry.body = {"files": stored}
         elif command in ("GET", "HEAD"):
@@ -455,5 +551,28 @@ class Emulator:
 
     # ---------------------------------------------------------------- web
     def _handle_web(self, request: _Handler) -> None:
+        """The web port, as the official webserver's nginx serves it (see ``web.py``)."""
+        parsed = urllib.parse.urlsplit(request.path)
+        for prefix, handle in (("/api/", self._handle_api), ("/files/", self._handle_files)):
+            if parsed.path.startswith(prefix):
+                # nginx: `rewrite /api/(.*) /$1 break; proxy_pass <apiserver>;`
+                rest = request.path[len(prefix) - 1 :]
+                handle(request, rest)
+                return
         request.read_body()
-        request.send(200, b"<html><body>ClearML emulator</body></html>", "text/html")
+        if parsed.path == "/configuration.json":
+            answer = 200, web.configuration(self.files_url), "application/json"
+        elif self.web_dist is None:
+            answer = web.no_app_page(self._web_looked)
+        else:
+            answer = web.static(self.web_dist, parsed.path)
+        request.send(*answer)
+
+
+def _cookie(header: str | None, name: str) -> str | None:
+    """The value of one cookie in a ``Cookie`` request header."""
+    for part in (header or "").split(";"):
+        key, _, value = part.strip().partition("=")
+        if key == name and value:
+            return value
+    return None

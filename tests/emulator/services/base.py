@@ -9,10 +9,12 @@ statuses (``queues.delete`` returns queued tasks to their pre-enqueue status), s
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime, timezone
 from typing import Any
 
 from tests.emulator import errors
-from tests.emulator.state import USER_ID, Doc, ServerState, now_iso
+from tests.emulator.services.query import Scrolls
+from tests.emulator.state import COMPANY_ID, COMPANY_NAME, USER_ID, Doc, ServerState, now_iso
 
 Handler = Callable[[dict[str, Any]], dict[str, Any]]
 
@@ -50,8 +52,24 @@ DEVELOPMENT_TAG = "development"
 class Service:
     """One ClearML service's endpoints: methods ``ep_<service>__<action>`` answer calls."""
 
-    def __init__(self, state: ServerState) -> None:
+    def __init__(self, state: ServerState, scrolls: Scrolls | None = None) -> None:
         self.state = state
+        # Scroll states of paged reads (Redis on the server), shared by every service.
+        self.scrolls = scrolls or Scrolls()
+
+    def resolve(self, collection: str, ids: list[str]) -> dict[str, Doc]:
+        """Documents of a collection by id, for the joins of the ``*_ex`` reads."""
+        if collection == "companies":
+            company = {"id": COMPANY_ID, "name": COMPANY_NAME}
+            return {COMPANY_ID: company} if COMPANY_ID in ids else {}
+        source: dict[str, Doc] = getattr(self.state, collection)
+        found = {i: source[i] for i in ids if i in source}
+        if collection == "users":
+            # preferences are excluded by default from user documents
+            found = {
+                i: {k: v for k, v in d.items() if k != "preferences"} for i, d in found.items()
+            }
+        return found
 
     def handlers(self) -> dict[str, Handler]:
         """Endpoint name ("tasks.clone") -> the method answering it."""
@@ -86,6 +104,16 @@ class Service:
         if model is None:
             raise errors.InvalidModelId(id=model_id)
         return model
+
+    def set_last_update(self, task: Doc) -> None:
+        """TaskBLL.set_last_update: the task changed now; a running task's active duration is
+        the time since it started (the Web UI's RUN TIME)."""
+        now = now_iso()
+        task.update(last_update=now, last_change=now, last_changed_by=USER_ID)
+        if task.get("status") == IN_PROGRESS and task.get("started"):
+            started = datetime.fromisoformat(task["started"])
+            # an IntField on the server: whole seconds
+            task["active_duration"] = int((datetime.now(timezone.utc) - started).total_seconds())
 
     def _touch_project(self, project_id: str | None) -> None:
         if project_id and project_id in self.state.projects:

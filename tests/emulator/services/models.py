@@ -13,7 +13,7 @@ from typing import Any
 
 from tests.emulator import errors
 from tests.emulator.services.base import Service
-from tests.emulator.services.query import select
+from tests.emulator.services.query import MODEL_QUERY, as_list, select, sorted_tags
 from tests.emulator.services.tasks import TasksService
 from tests.emulator.state import COMPANY_ID, USER_ID, Doc, ServerState, new_id, now_iso
 
@@ -22,7 +22,7 @@ class ModelsService(Service):
     """models.create/get_all/get_by_id/edit/update/set_ready/update_for_task/...."""
 
     def __init__(self, state: ServerState, tasks: TasksService) -> None:
-        super().__init__(state)
+        super().__init__(state, tasks.scrolls)
         self.tasks = tasks
 
     def ep_models__create(self, req: dict[str, Any]) -> dict[str, Any]:
@@ -70,19 +70,45 @@ class ModelsService(Service):
         return {"id": model["id"], "created": True}
 
     def ep_models__get_by_id(self, req: dict[str, Any]) -> dict[str, Any]:
-        return {"model": copy.deepcopy(self._model(req["model"]))}
+        return {"model": sorted_tags([copy.deepcopy(self._model(req["model"]))])[0]}
+
+    def _query(self, req: dict[str, Any]) -> dict[str, Any]:
+        req = dict(req)
+        if req.pop("include_subprojects", False) and req.get("project"):
+            req["project"] = self.tasks.projects.with_children(as_list(req["project"]))
+        return req
 
     def ep_models__get_all(self, req: dict[str, Any]) -> dict[str, Any]:
+        models, extra = select(
+            self.state.models.values(), self._query(req), MODEL_QUERY, self.scrolls
+        )
+        return {"models": sorted_tags(models), **extra}
+
+    def ep_models__get_all_ex(self, req: dict[str, Any]) -> dict[str, Any]:
+        models, extra = select(
+            self.state.models.values(), self._query(req), MODEL_QUERY, self.scrolls,
+            resolve=self.resolve,
+        )  # fmt: skip
+        if req.get("include_stats"):
+            for model in models:
+                labels = self.state.models[model["id"]].get("labels") or {}
+                model["stats"] = {"labels_count": len(labels)}
+        return {"models": sorted_tags(models), **extra}
+
+    def ep_models__get_by_id_ex(self, req: dict[str, Any]) -> dict[str, Any]:
+        if not req.get("id"):
+            raise errors.MissingRequiredFields(field="id")
+        models, _ = select(
+            self.state.models.values(), req, MODEL_QUERY, self.scrolls, resolve=self.resolve
+        )
+        return {"models": sorted_tags(models)}
+
+    def ep_models__get_frameworks(self, req: dict[str, Any]) -> dict[str, Any]:
         models = list(self.state.models.values())
-        return {
-            "models": select(
-                models,
-                req,
-                pattern_fields=("name", "comment"),
-                list_fields=("id", "tags", "system_tags", "project", "task", "user", "framework"),
-                value_fields=("ready", "uri", "parent"),
-            )
-        }
+        if req.get("projects"):
+            wanted = set(self.tasks.projects.with_children(req["projects"]))
+            models = [m for m in models if m.get("project") in wanted]
+        return {"frameworks": sorted({m["framework"] for m in models if m.get("framework")})}
 
     def ep_models__edit(self, req: dict[str, Any]) -> dict[str, Any]:
         model = self._model(req["model"])

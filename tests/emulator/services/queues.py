@@ -10,11 +10,13 @@ pre-enqueue status; ``add_task`` of a task already in the queue answers 400/706.
 from __future__ import annotations
 
 import copy
+import time
+from datetime import datetime
 from typing import Any
 
 from tests.emulator import errors
 from tests.emulator.services.base import CREATED, QUEUED, STOPPED, Service
-from tests.emulator.services.query import select
+from tests.emulator.services.query import QUEUE_QUERY, select, sorted_tags
 from tests.emulator.state import COMPANY_ID, USER_ID, Doc, new_id, now_iso
 
 
@@ -61,7 +63,14 @@ class QueuesService(Service):
         return {"queue": copy.deepcopy(self._queue(req["queue"]))}
 
     def ep_queues__get_all(self, req: dict[str, Any]) -> dict[str, Any]:
-        return {"queues": select(self.state.queues.values(), req)}
+        queues, extra = select(self.state.queues.values(), req, QUEUE_QUERY, self.scrolls)
+        return {"queues": sorted_tags(queues), **extra}
+
+    def ep_queues__get_all_ex(self, req: dict[str, Any]) -> dict[str, Any]:
+        queues, extra = select(
+            self.state.queues.values(), req, QUEUE_QUERY, self.scrolls, resolve=self.resolve
+        )
+        return {"queues": sorted_tags(queues), **extra}
 
     def ep_queues__get_default(self, req: dict[str, Any]) -> dict[str, Any]:
         queue = self.default_queue()
@@ -122,3 +131,25 @@ class QueuesService(Service):
             if req.get("get_task_info"):
                 data["task_info"] = {"company": task["company"], "user": task["user"]}
         return data
+
+    def ep_queues__get_queue_metrics(self, req: dict[str, Any]) -> dict[str, Any]:
+        """The queues page's charts. The emulator keeps no history: one sample per queue, now
+        (its length, and how long its oldest entry has waited)."""
+        wanted = req.get("queue_ids") or list(self.state.queues)
+        now = time.time()
+        out = []
+        for queue_id in wanted:
+            queue = self.state.queues.get(queue_id)
+            if queue is None:
+                out.append({"queue": queue_id})
+                continue
+            waits = [now - datetime.fromisoformat(e["added"]).timestamp() for e in queue["entries"]]
+            out.append(
+                {
+                    "queue": queue_id,
+                    "dates": [int(req.get("to_date") or now)],
+                    "avg_waiting_times": [sum(waits) / len(waits) if waits else 0.0],
+                    "queue_lengths": [len(queue["entries"])],
+                }
+            )
+        return {"queues": out}

@@ -31,7 +31,7 @@ from tests.emulator.services.base import (
     Service,
 )
 from tests.emulator.services.projects import ProjectsService
-from tests.emulator.services.query import select
+from tests.emulator.services.query import TASK_QUERY, as_list, select, sorted_tags
 from tests.emulator.services.queues import QueuesService
 from tests.emulator.state import COMPANY_ID, USER_ID, USER_NAME, Doc, ServerState, new_id, now_iso
 
@@ -43,12 +43,14 @@ TASK_TYPES = (
     "application",
     "monitor",
     "controller",
+    "report",
     "optimizer",
     "service",
     "qc",
     "custom",
 )
 ARCHIVED_TAG = "archived"
+HIDDEN_TAG = "hidden"
 
 # Fields a client may set on tasks.create / tasks.edit (clearml-server's create_fields).
 TASK_CREATE_FIELDS = (
@@ -81,11 +83,9 @@ class TasksService(Service):
     def __init__(
         self, state: ServerState, projects: ProjectsService, queues: QueuesService
     ) -> None:
-        super().__init__(state)
+        super().__init__(state, projects.scrolls)
         self.projects = projects
         self.queues = queues
-        # task id -> time.time() of its last ping/worker report (is a worker still running it?)
-        self.task_update_ts: dict[str, float] = {}
 
     def _dequeue_and_change_status(
         self,
@@ -176,24 +176,44 @@ class TasksService(Service):
         return {"id": task["id"]}
 
     def ep_tasks__get_by_id(self, req: dict[str, Any]) -> dict[str, Any]:
-        return {"task": copy.deepcopy(self._task(req["task"]))}
+        return {"task": sorted_tags([copy.deepcopy(self._task(req["task"]))])[0]}
+
+    def _visible(self, req: dict[str, Any]) -> Callable[[Doc], bool] | None:
+        """The server's hidden-task rule: tasks tagged `hidden` only with search_hidden or ids."""
+        if req.get("search_hidden") or req.get("id"):
+            return None
+        return lambda t: HIDDEN_TAG not in (t.get("system_tags") or [])
+
+    def _query(self, req: dict[str, Any]) -> dict[str, Any]:
+        """The request as the query sees it: subprojects added when asked."""
+        req = dict(req)
+        if req.pop("include_subprojects", False) and req.get("project"):
+            req["project"] = self.projects.with_children(as_list(req["project"]))
+        return req
 
     def ep_tasks__get_all(self, req: dict[str, Any]) -> dict[str, Any]:
-        tasks = list(self.state.tasks.values())
-        if not req.get("search_hidden"):
-            hidden_projects = {
-                p["id"] for p in self.state.projects.values() if "hidden" in p["system_tags"]
-            }
-            if not req.get("project"):
-                tasks = [t for t in tasks if t.get("project") not in hidden_projects]
-        result = select(
-            tasks,
-            req,
-            pattern_fields=("name", "comment"),
-            list_fields=("id", "tags", "system_tags", "status", "type", "project", "user"),
-            value_fields=("parent", "execution.queue"),
+        query = self._query(req)
+        tasks, extra = select(
+            self.state.tasks.values(), query, TASK_QUERY, self.scrolls,
+            condition=self._visible(query),
+        )  # fmt: skip
+        return {"tasks": sorted_tags(tasks), **extra}
+
+    def ep_tasks__get_all_ex(self, req: dict[str, Any]) -> dict[str, Any]:
+        query = self._query(req)
+        tasks, extra = select(
+            self.state.tasks.values(), query, TASK_QUERY, self.scrolls,
+            condition=self._visible(query), resolve=self.resolve,
+        )  # fmt: skip
+        return {"tasks": sorted_tags(tasks), **extra}
+
+    def ep_tasks__get_by_id_ex(self, req: dict[str, Any]) -> dict[str, Any]:
+        if not req.get("id"):
+            raise errors.MissingRequiredFields(field="id")
+        tasks, _ = select(
+            self.state.tasks.values(), req, TASK_QUERY, self.scrolls, resolve=self.resolve
         )
-        return {"tasks": result}
+        return {"tasks": sorted_tags(tasks)}
 
     def ep_tasks__get_types(self, req: dict[str, Any]) -> dict[str, Any]:
         types = sorted({t["type"] for t in self.state.tasks.values()})
@@ -267,7 +287,7 @@ class TasksService(Service):
         return res
 
     def _stop(self, task: Doc, force: bool, status_reason: str) -> dict[str, Any]:
-        last_update = self.task_update_ts.get(task["id"], 0.0)
+        last_update = self.state.task_update_ts.get(task["id"], 0.0)
         run_by_worker = bool(task.get("last_worker")) and time.time() - last_update < 600
         if task["status"] == QUEUED or DEVELOPMENT_TAG in task["system_tags"] or not run_by_worker:
             if task["status"] == QUEUED:
@@ -344,6 +364,7 @@ class TasksService(Service):
                 "started": None,
                 "completed": None,
                 "published": None,
+                "active_duration": None,
                 "last_worker": None,
                 "enqueue_status": None,
                 "output": {
@@ -631,8 +652,8 @@ class TasksService(Service):
 
     def ep_tasks__ping(self, req: dict[str, Any]) -> dict[str, Any]:
         task = self._task(req["task"])
-        task["last_update"] = now_iso()
-        self.task_update_ts[task["id"]] = time.time()
+        self.set_last_update(task)
+        self.state.task_update_ts[task["id"]] = time.time()
         return {}
 
     def _task_for_update(self, task_id: str, force: bool = False) -> Doc:
@@ -769,8 +790,3 @@ class TasksService(Service):
             task["configuration"].pop(name, None) is not None for name in req["configuration"]
         )
         return {"deleted": deleted}
-
-    def ep_tasks__edit_runtime(self, req: dict[str, Any]) -> dict[str, Any]:
-        task = self._task(req["task"])
-        task.setdefault("runtime", {}).update(req.get("runtime") or {})
-        return {"updated": 1}

@@ -26,7 +26,7 @@ class WorkersService(Service):
     """workers.register/unregister/status_report/get_all."""
 
     def __init__(self, state: ServerState, tasks: TasksService) -> None:
-        super().__init__(state)
+        super().__init__(state, tasks.scrolls)
         # status reports mark tasks as run by a worker (tasks.stop reads it)
         self.tasks = tasks
 
@@ -96,7 +96,7 @@ class WorkersService(Service):
             task["last_worker"] = worker["id"]
             task["last_worker_report"] = now
             task["last_update"] = now
-            self.tasks.task_update_ts[task["id"]] = time.time()
+            self.state.task_update_ts[task["id"]] = time.time()
         else:
             worker["task"] = None
         worker["queue"] = req.get("queue")
@@ -121,3 +121,15 @@ class WorkersService(Service):
             ]
             workers.append(out)
         return {"workers": workers}
+
+    def ep_workers__get_activity_report(self, req: dict[str, Any]) -> dict[str, Any]:
+        """The workers page's activity chart. The emulator keeps no history: one sample, now."""
+        if req["to_date"] < req["from_date"] or req["interval"] < 1:
+            raise errors.ValidationError("to_date before from_date, or interval < 1")
+        self._expire_workers()
+        workers = list(self.state.workers.values())
+        date = int(req["to_date"])
+        return {
+            "total": {"dates": [date], "counts": [len(workers)]},
+            "active": {"dates": [date], "counts": [sum(1 for w in workers if w.get("task"))]},
+        }
