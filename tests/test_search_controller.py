@@ -44,7 +44,9 @@ class InstantBackend:
         self.stopped: list[str] = []
         self.max_in_flight = 0
 
-    def submit(self, trial_id: str, values: Any, attempt: int, final: bool) -> str:
+    def submit(
+        self, trial_id: str, values: Any, attempt: int, final: bool, weights_from: str = ""
+    ) -> str:
         handle = f"{trial_id}#{attempt}"
         self.attempts[handle] = (trial_id, dict(values), attempt)
         return handle
@@ -69,6 +71,9 @@ class InstantBackend:
 
     def abandon(self, handle: str, reason: str) -> None:
         self.stopped.append(handle)
+
+    def curve(self, handle: str) -> list[tuple[int, float]]:
+        return []  # no epochs: these trials are scored at once
 
 
 def _oracle(tmp_path: Path, tuner: str, max_trials: int) -> KerasTunerOracle:
