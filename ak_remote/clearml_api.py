@@ -599,12 +599,15 @@ class Client:
         data = self.call("events.get_task_log", body)
         return list(data.get("events") or [])
 
-    def scalar_histogram(self, task_id: str, samples: int = 0) -> Doc:
-        """events.scalar_metrics_iter_histogram: {metric: {variant: {x: [...], y: [...]}}}."""
-        data = self.call(
-            "events.scalar_metrics_iter_histogram",
-            {"task": task_id, "samples": samples, "key": "iter"},
-        )
+    def scalar_histogram(
+        self, task_id: str, samples: int = 0, metrics: Sequence[Mapping[str, Any]] = ()
+    ) -> Doc:
+        """events.scalar_metrics_iter_histogram: {metric: {variant: {x: [...], y: [...]}}}, of
+        the `metrics` ({"metric": title, "variants": [...]}) only when given."""
+        body: Doc = {"task": task_id, "samples": samples, "key": "iter"}
+        if metrics:
+            body["metrics"] = [dict(m) for m in metrics]
+        data = self.call("events.scalar_metrics_iter_histogram", body)
         return dict(data)
 
     # -- queues and workers -------------------------------------------------------------------

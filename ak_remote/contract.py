@@ -208,6 +208,7 @@ EPOCH_OBJECTIVE_TITLE: Final = "objective by epoch"
 EPOCH_SERIES: Final = "epoch"
 SETUP_SERIES: Final = "setup seconds"  # a trial's start to its first epoch (single value)
 # A Hyperband trial's best-epoch weights, for the trial that continues it on another agent.
+STOPPED_EARLY_TAG: Final = "stopped early"  # user tag of a trial task the controller stopped
 TRIAL_WEIGHTS_ARTIFACT: Final = "trial_weights"
 TRIAL_WEIGHTS_FILE: Final = "trial.weights.h5"
 EPOCHS_FILE: Final = "epochs.json"  # a local trial's per-epoch objective (its run folder)

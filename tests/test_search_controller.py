@@ -66,7 +66,7 @@ class InstantBackend:
                 result[handle] = Observation(ctl.COMPLETED, objective=_score(values), worker="w1")
         return result
 
-    def stop(self, handles: list[str]) -> None:
+    def stop(self, handles: list[str], reason: str = "") -> None:
         self.stopped += handles
 
     def abandon(self, handle: str, reason: str) -> None:

@@ -121,7 +121,7 @@ class EpochBackend:
                 result[handle] = Observation(ctl.RUNNING, worker="w", marker=marker, **progress)
         return result
 
-    def stop(self, handles: list[str]) -> None:
+    def stop(self, handles: list[str], reason: str = "") -> None:
         self.stopped += handles
         self.stop_round.update(dict.fromkeys(handles, self.rounds))
 

@@ -122,6 +122,16 @@ class Tracker:
         )
         return Path(local)
 
+    def download_task_artifact(self, task_id: str, name: str) -> Path | None:
+        """A local copy of another task's output artifact `name`, or None when it has none.
+        Raises what the SDK raises when it cannot be fetched."""
+        from clearml import Task
+
+        artifact: Any = Task.get_task(task_id=task_id).artifacts.get(name)
+        if artifact is None:
+            return None
+        return Path(artifact.get_local_copy(extract_archive=False, raise_on_error=True))
+
     def register_model(
         self,
         package: Path,

@@ -123,7 +123,9 @@ class Backend(Protocol):
 
     def poll(self, handles: list[str]) -> dict[str, Observation]: ...
 
-    def stop(self, handles: list[str]) -> None: ...
+    def stop(self, handles: list[str], reason: str = "") -> None:
+        """Stop attempts; `reason` given: the controller stopped them early (not a failure)."""
+        ...
 
     def abandon(self, handle: str, reason: str) -> None:
         """Give up on a lost attempt: make sure it can never report as running or done."""
@@ -548,7 +550,7 @@ class Controller:
         for the oracle). Its slot is free at once: the next candidate does not wait for the
         stopped task to end on its agent."""
         attempt = trial.current
-        self.backend.stop([attempt.handle])
+        self.backend.stop([attempt.handle], reason)
         self._seen.pop(attempt.handle, None)
         attempt.status, attempt.ended, attempt.message = STOPPED, self.wall(), reason
         trial.state, trial.stop_reason = TRIAL_STOPPED, reason

@@ -96,6 +96,18 @@ class KerasTunerOracle:
         oracle.end_trial(trial)
         return str(trial_id)
 
+    def reopen(self, max_trials: int) -> None:
+        """After a restart from a saved state: `max_trials` trained here (warm results on top,
+        which Keras Tuner's saved state does not keep); Hyperband, whose state says its
+        iterations are done, runs one more when there is room (a grown search)."""
+        oracle = self.oracle
+        if oracle.max_trials:
+            oracle.max_trials = max_trials + sum(1 for t in oracle.trials.values() if _warm(t))
+        if hasattr(oracle, "hyperband_iterations") and len(oracle.trials) < oracle.max_trials:
+            oracle.hyperband_iterations = max(
+                oracle.hyperband_iterations, oracle._current_iteration + 2
+            )
+
     def grow(self, max_trials: int) -> bool:
         """Allow `max_trials` trials trained here in all (warm results on top)."""
         oracle = self.oracle
