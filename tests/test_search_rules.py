@@ -491,3 +491,24 @@ def test_best_up_to_reads_a_curve_up_to_an_epoch() -> None:
     assert ctl.best_up_to(curve, 3, 1.0) == 0.2
     assert ctl.best_up_to(curve, 0, 1.0) is None
     assert ctl.best_up_to([[1, math.nan]], 1, 1.0) is None
+
+
+def test_the_bayesian_oracle_fits_its_process_and_never_proposes_a_tried_candidate(
+    tmp_path: Path,
+) -> None:
+    """The controller's Bayesian oracle (ak_remote/search/bayesian.py) past its random start:
+    its Gaussian process is conditioned on every result and every trial in flight, and each
+    proposal is new."""
+    oracle = make_oracle(tmp_path, "bayesian", 14)
+    assert type(oracle.oracle).__name__ == "ScalableBayesianOracle"
+    oracle.oracle.num_initial_points = 4
+    backend = EpochBackend(epochs=2, fail_first={"05"})
+    search, _ = controller(oracle, backend, parallel=3)
+    search.run()
+    assert len(search.trials) == 14
+    assert not any(t.duplicate_of for t in search.trials.values())
+    trained = {values_key(backend.runs[h]["values"]) for h in backend.order}
+    assert len(trained) == 14
+    assert oracle.oracle._kernel is not None  # fitted, not random asks only
+    # The last fit saw the finished results and the trials then in flight.
+    assert oracle.oracle.gpr.X_train_.shape[0] >= 11

@@ -26,10 +26,10 @@ Rules:
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import json
 import math
-import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -250,6 +250,12 @@ class Controller:
         self.curve_reads = 0
         # handle -> (marker, controller time it last changed): the liveness rule's memory
         self._seen: dict[str, tuple[str, float]] = {}
+        # The median rule's memory: epoch -> sorted "lower is better" bests of the finished
+        # trials that reached it (built once, then one insert per finished trial and epoch),
+        # so a round costs one look-up per running trial whatever the number of results.
+        self._by_epoch: dict[int, list[float]] | None = None
+        self._in_table: set[str] = set()
+        self._keys: dict[str, str] | None = None  # values_key -> trial id (duplicate check)
 
     @property
     def sign(self) -> float:
@@ -327,6 +333,7 @@ class Controller:
         self.ended_by = str(state.get("ended_by") or (ENDED_ORACLE if self.stopped else ""))
         started = state.get("started_at")
         self.started_at = float(started) if started is not None else None
+        self._by_epoch, self._in_table, self._keys = None, set(), None
 
     def adopt(self) -> list[str]:
         """After a restart: keep trials whose attempt still runs; the oracle gets them back.
@@ -365,6 +372,7 @@ class Controller:
                 warm_from=source,
             )
             known.add(values_key(values))
+            self._known_keys()[values_key(values)] = trial_id
             given += 1
         self._emit("warm-started", None)
         return given
@@ -431,11 +439,12 @@ class Controller:
                 return  # idle: the oracle waits for running trials (Hyperband brackets)
             values = dict(answer.values)
             key = values_key(values)
-            twin = next((t for t in self.trials.values() if values_key(t.values) == key), None)
-            if twin is not None:
-                self._duplicate(answer.trial_id, slot, values, twin)
+            twin_id = self._known_keys().get(key)
+            if twin_id is not None:
+                self._duplicate(answer.trial_id, slot, values, self.trials[twin_id])
                 continue
             trial = Trial(answer.trial_id, slot, values)
+            self._known_keys()[key] = trial.trial_id
             parent = self.trials.get(str(values.get(PARENT_KEY, "")))
             if parent is not None:
                 trial.parent = parent.trial_id
@@ -443,6 +452,13 @@ class Controller:
             self.trials[trial.trial_id] = trial
             self._submit(trial, final=False)
             self._emit("submitted", trial)
+
+    def _known_keys(self) -> dict[str, str]:
+        if self._keys is None:
+            self._keys = {}
+            for trial in self.trials.values():
+                self._keys.setdefault(values_key(trial.values), trial.trial_id)
+        return self._keys
 
     def _weights_of(self, parent: Trial) -> str:
         """The attempt whose weights a promoted trial starts from; "" when there are none."""
@@ -563,16 +579,31 @@ class Controller:
         self.oracle.tell(trial.trial_id, trial.objective, reason)
         self._emit("stopped-early", trial)
 
+    def _median_table(self) -> dict[int, list[float]]:
+        """Per epoch, the sorted bests-so-far (times `sign`) of the finished trials that
+        reached it; brought up to date with the trials finished since the last call."""
+        if self._by_epoch is None:
+            self._by_epoch, self._in_table = {}, set()
+        for trial in self.trials.values():
+            if trial.trial_id in self._in_table:
+                continue
+            if trial.state not in (TRIAL_COMPLETED, TRIAL_STOPPED) or trial.duplicate_of:
+                continue
+            self._in_table.add(trial.trial_id)
+            best: float | None = None
+            for epoch, value in sorted((int(e), float(v)) for e, v in trial.curve):
+                if math.isfinite(value) and (best is None or self.sign * value < best):
+                    best = self.sign * value
+                if best is not None:
+                    bisect.insort(self._by_epoch.setdefault(epoch, []), best)
+        return self._by_epoch
+
     def _apply_median_rule(self) -> None:
         rule = self.median
         if rule is None:
             return
-        finished = [
-            t
-            for t in self.trials.values()
-            if t.state in (TRIAL_COMPLETED, TRIAL_STOPPED) and t.curve and not t.duplicate_of
-        ]
-        if len(finished) < rule.min_trials:
+        table = self._median_table()
+        if len(self._in_table) < rule.min_trials:
             return
         for trial in self.running():
             attempt = trial.current
@@ -582,21 +613,17 @@ class Controller:
             if attempt.epoch - start < rule.grace_epochs:
                 continue
             epoch = attempt.epoch
-            peers = [
-                value
-                for t in finished
-                if max(int(e) for e, _ in t.curve) >= epoch
-                and (value := best_up_to(t.curve, epoch, self.sign)) is not None
-            ]
+            peers = table.get(epoch) or []
             if len(peers) < rule.min_trials:
                 continue
-            median = statistics.median(peers)
-            if self.sign * attempt.best > self.sign * median:
+            half = len(peers) // 2
+            median = peers[half] if len(peers) % 2 else (peers[half - 1] + peers[half]) / 2
+            if self.sign * attempt.best > median:
                 self.stop_trial(
                     trial,
                     f"stopped early by the median rule: best {self.oracle.objective} "
                     f"{attempt.best:.4g} after epoch {epoch} is worse than the median "
-                    f"{median:.4g} of {len(peers)} finished trials there",
+                    f"{self.sign * median:.4g} of {len(peers)} finished trials there",
                 )
 
     def _reached(self, value: float | None) -> bool:
