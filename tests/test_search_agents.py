@@ -80,6 +80,14 @@ def train_losses(emulator: Emulator, task_id: str) -> dict[int, float]:
     return losses
 
 
+def launch(*args: str) -> Result:
+    """`launch structured-classifier` of a one-at-a-time search, its controller on `services`."""
+    return invoke(
+        "launch", "structured-classifier", "-q", "gpu", *TINY, "--parallel", "1",
+        "--controller-queue", "services", *args,
+    )  # fmt: skip
+
+
 def setup(emulator: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AK_REMOTE_POLL_INTERVAL", "1")
     monkeypatch.chdir(tmp_path)
@@ -96,7 +104,8 @@ def test_hyperband_hands_weights_to_another_agent_and_resumes(
     setup(emulator, tmp_path, monkeypatch)
     logs = tmp_path / "agents"
     # epochs=3, factor 3: bracket 1 trains 3 candidates for 1 epoch, then promotes the best to
-    # epochs 2-3; max_trials=4 ends the search there.
+    # epochs 2-3; max_trials=4 ends the search there. One trial at a time: with more, Hyperband
+    # opens its next bracket while a round waits, and max_trials could end it before a promotion.
     args = ["--set", "tuner=hyperband", "--set", "epochs=3", "--set", "max_trials=4", *TINY]
     refused = invoke(
         "launch",
@@ -122,7 +131,7 @@ def test_hyperband_hands_weights_to_another_agent_and_resumes(
                     "gpu",
                     *args,
                     "--parallel",
-                    "2",
+                    "1",
                     "--controller-queue",
                     "services",
                 )
@@ -193,27 +202,15 @@ def test_median_stops_free_the_agent_and_a_warm_start_trains_nothing_twice(
     args = ["--set", "tuner=random", "--set", "epochs=4", "--set", "early_stopping_patience=0"]
     args += ["--set", "objective=val_loss"]
     with running_agent(emulator, "gpu", log_dir=logs) as agent:
-        first = ok(
-            invoke(
-                "launch",
-                "structured-classifier",
-                "-q",
-                "gpu",
-                *args,
-                *TINY,
-                "--set",
-                "max_trials=3",
-                "--parallel",
-                "1",
-                "--controller",
-                "local",
-                "--stop-min-trials",
-                "1",
-                "--stop-grace",
-                "1",
+        with running_agent(emulator, "services", log_dir=logs) as first_controller:
+            first = ok(
+                launch(
+                    *args, "--set", "max_trials=3", "--stop-min-trials", "1", "--stop-grace", "1"
+                )
             )
-        )
-        first_id = first.stdout.split()[-1]
+            first_id = first.stdout.split()[0]
+            done = wait_for_status(emulator, first_id, timeout=900, agent=first_controller)
+            assert done["status"] == "completed", first_controller.log()[-6000:]
         tasks = children(emulator, first_id)
         trials = [t for t in tasks if trial_of(t) != "final"]
         stopped = [t for t in trials if "stopped early" in (t.get("tags") or [])]
@@ -230,24 +227,7 @@ def test_median_stops_free_the_agent_and_a_warm_start_trains_nothing_twice(
         assert {shown[str(t["id"])] for t in stopped} == {"stopped early"}
 
         with running_agent(emulator, "services", log_dir=logs) as controller_agent:
-            second = ok(
-                invoke(
-                    "launch",
-                    "structured-classifier",
-                    "-q",
-                    "gpu",
-                    *args,
-                    *TINY,
-                    "--set",
-                    "max_trials=2",
-                    "--parallel",
-                    "1",
-                    "--warm-start",
-                    first_id,
-                    "--controller-queue",
-                    "services",
-                )
-            )
+            second = ok(launch(*args, "--set", "max_trials=2", "--warm-start", first_id))
             second_id = second.stdout.split()[0]
             wait_for(
                 lambda: (

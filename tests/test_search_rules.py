@@ -281,7 +281,7 @@ def test_the_median_rule_stops_bad_trials_and_frees_their_slot_at_once(tmp_path:
     for median in (None, MedianRule(grace_epochs=2, min_trials=3)):
         oracle = make_oracle(tmp_path / str(median is None), "random", 14)
         backend = EpochBackend(epochs=6, fail_first={"03"})
-        search, _ = controller(oracle, backend, parallel=2, median=median)
+        search, _ = controller(oracle, backend, parallel=2, median=median, epochs=6)
         best = search.run()
         results[median is None] = (model_values(best.values), backend.epochs_trained())
         if median is None:
@@ -300,6 +300,7 @@ def test_the_median_rule_stops_bad_trials_and_frees_their_slot_at_once(tmp_path:
             assert trial.stop_reason.startswith("stopped early by the median rule")
             assert attempt.handle in backend.stopped
             assert attempt.epoch - backend.runs[attempt.handle]["start"] >= 2  # the grace
+            assert attempt.epoch < 6  # never in its last epoch: that would save nothing
             assert trial.objective == pytest.approx(attempt.best)
             kt = oracle.oracle.trials[trial.trial_id]
             assert str(kt.status) == "COMPLETED"

@@ -225,6 +225,7 @@ class Controller:
         handover: bool = True,
         wall: Callable[[], float] = time.time,
         refresh: Refresh | None = None,
+        epochs: int | None = None,
     ) -> None:
         self.oracle = oracle
         self.backend = backend
@@ -240,6 +241,7 @@ class Controller:
         self.handover = handover
         self.wall = wall
         self.refresh = refresh  # called every round: growth requests (more trials, agents)
+        self.epochs = epochs  # a trial's epochs (Hyperband's say their own): none left, no stop
         self.trials: dict[str, Trial] = {}
         self.final: Trial | None = None
         self.stopped = False  # no more trials: see ended_by
@@ -613,6 +615,9 @@ class Controller:
             if attempt.epoch - start < rule.grace_epochs:
                 continue
             epoch = attempt.epoch
+            planned = trial.values.get("tuner/epochs") or self.epochs
+            if planned is not None and epoch >= int(planned):
+                continue  # its last epoch is done: stopping it now saves nothing
             peers = table.get(epoch) or []
             if len(peers) < rule.min_trials:
                 continue

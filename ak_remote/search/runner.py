@@ -235,6 +235,7 @@ def control(spec: SearchSpec, run: Run, data: Dataset, split: Split) -> None:
         ),
         budget=ctl.Budget(spec.max_time_s, spec.max_gpu_hours, spec.target),
         handover=spec.handover,
+        epochs=settings.epochs,
         refresh=growth_reader(client, spec.search_id) if client is not None else None,
     )
     snapshot = store.fetch()
