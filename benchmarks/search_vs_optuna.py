@@ -270,15 +270,37 @@ def run_hpo(
     before = set(emulator.state.tasks)
     argv = [sys.executable, str(hpo), template, str(setup_file), str(trials)]
     argv += [params["epochs"], str(seed)]
-    proc = subprocess.run(argv, env=env, cwd=work, capture_output=True, text=True, check=False)
-    (work / "hpo.log").write_text(proc.stdout + proc.stderr)
-    if proc.returncode != 0 or "RESULT" not in proc.stdout:
-        raise SystemExit(f"HyperParameterOptimizer failed:\n{proc.stderr[-3000:]}")
-    return {
-        i
-        for i in set(emulator.state.tasks) - before
-        if emulator.state.tasks[i].get("type") != "optimizer"
-    }
+
+    def spawned() -> set[str]:
+        return {
+            i
+            for i in set(emulator.state.tasks) - before
+            if emulator.state.tasks[i].get("type") != "optimizer"
+        }
+
+    with (work / "hpo.log").open("wb") as log:
+        proc = subprocess.Popen(
+            argv, env=env, cwd=work, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        # Its optimizer thread has been seen to spin on after its last trial ended (clearml
+        # 2.1.12, optuna 5.0.0); the trials are what is measured, so it is stopped once they
+        # all ended.
+        deadline = time.monotonic() + 3600
+        while proc.poll() is None and time.monotonic() < deadline:
+            ended = [i for i in spawned() if emulator.state.tasks[i]["status"] in ENDED]
+            if len(ended) >= trials:
+                break
+            time.sleep(2)
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+    return spawned()
+
+
+ENDED = ("completed", "stopped", "failed")
 
 
 def summarise(rows: list[dict[str, Any]], threshold: float) -> dict[str, Any]:
