@@ -198,9 +198,11 @@ def test_median_stops_free_the_agent_and_a_warm_start_trains_nothing_twice(
     emulator = clearml_emulator
     setup(emulator, tmp_path, monkeypatch)
     logs = tmp_path / "agents"
-    # val_loss: a continuous objective (accuracies of 30 validation rows tie).
-    args = ["--set", "tuner=random", "--set", "epochs=4", "--set", "early_stopping_patience=0"]
-    args += ["--set", "objective=val_loss"]
+    # val_loss: a continuous objective (accuracies of a few validation rows tie); epochs of
+    # small batches, so the controller sees a trial before its last epoch.
+    args = ["--set", "tuner=random", "--set", "epochs=10", "--set", "early_stopping_patience=0"]
+    args += ["--set", "objective=val_loss", "--set", "dataset=breast_cancer"]
+    args += ["--set", "batch_size=8"]
     with running_agent(emulator, "gpu", log_dir=logs) as agent:
         with running_agent(emulator, "services", log_dir=logs) as first_controller:
             first = ok(

@@ -94,6 +94,10 @@ class Tracker:
     def report_single_value(self, name: str, value: float) -> None:
         self.logger.report_single_value(name=name, value=value)
 
+    def flush(self) -> None:
+        """Send what was reported now, not at the SDK's next periodic flush."""
+        self.logger.flush()
+
     def report_confusion_matrix(self, matrix: Any, labels: Sequence[str]) -> None:
         self.logger.report_confusion_matrix(
             title="confusion matrix",

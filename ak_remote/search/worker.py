@@ -262,6 +262,9 @@ def epoch_reporter(
             # value it has not seen yet.
             tracker.report_scalar(EPOCH_OBJECTIVE_TITLE, objective, float(value), done)
             tracker.report_scalar(EPOCH_OBJECTIVE_TITLE, EPOCH_SERIES, float(done), done)
+            # At once (one request an epoch): the controller judges a trial by its epochs, and
+            # the SDK's own flush can lag behind several short ones.
+            tracker.flush()
             self.points.append([done, float(value)])
             tmp = epochs_file.with_name(f".{epochs_file.name}.tmp")
             tmp.write_text(json.dumps({"objective": objective, "epochs": self.points}))
