@@ -605,16 +605,19 @@ class Client:
         data = self.call("events.get_task_log", body)
         return list(data.get("events") or [])
 
-    def scalar_histogram(self, task_id: str, samples: int = 6000) -> Doc:
-        """events.scalar_metrics_iter_histogram: {metric: {variant: {x: [...], y: [...]}}}.
+    def scalar_histogram(
+        self, task_id: str, samples: int = 6000, metrics: Sequence[Mapping[str, Any]] = ()
+    ) -> Doc:
+        """events.scalar_metrics_iter_histogram: {metric: {variant: {x: [...], y: [...]}}}, of
+        the `metrics` ({"metric": title, "variants": [...]}) only when given.
 
         The server takes 1 to 6000 samples (its request model refuses 0): 6000, the most it
         gives, keeps every epoch of any run we make.
         """
-        data = self.call(
-            "events.scalar_metrics_iter_histogram",
-            {"task": task_id, "samples": samples, "key": "iter"},
-        )
+        body: Doc = {"task": task_id, "samples": samples, "key": "iter"}
+        if metrics:
+            body["metrics"] = [dict(m) for m in metrics]
+        data = self.call("events.scalar_metrics_iter_histogram", body)
         return dict(data)
 
     # -- queues and workers -------------------------------------------------------------------

@@ -34,6 +34,8 @@ class Config:
     http_backoff: float = 0.5  # seconds before the first retry, doubling
     http_timeout: float = 30.0  # read timeout per request, seconds
     poll_interval: float = 5.0  # seconds between status polls of --wait / --follow
+    # Price per GPU-hour by queue ("gpu=2.5,gpu-large=4.1"): `status SEARCH` shows the cost.
+    gpu_prices: str | None = None
 
 
 _ENV_PREFIX = "AK_REMOTE_"

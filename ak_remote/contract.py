@@ -89,6 +89,9 @@ RESUMABLE: Final = frozenset({STOPPED, FAILED})
 RUN_RUNNING: Final = "running"
 RUN_COMPLETED: Final = "completed"
 RUN_FAILED: Final = "failed"
+# A parallel search's trial the controller stopped before its last epoch (the median rule, a
+# budget, the target): its best objective so far is its result; not a failure.
+TRIAL_STOPPED: Final = "stopped"
 
 # -- a trial attempt as a search's controller sees it, whatever ran it (ak_remote.search) -----
 # Queued, completed and failed as the server says them; a trial's own state is a run status.
@@ -97,6 +100,7 @@ ATTEMPT_RUNNING: Final = "running"  # in progress, or started and not yet report
 ATTEMPT_COMPLETED: Final = COMPLETED
 ATTEMPT_FAILED: Final = FAILED
 ATTEMPT_MISSING: Final = "missing"  # the backend no longer knows the attempt (deleted, lost)
+ATTEMPT_STOPPED: Final = "stopped"  # stopped by the controller (early stop, budget, target)
 LIVE_STATUSES: Final = frozenset({CREATED, QUEUED, IN_PROGRESS})  # a task not ended yet
 
 # -- files a run writes and the artifact names they are uploaded under -------------------------
@@ -200,5 +204,15 @@ SEARCH_SPEC_KEY: Final = "spec"
 SEARCH_CONTROLLER_ARTIFACT: Final = "search_controller"  # the controller's state snapshot
 # ... and its file in the controller's run folder (a local search resumes from it).
 SEARCH_CONTROLLER_FILE: Final = "search_controller.zip"
+# What a trial reports every epoch (scalar title; series: the objective's name, and `epoch`), so
+# the controller can read each running trial's progress from the task's last_metrics alone.
+EPOCH_OBJECTIVE_TITLE: Final = "objective by epoch"
+EPOCH_SERIES: Final = "epoch"
+SETUP_SERIES: Final = "setup seconds"  # a trial's start to its first epoch (single value)
+# A Hyperband trial's best-epoch weights, for the trial that continues it on another agent.
+STOPPED_EARLY_TAG: Final = "stopped early"  # user tag of a trial task the controller stopped
+TRIAL_WEIGHTS_ARTIFACT: Final = "trial_weights"
+TRIAL_WEIGHTS_FILE: Final = "trial.weights.h5"
+EPOCHS_FILE: Final = "epochs.json"  # a local trial's per-epoch objective (its run folder)
 # What a trial reports: scalar title "objective", series = the objective's name.
 OBJECTIVE_TITLE: Final = "objective"

@@ -125,6 +125,9 @@ class SearchPartRecord:
     values: dict[str, Any] | None = None
     objective: str | None = None
     epochs: int | None = None
+    initial_epoch: int = 0  # Hyperband: continued from another attempt's weights at this epoch
+    weights_from: str | None = None  # that attempt (a task id or a run folder)
+    weights_kept: bool = False  # its best epoch's weights kept for a promotion
 
 
 @dataclass
@@ -133,15 +136,21 @@ class AttemptRecord:
     status: str = ""
     worker: str = ""
     message: str = ""
+    epoch: int = 0  # the last epoch it reported
 
 
 @dataclass
 class TrialRecord:
     trial: str = ""
-    state: str = ""
+    state: str = ""  # running, completed, failed, or stopped (early: its best so far counts)
     objective: float | None = None
     values: dict[str, Any] = field(default_factory=dict)
     attempts: list[AttemptRecord] = field(default_factory=list)
+    stop_reason: str = ""
+    parent: str = ""  # Hyperband: the trial it continued
+    weights_from: str = ""  # the attempt whose weights it started from
+    warm_from: str = ""  # a result of an earlier search, not trained here
+    duplicate_of: str = ""
 
 
 @dataclass
@@ -171,6 +180,13 @@ class ControllerRecord:
     polls: int = 0
     trials: list[TrialRecord] = field(default_factory=list)
     final_fit: FinalFitRecord | None = None
+    trials_stopped: int = 0  # stopped early (median rule, budget, target)
+    trials_warm: int = 0  # results given by --warm-start
+    ended_by: str = ""  # oracle, target, max_time or max_gpu_hours
+    elapsed_s: float = 0.0  # wall time since the search first started
+    gpu_hours: float = 0.0  # agent-hours of every trial attempt
+    epochs_trained: int = 0
+    curve_reads: int = 0  # per-epoch series read (one per finished or stopped trial)
 
 
 SearchRecord = Union[LocalSearch, SearchPartRecord, ControllerRecord]  # noqa: UP007

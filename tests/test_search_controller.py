@@ -44,7 +44,9 @@ class InstantBackend:
         self.stopped: list[str] = []
         self.max_in_flight = 0
 
-    def submit(self, trial_id: str, values: Any, attempt: int, final: bool) -> str:
+    def submit(
+        self, trial_id: str, values: Any, attempt: int, final: bool, weights_from: str = ""
+    ) -> str:
         handle = f"{trial_id}#{attempt}"
         self.attempts[handle] = (trial_id, dict(values), attempt)
         return handle
@@ -64,11 +66,14 @@ class InstantBackend:
                 result[handle] = Observation(ctl.COMPLETED, objective=_score(values), worker="w1")
         return result
 
-    def stop(self, handles: list[str]) -> None:
+    def stop(self, handles: list[str], reason: str = "") -> None:
         self.stopped += handles
 
     def abandon(self, handle: str, reason: str) -> None:
         self.stopped.append(handle)
+
+    def curve(self, handle: str) -> list[tuple[int, float]]:
+        return []  # no epochs: these trials are scored at once
 
 
 def _oracle(tmp_path: Path, tuner: str, max_trials: int) -> KerasTunerOracle:
@@ -190,6 +195,20 @@ def test_a_restarted_controller_adopts_running_trials_and_keeps_finished_ones(
     [
         (["--parallel", "0"], "--parallel 0 is not a positive number"),
         (["--set", "max_trials=2", "--parallel", "3"], "more than max_trials=2"),
+        (["--early-stop", "off"], "--early-stop need --parallel N"),
+        (["--parallel", "2", "--max-time", "soon"], "--max-time 'soon' is not a duration"),
+        (["--parallel", "2", "--max-time", "0m"], "must be a positive duration"),
+        (["--parallel", "2", "--max-gpu-hours", "-1"], "--max-gpu-hours -1.0 must be a positive"),
+        (["--parallel", "2", "--target", "nan"], "--target nan is not a number"),
+        (
+            ["--parallel", "2", "--early-stop", "off", "--stop-grace", "3"],
+            "--stop-grace and --stop-min-trials tune --early-stop median",
+        ),
+        (["--parallel", "2", "--warm-start", "nowhere"], "not a parallel search's run folder"),
+        (
+            ["--parallel", "2", "--set", "tuner=hyperband", "--warm-start", "x"],
+            "--warm-start works with tuner=random",
+        ),
     ],
 )
 def test_run_parallel_refuses_bad_input_before_creating_anything(

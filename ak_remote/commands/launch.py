@@ -14,6 +14,7 @@ from ak_remote.commands.common import (
     set_option,
     wait_option,
 )
+from ak_remote.commands.search import search_rule_options
 from ak_remote.config import pick
 from ak_remote.launcher.launch import (
     SWEEP_ID_AT_LAUNCH,
@@ -22,6 +23,7 @@ from ak_remote.launcher.launch import (
     execute_launch,
     plan_launch,
 )
+from ak_remote.search.spec import SearchRules
 
 
 @click.command()
@@ -79,6 +81,7 @@ from ak_remote.launcher.launch import (
 )
 @json_option("Print the runs (or the plan) as JSON.")
 @pass_app
+@search_rule_options
 def launch(
     app: App,
     template: str,
@@ -99,6 +102,7 @@ def launch(
     max_retries: int | None,
     lost_after: float | None,
     as_json: bool,
+    rules: SearchRules,
 ) -> None:
     """Clone TEMPLATE (a job name or a task id) with overrides and enqueue it on a queue.
 
@@ -110,6 +114,8 @@ def launch(
       ak-remote launch image-classifier -q gpu --set max_trials=20
       ak-remote launch structured-classifier -q cpu --sweep epochs=10,20 --sweep tuner=greedy,random
       ak-remote launch image-classifier -q gpu --set max_trials=64 --parallel 8
+      ak-remote launch image-classifier -q gpu --set tuner=hyperband --set epochs=27 \\
+          --set max_trials=200 --parallel 8 --max-gpu-hours 6 --target 0.99
     """
     config = app.config
     request = LaunchRequest(
@@ -125,12 +131,12 @@ def launch(
         create_queue=create_queue,
     )
     search_flags = (controller_queue, controller_where, max_retries, lost_after)
-    if parallel is not None or any(flag is not None for flag in search_flags):
+    if parallel is not None or rules.given() or any(f is not None for f in search_flags):
         from ak_remote.commands.search import launch_search
         from ak_remote.search.launch import SearchOptions
 
         options = SearchOptions(
-            parallel, controller_queue, controller_where, max_retries, lost_after
+            parallel, controller_queue, controller_where, max_retries, lost_after, rules
         )
         launch_search(app, request, options, dry_run, wait, as_json)
         return

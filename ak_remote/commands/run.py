@@ -9,8 +9,10 @@ import click
 
 from ak_remote import contract, ui
 from ak_remote.commands.common import json_option, set_option
+from ak_remote.commands.search import search_rule_options
 from ak_remote.launcher import local_run
 from ak_remote.params import parse_assignments
+from ak_remote.search.spec import SearchRules
 
 
 @click.command()
@@ -55,6 +57,7 @@ from ak_remote.params import parse_assignments
     help="Show TensorFlow's, Keras' and ClearML's warnings [default: RUN/logs/libraries.log].",
 )
 @json_option("Print the run's summary as JSON.")
+@search_rule_options
 def run(
     job_name: str,
     assignments: tuple[str, ...],
@@ -67,6 +70,7 @@ def run(
     parallel: int | None,
     verbose: bool,
     as_json: bool,
+    rules: SearchRules,
 ) -> None:
     """Run JOB on this machine, tracked in ClearML.
 
@@ -80,6 +84,8 @@ def run(
       ak-remote run image-classifier --set max_trials=16 --parallel 8   # 8 GPUs, 8 workers
     """
     overrides = parse_assignments(assignments)
+    if parallel is None and rules.given():
+        raise click.UsageError(f"{', '.join(rules.given())} need --parallel N")
     if verbose:  # read by the job's runtime (ak_remote.runtime.console), a child process
         os.environ["AK_REMOTE_VERBOSE"] = "1"
     if resume_dir is not None:
@@ -113,7 +119,11 @@ def run(
                 f"{target} holds a single search, which resumes as one: drop --parallel"
             )
         check_parallel(parallel, int(str(values["max_trials"])))
-        spec = SearchSpec(role=CONTROLLER, backend=LOCAL_BACKEND, parallel=parallel)
+        spec = rules.apply(SearchSpec(role=CONTROLLER, backend=LOCAL_BACKEND, parallel=parallel))
+        if spec.warm_start:
+            check_local_warm_start(spec.warm_start, str(values["tuner"]), offline)
+            if not contract.is_task_id(spec.warm_start):
+                spec.warm_start = str(Path(spec.warm_start).resolve())
         target.mkdir(parents=True, exist_ok=True)
         spec_file = target / "search_spec.json"
         spec_file.write_text(spec.to_json() + "\n")
@@ -147,3 +157,24 @@ def run(
     elif summary.task_id:
         steps.append(f"ak-remote status {summary.task_id}")
     ui.next_steps(steps)
+
+
+def check_local_warm_start(source: str, tuner: str, offline: bool) -> None:
+    """`run --parallel --warm-start`: a local search's run folder, or a search's task id when a
+    server is configured; its data and space are checked once the job has its data."""
+    from ak_remote.contract import is_task_id
+    from ak_remote.search.runner import STATE_FILE
+
+    if tuner == "hyperband":
+        raise click.UsageError(
+            "--warm-start works with tuner=random, bayesian or greedy (Hyperband's brackets "
+            "start from new random candidates)"
+        )
+    if is_task_id(source):
+        if offline:
+            raise click.UsageError(f"--warm-start {source}: a search id needs a ClearML server")
+        return
+    if not (Path(source) / STATE_FILE).is_file():
+        raise click.UsageError(
+            f"--warm-start {source}: not a parallel search's run folder (no {STATE_FILE})"
+        )

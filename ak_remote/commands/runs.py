@@ -38,7 +38,7 @@ def status(
     if len(ids) == 1 and not sweep_id and not project:
         from ak_remote.commands.search import show_search
 
-        if show_search(client, ids[0], as_json):
+        if show_search(client, ids[0], as_json, app.config.gpu_prices or ""):
             return
     tasks = select_tasks(client, ids=ids, sweep=sweep_id, project=project, limit=limit)
     rows = run_statuses(client, tasks)

@@ -101,6 +101,10 @@ class Tracker:
     def report_plotly(self, title: str, series: str, figure: Mapping[str, Any]) -> None:
         self.logger.report_plotly(title=title, series=series, iteration=0, figure=dict(figure))
 
+    def flush(self) -> None:
+        """Send what was reported now, not at the SDK's next periodic flush."""
+        self.logger.flush()
+
     def report_confusion_matrix(self, matrix: Any, labels: Sequence[str]) -> None:
         self.logger.report_confusion_matrix(
             title="confusion matrix",
@@ -128,6 +132,16 @@ class Tracker:
             extract_archive=False, raise_on_error=True, force_download=True
         )
         return Path(local)
+
+    def download_task_artifact(self, task_id: str, name: str) -> Path | None:
+        """A local copy of another task's output artifact `name`, or None when it has none.
+        Raises what the SDK raises when it cannot be fetched."""
+        from clearml import Task
+
+        artifact: Any = Task.get_task(task_id=task_id).artifacts.get(name)
+        if artifact is None:
+            return None
+        return Path(artifact.get_local_copy(extract_archive=False, raise_on_error=True))
 
     def register_model(
         self,

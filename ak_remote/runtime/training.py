@@ -225,6 +225,11 @@ def build_automodel(
         "project_name": PROJECT_NAME,
         "overwrite": not (state is not None and state.resumed),
     }
+    if settings.tuner == "hyperband" and candidate is None:
+        # Hyperband's brackets run up to max_epochs per model: the job's `epochs`. AutoKeras'
+        # own default (1000) makes the first bracket hundreds of 2-epoch trials, so max_trials
+        # ends a search before any promotion.
+        kwargs["max_epochs"] = settings.epochs
     if candidate is not None:
         # Random search over a space where every value is Fixed: exactly the candidate.
         fixed = with_precision(readable_runs(tuner_class("random"), trial), settings.precision)

@@ -3,16 +3,21 @@
 ClearML: each attempt is one `tasks.clone` of the job template (the search's parameters, the
 candidate in `Search/spec`, the search as parent, named `trial 07`) and one
 `tasks.enqueue_many`; one `tasks.get_all` per poll reads every attempt in flight (status,
-last_update, worker, last_metrics). Nothing else: no per-trial reads, no SDK Task objects.
+last_update, worker, last_metrics: the objective, and each trial's epoch and best objective so
+far from its `objective by epoch` series); one `events.scalar_metrics_iter_histogram` per
+finished or stopped trial reads its whole per-epoch curve (the median rule's memory). No SDK
+Task objects.
 
 Local: each attempt is the job script in a child process (its own run folder under the search's
-`trials/`), one GPU each through CUDA_VISIBLE_DEVICES when the machine has GPUs; its result is
-the summary.json it leaves.
+`trials/`), one GPU each through CUDA_VISIBLE_DEVICES when the machine has GPUs; its progress is
+the `epochs.json` it rewrites every epoch, its result the summary.json it leaves.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
+import math
 import os
 import secrets
 import shutil
@@ -26,6 +31,9 @@ from typing import Any
 from ak_remote.catalog import Job
 from ak_remote.contract import (
     CREATED,
+    EPOCH_OBJECTIVE_TITLE,
+    EPOCH_SERIES,
+    EPOCHS_FILE,
     FAILED,
     FINAL_FIT_TAG,
     FINISHED_OK,
@@ -38,6 +46,7 @@ from ak_remote.contract import (
     RUN_TAG,
     SEARCH_OF_PREFIX,
     SEARCH_SECTION,
+    STOPPED_EARLY_TAG,
     SUMMARY_FILE,
     TRIAL_TAG_PREFIX,
     job_tag,
@@ -79,16 +88,41 @@ def search_hyperparams(
     return tree
 
 
-def objective_of(task: Mapping[str, Any]) -> float | None:
-    """The objective a trial task reported (scalar title `objective`), or None."""
+def _metric_entries(task: Mapping[str, Any], title: str) -> dict[str, dict[str, Any]]:
+    """last_metrics entries of one scalar title, by variant."""
+    found: dict[str, dict[str, Any]] = {}
     for variants in (task.get("last_metrics") or {}).values():
         for entry in (variants or {}).values() if isinstance(variants, dict) else []:
-            if isinstance(entry, dict) and entry.get("metric") == OBJECTIVE_TITLE:
-                try:
-                    return float(entry["value"])
-                except (KeyError, TypeError, ValueError):
-                    return None
-    return None
+            if isinstance(entry, dict) and entry.get("metric") == title:
+                found[str(entry.get("variant") or "")] = entry
+    return found
+
+
+def _number(entry: Mapping[str, Any] | None, key: str) -> float | None:
+    try:
+        value = float((entry or {})[key])
+    except (KeyError, TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) else None
+
+
+def objective_of(task: Mapping[str, Any]) -> float | None:
+    """The objective a trial task reported (scalar title `objective`), or None."""
+    entries = _metric_entries(task, OBJECTIVE_TITLE)
+    return _number(next(iter(entries.values())), "value") if entries else None
+
+
+def progress_of(
+    task: Mapping[str, Any], objective: str, direction: str
+) -> tuple[int, float | None]:
+    """(last epoch, best objective so far) from a trial task's `objective by epoch` series in
+    last_metrics (which the server keeps with each series' min and max); (0, None) before its
+    first epoch."""
+    entries = _metric_entries(task, EPOCH_OBJECTIVE_TITLE)
+    epoch = _number(entries.get(EPOCH_SERIES), "max_value")
+    best_key = "max_value" if direction == "max" else "min_value"
+    best = _number(entries.get(objective), best_key)
+    return (int(epoch), best) if epoch is not None and best is not None else (0, None)
 
 
 class ClearMLBackend:
@@ -101,6 +135,8 @@ class ClearMLBackend:
         general: Mapping[str, str],
         spec: SearchSpec,
         fingerprint: str,
+        objective: str = "",
+        direction: str = "min",
     ) -> None:
         from ak_remote.datasets.secrets import refuse_credentials
 
@@ -111,10 +147,20 @@ class ClearMLBackend:
         self.general = dict(general)
         self.spec = spec
         self.fingerprint = fingerprint
+        self.objective, self.direction = objective, direction
         self.nonce = secrets.token_hex(3)  # launch tokens differ between controller restarts
 
-    def submit(self, trial_id: str, values: Mapping[str, Any], attempt: int, final: bool) -> str:
-        spec = self.spec.part(trial_id, dict(values), self.fingerprint, attempt, final)
+    def submit(
+        self,
+        trial_id: str,
+        values: Mapping[str, Any],
+        attempt: int,
+        final: bool,
+        weights_from: str = "",
+    ) -> str:
+        spec = self.spec.part(
+            trial_id, dict(values), self.fingerprint, attempt, final, weights_from
+        )
         search = self.spec.search_id
         token = f"{LAUNCH_TAG_PREFIX}{search[:12]}-{self.nonce}-{trial_id}-{attempt}"
         system_tags = [job_tag(self.job.name), f"{SEARCH_OF_PREFIX}{search}"]
@@ -152,18 +198,39 @@ class ClearMLBackend:
             else:  # failed, stopped
                 kind = ctl.FAILED
             message = str(task.get("status_message") or task.get("status_reason") or status)
+            epoch, best = progress_of(task, self.objective, self.direction)
             result[str(task["id"])] = ctl.Observation(
                 status=kind,
                 objective=objective_of(task),
                 worker=str(task.get("last_worker") or ""),
                 marker=str(task.get("last_update") or ""),
                 message=f"task {status}: {message}" if kind == ctl.FAILED else message,
+                epoch=epoch,
+                best=best,
             )
         return result
 
-    def stop(self, handles: list[str]) -> None:
-        if handles:
-            self.client.stop_many(handles, message="stopped by the search controller")
+    def curve(self, handle: str) -> list[tuple[int, float]]:
+        series = self.client.scalar_histogram(
+            handle, metrics=[{"metric": EPOCH_OBJECTIVE_TITLE, "variants": [self.objective]}]
+        )
+        points = (series.get(EPOCH_OBJECTIVE_TITLE) or {}).get(self.objective) or {}
+        return sorted(
+            (int(x), float(y))
+            for x, y in zip(points.get("x") or [], points.get("y") or [], strict=False)
+            if isinstance(y, (int, float)) and math.isfinite(y)
+        )
+
+    def stop(self, handles: list[str], reason: str = "") -> None:
+        if not handles:
+            return
+        self.client.stop_many(handles, message=reason[:250] or "stopped by the search controller")
+        if reason:
+            # Shown as such by `status SEARCH` and the Web UI: stopped early is not a failure.
+            for handle in handles:
+                self.client.call(
+                    "tasks.update", {"task": handle, "tags": [RUN_TAG, "trial", STOPPED_EARLY_TAG]}
+                )
 
     def abandon(self, handle: str, reason: str) -> None:
         # A stop request leaves a task a worker reported recently "in_progress" until that
@@ -235,7 +302,9 @@ class LocalBackend:
         fingerprint: str,
         offline: bool,
         gpus: Sequence[str] = (),
+        direction: str = "min",
     ) -> None:
+        self.direction = direction
         self.job = job
         self.general = dict(general)
         self.search_dir = search_dir
@@ -250,7 +319,14 @@ class LocalBackend:
         used = {self.slot_of[h] for h, p in self.processes.items() if p.poll() is None}
         return next(i for i in range(len(used) + 1) if i not in used)
 
-    def submit(self, trial_id: str, values: Mapping[str, Any], attempt: int, final: bool) -> str:
+    def submit(
+        self,
+        trial_id: str,
+        values: Mapping[str, Any],
+        attempt: int,
+        final: bool,
+        weights_from: str = "",
+    ) -> str:
         suffix = f"-retry{attempt}" if attempt else ""
         if final:
             run_dir = self.search_dir / f"final{suffix}"
@@ -259,7 +335,9 @@ class LocalBackend:
         if run_dir.exists():
             shutil.rmtree(run_dir)
         run_dir.mkdir(parents=True)
-        spec = self.spec.part(trial_id, dict(values), self.fingerprint, attempt, final)
+        spec = self.spec.part(
+            trial_id, dict(values), self.fingerprint, attempt, final, weights_from
+        )
         spec_file = run_dir / "search_spec.json"
         spec_file.write_text(spec.to_json() + "\n")
         argv = [sys.executable, str(self.job.script_path)]
@@ -293,9 +371,17 @@ class LocalBackend:
             process = self.processes.get(handle)
             log = run_dir / "job.log"
             marker = str(log.stat().st_mtime_ns) if log.exists() else ""
+            points = self.curve(handle)
+            epoch = points[-1][0] if points else 0
+            sign = -1.0 if self.direction == "max" else 1.0
+            best = min((v for _, v in points), key=lambda v: sign * v) if points else None
             if process is not None and process.poll() is None:
                 result[handle] = ctl.Observation(
-                    ctl.RUNNING, worker=f"local{self.slot_of[handle]}", marker=marker
+                    ctl.RUNNING,
+                    worker=f"local{self.slot_of[handle]}",
+                    marker=marker,
+                    epoch=epoch,
+                    best=best,
                 )
                 continue
             try:
@@ -315,6 +401,8 @@ class LocalBackend:
                     objective=float(objective) if objective is not None else None,
                     worker=worker,
                     marker=marker,
+                    epoch=epoch,
+                    best=best,
                 )
             else:
                 result[handle] = ctl.Observation(
@@ -322,7 +410,7 @@ class LocalBackend:
                 )
         return result
 
-    def stop(self, handles: list[str]) -> None:
+    def stop(self, handles: list[str], reason: str = "") -> None:
         for handle in handles:
             process = self.processes.get(handle)
             if process is not None and process.poll() is None:
@@ -332,6 +420,14 @@ class LocalBackend:
 
     def abandon(self, handle: str, reason: str) -> None:
         self.stop([handle])
+
+    def curve(self, handle: str) -> list[tuple[int, float]]:
+        """The trial's `epochs.json` (rewritten atomically after every epoch)."""
+        try:
+            raw = json.loads((Path(handle) / EPOCHS_FILE).read_text(encoding="utf-8"))
+            return [(int(e), float(v)) for e, v in raw["epochs"] if math.isfinite(float(v))]
+        except (OSError, ValueError, KeyError, TypeError):
+            return []
 
     def close(self) -> None:
         self.stop(list(self.processes))

@@ -11,8 +11,8 @@ Reading a search back is ak_remote.search.read.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,7 @@ from ak_remote.search.spec import (
     DEFAULT_LOST_AFTER_S,
     DEFAULT_MAX_RETRIES,
     LOCAL_BACKEND,
+    SearchRules,
     SearchSpec,
     check_parallel,
 )
@@ -70,6 +71,7 @@ def plan_search(
     controller_queue: str | None,
     max_retries: int = DEFAULT_MAX_RETRIES,
     lost_after_s: float = DEFAULT_LOST_AFTER_S,
+    rules: SearchRules | None = None,
 ) -> SearchPlan:
     """Check everything a search launch needs; writes nothing. Raises UsageError/ServerError.
 
@@ -145,7 +147,9 @@ def plan_search(
         lost_after_s=lost_after_s,
         container=run.clone_fields.get("new_task_container"),
     )
-    spec.check()
+    (rules or SearchRules()).apply(spec)
+    if spec.warm_start:
+        check_warm_start(client, spec.warm_start, plan.template.name, run.values)
     name = f"search {run.name}"[:200]
     run.name = name
     run.clone_fields["new_task_name"] = name
@@ -155,6 +159,41 @@ def plan_search(
         f"trial(s) on {plan.queue_name}"
     )
     return SearchPlan(plan, spec, controller_queue, queue_id, warnings)
+
+
+def check_warm_start(client: Client, search_id: str, job: str, values: Mapping[str, Any]) -> None:
+    """A warm start's source must be a search of the same job with a saved state; its data
+    and search space are checked by the controller, which has the data. Raises UsageError."""
+    from ak_remote.contract import SEARCH_CONTROLLER_ARTIFACT, is_task_id, job_of
+
+    if str(values.get("tuner")) == "hyperband":
+        raise UsageError(
+            "--warm-start works with tuner=random, bayesian or greedy",
+            "Hyperband's brackets start from new random candidates: drop --warm-start",
+        )
+    if not is_task_id(search_id):
+        raise UsageError(
+            f"--warm-start {search_id!r} is not a task id",
+            "give the id of an earlier search (ak-remote status --project PROJECT lists them)",
+        )
+    found = client.get_tasks(
+        ids=[search_id], only_fields=["system_tags", "status", "execution.artifacts"]
+    )
+    if not found or SEARCH_TAG not in (found[0].get("system_tags") or []):
+        raise UsageError(
+            f"--warm-start {search_id} is not a search", "give a search launched with --parallel"
+        )
+    task = found[0]
+    if job_of(task.get("system_tags")) != job:
+        raise UsageError(
+            f"--warm-start {search_id} searched job {job_of(task.get('system_tags'))}, not {job}"
+        )
+    artifacts = (task.get("execution") or {}).get("artifacts") or []
+    if not any(a.get("key") == SEARCH_CONTROLLER_ARTIFACT for a in artifacts):
+        raise UsageError(
+            f"--warm-start {search_id} saved no search state (no trial finished)",
+            "warm-start from a search that has results",
+        )
 
 
 def finish_spec(client: Client, search: SearchPlan) -> SearchSpec:
@@ -191,6 +230,7 @@ class SearchOptions:
     controller_where: str | None = None  # "queue", "local" or None (queue)
     max_retries: int | None = None
     lost_after: float | None = None
+    rules: SearchRules = field(default_factory=SearchRules)
 
     @property
     def local(self) -> bool:
@@ -204,8 +244,10 @@ def check_search(client: Client, request: LaunchRequest, options: SearchOptions)
     check of `plan_search`), ServerError.
     """
     if options.parallel is None:
+        given = options.rules.given()
         raise UsageError(
-            "--controller, --controller-queue, --max-retries and --lost-after need --parallel N"
+            f"{', '.join(given) if given else '--controller, --controller-queue, --max-retries'}"
+            f"{'' if given else ' and --lost-after'} need --parallel N"
         )
     if options.local and options.controller_queue:
         raise UsageError("--controller local runs here: drop --controller-queue")
@@ -216,6 +258,7 @@ def check_search(client: Client, request: LaunchRequest, options: SearchOptions)
         None if options.local else (options.controller_queue or default_controller_queue()),
         DEFAULT_MAX_RETRIES if options.max_retries is None else options.max_retries,
         DEFAULT_LOST_AFTER_S if options.lost_after is None else options.lost_after,
+        options.rules,
     )
 
 
@@ -230,6 +273,7 @@ def describe(search: SearchPlan) -> dict[str, Any]:
             "controller": search.controller_queue or "local",
             "max_retries": search.spec.max_retries,
             "lost_after_s": search.spec.lost_after_s,
+            **SearchRules().describe(search.spec),
         },
     }
 
@@ -281,3 +325,82 @@ def resume_local_spec(run_dir: Path, parallel: int | None, max_trials: int) -> P
         spec = replace(spec, parallel=check_parallel(parallel, max_trials))
         spec_file.write_text(spec.to_json() + "\n")
     return spec_file
+
+
+@dataclass
+class Grown:
+    """A search given more trials or another parallelism."""
+
+    task_id: str
+    name: str
+    status: str  # before the change
+    max_trials: int
+    parallel: int
+    resumed: bool  # enqueued again (it had ended); else its running controller picks it up
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.task_id,
+            "name": self.name,
+            "previous_status": self.status,
+            "max_trials": self.max_trials,
+            "parallel": self.parallel,
+            "resumed": self.resumed,
+        }
+
+
+def grow_search(
+    client: Client, task_id: str, max_trials: int | None, parallel: int | None
+) -> Grown:
+    """Give the search `task_id` more trials (max_trials in all) or another parallelism.
+
+    Edits the search task's `max_trials` and `Search/spec`: a queued or running controller reads
+    them within seconds; an ended search (stopped, failed or completed) is then to be enqueued
+    again (the caller resumes it; a completed one is marked stopped first), and its controller
+    carries on from its saved state. Raises UsageError (not a search, fewer trials than
+    it has, a bad --parallel), ServerError.
+    """
+    from ak_remote.contract import (
+        FINISHED_OK,
+        PARAM_SECTION,
+        RESUMABLE,
+        SEARCH_SPEC_KEY,
+    )
+    from ak_remote.launcher.runs import check_task_ids
+
+    (task_id,) = check_task_ids([task_id])
+    found = client.get_tasks(
+        ids=[task_id], only_fields=["id", "name", "status", "system_tags", "hyperparams"]
+    )
+    if not found or SEARCH_TAG not in (found[0].get("system_tags") or []):
+        raise UsageError(
+            f"--max-trials and --parallel grow a search; {task_id} is not one",
+            "resume a single run without them",
+        )
+    task = found[0]
+    tree = dict(task.get("hyperparams") or {})
+    try:
+        current = int(tree[PARAM_SECTION]["max_trials"]["value"])
+        spec = SearchSpec.from_json(str(tree[SEARCH_SECTION][SEARCH_SPEC_KEY]["value"]))
+    except (KeyError, TypeError, ValueError):
+        raise UsageError(f"search {task_id} has no readable max_trials or Search/spec") from None
+    wanted = current if max_trials is None else max_trials
+    if wanted < current:
+        raise UsageError(
+            f"search {task_id} already has max_trials={current}; a search cannot shrink",
+            f"give --max-trials {current} or more",
+        )
+    spec.parallel = check_parallel(spec.parallel if parallel is None else parallel, wanted)
+    tree[PARAM_SECTION]["max_trials"]["value"] = str(wanted)
+    tree[SEARCH_SECTION][SEARCH_SPEC_KEY]["value"] = spec.to_json()
+    status = str(task.get("status") or "")
+    # tasks.edit with force is the one call that edits a task in any status.
+    client.edit_task(task_id, {"hyperparams": tree}, force=True)
+    ended = status in RESUMABLE or status in FINISHED_OK
+    if status in FINISHED_OK:
+        # A completed task cannot be enqueued; stopped, it can (its artifacts stay).
+        client.call(
+            "tasks.stopped",
+            {"task": task_id, "force": True, "status_reason": "grown by ak-remote resume"},
+        )
+    return Grown(task_id, str(task.get("name") or ""), status, wanted, spec.parallel, ended)

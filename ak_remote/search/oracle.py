@@ -9,6 +9,7 @@ own files (oracle.json, trial_*/trial.json) into its project folder on every cha
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 from ak_remote.search.controller import Ask
@@ -17,8 +18,12 @@ from ak_remote.search.controller import Ask
 class KerasTunerOracle:
     """Adapter from a `keras_tuner.Oracle` (already holding the search space) to `Oracle`."""
 
-    def __init__(self, oracle: Any) -> None:
-        self.oracle = oracle
+    def __init__(self, oracle: Any, fast_bayesian: bool = True) -> None:
+        from ak_remote.search.bayesian import scalable
+
+        # Keras Tuner's own Bayesian oracle cannot keep up with hundreds of agents (see
+        # ak_remote/search/bayesian.py); the benchmarks compare the two.
+        self.oracle = oracle = scalable(oracle) if fast_bayesian else oracle
         objective = oracle.objective
         self.objective = str(objective.name)
         self.direction = str(getattr(objective, "direction", "min"))
@@ -66,6 +71,69 @@ class KerasTunerOracle:
 
     def save(self) -> None:
         self.oracle.save()
+
+    def add_result(self, values: Mapping[str, Any], objective: float) -> str:
+        """Record a result trained elsewhere (a warm start) as a finished trial: the oracle
+        learns from it and its duplicate check knows it. It counts towards no trial budget:
+        `max_trials` goes up by one."""
+        from keras_tuner.engine.trial import Trial, TrialStatus
+
+        oracle = self.oracle
+        if oracle.max_trials:
+            oracle.max_trials += 1
+        trial_id = f"{{:0{len(str(oracle.max_trials))}d}}".format(len(oracle.trials))
+        hyperparameters = oracle.hyperparameters.copy()
+        hyperparameters.values = dict(values)
+        trial = Trial(hyperparameters=hyperparameters, trial_id=trial_id)
+        trial.status = TrialStatus.RUNNING
+        oracle.trials[trial_id] = trial
+        oracle.start_order.append(trial_id)
+        oracle._record_values(trial)
+        oracle.update_trial(trial_id, {self.objective: float(objective)})
+        # AutoKeras' greedy oracle starts from its curated candidates whatever it has seen: one
+        # that the earlier search trained is not proposed again.
+        for index, initial in enumerate(getattr(oracle, "initial_hps", None) or []):
+            if all(values.get(k) == v for k, v in initial.items()):
+                oracle._tried_initial_hps[index] = True
+        trial.status = TrialStatus.COMPLETED
+        trial.message = f"{WARM_MESSAGE} a result of an earlier search, not trained here"
+        oracle.end_trial(trial)
+        return str(trial_id)
+
+    def reopen(self, max_trials: int) -> None:
+        """After a restart from a saved state: `max_trials` trained here (warm results on top,
+        which Keras Tuner's saved state does not keep); Hyperband, whose state says its
+        iterations are done, runs one more when there is room (a grown search)."""
+        oracle = self.oracle
+        if oracle.max_trials:
+            oracle.max_trials = max_trials + sum(1 for t in oracle.trials.values() if _warm(t))
+        if hasattr(oracle, "hyperband_iterations") and len(oracle.trials) < oracle.max_trials:
+            oracle.hyperband_iterations = max(
+                oracle.hyperband_iterations, oracle._current_iteration + 2
+            )
+
+    def grow(self, max_trials: int) -> bool:
+        """Allow `max_trials` trials trained here in all (warm results on top)."""
+        oracle = self.oracle
+        given = sum(1 for t in oracle.trials.values() if _warm(t))
+        wanted = max_trials + given
+        if not oracle.max_trials or wanted <= oracle.max_trials:
+            return False
+        oracle.max_trials = wanted
+        if hasattr(oracle, "hyperband_iterations"):
+            # Hyperband stops after its iterations' brackets, whatever max_trials says: one
+            # more iteration (new brackets) for the trials asked.
+            oracle.hyperband_iterations = oracle._current_iteration + 2
+        oracle.save()
+        return True
+
+
+def _warm(trial: Any) -> bool:
+    """A trial `add_result` made: its message says so (Keras Tuner keeps it in trial.json)."""
+    return str(getattr(trial, "message", "") or "").startswith(WARM_MESSAGE)
+
+
+WARM_MESSAGE = "warm start:"
 
 
 def _plain(value: Any) -> Any:

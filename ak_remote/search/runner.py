@@ -20,14 +20,18 @@ from typing import TYPE_CHECKING, Any
 
 from ak_remote.contract import (
     LIVE_STATUSES,
+    PARAM_SECTION,
     SEARCH_CONTROLLER_ARTIFACT,
     SEARCH_CONTROLLER_FILE,
+    SEARCH_SECTION,
+    SEARCH_SPEC_KEY,
     SEARCH_TAG,
     SUMMARY_FILE,
+    is_task_id,
 )
-from ak_remote.errors import DataError, UsageError
+from ak_remote.errors import DataError, ServerError, UsageError
 from ak_remote.search import controller as ctl
-from ak_remote.search.spec import CONTROLLER, LOCAL_BACKEND, SearchSpec
+from ak_remote.search.spec import CONTROLLER, EARLY_STOP_MEDIAN, LOCAL_BACKEND, SearchSpec
 from ak_remote.summary import (
     AttemptRecord,
     ControllerRecord,
@@ -83,10 +87,14 @@ def build_oracle(run: Run, data: Dataset, split: Split) -> Any:
 class StateStore:
     """The controller's snapshot: controller.json + the oracle's files, zipped atomically."""
 
-    def __init__(self, run_dir: Path, oracle_dir: Path, tracker: Any) -> None:
+    def __init__(
+        self, run_dir: Path, oracle_dir: Path, tracker: Any, meta: dict[str, Any] | None = None
+    ) -> None:
         self.path = run_dir / STATE_FILE
         self.oracle_dir = oracle_dir
         self.tracker = tracker
+        # What a warm start checks against: the data's fingerprint, the job, the tuner.
+        self.meta = dict(meta or {})
         self.saves = 0
         self.upload_errors = 0
 
@@ -94,7 +102,8 @@ class StateStore:
         controller.oracle.save()
         tmp = self.path.with_name(f".{STATE_FILE}.tmp")
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-            archive.writestr(STATE_JSON, json.dumps(controller.to_state(), indent=1))
+            state = {**controller.to_state(), **self.meta}
+            archive.writestr(STATE_JSON, json.dumps(state, indent=1))
             for path in sorted(self.oracle_dir.rglob("*")):
                 name = path.relative_to(self.oracle_dir).as_posix()
                 if path.is_file() and _ORACLE_FILES.match(name):
@@ -164,10 +173,15 @@ def control(spec: SearchSpec, run: Run, data: Dataset, split: Split) -> None:
     else:
         _say(f"search in {run_dir}: resume it with `ak-remote run {job.name} --resume {run_dir}`")
     oracle = KerasTunerOracle(build_oracle(run, data, split))
-    store = StateStore(run_dir, Path(oracle.oracle._project_dir), tracker)
+    settings = run.settings
+    meta = {"fingerprint": fingerprint, "job": job.name, "tuner": settings.tuner}
+    store = StateStore(run_dir, Path(oracle.oracle._project_dir), tracker, meta)
     backend: Any
+    client: Any = None
     if spec.backend == LOCAL_BACKEND:
-        backend = LocalBackend(job, general, run_dir, spec, fingerprint, offline, local_gpus())
+        backend = LocalBackend(
+            job, general, run_dir, spec, fingerprint, offline, local_gpus(), oracle.direction
+        )
     else:
         if offline:
             raise UsageError(
@@ -176,17 +190,32 @@ def control(spec: SearchSpec, run: Run, data: Dataset, split: Split) -> None:
             )
         from ak_remote.clearml_api import client_from_config
 
-        backend = ClearMLBackend(client_from_config(), job, general, spec, fingerprint)
+        client = client_from_config()
+        backend = ClearMLBackend(
+            client, job, general, spec, fingerprint, oracle.objective, oracle.direction
+        )
 
     def on_event(kind: str, controller: ctl.Controller, trial: ctl.Trial | None) -> None:
-        if trial is not None and kind in ("completed", "failed", "retried", "submitted"):
+        if trial is not None and kind in (
+            "completed",
+            "failed",
+            "retried",
+            "submitted",
+            "stopped-early",
+        ):
             attempt = trial.current
             note = ""
-            if kind == "completed" and trial.objective is not None:
+            if kind in ("completed", "stopped-early") and trial.objective is not None:
                 note = f" {controller.oracle.objective}={trial.objective:.4g}"
+            if kind == "submitted" and trial.weights_from:
+                note = f" from the weights of trial {trial.parent}"
             failed = trial.attempts[-2] if kind == "retried" else attempt
-            why = f": {failed.message}" if kind in ("failed", "retried") else ""
+            why = f": {failed.message}" if kind in ("failed", "retried", "stopped-early") else ""
             _say(f"trial {trial.trial_id} {kind}{note} ({attempt.handle}){why}")
+        if kind == "ended":
+            _say(f"search ended ({controller.ended_by}): the final fit takes the best so far")
+        if kind == "grown":
+            _say(f"search grown: up to {controller.parallel} at once")
         if kind == "completed" and trial is not None and trial is not controller.final:
             report_trials(tracker, controller, trial)
         store.save(controller)
@@ -199,9 +228,22 @@ def control(spec: SearchSpec, run: Run, data: Dataset, split: Split) -> None:
         lost_after_s=spec.lost_after_s,
         poll_s=spec.poll_s,
         on_event=on_event,
+        median=(
+            ctl.MedianRule(spec.stop_grace, spec.stop_min_trials)
+            if spec.early_stop == EARLY_STOP_MEDIAN
+            else None
+        ),
+        budget=ctl.Budget(spec.max_time_s, spec.max_gpu_hours, spec.target),
+        handover=spec.handover,
+        epochs=settings.epochs,
+        refresh=growth_reader(client, spec.search_id) if client is not None else None,
     )
     snapshot = store.fetch()
     adopted: list[str] = []
+    if snapshot is None and spec.warm_start:
+        results = warm_results(spec.warm_start, tracker, oracle, meta)
+        given = controller.warm_start(spec.warm_start, results)
+        _say(f"warm start: {given} result(s) of search {spec.warm_start} given to the oracle")
     if snapshot is not None:
         state = store.restore(snapshot)
         oracle.oracle.reload()
@@ -217,6 +259,11 @@ def control(spec: SearchSpec, run: Run, data: Dataset, split: Split) -> None:
             ]
             # Made after the last snapshot: the restored oracle does not know their candidates.
             backend.stop(strays)
+        oracle.reopen(settings.max_trials)
+        if controller.ended_by == ctl.ENDED_ORACLE:
+            # Ask the oracle again: a search given more trials (max_trials) goes on; one
+            # without them stops at the first ask.
+            controller.stopped, controller.ended_by = False, ""
         if isinstance(backend, LocalBackend):
             # Its trial processes ended with the old controller: each is trained again.
             again = controller.restart_in_flight()
@@ -378,12 +425,19 @@ def search_summary(
         best_trial=best.trial_id if best else None,
         best_objective=best.objective if best else None,
         best_values=best.values if best else None,
-        trials_completed=sum(t.state == ctl.TRIAL_COMPLETED for t in trials),
+        trials_completed=sum(t.state == ctl.TRIAL_COMPLETED and not t.warm_from for t in trials),
         trials_failed=sum(t.state == ctl.TRIAL_FAILED for t in trials),
+        trials_stopped=sum(t.state == ctl.TRIAL_STOPPED for t in trials),
+        trials_warm=sum(bool(t.warm_from) for t in trials),
         attempts=sum(len(t.attempts) for t in trials),
         adopted_on_resume=adopted,
         controller_seconds=round(seconds, 2),
         polls=controller.polls,
+        ended_by=controller.ended_by,
+        elapsed_s=round(controller.elapsed_s(), 2),
+        gpu_hours=round(controller.gpu_hours(), 5),
+        epochs_trained=controller.epochs_trained(),
+        curve_reads=controller.curve_reads,
         trials=[
             TrialRecord(
                 trial=t.trial_id,
@@ -392,14 +446,129 @@ def search_summary(
                 values=dict(t.values),
                 attempts=[
                     AttemptRecord(
-                        handle=a.handle, status=a.status, worker=a.worker, message=a.message
+                        handle=a.handle,
+                        status=a.status,
+                        worker=a.worker,
+                        message=a.message,
+                        epoch=a.epoch,
                     )
                     for a in t.attempts
                 ],
+                stop_reason=t.stop_reason,
+                parent=t.parent,
+                weights_from=t.weights_from,
+                warm_from=t.warm_from,
+                duplicate_of=t.duplicate_of,
             )
             for t in trials
         ],
     )
+
+
+def warm_results(
+    source: str, tracker: Any, oracle: Any, meta: dict[str, Any]
+) -> list[tuple[dict[str, Any], float]]:
+    """The results of the earlier search `source` (a task id, or a local search's run folder),
+    once it is known to share this search's data, job, objective and search space.
+
+    Raises UsageError (not a search, other data, another space) or DataError (unreadable).
+    """
+    if meta.get("tuner") == "hyperband":
+        raise UsageError(
+            "--warm-start works with tuner=random, bayesian or greedy",
+            "Hyperband's brackets start from new random candidates: drop --warm-start",
+        )
+    folder = Path(source)
+    if folder.is_dir():
+        path: Path | None = folder / STATE_FILE
+        if path is not None and not path.is_file():
+            path = None
+    elif is_task_id(source) and tracker is not None and not tracker.offline:
+        try:
+            path = tracker.download_task_artifact(source, SEARCH_CONTROLLER_ARTIFACT)
+        except Exception as exc:  # noqa: BLE001 - the SDK raises many types
+            raise DataError(f"cannot download the state of search {source}: {exc}") from None
+    else:
+        raise UsageError(
+            f"--warm-start {source}: no such search here",
+            "give a search's task id (with a server) or a local search's run folder",
+        )
+    if path is None:
+        raise UsageError(
+            f"--warm-start {source} is not a parallel search (no {STATE_FILE} saved)",
+            "give a search started with --parallel",
+        )
+    with zipfile.ZipFile(path) as archive:
+        try:
+            state = json.loads(archive.read(STATE_JSON))
+            space = json.loads(archive.read("oracle/oracle.json"))["hyperparameters"]["space"]
+        except (KeyError, ValueError) as exc:
+            raise DataError(f"the state of search {source} is unusable: {exc}") from None
+    refusals = warm_refusals(state, space, oracle, meta)
+    if refusals:
+        raise UsageError(
+            f"--warm-start {source} refused: {'; '.join(refusals)}",
+            "warm-start only from a search of the same job on the same data",
+        )
+    done = (ctl.TRIAL_COMPLETED, ctl.TRIAL_STOPPED)
+    return [
+        (dict(t["values"]), float(t["objective"]))
+        for t in state.get("trials") or []
+        if t.get("state") in done and t.get("objective") is not None and not t.get("duplicate_of")
+    ]
+
+
+def warm_refusals(
+    state: dict[str, Any], space: list[dict[str, Any]], oracle: Any, meta: dict[str, Any]
+) -> list[str]:
+    """Why an earlier search's results cannot be given to this one ([] when they can)."""
+    reasons = []
+    if state.get("job") != meta["job"]:
+        reasons.append(f"it searched job {state.get('job') or '(unknown)'}, not {meta['job']}")
+    theirs, ours = str(state.get("fingerprint") or ""), str(meta["fingerprint"])
+    if theirs != ours:
+        reasons.append(
+            f"its data differs (fingerprint {theirs[:12] or '(not recorded)'} != {ours[:12]})"
+        )
+    if (state.get("objective"), state.get("direction")) != (oracle.objective, oracle.direction):
+        reasons.append(f"it optimised {state.get('objective')}, not {oracle.objective}")
+
+    def by_name(items: list[dict[str, Any]]) -> dict[str, str]:
+        return {str(i["config"]["name"]): json.dumps(i, sort_keys=True, default=str) for i in items}
+
+    old, new = by_name(space), by_name(oracle.oracle.hyperparameters.get_config()["space"])
+    differ = sorted(set(old) ^ set(new)) + sorted(
+        k for k in set(old) & set(new) if old[k] != new[k]
+    )
+    if differ:
+        shown = ", ".join(differ[:4]) + (f" and {len(differ) - 4} more" if len(differ) > 4 else "")
+        reasons.append(f"its search space differs ({shown})")
+    return reasons
+
+
+def growth_reader(client: Any, search_id: str, interval_s: float = 10.0) -> ctl.Refresh:
+    """Every `interval_s`, read the search task's `max_trials` and `Search/spec` parallel
+    (what `ak-remote resume SEARCH --max-trials N --parallel M` edits) and grow to them."""
+    last = [float("-inf")]
+
+    def refresh(controller: ctl.Controller) -> None:
+        now = time.monotonic()
+        if now - last[0] < interval_s:
+            return
+        last[0] = now
+        try:
+            found = client.get_tasks(ids=[search_id], only_fields=["hyperparams"])
+        except ServerError:
+            return  # the next round tries again
+        tree = (found[0].get("hyperparams") or {}) if found else {}
+        try:
+            max_trials = int(tree[PARAM_SECTION]["max_trials"]["value"])
+            parallel = int(json.loads(tree[SEARCH_SECTION][SEARCH_SPEC_KEY]["value"])["parallel"])
+        except (KeyError, TypeError, ValueError):
+            return
+        controller.grow(max_trials, parallel)
+
+    return refresh
 
 
 def _mark_search(tracker: Any) -> None:
