@@ -67,7 +67,7 @@ def spec_of(task: dict[str, Any]) -> dict[str, Any]:
 
 def train_losses(emulator: Emulator, task_id: str) -> dict[int, float]:
     """The epoch training loss a trial reported (TensorBoard's `epoch_loss` of its train run,
-    captured by ClearML), by epoch: Keras' step is the epoch index, from 0."""
+    as the job reports it to ClearML), by epoch: the iteration is the epoch, counted from 1."""
     with emulator.state.lock:
         events = list(emulator.state.events.get(task_id, []))
     losses = {}
@@ -171,14 +171,14 @@ def test_hyperband_hands_weights_to_another_agent_and_resumes(
     assert candidate["tuner/trial_id"] == trial_of(parent)
     assert candidate["tuner/initial_epoch"] == 1
     assert candidate["tuner/epochs"] == 3
-    # Started from the parent's weights: its first epoch (Keras' step 1) trains from a lower
-    # loss than the parent's first epoch did from the same seeded initial weights.
+    # Started from the parent's weights: its first epoch (the second of the model's life)
+    # trains from a lower loss than the parent's first epoch did from the same seeded weights.
     parent_losses, child_losses = (
         train_losses(emulator, parent_id),
         train_losses(emulator, child["id"]),
     )
-    assert sorted(child_losses) == [1, 2], child_losses  # epochs 2-3 only
-    assert child_losses[1] < parent_losses[0]
+    assert sorted(child_losses) == [2, 3], child_losses  # epochs 2-3 only
+    assert child_losses[2] < parent_losses[1]
     artifacts = {a["key"] for a in parent["execution"]["artifacts"]}
     assert "trial_weights" in artifacts
     # The trial that finished while the controller was away was adopted, not trained again.

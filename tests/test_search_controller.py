@@ -335,3 +335,37 @@ def test_the_search_reports_what_an_optimizer_reports(tmp_path: Path) -> None:
     assert labels[-1] == oracle.objective
     assert len(labels) > 2  # the values that differ between the three candidates
     assert figure["line"]["color"] == [row[2] for row in rows]
+
+
+def test_the_report_names_a_warm_started_result_by_its_source(tmp_path: Path) -> None:
+    """Results given by a warm start have no task here: the summary table says where they came
+    from instead (a warm-started search's first report used to fail on them)."""
+    from ak_remote.search.runner import report_trials
+
+    first = Controller(
+        _oracle(tmp_path / "a", "random", max_trials=2),
+        InstantBackend(),
+        parallel=2,
+        poll_s=0.0,
+        sleep=lambda _s: None,
+    )
+    first.run()
+    earlier = [(t.values, float(t.objective or 0)) for t in first.trials.values()]
+    second = Controller(
+        _oracle(tmp_path / "b", "random", max_trials=3),
+        InstantBackend(),
+        parallel=1,
+        poll_s=0.0,
+        sleep=lambda _s: None,
+    )
+    assert second.warm_start("SEARCH1", earlier) == 2
+    second.run()
+    trained = next(t for t in second.trials.values() if t.attempts)
+    sink = _Recorder()
+    report_trials(sink, second, trained)
+    _, *rows = sink.tables["summary"]
+    trained_here = [t for t in second.trials.values() if t.attempts]
+    assert len(rows) == 2 + len(trained_here)
+    sources = sorted(str(row[1]) for row in rows)
+    assert sources.count("warm start from SEARCH1") == 2
+    assert {t.current.handle for t in trained_here} <= set(sources)

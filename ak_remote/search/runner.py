@@ -342,7 +342,8 @@ def report_trials(tracker: Any, controller: ctl.Controller, trial: ctl.Trial) ->
         rows.append(
             [
                 f"{_num(t.trial_id):02d}",
-                t.current.handle,
+                # A warm start's result was trained by the earlier search, not by a task here.
+                t.current.handle if t.attempts else f"warm start from {t.warm_from}",
                 t.objective,
                 *(t.values.get(n, "") for n in names),
             ]
