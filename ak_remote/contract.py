@@ -164,6 +164,9 @@ def is_pinned(reference: str) -> bool:
 # Set by whatever starts a job process on this machine (`ak-remote run`, a local search's
 # controller): the job stops itself when that process dies (runtime/run.py).
 PARENT_PID_ENV: Final = "AK_REMOTE_PARENT_PID"
+# Set with CLEARML_TASK_ID when a job runs an existing task on this machine without an agent (a
+# search's controller run in a terminal): the job then closes the task itself, as an agent would.
+RUN_HERE_ENV: Final = "AK_REMOTE_RUN_HERE"
 
 
 def server_configured(env: Mapping[str, str] | None = None) -> bool:

@@ -96,12 +96,13 @@ def logs(app: App, task_id: str, follow: bool) -> None:
 @pass_app
 def abort(app: App, ids: tuple[str, ...], delete: bool) -> None:
     """Stop queued or running runs (dequeue queued ones); --delete removes them."""
-    from ak_remote.launcher.runs import abort as abort_runs
-    from ak_remote.search.read import with_trials
+    from ak_remote.search.abort import CONTROLLER_STOP_WAIT_S, abort_with_trials
 
     client = app.client()
-    # A search id stops its controller first (so nothing is retried), then its trials.
-    result = abort_runs(client, with_trials(client, ids), delete=delete)
+    # A search id stops its controller first, waits until it has (so it creates nothing more),
+    # then stops its trials in flight.
+    done = abort_with_trials(client, ids, delete=delete)
+    result = done.result
     for task_id in result.stopped + result.deleted:
         ui.data(task_id)
     if result.stopped:
@@ -112,3 +113,9 @@ def abort(app: App, ids: tuple[str, ...], delete: bool) -> None:
         ui.info(f"Already finished, left alone: {', '.join(result.already_final)}")
     for task_id, reason in result.refused.items():
         ui.warn(f"{task_id}: {reason}")
+    for task_id in done.still_running:
+        ui.warn(
+            f"search {task_id} still shows running {CONTROLLER_STOP_WAIT_S:.0f} s after the stop: "
+            "its controller creates nothing more once it sees the request (a controller whose "
+            "process died stays shown running; the server's watchdog ends it)"
+        )

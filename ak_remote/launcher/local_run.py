@@ -11,7 +11,7 @@ import signal
 import sys
 import time
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,8 +84,10 @@ def run_job(
     resume: bool = False,
     overwrite: bool = False,
     extra_args: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
 ) -> LocalRun:
-    """Run the job script in a child Python and return its summary.
+    """Run the job script in a child Python and return its summary; `env` adds variables to
+    its environment.
 
     Raises UsageError/DataError/RunFailedError with the job's own one-line message.
     """
@@ -104,7 +106,7 @@ def run_job(
     if task_name:
         argv += ["--task-name", task_name]
     argv += list(extra_args)  # e.g. --search-spec FILE: a parallel search's controller
-    code = _run_child(argv)
+    code = _run_child(argv, env or {})
     summary_path = run_dir / SUMMARY_FILE
     summary: RunSummary | None = None
     if summary_path.is_file():
@@ -122,7 +124,7 @@ def run_job(
     return LocalRun(job, run_dir, summary)
 
 
-def _run_child(argv: list[str]) -> int:
+def _run_child(argv: list[str], extra_env: Mapping[str, str]) -> int:
     """Run the job and return its exit status (negative: killed by that signal).
 
     Stopping this CLI stops the job (ak_remote.process); if this process dies outright, the job
@@ -130,7 +132,7 @@ def _run_child(argv: list[str]) -> int:
     """
     from ak_remote.process import run_tied
 
-    env = {**os.environ, PARENT_PID_ENV: str(os.getpid())}
+    env = {**os.environ, **extra_env, PARENT_PID_ENV: str(os.getpid())}
     # The job's own output is progress, not data: it goes to our stderr.
     code, _ = run_tied(argv, env, stdout=sys.stderr, reraise_interrupt=False)
     return code

@@ -19,6 +19,7 @@ from ak_remote.contract import (
     RESUMABLE,
     SEARCH_CONTROLLER_ARTIFACT,
     SEARCH_STATE_ARTIFACT,
+    SEARCH_TAG,
     check_queue_name,
     is_template,
 )
@@ -94,6 +95,12 @@ def _pick_queue(
     if default_queue:
         found = queue_named(queues, default_queue, "the configured default queue", "pass -q QUEUE")
         return str(found["id"]), default_queue
+    if SEARCH_TAG in (task.get("system_tags") or []):
+        # A search whose controller ran in a terminal: its controller goes to a CPU queue.
+        raise UsageError(
+            f"search {task['id']} never ran from a queue and no default queue is configured",
+            "pass -q QUEUE, the CPU queue its controller is to run on (e.g. -q services)",
+        )
     raise UsageError(
         f"run {task['id']} has no recorded queue and no default queue is configured",
         "pass -q QUEUE",

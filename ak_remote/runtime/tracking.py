@@ -7,10 +7,12 @@ server is configured: no CLEARML_API_HOST and no clearml.conf (CLEARML_CONFIG_FI
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from ak_remote.contract import RUN_HERE_ENV
 from ak_remote.errors import DataError
 from ak_remote.params import SECTION
 
@@ -183,6 +185,9 @@ class Tracker:
 
     def complete(self) -> None:
         """Close the task: ClearML marks it completed and writes the offline zip."""
+        if self.running_remotely and os.environ.get(RUN_HERE_ENV):
+            # An existing task run here: the SDK leaves its status to an agent, and none runs it.
+            self.task.mark_completed(force=True)
         self.task.close()
 
     def fail(self, message: str) -> None:

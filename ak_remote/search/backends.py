@@ -46,6 +46,7 @@ from ak_remote.contract import (
     RUN_TAG,
     SEARCH_OF_PREFIX,
     SEARCH_SECTION,
+    STOPPED,
     STOPPED_EARLY_TAG,
     SUMMARY_FILE,
     TRIAL_TAG_PREFIX,
@@ -149,6 +150,9 @@ class ClearMLBackend:
         self.fingerprint = fingerprint
         self.objective, self.direction = objective, direction
         self.nonce = secrets.token_hex(3)  # launch tokens differ between controller restarts
+        # The search's own task, read in the same request as its trials: asked to stop?
+        self.stopping = False
+        self._own_status_fresh = False
 
     def submit(
         self,
@@ -158,6 +162,8 @@ class ClearMLBackend:
         final: bool,
         weights_from: str = "",
     ) -> str:
+        if self.stopping:  # asked in the poll this round: create nothing more
+            raise ctl.Aborted("the search was asked to stop")
         spec = self.spec.part(
             trial_id, dict(values), self.fingerprint, attempt, final, weights_from
         )
@@ -185,9 +191,15 @@ class ClearMLBackend:
         return str(task_id)
 
     def poll(self, handles: list[str]) -> dict[str, ctl.Observation]:
-        tasks = self.client.get_tasks(ids=handles, only_fields=POLL_FIELDS)
+        own = self.spec.search_id
+        tasks = self.client.get_tasks(
+            ids=[*handles, own] if own else handles, only_fields=POLL_FIELDS
+        )
         result: dict[str, ctl.Observation] = {}
         for task in tasks:
+            if str(task["id"]) == own and own not in handles:
+                self._note_own_status(task)
+                continue
             status = str(task.get("status") or "")
             if status in FINISHED_OK:
                 kind = ctl.COMPLETED
@@ -209,6 +221,26 @@ class ClearMLBackend:
                 best=best,
             )
         return result
+
+    def _note_own_status(self, task: Mapping[str, Any]) -> None:
+        """A stop request on the search's task: `stopped` (nothing ran it on an agent) or, while
+        an agent runs it, still in progress with the status message `stopping`."""
+        status = str(task.get("status") or "")
+        message = str(task.get("status_message") or "").strip().lower()
+        self.stopping = self.stopping or status in (STOPPED, FAILED) or message == "stopping"
+        self._own_status_fresh = True
+
+    def stop_requested(self) -> bool:
+        """Whether the search was asked to stop: from this round's poll (no extra request), or
+        one look at its task when no trial was polled."""
+        if not self._own_status_fresh and self.spec.search_id:
+            found = self.client.get_tasks(
+                ids=[self.spec.search_id], only_fields=["id", "status", "status_message"]
+            )
+            if found:
+                self._note_own_status(found[0])
+        self._own_status_fresh = False
+        return self.stopping
 
     def curve(self, handle: str) -> list[tuple[int, float]]:
         series = self.client.scalar_histogram(

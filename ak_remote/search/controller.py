@@ -206,6 +206,11 @@ Listener = Callable[[str, "Controller", Trial | None], None]
 Refresh = Callable[["Controller"], None]
 
 
+class Aborted(Exception):
+    """The search was asked to stop (`ak-remote abort SEARCH`): the controller creates nothing
+    more; whoever runs it stops the attempts in flight."""
+
+
 class Controller:
     """Keeps up to `parallel` attempts in flight until the oracle stops; then the final fit."""
 
@@ -226,9 +231,12 @@ class Controller:
         wall: Callable[[], float] = time.time,
         refresh: Refresh | None = None,
         epochs: int | None = None,
+        stop_requested: Callable[[], bool] | None = None,
     ) -> None:
         self.oracle = oracle
         self.backend = backend
+        # Asked after each poll, before anything new is created: True ends the search (Aborted).
+        self.stop_requested = stop_requested
         self.parallel = parallel
         self.max_retries = max_retries
         self.lost_after_s = lost_after_s
@@ -433,10 +441,15 @@ class Controller:
         if self.refresh is not None:
             self.refresh(self)
         self._observe()
+        self._check_stop()
         self._apply_median_rule()
         self._apply_budget()
         self._fill()
         return bool(self.running()) or not self.stopped
+
+    def _check_stop(self) -> None:
+        if self.stop_requested is not None and self.stop_requested():
+            raise Aborted("the search was asked to stop")
 
     def run(self) -> Trial:
         """Run until the oracle stops (or a budget ends) and every trial ended; returns the best.
@@ -697,11 +710,13 @@ class Controller:
         Raises RunFailedError when it fails after its retries.
         """
         if self.final is None or self.final.values != best.values:
+            self._check_stop()
             self.final = Trial("final", "final", dict(best.values), objective=best.objective)
             self._submit(self.final, final=True)
             self._emit("final-submitted", self.final)
         while self.final.state == TRIAL_RUNNING:
             self._observe()
+            self._check_stop()
             if self.final.state == TRIAL_RUNNING:
                 self.sleep(self.poll_s)
         if self.final.state != TRIAL_COMPLETED:

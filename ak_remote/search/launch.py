@@ -20,8 +20,9 @@ from ak_remote.clearml_api import Client
 from ak_remote.contract import (
     SEARCH_SECTION,
     SEARCH_TAG,
+    SUMMARY_FILE,
 )
-from ak_remote.errors import UsageError
+from ak_remote.errors import AkRemoteError, UsageError
 from ak_remote.launcher.launch import (
     LaunchPlan,
     LaunchRequest,
@@ -208,13 +209,15 @@ def finish_spec(client: Client, search: SearchPlan) -> SearchSpec:
 
 
 def controller_plan(search: SearchPlan, spec: SearchSpec) -> LaunchPlan:
-    """The launch plan that creates the search task on the controller queue."""
+    """The launch plan that creates the search task (with its `Search/spec`), on the controller
+    queue when it has one (a controller run in a terminal has none)."""
     plan = search.plan
     run = plan.runs[0]
     tree = dict(run.clone_fields["new_task_hyperparams"])
     tree[SEARCH_SECTION] = spec.hyperparam_section()
     run.clone_fields["new_task_hyperparams"] = tree
-    assert search.controller_queue is not None
+    if search.controller_queue is None:
+        return plan
     return replace(plan, queue_name=search.controller_queue, queue_id=search.controller_queue_id)
 
 
@@ -284,30 +287,43 @@ def enqueue_search(client: Client, search: SearchPlan, progress: Progress) -> La
 
 
 def run_local_controller(client: Client, search: SearchPlan, say: Progress) -> RunSummary:
-    """The controller as a job process here, tracked online; trials still go to the queue.
+    """The controller as a job process here; trials still go to the queue.
 
-    Returns the search's summary.json. Raises RunFailedError when the search did not complete.
+    The search task is made exactly as for a controller queue (a clone of the job template
+    carrying `Search/spec`), then run on this machine instead of an agent (the job attaches to
+    it: CLEARML_TASK_ID), so a search stopped here continues through the server with
+    `ak-remote resume SEARCH -q services`, as a queued one does. Returns the search's
+    summary.json; raises RunFailedError (saying how to resume) when the search did not complete.
     """
     from ak_remote.catalog import get_job
+    from ak_remote.contract import RUN_HERE_ENV
     from ak_remote.launcher import local_run
 
     spec = finish_spec(client, search)
-    run = search.plan.runs[0]
-    job = get_job(search.plan.template.name)
+    plan = controller_plan(search, spec)
+    run = plan.runs[0]
+    fields = {**run.clone_fields, "new_task_project": plan.project_id}
+    search_id = client.clone_task(plan.template.id, run.token, fields)
+    say(f"search {search_id}: {client.task_url({'id': search_id, 'project': plan.project_id})}")
+    job = get_job(plan.template.name)
     run_dir = local_run.new_run_dir(job)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    spec_file = run_dir / "search_spec.json"
-    spec_file.write_text(spec.to_json() + "\n")
     say(f"Running the search controller here (run folder {run_dir}); Ctrl-C stops it")
-    result = local_run.run_job(
-        job,
-        run.overrides,
-        run_dir,
-        offline=False,
-        project=search.plan.project_name,
-        task_name=run.name,
-        extra_args=["--search-spec", str(spec_file)],
-    )
+    try:
+        result = local_run.run_job(
+            job,
+            run.overrides,
+            run_dir,
+            offline=False,
+            project=plan.project_name,
+            task_name=run.name,
+            env={"CLEARML_TASK_ID": search_id, RUN_HERE_ENV: "1"},
+        )
+    except AkRemoteError as exc:
+        exc.hint = (
+            f"it continues through the server: ak-remote resume {search_id} -q services "
+            f"(if it still shows running, ak-remote abort {search_id} first)"
+        )
+        raise
     return result.summary
 
 
@@ -315,11 +331,20 @@ def resume_local_spec(run_dir: Path, parallel: int | None, max_trials: int) -> P
     """The spec file a local parallel search resumes with (`run --resume`), `parallel` changed
     when given. Raises UsageError for a folder whose controller did not run here."""
     spec_file = run_dir / "search_spec.json"
+    if not spec_file.is_file():  # the controller of a search on the server ran here
+        from ak_remote.summary import read_summary
+
+        search_id = read_summary(run_dir / SUMMARY_FILE).task_id or "SEARCH_ID"
+        raise UsageError(
+            f"{run_dir} is the folder of search {search_id}, whose trials ran on agents",
+            f"it continues through the server: ak-remote resume {search_id} -q services "
+            f"(if it still shows running, ak-remote abort {search_id} first)",
+        )
     spec = SearchSpec.from_file(spec_file)
     if spec.role != CONTROLLER or spec.backend != LOCAL_BACKEND:
         raise UsageError(
             f"{run_dir} is the folder of a search whose trials ran on agents",
-            "resume it through the server: ak-remote resume SEARCH_ID",
+            "resume it through the server: ak-remote resume SEARCH_ID -q services",
         )
     if parallel is not None and parallel != spec.parallel:
         spec = replace(spec, parallel=check_parallel(parallel, max_trials))

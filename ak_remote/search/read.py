@@ -281,18 +281,6 @@ def find_search(
     return SearchView(task_id, name, status, rows, budget)
 
 
-def with_trials(client: Client, ids: tuple[str, ...]) -> list[str]:
-    """The ids, each search followed by its trials still queued or running."""
-    wanted = check_task_ids(ids)
-    result = list(wanted)
-    for task in client.get_tasks(ids=wanted, only_fields=["system_tags"]):
-        if is_search(task):
-            result += [
-                i for i in in_flight(search_children(client, str(task["id"]))) if i not in result
-            ]
-    return result
-
-
 def trials_of_searches(client: Client, ids: tuple[str, ...]) -> tuple[str, ...]:
     """The ids with each search replaced by its completed trials (in trial order)."""
     wanted = [i.strip().lower() for i in ids if is_task_id(i.strip().lower())]

@@ -29,7 +29,7 @@ from ak_remote.contract import (
     SUMMARY_FILE,
     is_task_id,
 )
-from ak_remote.errors import DataError, ServerError, UsageError
+from ak_remote.errors import DataError, RunFailedError, ServerError, UsageError
 from ak_remote.search import controller as ctl
 from ak_remote.search.spec import CONTROLLER, EARLY_STOP_MEDIAN, LOCAL_BACKEND, SearchSpec
 from ak_remote.summary import (
@@ -237,6 +237,7 @@ def control(spec: SearchSpec, run: Run, data: Dataset, split: Split) -> None:
         handover=spec.handover,
         epochs=settings.epochs,
         refresh=growth_reader(client, spec.search_id) if client is not None else None,
+        stop_requested=backend.stop_requested if isinstance(backend, ClearMLBackend) else None,
     )
     snapshot = store.fetch()
     adopted: list[str] = []
@@ -279,6 +280,18 @@ def control(spec: SearchSpec, run: Run, data: Dataset, split: Split) -> None:
         best = controller.run()
         _say(f"best: trial {best.trial_id} {oracle.objective}={best.objective:.4g}; final fit")
         final = controller.run_final(best)
+    except ctl.Aborted:
+        # Asked to stop (ak-remote abort): nothing more was created; stop what runs.
+        in_flight = [t.current.handle for t in controller.running()]
+        if controller.final is not None and controller.final.state == ctl.TRIAL_RUNNING:
+            in_flight.append(controller.final.current.handle)
+        backend.stop(in_flight)
+        store.save(controller)
+        raise RunFailedError(
+            f"search {spec.search_id} was asked to stop; {len(in_flight)} attempt(s) in "
+            "flight were stopped and nothing more was created",
+            f"continue it: ak-remote resume {spec.search_id}",
+        ) from None
     finally:
         if isinstance(backend, LocalBackend):
             backend.close()
