@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from ak_remote.contract import encoded_uri
 from ak_remote.errors import DataError
 from ak_remote.params import SECTION
 
@@ -150,6 +151,12 @@ class Tracker:
             auto_delete_file=False,
             async_enable=False,
         )
+        # The SDK records the URI with the task's name raw in its path (spaces, `=`): fine for
+        # the SDK, not for curl or a browser. The fileserver decodes the path: same file.
+        uploaded = str(model.url or "")
+        base: Any = model._get_base_model()
+        if uploaded and encoded_uri(uploaded) != uploaded and base is not None:
+            base.edit(uri=encoded_uri(uploaded))
         for key, value in metadata.items():
             model.set_metadata(key, value)
         return str(model.id)
