@@ -505,7 +505,10 @@ class Run:
             if error is None:
                 self.tracker.complete()
             else:
-                self.tracker.fail(mask_credentials(str(error)))
+                self.tracker.fail(
+                    mask_credentials(error.message),
+                    mask_credentials(error.hint) if error.hint else None,
+                )
 
 
 def _moved(name: str, old: str, new: str) -> str:
@@ -650,6 +653,25 @@ def _disk_full(run_dir: Path | None, exc: BaseException) -> bool:
         return False
 
 
+def _remote_task(run: Run | None) -> str | None:
+    """The task id when this process runs under an agent (its user resumes it by id)."""
+    tracker = run.tracker if run is not None else None
+    if tracker is None or not getattr(tracker, "running_remotely", False):
+        return None
+    return str(tracker.task_id)
+
+
+def _resume_hint(run: Run | None, job_name: str) -> str | None:
+    """How the user continues a stopped run: by task id under an agent (its run folder is on
+    the agent's host), by run folder here."""
+    remote = _remote_task(run)
+    if remote is not None:
+        return f"resume it: ak-remote resume {remote}"
+    if run is not None and run.run_dir is not None:
+        return f"resume it: ak-remote run {job_name} --resume {run.run_dir}"
+    return None
+
+
 def main(job_name: str, argv: list[str] | None = None, parts: PartSource | None = None) -> int:
     """Run `job_name` with `argv` (default: sys.argv[1:]); returns the exit code. `parts` (from
     ak_remote.entry) says what part a process plays in a parallel search."""
@@ -685,10 +707,8 @@ def _main(job_name: str, argv: list[str] | None, parts: PartSource | None) -> in
     except KeyboardInterrupt:
         error, code = RunFailedError("interrupted"), ExitCode.INTERRUPTED
     except signals.Stopped as exc:
-        resume_dir = run.run_dir if run is not None else None
         error = RunFailedError(
-            f"stopped by {signal.Signals(exc.signum).name}",
-            f"resume it: ak-remote run {job_name} --resume {resume_dir}" if resume_dir else None,
+            f"stopped by {signal.Signals(exc.signum).name}", _resume_hint(run, job_name)
         )
         code = ExitCode.STOPPED
     except Exception as exc:  # noqa: BLE001 - a bug or an upstream failure: one line, traceback on request
@@ -696,12 +716,16 @@ def _main(job_name: str, argv: list[str] | None, parts: PartSource | None) -> in
         run_dir = run.run_dir if run is not None else None
         disk_full = _disk_full(run_dir, exc)
         if disk_full:
-            again = (
-                f"resume: ak-remote run {job_name} --resume {run_dir}"
-                if run_dir is not None
-                and any((run_dir / name).is_file() for name in RESUMABLE_FILES)
-                else f"run it again (--overwrite {run_dir} to reuse the folder)"
+            resumable = run_dir is not None and any(
+                (run_dir / name).is_file() for name in RESUMABLE_FILES
             )
+            remote = _remote_task(run)
+            if remote is not None:  # the folder is on the agent's host, not the user's
+                again = f"ak-remote resume {remote}"
+            elif resumable:
+                again = f"resume: ak-remote run {job_name} --resume {run_dir}"
+            else:
+                again = f"run it again (--overwrite {run_dir} to reuse the folder)"
             error = RunFailedError(
                 f"no space left on the device of the run folder {run_dir}",
                 f"free some space, then {again}",

@@ -171,13 +171,13 @@ class Tracker:
         """Close the task: ClearML marks it completed and writes the offline zip."""
         self.task.close()
 
-    def fail(self, message: str) -> None:
-        """Mark the task failed with `message` and close it (never completed)."""
+    def fail(self, message: str, hint: str | None = None) -> None:
+        """Mark the task failed with `message` (and what to do, `hint`) and close it."""
         task = self.task
         # Task.close() marks a task completed when the process has not crashed; a run that
         # failed must stay failed, so the completion it sends becomes our failure (the offline
         # session records no status at all: summary.json carries it there).
-        reason = message[:250]
+        reason = status_reason(message, hint)
 
         def _failed(*_args: Any, **_kwargs: Any) -> Any:
             return task.mark_failed(status_reason=reason, status_message=reason, force=True)
@@ -188,6 +188,21 @@ class Tracker:
             # Under an agent close() leaves the status to the daemon: say failed ourselves.
             _failed()
         task.close()
+
+
+STATUS_REASON_LENGTH = 250  # what the Web UI shows of a task's status reason
+
+
+def status_reason(message: str, hint: str | None = None) -> str:
+    """`message (hint)` in STATUS_REASON_LENGTH characters: a long message is shortened, never
+    the hint, which holds the command to run next (a path or id cut off is no command)."""
+    text = f"{message} ({hint})" if hint else message
+    if len(text) <= STATUS_REASON_LENGTH:
+        return text
+    room = STATUS_REASON_LENGTH - len(hint) - 4 if hint else 0
+    if room < 20:  # a hint too long to keep whole: cut the end, as anything else would be
+        return text[: STATUS_REASON_LENGTH - 1] + "…"
+    return f"{message[:room]}… ({hint})"
 
 
 def fetch_url(url: str, shown: str | None = None, secrets: Sequence[str] = ()) -> Path:
