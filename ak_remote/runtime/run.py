@@ -240,6 +240,8 @@ class Run:
         # Data first: a data error then fails fast, before TensorFlow is even imported.
         assert self.dataset is not None
         data = data_module.load(self.dataset, job.family, job.kind, settings.target)
+        for note in data.notes:
+            console.say(f"data: {note}")
         split = data_module.split(
             data,
             settings.seed,
