@@ -34,6 +34,9 @@ class Config:
     http_backoff: float = 0.5  # seconds before the first retry, doubling
     http_timeout: float = 30.0  # read timeout per request, seconds
     poll_interval: float = 5.0  # seconds between status polls of --wait / --follow
+    # seconds --wait / --follow ride out a server that does not answer (a restart) before
+    # giving up; the runs go on meanwhile
+    wait_outage: float = 300.0
 
 
 _ENV_PREFIX = "AK_REMOTE_"

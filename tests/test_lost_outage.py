@@ -1,0 +1,225 @@
+"""Integration: `--wait` rides out a ClearML server restart (issue 20, item 9).
+
+The CLI runs in its own process and talks to the emulator through a TCP proxy on loopback; the
+proxy closes its port (connection refused, as a restarting server is) and opens it again. A
+wait that outlives the outage says it once and goes on; one that does not (a short
+`wait_outage`) says the run goes on and how to follow it, exit 4.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+from click.testing import CliRunner
+
+from ak_remote.cli import cli
+from tests.emulator.fixtures import wait_for
+from tests.emulator.server import Emulator
+
+pytestmark = pytest.mark.slow
+
+
+class Proxy:
+    """Forwards loopback connections on one port to a target; `down()` closes the port and
+    every connection (a server going away), `up()` listens on the same port again."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        probe = socket.socket()
+        probe.bind(("127.0.0.1", 0))
+        self.port = probe.getsockname()[1]
+        probe.close()
+        self._listener: socket.socket | None = None
+        self._open: list[socket.socket] = []
+        self._lock = threading.Lock()
+
+    def up(self) -> None:
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen(32)
+        self._listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+
+    def down(self) -> None:
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            # shutdown() first: close() alone leaves a socket that another thread blocks in
+            # accept() on still listening (Linux), and connections would hang, not be refused.
+            with contextlib.suppress(OSError):
+                listener.shutdown(socket.SHUT_RDWR)
+            listener.close()
+        with self._lock:
+            for sock in self._open:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+                sock.close()
+            self._open.clear()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.target_port))
+            with self._lock:
+                self._open += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            with contextlib.suppress(OSError):
+                dst.shutdown(socket.SHUT_WR)
+
+
+def _start_wait(emulator: Emulator, proxy: Proxy, tmp_path: Path, outage: str) -> Any:
+    """`ak-remote launch ... --wait` through the proxy, in its own process; (process, stderr)."""
+    CliRunner().invoke(cli, ["templates", "sync"], catch_exceptions=False)
+    emulator.create_queue("cpu")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CLEARML_", "AK_REMOTE_"))}
+    env.update(emulator.env())
+    env["CLEARML_API_HOST"] = f"http://127.0.0.1:{proxy.port}"
+    env.update({"AK_REMOTE_POLL_INTERVAL": "0.5", "AK_REMOTE_WAIT_OUTAGE": outage})
+    env["AK_REMOTE_HTTP_BACKOFF"] = "0.2"
+    stderr = tmp_path / "stderr.txt"
+    argv = ["launch", "structured-classifier", "-q", "cpu", "--wait"]
+    with stderr.open("wb") as err:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "ak_remote", *argv],
+            env=env,
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=err,
+        )
+    wait_for(
+        lambda: "Waiting for 1 run(s)" in stderr.read_text(),
+        timeout=120,
+        what=f"the launch to wait\n{stderr.read_text() if stderr.exists() else ''}",
+    )
+    return process, stderr
+
+
+def _task_id(emulator: Emulator) -> str:
+    return next(t["id"] for t in emulator.state.tasks.values() if t.get("status") == "queued")
+
+
+def test_wait_rides_out_a_server_restart(
+    clearml_emulator: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    proxy = Proxy(int(urlsplit(clearml_emulator.api_url).port or 0))
+    proxy.up()
+    process, stderr = _start_wait(clearml_emulator, proxy, tmp_path, "600")
+    try:
+        task_id = _task_id(clearml_emulator)
+        proxy.down()
+        wait_for(
+            lambda: "the ClearML server does not answer" in stderr.read_text(),
+            timeout=120,
+            what="the outage to be noticed",
+        )
+        # The run goes on meanwhile: it starts and completes while the server looks down to
+        # the CLI, which must still be waiting (the retries of one request ran out long ago).
+        clearml_emulator.call("tasks.started", task=task_id, force=True)
+        clearml_emulator.call("tasks.completed", task=task_id, force=True)
+        assert process.poll() is None, stderr.read_text()
+        proxy.up()
+        out, _ = process.communicate(timeout=120)
+    finally:
+        proxy.down()
+        if process.poll() is None:
+            process.kill()
+    text = stderr.read_text()
+    assert process.returncode == 0, text
+    assert out.decode().split() == [task_id]
+    lines = text.splitlines()
+    said = [line for line in lines if "the ClearML server does not answer" in line]
+    assert len(said) == 1, text  # said once, not once per retry
+    assert "the runs go on on their agents" in said[0]
+    assert any(line.startswith("the ClearML server answers again") for line in lines), text
+    assert not [
+        line for line in lines if "retrying in" in line and lines.index(line) > lines.index(said[0])
+    ]
+    assert f"{task_id} completed" in text
+
+
+def test_wait_gives_up_after_the_documented_outage_saying_the_run_goes_on(
+    clearml_emulator: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    proxy = Proxy(int(urlsplit(clearml_emulator.api_url).port or 0))
+    proxy.up()
+    process, stderr = _start_wait(clearml_emulator, proxy, tmp_path, "3")
+    try:
+        task_id = _task_id(clearml_emulator)
+        proxy.down()
+        process.wait(timeout=180)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    text = stderr.read_text()
+    assert process.returncode == 4, text
+    errors = [line for line in text.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1, text
+    assert "stopped waiting. The runs go on on their agents" in errors[0]
+    assert f"follow them once the server is back: ak-remote status {task_id}" in errors[0]
+    assert clearml_emulator.get_task(task_id)["status"] == "queued"  # nothing was touched
+
+
+def test_logs_follow_rides_out_a_server_restart(
+    clearml_emulator: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    emulator = clearml_emulator
+    task_id = emulator.create_task("followed")
+    emulator.call("tasks.started", task=task_id, force=True)
+    proxy = Proxy(int(urlsplit(emulator.api_url).port or 0))
+    proxy.up()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CLEARML_", "AK_REMOTE_"))}
+    env.update(emulator.env())
+    env["CLEARML_API_HOST"] = f"http://127.0.0.1:{proxy.port}"
+    env.update({"AK_REMOTE_POLL_INTERVAL": "0.5", "AK_REMOTE_HTTP_BACKOFF": "0.2"})
+    stderr = tmp_path / "stderr.txt"
+    with stderr.open("wb") as err:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "ak_remote", "logs", task_id, "--follow"],
+            env=env,
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=err,
+        )
+    try:
+        wait_for(lambda: emulator.count("events.get_task_log") > 0, timeout=120, what="a read")
+        proxy.down()
+        wait_for(
+            lambda: "the ClearML server does not answer" in stderr.read_text(),
+            timeout=120,
+            what="the outage to be noticed",
+        )
+        emulator.call("tasks.completed", task=task_id, force=True)
+        assert process.poll() is None, stderr.read_text()
+        proxy.up()
+        process.communicate(timeout=120)
+    finally:
+        proxy.down()
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0, stderr.read_text()
+    assert "the ClearML server answers again" in stderr.read_text()
