@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from ak_remote import ui
 from ak_remote.catalog import Job, get_job
 from ak_remote.contract import PARENT_PID_ENV, RUN_FAILED, RUN_RUNNING, SUMMARY_FILE
 from ak_remote.errors import (
@@ -22,10 +23,12 @@ from ak_remote.errors import (
     DataError,
     ExitCode,
     InternalError,
+    Interrupted,
     RunFailedError,
     UsageError,
 )
 from ak_remote.params import Value
+from ak_remote.process import Tied
 from ak_remote.summary import RunSummary, read_summary
 
 RUNS_DIR_ENV = "AK_REMOTE_RUNS_DIR"
@@ -104,7 +107,8 @@ def run_job(
     if task_name:
         argv += ["--task-name", task_name]
     argv += list(extra_args)  # e.g. --search-spec FILE: a parallel search's controller
-    code = _run_child(argv)
+    tied = _run_child(argv)
+    code = tied.code
     summary_path = run_dir / SUMMARY_FILE
     summary: RunSummary | None = None
     if summary_path.is_file():
@@ -112,6 +116,8 @@ def run_job(
             summary = read_summary(summary_path)
         except DataError:
             summary = None
+    if tied.interrupted and code != 0:
+        raise _interrupted(tied, summary, run_dir, job.name)
     if code != 0:
         raise _failure(code, summary, run_dir, job.name)
     if summary is None or not summary.completed:
@@ -122,18 +128,45 @@ def run_job(
     return LocalRun(job, run_dir, summary)
 
 
-def _run_child(argv: list[str]) -> int:
-    """Run the job and return its exit status (negative: killed by that signal).
+def _run_child(argv: list[str]) -> Tied:
+    """Run the job; how it ended (its exit status: negative when killed by that signal).
 
     Stopping this CLI stops the job (ak_remote.process); if this process dies outright, the job
     also notices through PARENT_PID_ENV (any OS) and stops itself, marking its run failed.
     """
+    from ak_remote.config import load_config
     from ak_remote.process import run_tied
 
     env = {**os.environ, PARENT_PID_ENV: str(os.getpid())}
+    grace = load_config().interrupt_grace
     # The job's own output is progress, not data: it goes to our stderr.
-    code, _ = run_tied(argv, env, stdout=sys.stderr, reraise_interrupt=False)
-    return code
+    return run_tied(argv, env, stdout=sys.stderr, say=ui.info, grace=grace)
+
+
+def _interrupted(
+    tied: Tied, summary: RunSummary | None, run_dir: Path, job_name: str
+) -> AkRemoteError:
+    """Ctrl-C is exit 130 however the job ended; an escalation is said as such."""
+    hint = f"resume it: ak-remote run {job_name} --resume {run_dir}"
+    if tied.escalated is None:
+        if tied.code == int(ExitCode.INTERRUPTED):
+            error = Interrupted((summary.error if summary else None) or "interrupted", hint)
+            error.reported = True  # the job printed its own line
+            return error
+        return Interrupted(f"interrupted; the job ended with {_status_text(tied.code)}", hint)
+    message = (
+        f"interrupted; the job did not stop within {tied.waited:.0f} s of Ctrl-C and was sent "
+        f"{tied.escalated}"
+    )
+    if tied.code < 0:  # killed: the job could not close its run, so it is closed here
+        message += f"; it was killed by {_signal_name(-tied.code)}"
+        _mark_failed(run_dir, summary, message)
+        _close_offline_session(summary)
+    return Interrupted(message, hint)
+
+
+def _status_text(code: int) -> str:
+    return _signal_name(-code) if code < 0 else f"exit code {code}"
 
 
 def _mark_failed(run_dir: Path, summary: RunSummary | None, message: str) -> None:

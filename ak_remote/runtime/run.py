@@ -739,6 +739,7 @@ def _main(job_name: str, argv: list[str] | None, parts: PartSource | None) -> in
                 f"rerun with {DEBUG_ENV}=1 for the traceback",
             )
             code = ExitCode.INTERNAL
+    signals.hold()  # closing: a second signal must not cut the run's record short
     if trace and debug:
         console.error(trace.rstrip())
     if run is not None:
