@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -184,3 +185,70 @@ def test_a_job_that_does_not_stop_is_escalated_saying_so_and_still_exit_130(
     record = _summary(run_dir)  # written failed by the job before it hung, or by the CLI
     assert record["status"] == "failed"
     assert record["error"].startswith("interrupted")
+
+
+def _session_zip(run_dir: Path) -> Path:
+    return Path(str(_summary(run_dir)["offline_session"]))
+
+
+@pytest.mark.parametrize("how", ["process group", "each process"])
+def test_a_job_killed_with_its_cli_leaves_an_importable_session(
+    how: str, tmp_path: Path, clearml_emulator: Emulator
+) -> None:
+    """SIGKILL to the terminal job's process group (its CLI), or to the CLI and its job both
+    (an out-of-memory kill of both, a cgroup kill): the offline session is zipped, by the job
+    closing itself in the first case and by the next command that touches the run in the
+    second (`import-offline` with the path the run printed, `run --resume`)."""
+    run_dir = tmp_path / "run"
+    home = tmp_path / "home"
+    cli = _start_cli(home, tmp_path, "--run-dir", str(run_dir), "--set", "max_trials=3")
+    try:
+        trainer = _holder(run_dir)
+        _wait_for(lambda: (run_dir / "search_state.zip").is_file(), 600, "a finished trial")
+        if how == "process group":
+            os.killpg(cli.pid, signal.SIGKILL)
+        else:
+            os.kill(trainer, signal.SIGKILL)
+            os.kill(cli.pid, signal.SIGKILL)
+        cli.wait(timeout=60)
+        _wait_for(lambda: not _alive(trainer), 300, "the job to end")
+    finally:
+        if cli.poll() is None:
+            cli.kill()
+    session = _session_zip(run_dir)
+    if how == "process group":  # the job outlived the group kill and closed its run itself
+        assert zipfile.is_zipfile(session)
+        assert _summary(run_dir)["status"] == "failed"
+        return
+    assert not session.exists()  # nothing ran after the kills
+    resumed = subprocess.run(
+        [sys.executable, "-m", "ak_remote", "run", JOB, "--resume", str(run_dir)],
+        cwd=tmp_path,
+        env=_env(home),
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert (
+        "the run's earlier offline session was never closed (its job was killed): zipped it; "
+        f"import it with: ak-remote import-offline {session}"
+    ) in resumed.stderr
+    assert zipfile.is_zipfile(session)
+    assert _session_zip(run_dir) != session  # the resumed run has a session of its own
+    session.unlink()  # and import-offline closes one too, given the path the run printed
+    imported = subprocess.run(
+        [sys.executable, "-m", "ak_remote", "import-offline", str(session)],
+        cwd=tmp_path,
+        env={**_env(home), **clearml_emulator.env()},
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert imported.returncode == 0, imported.stderr[-3000:]
+    assert zipfile.is_zipfile(session)
+    assert f"zipped {session.with_suffix('')}" in imported.stderr
+    task_id = imported.stdout.split()[0]
+    assert clearml_emulator.get_task(task_id)["status"] == "failed"  # killed: never completed

@@ -10,7 +10,6 @@ import os
 import signal
 import sys
 import time
-import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,9 +91,10 @@ def run_job(
 
     Raises UsageError/DataError/RunFailedError with the job's own one-line message.
     """
-    argv = [sys.executable, str(job.script_path)]
-    for key, value in overrides.items():
-        argv += ["--set", f"{key}={value}"]
+    from ak_remote.datasets.secrets import job_set_arguments
+
+    sets, secret_env = job_set_arguments(overrides)  # credentials never in the job's argv
+    argv = [sys.executable, str(job.script_path), *sets]
     argv += ["--run-dir", str(run_dir)]
     if resume:  # the job restores run_dir/search_state.zip (ak_remote.runtime.search_state)
         argv.append("--resume")
@@ -107,7 +107,9 @@ def run_job(
     if task_name:
         argv += ["--task-name", task_name]
     argv += list(extra_args)  # e.g. --search-spec FILE: a parallel search's controller
-    tied = _run_child(argv)
+    if resume:
+        _close_earlier_session(run_dir)
+    tied = _run_child(argv, secret_env)
     code = tied.code
     summary_path = run_dir / SUMMARY_FILE
     summary: RunSummary | None = None
@@ -128,7 +130,7 @@ def run_job(
     return LocalRun(job, run_dir, summary)
 
 
-def _run_child(argv: list[str]) -> Tied:
+def _run_child(argv: list[str], extra_env: dict[str, str]) -> Tied:
     """Run the job; how it ended (its exit status: negative when killed by that signal).
 
     Stopping this CLI stops the job (ak_remote.process); if this process dies outright, the job
@@ -137,7 +139,7 @@ def _run_child(argv: list[str]) -> Tied:
     from ak_remote.config import load_config
     from ak_remote.process import run_tied
 
-    env = {**os.environ, PARENT_PID_ENV: str(os.getpid())}
+    env = {**os.environ, **extra_env, PARENT_PID_ENV: str(os.getpid())}
     grace = load_config().interrupt_grace
     # The job's own output is progress, not data: it goes to our stderr.
     return run_tied(argv, env, stdout=sys.stderr, say=ui.info, grace=grace)
@@ -183,28 +185,28 @@ def _mark_failed(run_dir: Path, summary: RunSummary | None, message: str) -> Non
         tmp.unlink(missing_ok=True)
 
 
-def _close_offline_session(summary: RunSummary | None) -> None:
-    """Zip a killed job's offline session folder, which its own close would have zipped.
-
-    Without the zip the session cannot be imported; its folder holds everything recorded up
-    to the kill (the same layout the SDK zips: the folder's files, relative names).
-    """
-    target = summary.offline_session if summary is not None else None
-    if not target:
-        return
-    zip_path = Path(str(target))
-    folder = zip_path.with_suffix("")
-    if zip_path.exists() or not folder.is_dir():
-        return
-    tmp = zip_path.with_name(f".{zip_path.name}.tmp")
+def _close_earlier_session(run_dir: Path) -> None:
+    """Zip the offline session of a job killed together with its CLI (nothing closed it), so
+    it can still be imported; the resumed run records a session of its own."""
     try:
-        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED, allowZip64=True) as out:
-            for path in sorted(folder.rglob("*")):
-                if path.is_file():
-                    out.write(path, arcname=path.relative_to(folder).as_posix())
-        os.replace(tmp, zip_path)
-    except OSError:
-        tmp.unlink(missing_ok=True)
+        earlier = read_summary(run_dir / SUMMARY_FILE)
+    except DataError:
+        return
+    if earlier.offline_session and _close_offline_session(earlier):
+        ui.info(
+            "the run's earlier offline session was never closed (its job was killed): zipped "
+            f"it; import it with: ak-remote import-offline {earlier.offline_session}"
+        )
+
+
+def _close_offline_session(summary: RunSummary | None) -> bool:
+    """Zip a killed job's offline session folder, which its own close would have zipped; True
+    when it did."""
+    from ak_remote.launcher.offline import close_session
+
+    return bool(
+        summary and summary.offline_session and close_session(Path(summary.offline_session))
+    )
 
 
 def _failure(code: int, summary: RunSummary | None, run_dir: Path, job_name: str) -> AkRemoteError:

@@ -38,7 +38,7 @@ from ak_remote.contract import (
     SUMMARY_FILE,
 )
 from ak_remote.datasets.references import DatasetRef, check_reference
-from ak_remote.datasets.secrets import mask_credentials
+from ak_remote.datasets.secrets import mask_credentials, secret_set_assignments
 from ak_remote.errors import (
     AkRemoteError,
     DataError,
@@ -133,6 +133,8 @@ def parse_argv(job: Job, argv: list[str], parts: PartSource | None = None) -> ar
     if parts is not None:
         parts.add_arguments(parser)
     args = parser.parse_args(argv)
+    # Values with credentials come by the environment (ak_remote.datasets.secrets), not argv.
+    args.set += secret_set_assignments(os.environ)
     if args.resume:
         # Checked before anything writes into the folder (a failed run writes summary.json).
         from ak_remote.runtime.search_state import check_resume_dir
