@@ -158,6 +158,7 @@ class Run:
         self.search_state: Any = None  # ak_remote.runtime.search_state.SearchState, once prepared
         self.part: Part | None = None  # this process's part in a parallel search, or None
         self.candidate: dict[str, Any] | None = None  # the final fit's fixed candidate
+        self.test_answers: Any = None  # the model's answers (or values) on the test split
         self.dataset: DatasetRef | None = None  # `dataset`, checked once (again if it changed)
         self.summary = RunSummary(job=job.name)
         self.lock: RunDirLock | None = None  # the claim on run_dir, held until the process ends
@@ -327,9 +328,10 @@ class Run:
         x_model, y_model = pipeline.transform((x_test, y_test))
         values = model.evaluate(x_model, y_model, verbose=0, return_dict=True)
         metrics = {f"test_{name}": float(value) for name, value in values.items()}
+        outputs = model.predict(x_model, verbose=0)
+        answers = decode(outputs, output_spec(pipeline, self.job))
+        self.test_answers = answers  # the baseline's paired test reads them
         if classes is not None:
-            outputs = model.predict(x_model, verbose=0)
-            answers = decode(outputs, output_spec(pipeline, self.job))
             truth = np.asarray(y_test).astype(str)
             metrics["test_label_accuracy"] = float(np.mean(answers == truth))
             index = {name: i for i, name in enumerate(classes)}
@@ -351,21 +353,46 @@ class Run:
         """The score of a model that learned nothing, on the same test split, and the verdict."""
         from ak_remote.runtime.baseline import baseline
 
-        record = baseline(self.job.is_classifier, y_train, y_test, self.summary.metrics)
+        record = baseline(
+            self.job.is_classifier,
+            y_train,
+            y_test,
+            self.summary.metrics,
+            self.test_answers,
+            self.settings.seed,
+        )
         self.summary.metrics[record.metric_name] = record.baseline
         self.tracker.report_single_value(record.metric_name, record.baseline)
         self.summary.baseline = record
         self.summary.below_baseline = not record.beats_baseline
         console.say(
             f"baseline ({record.rule}): {record.metric}={record.baseline:.4g}, "
-            f"model {record.model:.4g}"
+            f"model {record.model:.4g}; {record.test}: p={record.p_value:.3g}"
         )
+        if record.near_constant:  # whatever the score: a better constant is still a constant
+            self.tracker.add_tags(["near-constant"])
+            what = (
+                f"its predictions vary by {record.spread:.2%} of the targets' spread"
+                if not self.job.is_classifier
+                else f"it gives one answer to {1 - (record.spread or 0):.0%} of the test rows"
+            )
+            console.say(
+                f"WARNING: the model is a near-constant predictor: {what}; it barely reads its "
+                "inputs (train longer or on more data, or check that the inputs carry the target)"
+            )
         if record.beats_baseline:
             return
         self.tracker.add_tags(["below-baseline"])
+        better = (record.model > record.baseline) == self.job.is_classifier
+        how = (
+            f"better, but by no more than noise explains ({record.test}: p={record.p_value:.3g}"
+            f" >= {record.alpha:g})"
+            if better and record.p_value is not None
+            else "it learned nothing useful"
+        )
         message = (
             f"the model does not beat the baseline ({record.metric} {record.model:.4g} "
-            f"vs {record.baseline:.4g} for {record.rule}): it learned nothing useful"
+            f"vs {record.baseline:.4g} for {record.rule}): {how}"
         )
         if self.settings.require_better_than_baseline:
             raise RunFailedError(
