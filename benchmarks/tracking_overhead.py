@@ -104,7 +104,13 @@ def _time_callbacks() -> list[float]:
     from ak_remote.runtime import callbacks
 
     total = [0.0]
-    for name in ("on_train_begin", "on_epoch_end", "on_train_batch_end", "on_train_end"):
+    for name in (
+        "on_train_begin",
+        "on_epoch_end",
+        "on_train_batch_begin",
+        "on_train_batch_end",
+        "on_train_end",
+    ):
         original = getattr(callbacks.TensorBoard, name)
 
         def timed(self: Any, *args: Any, _original: Any = original, **kwargs: Any) -> Any:

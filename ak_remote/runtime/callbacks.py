@@ -358,11 +358,21 @@ class TensorBoard(keras.callbacks.TensorBoard):  # type: ignore[misc]
         ensure_space(self.checkpoint_dir, weights_bytes(self.model))
         self._checkpoint.on_epoch_end(epoch, logs)
 
-    def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
-        # A stop signal whose exception was dropped (runtime/signals.py) stops training here:
-        # here, not in a callback of its own, since AutoKeras' final fit copies the callback
-        # list once per callback (autokeras 3.0.0 `_remove_early_stopping`).
+    # Keras may run batch-end hooks on its callback thread (CallbackList's async dispatch):
+    # this one does nothing there with update_freq="epoch" and no profiling. A callback that is
+    # not async-safe makes Keras turn every step's logs into Python numbers before the next
+    # step starts, a device sync per step (Keras' own TensorBoard callback is not marked safe).
+    async_safe = True
+
+    def on_train_batch_begin(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        # A stop signal whose exception was dropped (runtime/signals.py) stops training here,
+        # on the training thread: here, not in a callback of its own, since AutoKeras' final
+        # fit copies the callback list once per callback (autokeras 3.0.0
+        # `_remove_early_stopping`); at a batch's begin, since batch ends may run elsewhere.
         signals.raise_if_stopped()
+        super().on_train_batch_begin(batch, logs)
+
+    def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         # Keras 3.12 calls tf.summary.scalar for every metric of every batch even with
         # update_freq="epoch", where no writer records them (about 1 ms a batch, measured).
         super().on_train_batch_end(batch, None if self.update_freq == "epoch" else logs)
