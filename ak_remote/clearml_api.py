@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from ak_remote.contract import COMPLETED, IN_PROGRESS, QUEUED, sha256_file
+from ak_remote.contract import COMPLETED, IN_PROGRESS, QUEUED, encoded_uri, sha256_file
 from ak_remote.errors import ServerError, UsageError
 
 T = TypeVar("T")
@@ -562,6 +562,8 @@ class Client:
         """
         task_id = str(task["id"])
         body = {"task": task_id, "project": str(task.get("project")), "ready": True, **fields}
+        if isinstance(body.get("uri"), str):
+            body["uri"] = encoded_uri(body["uri"])  # a URL curl and browsers take as it is
         model_id = self.write("models.create", body, find=None, parse=lambda d: str(d["id"]))
         current = self.get_task(task_id).get("models") or {}
         outputs = [m for m in current.get("output") or [] if m.get("name") != "model"]

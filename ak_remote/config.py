@@ -36,6 +36,12 @@ class Config:
     poll_interval: float = 5.0  # seconds between status polls of --wait / --follow
     # Price per GPU-hour by queue ("gpu=2.5,gpu-large=4.1"): `status SEARCH` shows the cost.
     gpu_prices: str | None = None
+    # seconds --wait / --follow ride out a server that does not answer (a restart) before
+    # giving up; the runs go on meanwhile
+    wait_outage: float = 300.0
+    # seconds a local run's job gets to close its run after Ctrl-C before it is sent SIGTERM,
+    # then as long again before SIGKILL (closing takes well over 10 s on a loaded machine)
+    interrupt_grace: float = 60.0
 
 
 _ENV_PREFIX = "AK_REMOTE_"

@@ -196,6 +196,22 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+def encoded_uri(uri: str) -> str:
+    """`uri` with its path percent-encoded (spaces, `=` and the like from task names), as a
+    URL must be for curl, a browser or any HTTP client; already-encoded parts stay as they are.
+
+    The SDK records a model's URI with the raw task name in it; ClearML's fileserver decodes
+    the path, so the encoded URI names the same file.
+    """
+    from urllib.parse import quote, unquote, urlsplit, urlunsplit
+
+    parts = urlsplit(uri)
+    if parts.scheme not in ("http", "https"):
+        return uri
+    path = quote(unquote(parts.path), safe="/")
+    return urlunsplit((parts.scheme, parts.netloc, path, parts.query, parts.fragment))
+
+
 # -- parallel searches (ak_remote.search) --------------------------------------------------------
 SEARCH_TAG: Final = "ak-remote-search"  # system tag of a search (controller) task
 SEARCH_OF_PREFIX: Final = "ak-remote-search-of:"  # system tag of every trial/final fit of a search

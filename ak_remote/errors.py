@@ -71,6 +71,12 @@ class RunFailedError(AkRemoteError):
     exit_code = ExitCode.RUN_FAILED
 
 
+class Interrupted(AkRemoteError):
+    """Ctrl-C stopped the command (and what it started)."""
+
+    exit_code = ExitCode.INTERRUPTED
+
+
 class StoppedError(AkRemoteError):
     """The command was stopped by a signal (SIGTERM, SIGHUP); what it started was stopped too."""
 

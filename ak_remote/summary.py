@@ -97,7 +97,14 @@ class BaselineRecord:
     metric_name: str = ""
     baseline: float = 0.0
     model: float = 0.0
-    beats_baseline: bool = False
+    beats_baseline: bool = False  # better, and by more than noise explains (test, p_value)
+    test: str = ""  # the one-sided paired test that decided it (runtime/baseline.py)
+    p_value: float | None = None
+    alpha: float = 0.05
+    # regressors: std of the predictions over the training targets' std; classifiers: the
+    # share of test rows not given the most common answer
+    spread: float | None = None
+    near_constant: bool = False  # flagged whatever the score: the model barely reads its inputs
 
 
 @dataclass

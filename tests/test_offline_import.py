@@ -12,6 +12,7 @@ from pathlib import Path
 import requests
 
 from ak_remote.catalog import PROJECT_ROOT
+from ak_remote.contract import encoded_uri
 from tests.emulator.server import Emulator
 
 TINY = ["max_trials=1", "epochs=1", "max_samples=120", "batch_size=16"]
@@ -88,8 +89,10 @@ def test_offline_run_imports_with_metrics_artifacts_and_a_registered_model(
     assert hashlib.sha256(uploaded).hexdigest() == hashlib.sha256(local).hexdigest()
 
     model = clearml_emulator.state.models[result["model_id"]]
-    # The registered model is the serving model (a zipped TF Serving base folder).
-    assert model["uri"] == artifacts["serving"]["uri"]
+    # The registered model is the serving model (a zipped TF Serving base folder), its URI
+    # percent-encoded (the artifact's holds the task name's spaces raw): curl takes it.
+    assert model["uri"] == encoded_uri(artifacts["serving"]["uri"])
+    assert " " not in model["uri"]
     assert model["framework"].lower() == "tensorflow"
     assert model["labels"] == {"class_0": 0, "class_1": 1, "class_2": 2}
     assert result["model_id"] in [m["model"] for m in task["models"]["output"]]

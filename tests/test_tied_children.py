@@ -23,11 +23,11 @@ PARENT = textwrap.dedent(
     import sys
     from ak_remote.process import run_tied
     from ak_remote.errors import StoppedError
-    code, stopped = run_tied(
+    tied = run_tied(
         [sys.executable, "-m", "tensorboard.main", "--logdir", sys.argv[1],
          "--port", sys.argv[2], "--host", "127.0.0.1"]
     )
-    sys.exit(143 if stopped else 0)
+    sys.exit(143 if tied.stopped_by else 0)
     """
 )
 

@@ -104,10 +104,15 @@ def _why(status: str, message: str) -> str:
     return f" ({reason[:160]})" if reason else ""
 
 
-def follow_runs(client: Client, task_ids: list[str], interval: float) -> None:
-    """Wait for the runs with a progress line per change; RunFailedError if any did not complete."""
+def follow_runs(
+    client: Client, task_ids: list[str], interval: float, outage: float | None = None
+) -> None:
+    """Wait for the runs with a progress line per change, riding out a server outage of up to
+    `outage` seconds (default: the `wait_outage` setting); RunFailedError if any did not
+    complete, ServerUnavailable if the server stays down longer."""
+    from ak_remote.config import load_config
     from ak_remote.contract import BAD_STATUSES
-    from ak_remote.launcher.runs import RunStatus, wait
+    from ak_remote.launcher.runs import Outage, RunStatus, wait
 
     def show(rows: list[RunStatus]) -> None:
         counts: dict[str, int] = {}
@@ -116,7 +121,14 @@ def follow_runs(client: Client, task_ids: list[str], interval: float) -> None:
         ui.info("  " + ", ".join(f"{n} {status}" for status, n in sorted(counts.items())))
 
     ui.info(f"Waiting for {len(task_ids)} run(s) (Ctrl-C stops waiting, not the runs)...")
-    rows = wait(client, task_ids, interval=interval, on_change=show)
+    limit = load_config().wait_outage if outage is None else outage
+    rows = wait(
+        client,
+        task_ids,
+        interval=interval,
+        on_change=show,
+        outage=Outage(client, task_ids, limit, ui.info),
+    )
     bad = [row for row in rows if row.status in BAD_STATUSES]
     for row in rows:
         ui.info(f"  {row.id} {row.status}{_why(row.status, row.message)}")

@@ -23,6 +23,10 @@ def import_offline(app: App, session: Path, as_json: bool) -> None:
     """
     from ak_remote.launcher import offline
 
+    if offline.close_session(session):  # its job was killed before it could zip it
+        ui.info(
+            f"the session was never closed (its job was killed): zipped {session.with_suffix('')}"
+        )
     offline.check_session(session)
     if not server_configured():
         raise UsageError(

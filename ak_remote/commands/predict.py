@@ -38,7 +38,8 @@ def predict(app: App, target: str, source: str, fmt: str, resize: bool, dest: Pa
     """Predict with a run's serving model: a run folder, a pulled folder, or a run id.
 
     The serving model takes raw inputs (CSV cells with blanks, sentences, image pixels) and
-    needs TensorFlow, not AutoKeras. A run id is pulled first (checksums verified).
+    needs TensorFlow, not AutoKeras. A run id is pulled first; every model file is checked
+    against the sha256 its run recorded (summary.json) before it is loaded.
 
     \b
     Examples:
@@ -46,7 +47,7 @@ def predict(app: App, target: str, source: str, fmt: str, resize: bool, dest: Pa
       echo "great product, works well" | ak-remote predict RUN_ID --input - --format json
     """
     from ak_remote.launcher.predict import predict as run_predict
-    from ak_remote.launcher.predict import render, resolve
+    from ak_remote.launcher.predict import render, resolve, verify_files
 
     def fetch(task_id: str) -> Path:
         from ak_remote.launcher.pull import pull
@@ -54,4 +55,7 @@ def predict(app: App, target: str, source: str, fmt: str, resize: bool, dest: Pa
         return pull(app.client(), task_id, dest, load=False, progress=ui.info).dest
 
     version_dir = resolve(target, fetch)
+    unchecked = verify_files(version_dir)  # the sha256s the run recorded, before loading
+    if unchecked:
+        ui.warn(unchecked)
     ui.data(render(run_predict(version_dir, source, resize=resize), fmt))

@@ -77,14 +77,16 @@ def status(
 def logs(app: App, task_id: str, follow: bool) -> None:
     """Print a run's console log (with --follow, until it ends; exit 5 if it failed)."""
     from ak_remote.contract import BAD_STATUSES
-    from ak_remote.launcher.runs import read_log
+    from ak_remote.launcher.runs import Outage, read_log
 
+    client = app.client()
     status = read_log(
-        app.client(),
+        client,
         task_id,
         emit=ui.data,
         follow=follow,
         interval=app.config.poll_interval,
+        outage=Outage(client, [task_id], app.config.wait_outage, ui.info),
     )
     if follow and status in BAD_STATUSES:
         raise RunFailedError(f"run {task_id} ended {status}", f"ak-remote status {task_id}")

@@ -69,6 +69,10 @@ def tensorboard(
     from ak_remote.process import run_tied
 
     # A list, never a shell: run names come from the server. Tied: stopping us stops it.
-    _, stopped = run_tied(argv)
-    if stopped is not None:
-        raise StoppedError(f"stopped by {signal.Signals(stopped).name}; TensorBoard stopped too")
+    tied = run_tied(argv, say=ui.info)
+    if tied.stopped_by is not None:
+        raise StoppedError(
+            f"stopped by {signal.Signals(tied.stopped_by).name}; TensorBoard stopped too"
+        )
+    if tied.interrupted:
+        raise KeyboardInterrupt  # TensorBoard stopped with it: exit 130

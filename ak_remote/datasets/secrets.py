@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, MutableMapping, Sequence
 from urllib.parse import quote, unquote
 
 from ak_remote.errors import UsageError
@@ -237,3 +237,44 @@ def expand_placeholders(
     body, hashmark, fragment = rest.partition("#")
     path, mark, query = body.partition("?")
     return f"{head}{path}{mark}{PLACEHOLDER.sub(substitute, query)}{hashmark}{fragment}", used
+
+
+# A job process started on this machine gets the --set values that hold literal credentials in
+# this variable (JSON, name: value), never in its argv: any user of the machine reads another's
+# argv (`ps`), only its owner (and root) its environment.
+SECRET_SETS_ENV = "AK_REMOTE_SECRET_SETS"
+
+
+def job_set_arguments(values: Mapping[str, str]) -> tuple[list[str], dict[str, str]]:
+    """`--set KEY=VALUE` arguments for a job process and the environment to add to it: values
+    holding literal credentials go by SECRET_SETS_ENV instead of the command line."""
+    import json
+
+    argv: list[str] = []
+    secret: dict[str, str] = {}
+    for key, value in values.items():
+        if mask_credentials(value) != value:
+            secret[key] = value
+        else:
+            argv += ["--set", f"{key}={value}"]
+    return argv, ({SECRET_SETS_ENV: json.dumps(secret)} if secret else {})
+
+
+def secret_set_assignments(environ: MutableMapping[str, str]) -> list[str]:
+    """The `KEY=VALUE` assignments a parent passed in SECRET_SETS_ENV, taken out of `environ`
+    (what this process starts does not inherit them). Raises UsageError when unreadable."""
+    import json
+
+    raw = environ.pop(SECRET_SETS_ENV, None)
+    if not raw:
+        return []
+    try:
+        values = json.loads(raw)
+        if not isinstance(values, dict):
+            raise ValueError
+    except ValueError:
+        raise UsageError(
+            f"{SECRET_SETS_ENV} is not a JSON object of parameter values",
+            "it is set by ak-remote for the jobs it starts; unset it",
+        ) from None
+    return [f"{key}={value}" for key, value in values.items()]

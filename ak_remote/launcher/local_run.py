@@ -10,11 +10,11 @@ import os
 import signal
 import sys
 import time
-import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from ak_remote import ui
 from ak_remote.catalog import Job, get_job
 from ak_remote.contract import PARENT_PID_ENV, RUN_FAILED, RUN_RUNNING, SUMMARY_FILE
 from ak_remote.errors import (
@@ -22,10 +22,12 @@ from ak_remote.errors import (
     DataError,
     ExitCode,
     InternalError,
+    Interrupted,
     RunFailedError,
     UsageError,
 )
 from ak_remote.params import Value
+from ak_remote.process import Tied
 from ak_remote.summary import RunSummary, read_summary
 
 RUNS_DIR_ENV = "AK_REMOTE_RUNS_DIR"
@@ -91,9 +93,10 @@ def run_job(
 
     Raises UsageError/DataError/RunFailedError with the job's own one-line message.
     """
-    argv = [sys.executable, str(job.script_path)]
-    for key, value in overrides.items():
-        argv += ["--set", f"{key}={value}"]
+    from ak_remote.datasets.secrets import job_set_arguments
+
+    sets, secret_env = job_set_arguments(overrides)  # credentials never in the job's argv
+    argv = [sys.executable, str(job.script_path), *sets]
     argv += ["--run-dir", str(run_dir)]
     if resume:  # the job restores run_dir/search_state.zip (ak_remote.runtime.search_state)
         argv.append("--resume")
@@ -106,7 +109,10 @@ def run_job(
     if task_name:
         argv += ["--task-name", task_name]
     argv += list(extra_args)  # e.g. --search-spec FILE: a parallel search's controller
-    code = _run_child(argv, env or {})
+    if resume:
+        _close_earlier_session(run_dir)
+    tied = _run_child(argv, {**secret_env, **(env or {})})
+    code = tied.code
     summary_path = run_dir / SUMMARY_FILE
     summary: RunSummary | None = None
     if summary_path.is_file():
@@ -114,6 +120,8 @@ def run_job(
             summary = read_summary(summary_path)
         except DataError:
             summary = None
+    if tied.interrupted and code != 0:
+        raise _interrupted(tied, summary, run_dir, job.name)
     if code != 0:
         raise _failure(code, summary, run_dir, job.name)
     if summary is None or not summary.completed:
@@ -124,18 +132,45 @@ def run_job(
     return LocalRun(job, run_dir, summary)
 
 
-def _run_child(argv: list[str], extra_env: Mapping[str, str]) -> int:
-    """Run the job and return its exit status (negative: killed by that signal).
+def _run_child(argv: list[str], extra_env: dict[str, str]) -> Tied:
+    """Run the job; how it ended (its exit status: negative when killed by that signal).
 
     Stopping this CLI stops the job (ak_remote.process); if this process dies outright, the job
     also notices through PARENT_PID_ENV (any OS) and stops itself, marking its run failed.
     """
+    from ak_remote.config import load_config
     from ak_remote.process import run_tied
 
     env = {**os.environ, **extra_env, PARENT_PID_ENV: str(os.getpid())}
+    grace = load_config().interrupt_grace
     # The job's own output is progress, not data: it goes to our stderr.
-    code, _ = run_tied(argv, env, stdout=sys.stderr, reraise_interrupt=False)
-    return code
+    return run_tied(argv, env, stdout=sys.stderr, say=ui.info, grace=grace)
+
+
+def _interrupted(
+    tied: Tied, summary: RunSummary | None, run_dir: Path, job_name: str
+) -> AkRemoteError:
+    """Ctrl-C is exit 130 however the job ended; an escalation is said as such."""
+    hint = f"resume it: ak-remote run {job_name} --resume {run_dir}"
+    if tied.escalated is None:
+        if tied.code == int(ExitCode.INTERRUPTED):
+            error = Interrupted((summary.error if summary else None) or "interrupted", hint)
+            error.reported = True  # the job printed its own line
+            return error
+        return Interrupted(f"interrupted; the job ended with {_status_text(tied.code)}", hint)
+    message = (
+        f"interrupted; the job did not stop within {tied.waited:.0f} s of Ctrl-C and was sent "
+        f"{tied.escalated}"
+    )
+    if tied.code < 0:  # killed: the job could not close its run, so it is closed here
+        message += f"; it was killed by {_signal_name(-tied.code)}"
+        _mark_failed(run_dir, summary, message)
+        _close_offline_session(summary)
+    return Interrupted(message, hint)
+
+
+def _status_text(code: int) -> str:
+    return _signal_name(-code) if code < 0 else f"exit code {code}"
 
 
 def _mark_failed(run_dir: Path, summary: RunSummary | None, message: str) -> None:
@@ -152,28 +187,28 @@ def _mark_failed(run_dir: Path, summary: RunSummary | None, message: str) -> Non
         tmp.unlink(missing_ok=True)
 
 
-def _close_offline_session(summary: RunSummary | None) -> None:
-    """Zip a killed job's offline session folder, which its own close would have zipped.
-
-    Without the zip the session cannot be imported; its folder holds everything recorded up
-    to the kill (the same layout the SDK zips: the folder's files, relative names).
-    """
-    target = summary.offline_session if summary is not None else None
-    if not target:
-        return
-    zip_path = Path(str(target))
-    folder = zip_path.with_suffix("")
-    if zip_path.exists() or not folder.is_dir():
-        return
-    tmp = zip_path.with_name(f".{zip_path.name}.tmp")
+def _close_earlier_session(run_dir: Path) -> None:
+    """Zip the offline session of a job killed together with its CLI (nothing closed it), so
+    it can still be imported; the resumed run records a session of its own."""
     try:
-        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED, allowZip64=True) as out:
-            for path in sorted(folder.rglob("*")):
-                if path.is_file():
-                    out.write(path, arcname=path.relative_to(folder).as_posix())
-        os.replace(tmp, zip_path)
-    except OSError:
-        tmp.unlink(missing_ok=True)
+        earlier = read_summary(run_dir / SUMMARY_FILE)
+    except DataError:
+        return
+    if earlier.offline_session and _close_offline_session(earlier):
+        ui.info(
+            "the run's earlier offline session was never closed (its job was killed): zipped "
+            f"it; import it with: ak-remote import-offline {earlier.offline_session}"
+        )
+
+
+def _close_offline_session(summary: RunSummary | None) -> bool:
+    """Zip a killed job's offline session folder, which its own close would have zipped; True
+    when it did."""
+    from ak_remote.launcher.offline import close_session
+
+    return bool(
+        summary and summary.offline_session and close_session(Path(summary.offline_session))
+    )
 
 
 def _failure(code: int, summary: RunSummary | None, run_dir: Path, job_name: str) -> AkRemoteError:

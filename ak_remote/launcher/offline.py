@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sys
 import zipfile
 from dataclasses import dataclass
@@ -11,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ak_remote.clearml_api import Client
-from ak_remote.contract import COMPLETED, FAILED, INFERENCE_FILE, RUN_FAILED, SUMMARY_FILE
+from ak_remote.contract import COMPLETED, FAILED, INFERENCE_FILE, RUN_COMPLETED, SUMMARY_FILE
 from ak_remote.errors import DataError, ServerError, UsageError
 from ak_remote.summary import PENDING_IMPORT, RunSummary
 
@@ -23,6 +24,26 @@ class ImportedRun:
     task_id: str
     model_id: str | None
     status: str  # what the run itself ended as: "completed" or "failed"
+
+
+def close_session(zip_path: Path) -> bool:
+    """Zip an offline session folder whose job was killed before it could (`<zip>` without
+    `.zip`), as ClearML's own close would; True when it did. Without the zip the session cannot
+    be imported; the folder holds everything recorded up to the kill, in the zip's layout."""
+    folder = zip_path.with_suffix("")
+    if zip_path.exists() or not (folder / "task.json").is_file():
+        return False
+    tmp = zip_path.with_name(f".{zip_path.name}.tmp")
+    try:
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED, allowZip64=True) as out:
+            for path in sorted(folder.rglob("*")):
+                if path.is_file():
+                    out.write(path, arcname=path.relative_to(folder).as_posix())
+        os.replace(tmp, zip_path)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        return False
+    return True
 
 
 def check_session(path: Path) -> None:
@@ -67,9 +88,14 @@ def _import(client: Client, path: Path) -> ImportedRun:
     if not task_id:
         raise ServerError(f"the server did not accept {path.name}", "run `ak-remote doctor`")
     task: Any = Task.get_task(task_id=str(task_id))
-    if summary is not None and summary.status == RUN_FAILED:
-        # The import always ends the task completed; a failed run must not look good.
-        message = summary.error or "the offline run failed"
+    if summary is None or summary.status != RUN_COMPLETED:
+        # The import always ends the task completed; a failed run must not look good. A job
+        # uploads its summary.json when it closes its run: a session without one was killed.
+        message = (summary.error if summary is not None else None) or (
+            "the offline run failed"
+            if summary is not None
+            else "the run never finished: its job was killed before it closed its session"
+        )
         client.mark_failed(str(task_id), "failed in offline mode", message)
         return ImportedRun(str(task_id), None, FAILED)
     model_id = None

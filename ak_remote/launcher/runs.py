@@ -6,9 +6,9 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, TypeVar
 
-from ak_remote.clearml_api import Client, Doc, last_metric_values
+from ak_remote.clearml_api import Client, Doc, ServerUnavailable, last_metric_values
 from ak_remote.contract import (
     FINAL_STATUSES,
     QUEUED,
@@ -207,6 +207,66 @@ def run_statuses(
     return rows
 
 
+# How long following runs (--wait, logs --follow) rides out a server that does not answer
+# (a restart of clearml-server takes a minute or two) before it gives up; the runs go on.
+DEFAULT_OUTAGE_S = 300.0
+
+T = TypeVar("T")
+
+
+class Outage:
+    """Rides out a ClearML server that stops answering while runs are followed.
+
+    The runs do not need this process: they go on on their agents. So a poll that finds the
+    server down (ServerUnavailable: its retries ran out) is said once and tried again at the
+    next poll, quietly (no line per retry), until the server answers or `limit` seconds have
+    passed; then ServerUnavailable says the runs go on and how to follow them.
+    """
+
+    def __init__(
+        self,
+        client: Client,
+        ids: Sequence[str],
+        limit: float = DEFAULT_OUTAGE_S,
+        say: Callable[[str], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.client = client
+        self.ids = list(ids)
+        self.limit = limit
+        self.say = say or (lambda _text: None)
+        self.clock = clock
+        self.since: float | None = None
+        self._on_retry = client.on_retry
+
+    def poll(self, read: Callable[[], T]) -> T | None:
+        """`read()`, or None while the server is down. Raises ServerUnavailable after `limit`."""
+        try:
+            value = read()
+        except ServerUnavailable as exc:
+            now = self.clock()
+            if self.since is None:
+                self.since = now
+                self.client.on_retry = None  # one line for the outage, not one per retry
+                self.say(
+                    f"the ClearML server does not answer ({exc.message}); the runs go on on "
+                    f"their agents. Trying again for up to {self.limit:g} s..."
+                )
+            elif now - self.since > self.limit:
+                self.client.on_retry = self._on_retry
+                raise ServerUnavailable(
+                    f"the ClearML server has not answered for {now - self.since:.0f} s; "
+                    "stopped waiting. The runs go on on their agents",
+                    "follow them once the server is back: ak-remote status " + " ".join(self.ids),
+                ) from None
+            return None
+        if self.since is not None:
+            self.say(f"the ClearML server answers again (after {self.clock() - self.since:.0f} s)")
+            self.since = None
+            self.client.on_retry = self._on_retry
+        return value
+
+
 def wait(
     client: Client,
     ids: Sequence[str],
@@ -214,19 +274,35 @@ def wait(
     on_change: Callable[[list[RunStatus]], None] | None = None,
     timeout: float | None = None,
     sleep: Callable[[float], None] = time.sleep,
+    outage: Outage | None = None,
 ) -> list[RunStatus]:
     """Poll until every run is final (one tasks.get_all per poll); returns their statuses.
 
-    Calls `on_change` whenever a status changes. Raises UsageError on timeout.
+    Calls `on_change` whenever a status changes; rides out a server outage with `outage`
+    (default: DEFAULT_OUTAGE_S, silently). Raises WaitTimeout on timeout, ServerUnavailable
+    when the server stays down longer than the outage allows.
     """
     started = time.monotonic()
-    queues = {str(q["id"]): str(q.get("name")) for q in client.get_queues()}
+    outage = outage or Outage(client, ids)
+    queues: dict[str, str] | None = None
     last: dict[str, str] = {}
     while True:
-        tasks = client.get_tasks(ids=list(ids), only_fields=STATUS_FIELDS)
+        if queues is None:
+            found = outage.poll(client.get_queues)
+            queues = {str(q["id"]): str(q.get("name")) for q in found} if found else None
+        answered = outage.poll(lambda: client.get_tasks(ids=list(ids), only_fields=STATUS_FIELDS))
+        if answered is None:
+            if timeout is not None and time.monotonic() - started > timeout:
+                raise WaitTimeout(
+                    f"runs still not finished after {int(timeout)} s",
+                    "they keep running; follow them with `ak-remote status`",
+                )
+            sleep(interval)
+            continue
+        tasks = answered
         order = {task_id: n for n, task_id in enumerate(ids)}
         tasks.sort(key=lambda t: order.get(str(t["id"]), 0))
-        rows = run_statuses(client, tasks, queues)
+        rows = run_statuses(client, tasks, queues or {})
         current = {row.id: row.status for row in rows}
         if current != last and on_change is not None:
             on_change(rows)
@@ -248,19 +324,29 @@ def read_log(
     follow: bool = False,
     interval: float = 5.0,
     sleep: Callable[[float], None] = time.sleep,
+    outage: Outage | None = None,
 ) -> str:
-    """Print a run's console log (and with follow, keep printing until it ends); returns status."""
+    """Print a run's console log (and with follow, keep printing until it ends, riding out a
+    server outage with `outage`); returns its status."""
     task_id = check_task_ids([task_id])[0]
     status = str(client.get_task(task_id).get("status") or "")
+    outage = outage or Outage(client, [task_id])
     last_ts: int | None = None
     seen_at_last: set[str] = set()
     while True:
         while True:
             # The server pages by "after this timestamp"; ask from one ms earlier and drop what
             # was seen, so lines sharing the boundary millisecond are not lost.
-            events = client.task_log(
-                task_id, from_timestamp=None if last_ts is None else last_ts - 1
-            )
+            since = None if last_ts is None else last_ts - 1
+
+            def page(since: int | None = since) -> list[Doc]:
+                return client.task_log(task_id, from_timestamp=since)
+
+            # Only a follower rides out an outage; a one-off read reports it.
+            read = outage.poll(page) if follow else page()
+            if read is None:  # the server is down: try again at the next poll
+                break
+            events = read
             fresh = []
             for event in events:
                 ts = int(event.get("timestamp") or 0)
@@ -278,10 +364,11 @@ def read_log(
                 emit(msg.rstrip("\n"))
             if len(events) < 500 or not fresh:
                 break
-        if not follow or status in FINAL_STATUSES:
+        if not follow or (status in FINAL_STATUSES and outage.since is None):
             return status
         sleep(interval)
-        status = str(client.get_task(task_id).get("status") or "")
+        task = outage.poll(lambda: client.get_task(task_id))
+        status = str(task.get("status") or "") if task is not None else status
 
 
 @dataclass

@@ -9,12 +9,15 @@ inside the functions that call a model, never at module level.
 from __future__ import annotations
 
 import json
+import math
+import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ak_remote.errors import UsageError
+from ak_remote.errors import DataError, UsageError
 from ak_remote.model.decode import IDENTITY, THRESHOLD, max_abs_diff
 
 SERVING_DIR = "serving"  # under models/: the TF Serving base path
@@ -23,6 +26,67 @@ VERSION = "1"  # TF Serving serves the highest numbered folder
 METADATA_FILE = "assets.extra/ak_remote_serving.json"
 DEFAULT_SIGNATURE = "serving_default"  # the same function as `serve`
 FLOAT32 = "float32"  # what every float output of a served model must be
+
+
+def input_key(name: str) -> str:
+    """The serving signature's input name for a CSV column: TensorFlow accepts [A-Za-z0-9_]
+    with no leading digit, so other characters become `_` and a leading digit gets `c_`."""
+    key = re.sub(r"[^A-Za-z0-9_]", "_", name.strip()) or "column"
+    return key if key[0].isalpha() else f"c_{key}"
+
+
+def input_keys(columns: Sequence[str]) -> dict[str, str]:
+    """Each column's input key. Raises DataError when two columns would share one: a request
+    naming that key would fill one of them without a word (`x 1` and `x_1` are both `x_1`)."""
+    keys: dict[str, str] = {}
+    for name in columns:
+        key = input_key(name)
+        other = next((n for n, k in keys.items() if k == key), None)
+        if other is not None or name in keys:
+            raise DataError(
+                f"the columns {other if other is not None else name!r} and {name!r} would "
+                f"both be the serving model's input {key!r}",
+                "rename one of them in the data (input names keep only A-Za-z0-9_)",
+            )
+        keys[name] = key
+    return keys
+
+
+def number_problem(cell: str) -> str | None:
+    """What is wrong with `cell` as a numerical column's value, or None when it is a finite
+    number or missing (empty, `nan`). An infinite value (`inf`, `1e999`) is no number a model
+    can use: training refuses it and so does prediction."""
+    text = cell.strip()
+    if text == "" or text.lower() == "nan":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        return f"{text!r} is not a number"
+    return None if math.isfinite(value) else f"{text!r} is not a finite number"
+
+
+# PIL modes of grayscale files; I and I;16* are 16-bit PNGs (0-65535).
+GRAYSCALE_MODES = ("1", "L", "I", "I;16", "I;16B", "I;16L", "I;16N")
+SIXTEEN_BIT_SCALE = 257.0  # 65535 / 255: a 16-bit value on the 8-bit scale
+
+
+def is_grayscale(mode: str) -> bool:
+    return mode in GRAYSCALE_MODES
+
+
+def image_pixels(image: Any, mode: str) -> np.ndarray[Any, Any]:
+    """An opened PIL image's pixels in `mode` ("L" or "RGB"), as training and prediction read
+    files: uint8, except 16-bit grayscale, which is float32 on the 0-255 scale (value / 257).
+
+    PIL's own conversion of a 16-bit image to 8 bits clips every value above 255 to 255 (it
+    turned 59% of a test image's pixels white); PIL reads 16-bit RGB files as 8-bit itself, by
+    their high byte, which is the same scale.
+    """
+    if image.mode.startswith("I"):
+        gray = np.asarray(image, dtype="float32") / SIXTEEN_BIT_SCALE
+        return gray if mode == "L" else np.repeat(gray[..., None], 3, axis=-1)
+    return np.asarray(image.convert(mode), dtype="uint8")
 
 
 def serving_version_dir(folder: Path) -> Path | None:
@@ -63,7 +127,7 @@ def raw_feeds(meta: dict[str, Any], x_raw: Any) -> dict[str, dict[str, Any]]:
                 values = cells.astype("float32")
                 # As a CSV writes them: shortest round-trip text, a missing value left blank.
                 strings[column["key"]] = np.array(
-                    ["" if np.isnan(v) else repr(float(v)) for v in values]
+                    ["" if np.isnan(v) else _shortest(v) for v in values]
                 )
                 typed[column["key"]] = values
             else:
@@ -77,6 +141,12 @@ def raw_feeds(meta: dict[str, Any], x_raw: Any) -> dict[str, dict[str, Any]]:
     if whole and float(meta["image"]["uint8_scale"]) == 1.0:
         feeds["serve"] = {"image": x.astype("uint8")}
     return feeds
+
+
+def _shortest(value: np.float32) -> str:
+    """The shortest text that reads back as the same float32 (`12.36`, not
+    `12.359999656677246`), as a CSV holds it."""
+    return np.format_float_positional(np.float32(value), unique=True, trim="-")
 
 
 def call(loaded: Any, signature: str, inputs: dict[str, Any]) -> dict[str, np.ndarray[Any, Any]]:

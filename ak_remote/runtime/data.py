@@ -34,6 +34,7 @@ from ak_remote.datasets.references import (
 from ak_remote.datasets.reviews import generate_reviews
 from ak_remote.datasets.secrets import placeholder_names, redact
 from ak_remote.errors import DataError, UsageError
+from ak_remote.model.serving import image_pixels, input_keys, is_grayscale, number_problem
 
 MIN_SAMPLES = 10  # below this a train/validation/test split leaves a part empty
 
@@ -49,6 +50,7 @@ class Dataset:
     columns: list[str] = field(default_factory=list)  # structured: feature columns
     column_types: dict[str, str] = field(default_factory=dict)  # numerical or categorical
     text_column: str | None = None
+    notes: list[str] = field(default_factory=list)  # what loading did that the user should know
 
     def __len__(self) -> int:
         return int(self.x.shape[0])
@@ -377,6 +379,7 @@ def _load_image_folder(folder: Path, kind: str, source: str) -> Dataset:
     images: list[np.ndarray[Any, Any]] = []
     labels: list[str] = []
     mode: str | None = None
+    sixteen_bit = 0
     for class_dir in sorted(p for p in folder.iterdir() if p.is_dir()):
         for file in sorted(class_dir.iterdir()):
             if file.suffix.lower() not in IMAGE_SUFFIXES:
@@ -385,8 +388,9 @@ def _load_image_folder(folder: Path, kind: str, source: str) -> Dataset:
                 with Image.open(file) as image:
                     image.load()
                     # All images take the first one's colour mode (grayscale stays 1 channel).
-                    mode = mode or ("L" if image.mode in ("1", "L", "I", "I;16") else "RGB")
-                    array = np.asarray(image.convert(mode), dtype="float32")
+                    mode = mode or ("L" if is_grayscale(image.mode) else "RGB")
+                    array = image_pixels(image, mode).astype("float32")
+                    sixteen_bit += image.mode.startswith("I")
             except (OSError, UnidentifiedImageError, ValueError) as exc:
                 raise DataError(
                     f"cannot read image {class_dir.name}/{file.name}: {exc}",
@@ -404,7 +408,13 @@ def _load_image_folder(folder: Path, kind: str, source: str) -> Dataset:
         raise DataError(
             f"no .png/.jpg images in {source}", "lay it out as <folder>/<class name>/<image>.png"
         )
-    return Dataset(np.stack(images), _targets(np.array(labels), kind, source), source)
+    data = Dataset(np.stack(images), _targets(np.array(labels), kind, source), source)
+    if sixteen_bit:
+        data.notes.append(
+            f"{sixteen_bit} of {len(images)} images are 16-bit grayscale: scaled to the 0-255 "
+            "range (value / 257), kept as fractions"
+        )
+    return data
 
 
 def _read_csv(path: Path, source: str) -> tuple[list[str], list[list[str]]]:
@@ -456,8 +466,9 @@ def _structured_from_table(
 ) -> Dataset:
     t = _target_index(header, target, source)
     columns = [name for i, name in enumerate(header) if i != t]
+    input_keys(columns)  # two columns one serving input: refused before anything trains
     table = np.array([[cell.strip() for i, cell in enumerate(row) if i != t] for row in rows])
-    types = {name: _column_type(table[:, i]) for i, name in enumerate(columns)}
+    types = {name: _column_type(table[:, i], name, source) for i, name in enumerate(columns)}
     if all(kind_ == "numerical" for kind_ in types.values()):
         x: np.ndarray[Any, Any] = np.where(table == "", "nan", table).astype("float32")
     else:
@@ -472,15 +483,23 @@ def _numeric_mask(types: dict[str, str], columns: list[str]) -> np.ndarray[Any, 
     return np.array([types[name] == "numerical" for name in columns])
 
 
-def _column_type(values: np.ndarray[Any, Any]) -> str:
-    for value in values:
-        if value == "":
+def _column_type(values: np.ndarray[Any, Any], name: str, source: str) -> str:
+    """`numerical` when every cell is a number or missing, else `categorical`. Raises
+    DataError for a column of numbers holding an infinite one: it would silently make the
+    column categorical (every number a category) and no model can use it as a number."""
+    infinite: tuple[int, str] | None = None
+    for row, value in enumerate(values, start=1):
+        problem = number_problem(str(value))
+        if problem is None:
             continue
-        try:
-            if not math.isfinite(float(value)) and value.lower() != "nan":
-                return "categorical"
-        except ValueError:
+        if "finite" not in problem:
             return "categorical"
+        infinite = infinite or (row, problem)
+    if infinite is not None:
+        raise DataError(
+            f"{source} row {infinite[0]}, column {name!r}: {infinite[1]}",
+            "write a finite number, or leave the cell empty for a missing value",
+        )
     return "numerical"
 
 

@@ -34,11 +34,12 @@ from ak_remote.contract import (
     PARENT_PID_ENV,
     RUN_COMPLETED,
     RUN_FAILED,
+    RUN_HERE_ENV,
     SEARCH_CONTROLLER_FILE,
     SUMMARY_FILE,
 )
 from ak_remote.datasets.references import DatasetRef, check_reference
-from ak_remote.datasets.secrets import mask_credentials
+from ak_remote.datasets.secrets import mask_credentials, secret_set_assignments
 from ak_remote.errors import (
     AkRemoteError,
     DataError,
@@ -133,6 +134,8 @@ def parse_argv(job: Job, argv: list[str], parts: PartSource | None = None) -> ar
     if parts is not None:
         parts.add_arguments(parser)
     args = parser.parse_args(argv)
+    # Values with credentials come by the environment (ak_remote.datasets.secrets), not argv.
+    args.set += secret_set_assignments(os.environ)
     if args.resume:
         # Checked before anything writes into the folder (a failed run writes summary.json).
         from ak_remote.runtime.search_state import check_resume_dir
@@ -156,6 +159,7 @@ class Run:
         self.search_state: Any = None  # ak_remote.runtime.search_state.SearchState, once prepared
         self.part: Part | None = None  # this process's part in a parallel search, or None
         self.candidate: dict[str, Any] | None = None  # the final fit's fixed candidate
+        self.test_answers: Any = None  # the model's answers (or values) on the test split
         self.dataset: DatasetRef | None = None  # `dataset`, checked once (again if it changed)
         self.summary = RunSummary(job=job.name)
         self.lock: RunDirLock | None = None  # the claim on run_dir, held until the process ends
@@ -240,6 +244,8 @@ class Run:
         # Data first: a data error then fails fast, before TensorFlow is even imported.
         assert self.dataset is not None
         data = data_module.load(self.dataset, job.family, job.kind, settings.target)
+        for note in data.notes:
+            console.say(f"data: {note}")
         split = data_module.split(
             data,
             settings.seed,
@@ -323,9 +329,10 @@ class Run:
         x_model, y_model = pipeline.transform((x_test, y_test))
         values = model.evaluate(x_model, y_model, verbose=0, return_dict=True)
         metrics = {f"test_{name}": float(value) for name, value in values.items()}
+        outputs = model.predict(x_model, verbose=0)
+        answers = decode(outputs, output_spec(pipeline, self.job))
+        self.test_answers = answers  # the baseline's paired test reads them
         if classes is not None:
-            outputs = model.predict(x_model, verbose=0)
-            answers = decode(outputs, output_spec(pipeline, self.job))
             truth = np.asarray(y_test).astype(str)
             metrics["test_label_accuracy"] = float(np.mean(answers == truth))
             index = {name: i for i, name in enumerate(classes)}
@@ -350,21 +357,46 @@ class Run:
         """The score of a model that learned nothing, on the same test split, and the verdict."""
         from ak_remote.runtime.baseline import baseline
 
-        record = baseline(self.job.is_classifier, y_train, y_test, self.summary.metrics)
+        record = baseline(
+            self.job.is_classifier,
+            y_train,
+            y_test,
+            self.summary.metrics,
+            self.test_answers,
+            self.settings.seed,
+        )
         self.summary.metrics[record.metric_name] = record.baseline
         self.tracker.report_single_value(record.metric_name, record.baseline)
         self.summary.baseline = record
         self.summary.below_baseline = not record.beats_baseline
         console.say(
             f"baseline ({record.rule}): {record.metric}={record.baseline:.4g}, "
-            f"model {record.model:.4g}"
+            f"model {record.model:.4g}; {record.test}: p={record.p_value:.3g}"
         )
+        if record.near_constant:  # whatever the score: a better constant is still a constant
+            self.tracker.add_tags(["near-constant"])
+            what = (
+                f"its predictions vary by {record.spread:.2%} of the targets' spread"
+                if not self.job.is_classifier
+                else f"it gives one answer to {1 - (record.spread or 0):.0%} of the test rows"
+            )
+            console.say(
+                f"WARNING: the model is a near-constant predictor: {what}; it barely reads its "
+                "inputs (train longer or on more data, or check that the inputs carry the target)"
+            )
         if record.beats_baseline:
             return
         self.tracker.add_tags(["below-baseline"])
+        better = (record.model > record.baseline) == self.job.is_classifier
+        how = (
+            f"better, but by no more than noise explains ({record.test}: p={record.p_value:.3g}"
+            f" >= {record.alpha:g})"
+            if better and record.p_value is not None
+            else "it learned nothing useful"
+        )
         message = (
             f"the model does not beat the baseline ({record.metric} {record.model:.4g} "
-            f"vs {record.baseline:.4g} for {record.rule}): it learned nothing useful"
+            f"vs {record.baseline:.4g} for {record.rule}): {how}"
         )
         if self.settings.require_better_than_baseline:
             raise RunFailedError(
@@ -508,7 +540,10 @@ class Run:
             if error is None:
                 self.tracker.complete()
             else:
-                self.tracker.fail(mask_credentials(str(error)))
+                self.tracker.fail(
+                    mask_credentials(error.message),
+                    mask_credentials(error.hint) if error.hint else None,
+                )
 
 
 def _moved(name: str, old: str, new: str) -> str:
@@ -653,6 +688,28 @@ def _disk_full(run_dir: Path | None, exc: BaseException) -> bool:
         return False
 
 
+def _remote_task(run: Run | None) -> str | None:
+    """The task id when this process runs under an agent (its user resumes it by id)."""
+    tracker = run.tracker if run is not None else None
+    if tracker is None or not getattr(tracker, "running_remotely", False):
+        return None
+    return str(tracker.task_id)
+
+
+def _resume_hint(run: Run | None, job_name: str) -> str | None:
+    """How the user continues a stopped run: by task id under an agent (its run folder is on
+    the agent's host), by run folder here."""
+    remote = _remote_task(run)
+    if remote is not None and os.environ.get(RUN_HERE_ENV):
+        # Its task ran here, never from a queue: an agent on a CPU queue continues it.
+        return f"resume it: ak-remote resume {remote} -q services (or another CPU queue)"
+    if remote is not None:
+        return f"resume it: ak-remote resume {remote}"
+    if run is not None and run.run_dir is not None:
+        return f"resume it: ak-remote run {job_name} --resume {run.run_dir}"
+    return None
+
+
 def main(job_name: str, argv: list[str] | None = None, parts: PartSource | None = None) -> int:
     """Run `job_name` with `argv` (default: sys.argv[1:]); returns the exit code. `parts` (from
     ak_remote.entry) says what part a process plays in a parallel search."""
@@ -688,10 +745,8 @@ def _main(job_name: str, argv: list[str] | None, parts: PartSource | None) -> in
     except KeyboardInterrupt:
         error, code = RunFailedError("interrupted"), ExitCode.INTERRUPTED
     except signals.Stopped as exc:
-        resume_dir = run.run_dir if run is not None else None
         error = RunFailedError(
-            f"stopped by {signal.Signals(exc.signum).name}",
-            f"resume it: ak-remote run {job_name} --resume {resume_dir}" if resume_dir else None,
+            f"stopped by {signal.Signals(exc.signum).name}", _resume_hint(run, job_name)
         )
         code = ExitCode.STOPPED
     except Exception as exc:  # noqa: BLE001 - a bug or an upstream failure: one line, traceback on request
@@ -699,12 +754,16 @@ def _main(job_name: str, argv: list[str] | None, parts: PartSource | None) -> in
         run_dir = run.run_dir if run is not None else None
         disk_full = _disk_full(run_dir, exc)
         if disk_full:
-            again = (
-                f"resume: ak-remote run {job_name} --resume {run_dir}"
-                if run_dir is not None
-                and any((run_dir / name).is_file() for name in RESUMABLE_FILES)
-                else f"run it again (--overwrite {run_dir} to reuse the folder)"
+            resumable = run_dir is not None and any(
+                (run_dir / name).is_file() for name in RESUMABLE_FILES
             )
+            remote = _remote_task(run)
+            if remote is not None:  # the folder is on the agent's host, not the user's
+                again = f"ak-remote resume {remote}"
+            elif resumable:
+                again = f"resume: ak-remote run {job_name} --resume {run_dir}"
+            else:
+                again = f"run it again (--overwrite {run_dir} to reuse the folder)"
             error = RunFailedError(
                 f"no space left on the device of the run folder {run_dir}",
                 f"free some space, then {again}",
@@ -716,6 +775,7 @@ def _main(job_name: str, argv: list[str] | None, parts: PartSource | None) -> in
                 f"rerun with {DEBUG_ENV}=1 for the traceback",
             )
             code = ExitCode.INTERNAL
+    signals.hold()  # closing: a second signal must not cut the run's record short
     if trace and debug:
         console.error(trace.rstrip())
     if run is not None:

@@ -16,7 +16,6 @@ This module re-expresses that pipeline as TensorFlow ops around the trained mode
 from __future__ import annotations
 
 import json
-import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,7 @@ from ak_remote.model.serving import (
     METADATA_FILE,
     SERVING_DIR,
     VERSION,
+    input_keys,
     raw_feeds,
 )
 from ak_remote.runtime.data import Dataset
@@ -38,18 +38,6 @@ from ak_remote.runtime.data import Dataset
 LUMA = (19595, 38470, 7471)
 # Pixels that read like 0-1 floats mean the model was trained on scaled images.
 UNIT_RANGE_MAX = 1.0
-
-
-def input_key(name: str, taken: set[str]) -> str:
-    """A signature input name for a column: TensorFlow accepts [A-Za-z0-9_], no leading digit."""
-    key = re.sub(r"[^A-Za-z0-9_]", "_", name.strip()) or "column"
-    if not key[0].isalpha():
-        key = f"c_{key}"
-    base, n = key, 2
-    while key in taken:
-        key, n = f"{base}_{n}", n + 1
-    taken.add(key)
-    return key
 
 
 def _preprocessor(pipeline: Any, cls_name: str) -> Any:
@@ -82,10 +70,10 @@ def describe(
         }
     if job.family == "structured":
         encoder = _preprocessor(pipeline, "CategoricalToNumerical")
-        taken: set[str] = set()
+        keys = input_keys(encoder.column_names)
         columns = []
         for i, name in enumerate(encoder.column_names):
-            column: dict[str, Any] = {"name": name, "key": input_key(name, taken)}
+            column: dict[str, Any] = {"name": name, "key": keys[name]}
             if encoder.encoding[i] == "none":
                 column["type"] = "numerical"
             else:
@@ -205,7 +193,17 @@ def build(model: Any, pipeline: Any, meta: dict[str, Any]) -> tuple[Any, dict[st
                 else:
                     value = tf.cast(cell, tf.float32)
                 if table is None:
-                    value = tf.where(tf.math.is_nan(value), tf.zeros_like(value), value)
+                    # Training refuses an infinite number (ak_remote.model.serving.number_problem):
+                    # answering one would be a guess, so the request fails saying why.
+                    finite = tf.debugging.assert_equal(
+                        tf.reduce_any(tf.math.is_inf(value)),
+                        False,
+                        # No quotes: TensorFlow escapes them in the message it returns.
+                        message=f"column {column['name']} (input {column['key']}): an "
+                        "infinite value is not a number the model can use",
+                    )
+                    with tf.control_dependencies([finite]):
+                        value = tf.where(tf.math.is_nan(value), tf.zeros_like(value), value)
                 parts.append(tf.reshape(value, [-1, 1]))
             return predict(tf.concat(parts, axis=1))
 
@@ -243,15 +241,20 @@ def build(model: Any, pipeline: Any, meta: dict[str, Any]) -> tuple[Any, dict[st
         rank3 = len(model.inputs[0].shape) == 3
 
         def convert(x: Any, scale: float) -> dict[str, Any]:
-            tf.debugging.assert_rank_in(
+            # Each check gates what follows (control dependencies): otherwise the graph may
+            # run a later shape check first, and users would see its message, not these.
+            rank = tf.debugging.assert_rank_in(
                 x, [3, 4], message="images must be [batch, height, width(, channels)]"
             )
-            x = tf.reshape(x, tf.concat([tf.shape(x)[:3], [-1]], axis=0))
-            tf.debugging.assert_equal(
+            with tf.control_dependencies([rank]):
+                x = tf.reshape(x, tf.concat([tf.shape(x)[:3], [-1]], axis=0))
+            size = tf.debugging.assert_equal(
                 tf.shape(x)[1:3],
                 tf.constant([height, width]),
                 message=f"images must be {height}x{width} pixels, the training size",
             )
+            with tf.control_dependencies([size]):
+                x = tf.identity(x)
             have = tf.shape(x)[3]
             if channels == 1:
                 x = tf.cond(have >= 3, lambda: luminance(x), lambda: x[..., :1])

@@ -46,6 +46,19 @@ def install() -> dict[int, Any]:
     return {signum: signal.signal(signum, on_signal) for signum in signums}
 
 
+def _remember(signum: int, _frame: Any) -> None:
+    _received.append(signum)
+
+
+def hold() -> None:
+    """From now on a stop signal is remembered, never raised: the job is closing its run
+    (summary, task, offline session), and a signal raised in the middle would leave that half
+    written. Whoever must stop it sooner sends SIGKILL (the CLI does, after its grace)."""
+    for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+        if signal.getsignal(signum) is on_signal:
+            signal.signal(signum, _remember)
+
+
 def raise_if_stopped() -> None:
     """Raise the first stop signal received, if any (it may have been dropped where it landed)."""
     if _received:

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ak_remote.contract import RUN_HERE_ENV
+from ak_remote.contract import RUN_HERE_ENV, encoded_uri
 from ak_remote.errors import DataError
 from ak_remote.params import SECTION
 
@@ -173,6 +173,12 @@ class Tracker:
             auto_delete_file=False,
             async_enable=False,
         )
+        # The SDK records the URI with the task's name raw in its path (spaces, `=`): fine for
+        # the SDK, not for curl or a browser. The fileserver decodes the path: same file.
+        uploaded = str(model.url or "")
+        base: Any = model._get_base_model()
+        if uploaded and encoded_uri(uploaded) != uploaded and base is not None:
+            base.edit(uri=encoded_uri(uploaded))
         for key, value in metadata.items():
             model.set_metadata(key, value)
         return str(model.id)
@@ -190,13 +196,13 @@ class Tracker:
             self.task.mark_completed(force=True)
         self.task.close()
 
-    def fail(self, message: str) -> None:
-        """Mark the task failed with `message` and close it (never completed)."""
+    def fail(self, message: str, hint: str | None = None) -> None:
+        """Mark the task failed with `message` (and what to do, `hint`) and close it."""
         task = self.task
         # Task.close() marks a task completed when the process has not crashed; a run that
         # failed must stay failed, so the completion it sends becomes our failure (the offline
         # session records no status at all: summary.json carries it there).
-        reason = message[:250]
+        reason = status_reason(message, hint)
 
         def _failed(*_args: Any, **_kwargs: Any) -> Any:
             return task.mark_failed(status_reason=reason, status_message=reason, force=True)
@@ -207,6 +213,21 @@ class Tracker:
             # Under an agent close() leaves the status to the daemon: say failed ourselves.
             _failed()
         task.close()
+
+
+STATUS_REASON_LENGTH = 250  # what the Web UI shows of a task's status reason
+
+
+def status_reason(message: str, hint: str | None = None) -> str:
+    """`message (hint)` in STATUS_REASON_LENGTH characters: a long message is shortened, never
+    the hint, which holds the command to run next (a path or id cut off is no command)."""
+    text = f"{message} ({hint})" if hint else message
+    if len(text) <= STATUS_REASON_LENGTH:
+        return text
+    room = STATUS_REASON_LENGTH - len(hint) - 4 if hint else 0
+    if room < 20:  # a hint too long to keep whole: cut the end, as anything else would be
+        return text[: STATUS_REASON_LENGTH - 1] + "…"
+    return f"{message[:room]}… ({hint})"
 
 
 def fetch_url(url: str, shown: str | None = None, secrets: Sequence[str] = ()) -> Path:

@@ -105,10 +105,20 @@ def text_candidates(head: str) -> list[dict[str, Any]]:
     }
     if head == "classification_head_1":
         base[f"{head}/dropout"] = 0
-    # Max pooling over the words (a bag-of-features view that suits short texts) at a rate that
-    # learns within a few epochs; then AutoKeras' own flattening at Adam's usual rate.
+    # "Which word is here" (a keyword fixes the answer): an embedding, one convolution over
+    # neighbouring words and max pooling over the whole text express it, and learn it within
+    # the default 10 epochs when nothing hides the word: no dropout on the embedding (it blanks
+    # the one word that matters in a quarter of the steps), no second convolution block after
+    # an intermediate pooling. Measured on a generated keyword set (ten rating words, 2,000
+    # filler words): AutoKeras' stack with global max pooling at 1e-2 reached 0.51 test
+    # accuracy, without embedding dropout 0.75, this candidate 1.0 (README, "Text jobs learn").
+    # Then AutoKeras' own flattening stack at Adam's usual rate.
     first = {
         **base,
+        "text_block_1/embedding_1/dropout": 0.0,
+        "text_block_1/conv_block_1/num_blocks": 1,
+        "text_block_1/conv_block_1/num_layers": 1,
+        "text_block_1/conv_block_1/max_pooling": False,
         "text_block_1/spatial_reduction_1/reduction_type": "global_max",
         "optimizer": "adam",
         "learning_rate": 1e-2,
@@ -242,7 +252,7 @@ def build_automodel(
         )
     if strategy is not None:
         kwargs["distribution_strategy"] = strategy
-    if job.family == "text":
+    if job.family == "text" and candidate is None:  # a candidate's own values are all Fixed
         kwargs["hyperparameters"] = text_hyperparameters()
     if job.family == "structured":
         kwargs["column_names"] = data.columns

@@ -52,6 +52,7 @@ from ak_remote.contract import (
     TRIAL_TAG_PREFIX,
     job_tag,
 )
+from ak_remote.datasets.secrets import job_set_arguments
 from ak_remote.errors import DataError, RunFailedError, ServerError
 from ak_remote.search import controller as ctl
 from ak_remote.search.spec import SearchSpec
@@ -372,15 +373,14 @@ class LocalBackend:
         )
         spec_file = run_dir / "search_spec.json"
         spec_file.write_text(spec.to_json() + "\n")
-        argv = [sys.executable, str(self.job.script_path)]
-        for key, value in self.general.items():
-            argv += ["--set", f"{key}={value}"]
+        sets, secret_env = job_set_arguments(self.general)  # credentials never in argv
+        argv = [sys.executable, str(self.job.script_path), *sets]
         argv += ["--run-dir", str(run_dir), "--search-spec", str(spec_file)]
         argv += ["--task-name", f"{self.job.name} {trial_name(trial_id, attempt, final)}"]
         if self.offline:
             argv.append("--offline")
         # The trial stops with this controller, not with whoever started the controller.
-        env = {**os.environ, PARENT_PID_ENV: str(os.getpid())}
+        env = {**os.environ, **secret_env, PARENT_PID_ENV: str(os.getpid())}
         slot = self._free_gpu()
         if self.gpus:
             # One GPU per worker: small candidates use several GPUs better side by side
