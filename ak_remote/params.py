@@ -323,3 +323,19 @@ def common_params(
 
 def param_set(specs: Sequence[ParamSpec]) -> ParamSet:
     return ParamSet(tuple(specs))
+
+
+def shortest_names(names: Sequence[str]) -> dict[str, str]:
+    """Each "/"-separated name's shortest tail that no other name ends with
+    ("structured_data_block_1/normalize" -> "normalize" while it is the only "normalize")."""
+    short: dict[str, str] = {}
+    for name in names:
+        parts = name.split("/")
+        for size in range(1, len(parts) + 1):
+            tail = "/".join(parts[-size:])
+            if sum("/".join(n.split("/")[-size:]) == tail for n in names) == 1:
+                short[name] = tail
+                break
+        else:
+            short[name] = name
+    return short

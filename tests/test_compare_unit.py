@@ -78,3 +78,39 @@ def test_formats() -> None:
 def test_markdown_escapes_pipes() -> None:
     odd = task("4", "5|6", "1", 0.1, 0.1)
     assert "5\\|6" in render(build([odd, TASKS[0]]), "markdown")
+
+
+def trial(task_id: str, units: int, optimizer: str, objective: float) -> dict[str, object]:
+    """A search's trial as the server holds it: the same General values as every other trial,
+    its candidate in Search/spec, no test single values; only the objective and its own curve."""
+    spec = {
+        "role": "trial",
+        "trial": task_id,
+        "candidate": {
+            "structured_data_block_1/dense_block_1/units_0": units,
+            "optimizer": optimizer,
+            "tuner/epochs": 3,
+        },
+    }
+    base = task(task_id, "5", "42", 0.0, 0.0)
+    base["hyperparams"] = {  # type: ignore[index]
+        **base["hyperparams"],  # type: ignore[dict-item]
+        "Search": {"spec": {"section": "Search", "name": "spec", "value": json.dumps(spec)}},
+    }
+    base["last_metrics"] = {
+        "o": {"v": {"metric": "objective", "variant": "val_accuracy", "value": objective}},
+        # only this trial's: a column every other row would leave empty
+        task_id: {"x": {"metric": "setup seconds", "variant": f"only {task_id}", "value": 1.0}},
+    }
+    return base
+
+
+def test_a_search_is_compared_by_its_candidates_and_common_metrics() -> None:
+    comparison = build([trial("1", 32, "adam", 0.8), trial("2", 64, "adam", 0.9)])
+    assert comparison.param_names == ["units_0"]  # what differs, by its short name
+    assert [r["params"]["units_0"] for r in comparison.runs] == ["32", "64"]
+    assert comparison.metric_names == ["objective/val_accuracy"]
+    assert [r["metrics"] for r in comparison.runs] == [
+        {"objective/val_accuracy": 0.8},
+        {"objective/val_accuracy": 0.9},
+    ]

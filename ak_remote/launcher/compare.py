@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from ak_remote.clearml_api import Client, Doc, last_metric_values
+from ak_remote.contract import SEARCH_SECTION, SEARCH_SPEC_KEY
 from ak_remote.errors import UsageError
 from ak_remote.launcher.runs import metric_rank
-from ak_remote.params import SECTION
+from ak_remote.params import SECTION, shortest_names
 
 FORMATS = ("table", "markdown", "md", "csv", "json")  # md: markdown, as people type it
 COMPARE_FIELDS = [
@@ -45,8 +46,21 @@ class Comparison:
 
 
 def _general(task: Mapping[str, Any]) -> dict[str, str]:
-    section = (task.get("hyperparams") or {}).get(SECTION) or {}
-    return {k: str((v or {}).get("value", "")) for k, v in section.items()}
+    """The job's parameters, and for a search's trial or final fit its candidate's values (they
+    live in `Search/spec`, and are what tells one trial from another)."""
+    tree = task.get("hyperparams") or {}
+    section = tree.get(SECTION) or {}
+    values = {k: str((v or {}).get("value", "")) for k, v in section.items()}
+    entry = (tree.get(SEARCH_SECTION) or {}).get(SEARCH_SPEC_KEY) or {}
+    try:
+        spec = json.loads(str(entry.get("value") or "{}"))
+    except ValueError:
+        spec = {}
+    candidate = spec.get("candidate") if isinstance(spec, dict) else None
+    for key, value in (candidate if isinstance(candidate, dict) else {}).items():
+        if not str(key).startswith("tuner/"):  # Hyperband's bookkeeping, not a model setting
+            values[str(key)] = str(value)
+    return values
 
 
 def final_metrics(task: Mapping[str, Any], all_metrics: bool = False) -> dict[str, float]:
@@ -76,18 +90,25 @@ def build(
     names = sorted({k for p in params for k in p})
     if len(tasks) > 1 and not all_params:
         names = [n for n in names if len({p.get(n) for p in params}) > 1]
+    short = shortest_names(names)
     metrics = [final_metrics(t, all_metrics) for t in tasks]
-    metric_names = sorted({k for m in metrics for k in m}, key=metric_rank)
+    found = [k for m in metrics for k in m]
+    if not all_metrics:
+        # Only what can be compared: a metric more than half the runs report (one that a single
+        # trial or the final fit reports alone would be an empty column in every other row).
+        found = [k for k in found if len(tasks) == 1 or 2 * found.count(k) > len(tasks)]
+    metric_names = sorted(set(found), key=metric_rank)
     runs = [
         {
             "id": str(task["id"]),
             "name": str(task.get("name") or ""),
             "status": str(task.get("status") or ""),
-            "params": {n: p.get(n, "") for n in names},
-            "metrics": m,
+            "params": {short[n]: p.get(n, "") for n in names},
+            "metrics": {k: v for k, v in m.items() if k in metric_names},
         }
         for task, p, m in zip(tasks, params, metrics, strict=True)
     ]
+    names = [short[n] for n in names]
     if sort:
         key = _match_metric(sort.lstrip("-+"), metric_names)
         descending = not lower_is_better(key)

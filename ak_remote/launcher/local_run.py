@@ -164,7 +164,7 @@ def _interrupted(
     )
     if tied.code < 0:  # killed: the job could not close its run, so it is closed here
         message += f"; it was killed by {_signal_name(-tied.code)}"
-        _mark_failed(run_dir, summary, message)
+        mark_failed(run_dir, summary, message)
         _close_offline_session(summary)
     return Interrupted(message, hint)
 
@@ -173,7 +173,7 @@ def _status_text(code: int) -> str:
     return _signal_name(-code) if code < 0 else f"exit code {code}"
 
 
-def _mark_failed(run_dir: Path, summary: RunSummary | None, message: str) -> None:
+def mark_failed(run_dir: Path, summary: RunSummary | None, message: str) -> None:
     """Record in summary.json that the job died without closing its run (it said "running")."""
     if summary is None or summary.status != RUN_RUNNING:
         return
@@ -217,7 +217,7 @@ def _failure(code: int, summary: RunSummary | None, run_dir: Path, job_name: str
         name = _signal_name(-code)
         why = " (the out-of-memory killer sends it)" if -code == signal.SIGKILL else ""
         message = f"the job was killed by {name}{why}"
-        _mark_failed(run_dir, summary, message)
+        mark_failed(run_dir, summary, message)
         _close_offline_session(summary)
         return RunFailedError(message, f"resume it: ak-remote run {job_name} --resume {run_dir}")
     known = {int(c) for c in ExitCode} - {int(ExitCode.OK)}

@@ -43,6 +43,7 @@ from ak_remote.contract import (
     PARAM_SECTION,
     PARENT_PID_ENV,
     QUEUED,
+    RUN_RUNNING,
     RUN_TAG,
     SEARCH_OF_PREFIX,
     SEARCH_SECTION,
@@ -54,6 +55,7 @@ from ak_remote.contract import (
 )
 from ak_remote.datasets.secrets import job_set_arguments
 from ak_remote.errors import DataError, RunFailedError, ServerError
+from ak_remote.launcher.local_run import mark_failed
 from ak_remote.search import controller as ctl
 from ak_remote.search.spec import SearchSpec
 from ak_remote.summary import RunSummary, read_summary
@@ -323,6 +325,16 @@ class ClearMLBackend:
         return summary
 
 
+def _ended_without_closing(code: int | None) -> str:
+    """A trial process that ended without closing its run, in words."""
+    if code is not None and code < 0:
+        try:
+            return f"the trial process was killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"the trial process was killed by signal {-code}"
+    return f"the trial process ended ({code}) without closing its run"
+
+
 class LocalBackend:
     """Trials as child processes of this machine, one GPU each when there are GPUs."""
 
@@ -437,9 +449,13 @@ class LocalBackend:
                     best=best,
                 )
             else:
-                result[handle] = ctl.Observation(
-                    ctl.FAILED, worker=worker, message=summary.error or "failed"
-                )
+                message = summary.error or "failed"
+                if summary.status == RUN_RUNNING:
+                    # Killed before it could close its run: its own summary says so too.
+                    code = process.returncode if process is not None else None
+                    message = _ended_without_closing(code)
+                    mark_failed(run_dir, summary, message)
+                result[handle] = ctl.Observation(ctl.FAILED, worker=worker, message=message)
         return result
 
     def stop(self, handles: list[str], reason: str = "") -> None:

@@ -30,6 +30,7 @@ from ak_remote.contract import (
     is_task_id,
 )
 from ak_remote.errors import DataError, RunFailedError, ServerError, UsageError
+from ak_remote.params import shortest_names
 from ak_remote.search import controller as ctl
 from ak_remote.search.spec import CONTROLLER, EARLY_STOP_MEDIAN, LOCAL_BACKEND, SearchSpec
 from ak_remote.summary import (
@@ -365,7 +366,7 @@ def report_trials(tracker: Any, controller: ctl.Controller, trial: ctl.Trial) ->
     # The plot's axes: the values that differ between the trials (all while they do not),
     # named by their last part ("structured_data_block_1/normalize" -> "normalize").
     varied = [n for n in names if len({repr(t.values.get(n)) for t in finished}) > 1] or names
-    short = _short_names(varied)
+    short = shortest_names(varied)
     columns: list[tuple[str, list[Any]]] = [("trial", [_num(t.trial_id) for t in finished])]
     columns += [(short[n], [t.values.get(n) for t in finished]) for n in varied]
     objective_values = [float(t.objective or 0) for t in finished]
@@ -393,21 +394,6 @@ def report_trials(tracker: Any, controller: ctl.Controller, trial: ctl.Trial) ->
             },
         },
     )
-
-
-def _short_names(names: list[str]) -> dict[str, str]:
-    """Each name's shortest distinct tail of "/"-separated parts."""
-    short: dict[str, str] = {}
-    for name in names:
-        parts = name.split("/")
-        for size in range(1, len(parts) + 1):
-            tail = "/".join(parts[-size:])
-            if sum("/".join(n.split("/")[-size:]) == tail for n in names) == 1:
-                short[name] = tail
-                break
-        else:
-            short[name] = name
-    return short
 
 
 def _dimension(label: str, values: list[Any]) -> dict[str, Any]:
