@@ -5,13 +5,20 @@ Both drive the same trials on the same emulator through the same real clearml-ag
 an objective, so what is measured is the controller, not TensorFlow. Reported per controller:
 - gap: on each agent, from a trial task's `completed` to the next one's `started` (server
   times), i.e. how long a freed agent waits for its next trial;
-- requests per trial: API requests the controller process itself made, divided by trials.
+- requests per trial: every API request the controller process made, its own task's traffic
+  included (SDK reporting, artifact uploads, status checks), divided by trials. Each controller
+  process gets credentials of its own and the emulator counts the calls made with them
+  (`Emulator.add_client`), so both are counted the same way, at the server.
 
-ak-remote's side is `ak_remote.search.controller.Controller` with the real `ClearMLBackend` and a
-Keras Tuner random oracle; ClearML's is `HyperParameterOptimizer` with its `RandomSearch`
-optimizer and its default `pool_period_min` (2 minutes) unless --hpo-pool-min is given.
+ak-remote's side is its controller as a `--controller local` search runs it: a process attached to
+its search task (CLEARML_TASK_ID), the real `ClearMLBackend`, the search's own reports and state
+snapshot after every event, and a Keras Tuner random oracle. ClearML's is
+`HyperParameterOptimizer` with its `RandomSearch` optimizer, once with its default
+`pool_period_min` (2 minutes) and once with each `--hpo-pool-min` given (users with short trials
+set it lower, e.g. 0.1), all in the same run.
 
-    .venv/bin/python benchmarks/search_controller.py [--trials 8] [--parallel 2] [--hpo]
+    .venv/bin/python benchmarks/search_controller.py [--trials 4] [--parallel 2] [--trial-s 3]
+        [--hpo-pool-min default,0.1]
 """
 
 from __future__ import annotations
@@ -52,14 +59,6 @@ import json, sys
 from clearml import Task
 from clearml.automation import HyperParameterOptimizer, RandomSearch
 from clearml.automation import UniformIntegerParameterRange, DiscreteParameterRange
-from clearml.backend_api.session import Session
-
-calls = {"n": 0}
-original = Session.send_request
-def counted(self, *args, **kwargs):
-    calls["n"] += 1
-    return original(self, *args, **kwargs)
-Session.send_request = counted
 
 template, trials, parallel, pool = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 task = Task.init(project_name="bench", task_name="hpo", task_type=Task.TaskTypes.optimizer,
@@ -78,7 +77,7 @@ optimizer = HyperParameterOptimizer(
 optimizer.start_locally()
 optimizer.wait()
 optimizer.stop()
-print("RESULT " + json.dumps({"requests": calls["n"]}))
+print("RESULT " + json.dumps({}))
 """
 
 
@@ -164,54 +163,74 @@ def make_template(emulator: Emulator, work: Path) -> str:
     return out.stdout.split("RESULT", 1)[1].split()[0]
 
 
+OURS_SCRIPT = """
+import json, sys
+from pathlib import Path
+
+sys.path.insert(0, sys.argv[1])
+import keras_tuner
+
+from ak_remote.catalog import get_job
+from ak_remote.clearml_api import client_from_config
+from ak_remote.runtime.tracking import Tracker
+from ak_remote.search import controller as ctl
+from ak_remote.search.backends import ClearMLBackend
+from ak_remote.search.oracle import KerasTunerOracle
+from ak_remote.search.runner import StateStore, growth_reader, persist
+from ak_remote.search.spec import CONTROLLER, SearchSpec
+
+template, queue_id, trials, parallel, work = sys.argv[2:7]
+trials, parallel, work = int(trials), int(parallel), Path(work)
+tracker = Tracker("bench", "ak-remote controller", offline=False)  # attached: CLEARML_TASK_ID
+hp = keras_tuner.HyperParameters()
+hp.Int("units", 8, 512)
+hp.Choice("optimizer", ["adam", "sgd", "adam_weight_decay"])
+oracle = keras_tuner.oracles.RandomSearchOracle(
+    objective=keras_tuner.Objective("val_accuracy", "max"),
+    max_trials=trials, hyperparameters=hp, seed=1)
+oracle._set_project_dir(str(work), "ours")
+client = client_from_config()
+spec = SearchSpec(role=CONTROLLER, search_id=tracker.task_id, parallel=parallel,
+                  queue_id=queue_id, template_id=template, poll_s=0.5)
+backend = ClearMLBackend(client, get_job("structured-classifier"), {}, spec, "bench",
+                         "val_accuracy", "max")
+store = StateStore(work, Path(oracle._project_dir), tracker)
+
+def on_event(kind, controller, trial):  # what the search's own process does after each event
+    persist(kind, controller, trial, tracker, store)
+
+controller = ctl.Controller(
+    KerasTunerOracle(oracle), backend, parallel, poll_s=0.5, on_event=on_event,
+    refresh=growth_reader(client, spec.search_id), stop_requested=backend.stop_requested)
+controller.run()
+tracker.complete()
+ids = [a.handle for t in controller.trials.values() for a in t.attempts]
+print("RESULT " + json.dumps({"ids": ids}))
+"""
+
+
 def run_ours(
     emulator: Emulator, template: str, trials: int, parallel: int, work: Path
 ) -> dict[str, Any]:
-    import keras_tuner
+    from ak_remote.contract import RUN_HERE_ENV
 
-    from ak_remote.catalog import get_job
-    from ak_remote.clearml_api import Client
-    from ak_remote.search.backends import ClearMLBackend
-    from ak_remote.search.controller import Controller
-    from ak_remote.search.oracle import KerasTunerOracle
-    from ak_remote.search.spec import CONTROLLER, SearchSpec
-
-    for key, value in emulator.env().items():
-        os.environ[key] = value
-    hp = keras_tuner.HyperParameters()
-    hp.Int("units", 8, 512)
-    hp.Choice("optimizer", ["adam", "sgd", "adam_weight_decay"])
-    oracle = keras_tuner.oracles.RandomSearchOracle(
-        objective=keras_tuner.Objective("val_accuracy", "max"),
-        max_trials=trials,
-        hyperparameters=hp,
-        seed=1,
-    )
-    oracle._set_project_dir(str(work), "ours")
-    client = Client()
-    queue = client.find_queue("bench")
-    assert queue is not None
-    search_id = client.create_task(
-        {"name": "ours", "type": "optimizer", "project": client.ensure_project("bench")},
-        find=lambda: None,
-    )
-    client.requests_sent = 0
-    spec = SearchSpec(
-        role=CONTROLLER,
-        search_id=search_id,
-        parallel=parallel,
-        queue_id=str(queue["id"]),
-        template_id=template,
-        poll_s=0.5,
-    )
-    job = get_job("structured-classifier")
-    backend = ClearMLBackend(client, job, {}, spec, "bench")
-    controller = Controller(KerasTunerOracle(oracle), backend, parallel, poll_s=0.5)
+    env = emulator.add_client("ours")
+    queue_id = emulator.state.queue_by_name("bench")["id"]
+    search = emulator.create_task("search (ak-remote)", project="bench", type="optimizer")
+    script = work / "ours.py"
+    script.write_text(OURS_SCRIPT)
     started = time.perf_counter()
-    controller.run()
+    out = subprocess.run(
+        [sys.executable, str(script), str(ROOT), template, queue_id, str(trials),
+         str(parallel), str(work / "ours")],
+        env={**os.environ, **env, "CLEARML_TASK_ID": search, RUN_HERE_ENV: "1"},
+        capture_output=True, text=True, timeout=3600, check=False,
+    )  # fmt: skip
     elapsed = time.perf_counter() - started
-    ids = [a.handle for t in controller.trials.values() for a in t.attempts]
-    return {"requests": client.requests_sent, "wall_s": elapsed, "ids": ids}
+    if out.returncode != 0 or "RESULT " not in out.stdout:
+        sys.exit(f"the ak-remote controller failed:\n{out.stderr[-3000:]}")
+    result = json.loads(out.stdout.split("RESULT ", 1)[1].splitlines()[0])
+    return {"calls": emulator.calls_by(env), "wall_s": elapsed, "ids": result["ids"]}
 
 
 def run_hpo(
@@ -219,11 +238,12 @@ def run_hpo(
 ) -> dict[str, Any]:
     script = work / "hpo.py"
     script.write_text(HPO_SCRIPT)
+    env = emulator.add_client(f"hpo{pool.replace('.', '')}")
     before = set(emulator.state.tasks)
     started = time.perf_counter()
     out = subprocess.run(
         [sys.executable, str(script), template, str(trials), str(parallel), pool],
-        env={**os.environ, **emulator.env()},
+        env={**os.environ, **env},
         capture_output=True,
         text=True,
         timeout=3600,
@@ -232,35 +252,44 @@ def run_hpo(
     elapsed = time.perf_counter() - started
     if out.returncode != 0 or "RESULT " not in out.stdout:
         sys.exit(f"HyperParameterOptimizer failed:\n{out.stderr[-3000:]}")
-    result = json.loads(out.stdout.split("RESULT ", 1)[1].splitlines()[0])
     ids = [
         i
         for i in set(emulator.state.tasks) - before
         if emulator.state.tasks[i].get("type") != "optimizer"
         and emulator.state.tasks[i].get("started")
     ]
-    return {"requests": result["requests"], "wall_s": elapsed, "ids": ids}
+    return {"calls": emulator.calls_by(env), "wall_s": elapsed, "ids": ids}
 
 
 def report(name: str, emulator: Emulator, result: dict[str, Any], trials: int) -> None:
     found = gaps(emulator, result["ids"])
     median = statistics.median(found) if found else float("nan")
     worst = max(found) if found else float("nan")
+    calls = result["calls"]
     print(
-        f"{name:<28} trials {len(result['ids']):>3}  wall {result['wall_s']:7.1f} s  "
+        f"{name:<34} trials {len(result['ids']):>3}  wall {result['wall_s']:7.1f} s  "
         f"gap median {median:6.2f} s  max {worst:6.2f} s  "
-        f"requests/trial {result['requests'] / max(trials, 1):6.1f}",
+        f"requests/trial {len(calls) / max(trials, 1):6.1f}",
         flush=True,
     )
+    by_endpoint: dict[str, int] = {}
+    for call in calls:
+        by_endpoint[call.endpoint] = by_endpoint.get(call.endpoint, 0) + 1
+    top = sorted(by_endpoint.items(), key=lambda item: -item[1])
+    print("    " + ", ".join(f"{endpoint} {n}" for endpoint, n in top), flush=True)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--trials", type=int, default=8)
+    parser.add_argument("--trials", type=int, default=4)
     parser.add_argument("--parallel", type=int, default=2)
     parser.add_argument("--trial-s", type=float, default=3.0)
-    parser.add_argument("--hpo", action="store_true", help="also run HyperParameterOptimizer")
-    parser.add_argument("--hpo-pool-min", default="default")
+    parser.add_argument(
+        "--hpo-pool-min",
+        default="default,0.1",
+        help="HyperParameterOptimizer's pool_period_min values to run, comma-separated "
+        "('default': its own, 2 minutes; '' for none)",
+    )
     args = parser.parse_args()
     os.environ["BENCH_TRIAL_S"] = str(args.trial_s)
     PARALLEL["n"] = args.parallel
@@ -278,11 +307,10 @@ def main() -> int:
             run_ours(emulator, template, args.trials, args.parallel, work),
             args.trials,
         )
-        if args.hpo:
-            result = run_hpo(
-                emulator, template, args.trials, args.parallel, args.hpo_pool_min, work
-            )
-            report(f"HyperParameterOptimizer ({args.hpo_pool_min})", emulator, result, args.trials)
+        for pool in [p.strip() for p in args.hpo_pool_min.split(",") if p.strip()]:
+            result = run_hpo(emulator, template, args.trials, args.parallel, pool, work)
+            label = "2 min (default)" if pool == "default" else f"{pool} min"
+            report(f"HyperParameterOptimizer, pool {label}", emulator, result, args.trials)
     finally:
         stop_agents(agents)
         emulator.stop()

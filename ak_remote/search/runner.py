@@ -99,7 +99,8 @@ class StateStore:
         self.saves = 0
         self.upload_errors = 0
 
-    def save(self, controller: ctl.Controller) -> None:
+    def save(self, controller: ctl.Controller, upload: bool = True) -> None:
+        """Write the snapshot (run folder) and, with `upload`, replace the task's artifact."""
         controller.oracle.save()
         tmp = self.path.with_name(f".{STATE_FILE}.tmp")
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as archive:
@@ -111,7 +112,7 @@ class StateStore:
                     archive.write(path, f"oracle/{name}")
         os.replace(tmp, self.path)
         self.saves += 1
-        if self.tracker is None or self.tracker.offline:
+        if not upload or self.tracker is None or self.tracker.offline:
             return
         try:
             self.tracker.upload(SEARCH_CONTROLLER_ARTIFACT, self.path)
@@ -217,9 +218,7 @@ def control(spec: SearchSpec, run: Run, data: Dataset, split: Split) -> None:
             _say(f"search ended ({controller.ended_by}): the final fit takes the best so far")
         if kind == "grown":
             _say(f"search grown: up to {controller.parallel} at once")
-        if kind == "completed" and trial is not None and trial is not controller.final:
-            report_trials(tracker, controller, trial)
-        store.save(controller)
+        persist(kind, controller, trial, tracker, store)
 
     controller = ctl.Controller(
         oracle,
@@ -321,6 +320,21 @@ def control(spec: SearchSpec, run: Run, data: Dataset, split: Split) -> None:
         tracker.add_tags(["below-baseline"])  # as the final fit's own task says
     for name, value in final_summary.metrics.items():
         tracker.report_single_value(name, float(value))
+
+
+# Events after which a restarted controller elsewhere needs nothing new from the artifact (an
+# attempt that started: its task says so itself); the run folder's snapshot is written anyway.
+_LOCAL_ONLY_EVENTS = frozenset({"started"})
+
+
+def persist(
+    kind: str, controller: ctl.Controller, trial: ctl.Trial | None, tracker: Any, store: StateStore
+) -> None:
+    """After each controller event: the search's own reports of a finished trial, and its state
+    snapshot (uploaded unless nothing a restart needs changed: two requests saved per trial)."""
+    if kind == "completed" and trial is not None and trial is not controller.final:
+        report_trials(tracker, controller, trial)
+    store.save(controller, upload=kind not in _LOCAL_ONLY_EVENTS)
 
 
 def report_trials(tracker: Any, controller: ctl.Controller, trial: ctl.Trial) -> None:

@@ -22,6 +22,7 @@ import time
 import traceback
 import urllib.parse
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -50,6 +51,7 @@ class RecordedRequest:
     fault: str | None = None  # the injected fault mode, if any
     path: str = ""
     time: float = field(default_factory=time.time)
+    key: str | None = None  # the access key that made the call (see Emulator.add_client)
 
 
 @dataclass
@@ -172,6 +174,8 @@ class Emulator:
         """
         self.access_key = access_key
         self.secret_key = secret_key
+        # More credentials of the same user (add_client): each client's calls are told apart.
+        self.client_keys: dict[str, str] = {}
         self.state_dir = state_dir
         self.state = ServerState.load(state_dir) if state_dir else ServerState()
         self.web_dist = web_dist
@@ -345,6 +349,19 @@ class Emulator:
         with self._log_lock:
             self.requests.append(entry)
 
+    def add_client(self, name: str) -> dict[str, str]:
+        """Credentials of the same user for one client, so the request log tells its calls apart
+        (`RecordedRequest.key`, `calls_by`); returns the CLEARML_* environment that uses them."""
+        access, secret = f"CLIENT{name.upper()}KEY", f"{name}-secret-0123456789"
+        self.client_keys[access] = secret
+        return {**self.env(), "CLEARML_API_ACCESS_KEY": access, "CLEARML_API_SECRET_KEY": secret}
+
+    def calls_by(self, env: Mapping[str, str]) -> list[RecordedRequest]:
+        """The API calls made with the credentials in `env` (from `add_client`)."""
+        key = env["CLEARML_API_ACCESS_KEY"]
+        with self._log_lock:
+            return [r for r in self.requests if r.key == key]
+
     # seeders ----------------------------------------------------------------
     def create_queue(self, name: str, *, default: bool = False) -> str:
         """Create a queue directly in the state; return its id."""
@@ -431,10 +448,10 @@ class Emulator:
                 entry.endpoint,
                 request.headers.get("Authorization"),
                 cookie=_cookie(request.headers.get("Cookie"), auth.AUTH_COOKIE),
-                access_key=self.access_key,
-                secret_key=self.secret_key,
+                keys={self.access_key: self.secret_key, **self.client_keys},
                 token_secret=self._token_secret,
             )
+            entry.key = call_auth.key
             if call_auth.login is not None:
                 data = call_auth.login
                 # The server sets the token as a cookie too: a browser's calls carry only that.

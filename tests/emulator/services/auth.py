@@ -27,6 +27,7 @@ import base64
 import binascii
 import copy
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from email.utils import formatdate
 from typing import Any
@@ -125,10 +126,12 @@ class AuthService(Service):
         return {"users": result, **extra}
 
 
-def issue_token(token_secret: str) -> str:
-    """A fresh JWT for the emulator's single user, signed with ``token_secret``."""
+def issue_token(token_secret: str, key: str = "") -> str:
+    """A fresh JWT for the emulator's single user, signed with ``token_secret``; ``key`` (the
+    access key it was issued for) lets the request log say which client made each call."""
     now = int(time.time())
     claims = {
+        "key": key,
         "identity": {
             "company": COMPANY_ID,
             "company_name": COMPANY_NAME,
@@ -162,24 +165,27 @@ def auth_cookie_header(token: str | None) -> tuple[str, str]:
     )
 
 
-def check_basic(value: str, access_key: str, secret_key: str) -> None:
-    """Check an HTTP Basic value against the one pair of credentials the emulator knows."""
+def check_basic(value: str, keys: Mapping[str, str]) -> str:
+    """Check an HTTP Basic value against the credentials the emulator knows (access key to
+    secret: one pair, unless a test gave clients their own); returns the access key."""
     try:
         decoded = base64.b64decode(value.encode(), validate=True).decode("latin-1")
     except (binascii.Error, ValueError) as exc:
         raise errors.BadCredentials(str(exc)) from exc
     key, _, secret = decoded.partition(":")
     # The server answers 401/22 for an unknown key and for a wrong secret alike.
-    if (key, secret) != (access_key, secret_key):
+    if key not in keys or keys[key] != secret:
         raise errors.InvalidCredentials("failed to locate provided credentials")
+    return key
 
 
-def check_token(token: str, token_secret: str) -> None:
-    """Check a bearer token: signed by this emulator and not expired."""
+def check_token(token: str, token_secret: str) -> str:
+    """Check a bearer token: signed by this emulator and not expired; returns its access key."""
     try:
-        jwt.decode(token, token_secret, algorithms=["HS256"])
+        claims = jwt.decode(token, token_secret, algorithms=["HS256"])
     except jwt.PyJWTError as exc:
         raise errors.InvalidToken(str(exc)) from exc
+    return str(claims.get("key") or "")
 
 
 @dataclass
@@ -188,6 +194,7 @@ class CallAuth:
 
     authenticated: bool
     login: dict[str, Any] | None = None  # auth.login's data (the new token)
+    key: str | None = None  # the access key behind the call
 
 
 def authorize(
@@ -195,8 +202,7 @@ def authorize(
     header: str | None,
     *,
     cookie: str | None = None,
-    access_key: str,
-    secret_key: str,
+    keys: Mapping[str, str],
     token_secret: str,
 ) -> CallAuth:
     """Check a call's credentials as its endpoint requires (header first, then the cookie)."""
@@ -205,7 +211,7 @@ def authorize(
     if not header and cookie:
         header = f"Bearer {cookie}"
     try:
-        return _check(endpoint, header, access_key, secret_key, token_secret)
+        return _check(endpoint, header, keys, token_secret)
     except errors.APIError:
         if endpoint in OPTIONAL_AUTH:
             return CallAuth(authenticated=False)
@@ -213,18 +219,19 @@ def authorize(
 
 
 def _check(
-    endpoint: str, header: str | None, access_key: str, secret_key: str, token_secret: str
+    endpoint: str, header: str | None, keys: Mapping[str, str], token_secret: str
 ) -> CallAuth:
     if not header:
         raise errors.NoCredentials()
     kind, _, value = header.partition(" ")
     if kind.lower() == "basic":
-        check_basic(value.strip(), access_key, secret_key)
+        key = check_basic(value.strip(), keys)
     elif kind.lower() == "bearer":
-        check_token(value.strip(), token_secret)
+        key = check_token(value.strip(), token_secret)
     else:
         raise errors.BadAuthType()
     if endpoint == "auth.login":
         # A valid bearer token gets a fresh one too, as on the server.
-        return CallAuth(authenticated=True, login={"token": issue_token(token_secret)})
-    return CallAuth(authenticated=True)
+        token = issue_token(token_secret, key)
+        return CallAuth(authenticated=True, login={"token": token}, key=key)
+    return CallAuth(authenticated=True, key=key)

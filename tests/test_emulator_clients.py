@@ -1,0 +1,35 @@
+"""Unit tier (the in-process emulator). Clients with credentials of their own: the request log
+says which client made each call (what the controller-overhead benchmark counts with)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from tests.emulator.server import Emulator
+
+SDK_CALLS = "from clearml import Task; Task.get_tasks(project_name='x'); print('ok')"
+
+
+def test_each_client_s_calls_are_told_apart(clearml_emulator: Emulator) -> None:
+    emulator = clearml_emulator
+    first, second = emulator.add_client("first"), emulator.add_client("second")
+    for env in (first, second, second):
+        done = subprocess.run(
+            [sys.executable, "-c", SDK_CALLS],
+            env={**os.environ, **env},
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
+    ones, twos = emulator.calls_by(first), emulator.calls_by(second)
+    assert ones
+    assert len(twos) == 2 * len(ones)  # the same calls, twice
+    assert {c.endpoint for c in ones} >= {"auth.login"}
+    assert not {id(c) for c in ones} & {id(c) for c in twos}
+    # The default credentials still work, and their calls are not either client's.
+    assert all(c.key == emulator.access_key for c in emulator.requests if c not in ones + twos
+               and c.key)  # fmt: skip
