@@ -1,20 +1,24 @@
-"""Shared test fixtures: every test runs with its own HOME and no ClearML settings from outside,
-and no clearml-agent a test started outlives the session."""
+"""Shared test fixtures, for every tier: every test runs with its own HOME and no ClearML settings
+from outside, and no clearml-agent a test started outlives the session. Plain helper functions
+are in tests/helpers.py."""
 
 from __future__ import annotations
 
 import os
+import subprocess
 from collections.abc import Generator, Iterator
 from pathlib import Path
 
 import pytest
 
+from ak_remote.clearml_api import client_from_config
+from ak_remote.launcher import templates
 from tests import processes
 
 # Emulator fixtures (tests/emulator/fixtures.py) are imported here so every test module sees them.
 from tests.emulator.fixtures import clearml_emulator  # noqa: F401
-
-_CLEARML_ENV_PREFIXES = ("CLEARML_", "TRAINS_", "AK_REMOTE_", "KERASTUNER_")
+from tests.emulator.server import Emulator
+from tests.helpers import STRIPPED_ENV, TEMPLATES
 
 
 @pytest.fixture(autouse=True)
@@ -23,11 +27,49 @@ def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[P
     home = tmp_path / "home"
     home.mkdir()
     for name in list(os.environ):
-        if name.startswith(_CLEARML_ENV_PREFIXES):
+        if name.startswith(STRIPPED_ENV):
             monkeypatch.delenv(name)
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "2")
     return home
+
+
+@pytest.fixture
+def home(isolated_home: Path) -> Path:
+    """The test's HOME, for the processes it starts (`job_env(home)`)."""
+    return isolated_home
+
+
+@pytest.fixture
+def procs() -> Iterator[list[subprocess.Popen[str]]]:
+    """Processes a test started: any still running at its end is killed, so none is left
+    behind a failed assertion."""
+    started: list[subprocess.Popen[str]] = []
+    yield started
+    for proc in started:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture
+def synced_server(clearml_emulator: Emulator) -> Emulator:  # noqa: F811
+    """The emulator with the job templates synced and a `cpu` queue."""
+    templates.sync(client_from_config(), TEMPLATES, "reg/w:1", "")
+    clearml_emulator.create_queue("cpu")
+    return clearml_emulator
+
+
+@pytest.fixture
+def gpu_server(clearml_emulator: Emulator, monkeypatch: pytest.MonkeyPatch) -> Emulator:  # noqa: F811
+    """The emulator with the job templates synced (a GPU image), a `gpu` queue, fast retries,
+    and an empty request log."""
+    monkeypatch.setenv("AK_REMOTE_HTTP_BACKOFF", "0.01")
+    monkeypatch.setenv("AK_REMOTE_HTTP_ATTEMPTS", "3")
+    templates.sync(client_from_config(), TEMPLATES, "reg/ak-remote-worker:1-gpu", "--ipc=host")
+    clearml_emulator.create_queue("gpu")
+    clearml_emulator.reset_log()
+    return clearml_emulator
 
 
 @pytest.hookimpl(wrapper=True)

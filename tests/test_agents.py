@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from ak_remote.catalog import PROJECT_ROOT
 from ak_remote.errors import ExitCode, UsageError
 from ak_remote.fleet.agents import (
     SKIP_ENV_INSTALL,
@@ -23,7 +24,7 @@ from ak_remote.fleet.agents import (
     stop_agents,
 )
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = PROJECT_ROOT
 QUEUES_FILE = REPO / "infra" / "queues.toml"
 
 

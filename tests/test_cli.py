@@ -8,21 +8,16 @@ import sys
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
 from ak_remote.catalog import JOBS
-from ak_remote.cli import COMMANDS, cli
+from ak_remote.cli import COMMANDS
+from tests.helpers import invoke, outcome
 
 HEAVY = ("tensorflow", "keras", "autokeras", "keras_tuner")
 
 
-def invoke(*args: str) -> tuple[int, str, str]:
-    result = CliRunner().invoke(cli, list(args))
-    return result.exit_code, result.stdout, result.stderr
-
-
 def test_help_lists_every_command() -> None:
-    code, out, _ = invoke("--help")
+    code, out, _ = outcome(invoke("--help"))
     assert code == 0
     for name in COMMANDS:
         assert f"  {name} " in out
@@ -30,7 +25,7 @@ def test_help_lists_every_command() -> None:
 
 @pytest.mark.parametrize("name", list(COMMANDS))
 def test_every_command_has_help(name: str) -> None:
-    code, out, err = invoke(name, "--help")
+    code, out, err = outcome(invoke(name, "--help"))
     assert code == 0, err
     assert "Usage: " in out
     assert name in out
@@ -39,7 +34,7 @@ def test_every_command_has_help(name: str) -> None:
 def test_version() -> None:
     from ak_remote import __version__
 
-    code, out, _ = invoke("--version")
+    code, out, _ = outcome(invoke("--version"))
     assert code == 0
     assert __version__ in out
 
@@ -72,13 +67,13 @@ def test_launcher_never_imports_tensorflow(argv: list[str]) -> None:
 
 
 def test_jobs_lists_all_jobs_as_json() -> None:
-    code, out, _ = invoke("jobs", "--json")
+    code, out, _ = outcome(invoke("jobs", "--json"))
     assert code == 0
     assert set(json.loads(out)) == set(JOBS)
 
 
 def test_jobs_shows_parameters_of_one_job() -> None:
-    code, out, _ = invoke("jobs", "structured-classifier", "--json")
+    code, out, _ = outcome(invoke("jobs", "structured-classifier", "--json"))
     assert code == 0
     data = json.loads(out)
     assert data["params"]["max_trials"]["type"] == "int"
@@ -118,7 +113,7 @@ def test_bad_input_is_one_line_with_exit_code_and_creates_nothing(
     argv: list[str], exit_code: int, message: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    code, out, err = invoke(*argv)
+    code, out, err = outcome(invoke(*argv))
     assert code == exit_code, (out, err)
     assert message in err
     assert "Traceback" not in err
@@ -134,7 +129,7 @@ def test_import_offline_rejects_a_non_session_zip(tmp_path: Path) -> None:
     bogus = tmp_path / "bogus.zip"
     with zipfile.ZipFile(bogus, "w") as archive:
         archive.writestr("hello.txt", "hi")
-    code, _, err = invoke("import-offline", str(bogus))
+    code, _, err = outcome(invoke("import-offline", str(bogus)))
     assert code == 2
     assert "not a ClearML offline session" in err
 
@@ -145,13 +140,13 @@ def test_import_offline_without_a_server_says_how_to_configure(tmp_path: Path) -
     session = tmp_path / "session.zip"
     with zipfile.ZipFile(session, "w") as archive:
         archive.writestr("task.json", "{}")
-    code, _, err = invoke("import-offline", str(session))
+    code, _, err = outcome(invoke("import-offline", str(session)))
     assert code == 2
     assert "no ClearML server is configured" in err
     assert "clearml-init" in err
 
 
 def test_debug_shows_traceback_for_errors() -> None:
-    code, _, err = invoke("--debug", "run", "no-such-job")
+    code, _, err = outcome(invoke("--debug", "run", "no-such-job"))
     assert code == 2
     assert "Traceback" in err

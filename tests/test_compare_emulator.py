@@ -14,6 +14,7 @@ from ak_remote.cli import cli
 from ak_remote.launcher import templates
 from ak_remote.launcher.launch import LaunchRequest, launch
 from tests.emulator.server import Emulator
+from tests.helpers import invoke
 
 
 def test_compare_a_sweep_with_curves(clearml_emulator: Emulator, tmp_path: Path) -> None:
@@ -78,7 +79,7 @@ def test_compare_a_sweep_with_curves(clearml_emulator: Emulator, tmp_path: Path)
     assert missing.exit_code == 2
     assert "epoch_loss/trial-00/train" in missing.stderr  # lists what exists
 
-    wrong = CliRunner().invoke(cli, ["compare", *result.task_ids, "--plot", "curves.svg"])
+    wrong = invoke("compare", *result.task_ids, "--plot", "curves.svg")
     assert wrong.exit_code == 2
     assert "PNG" in wrong.stderr
 
@@ -102,7 +103,7 @@ def test_the_compare_link_uses_the_route_of_the_servers_web_app(
     templates.sync(client, "ak-remote/templates", "img:1", "")
     clearml_emulator.create_queue("gpu")
     result = launch(client, LaunchRequest("structured-classifier", "gpu", sweep=["epochs=2,4"]))
-    out = CliRunner().invoke(cli, ["compare", *result.task_ids])
+    out = invoke("compare", *result.task_ids)
     assert out.exit_code == 0, out.output
     ids = ",".join(result.task_ids)
     link = out.stderr.split("Web UI comparison: ", 1)[1].split()[0]

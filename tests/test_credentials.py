@@ -28,7 +28,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from ak_remote.catalog import JOBS
+from ak_remote.catalog import JOBS, PROJECT_ROOT
 from ak_remote.clearml_api import client_from_config
 from ak_remote.cli import cli
 from ak_remote.datasets.references import check_reference
@@ -45,10 +45,18 @@ from ak_remote.launcher import templates
 from ak_remote.search.backends import ClearMLBackend
 from ak_remote.search.spec import CONTROLLER, SearchSpec
 from tests.emulator.server import Emulator
-from tests.test_launch_checks import refused, snapshot
-from tests.test_run_folders import JOB, TINY, errors, summary
-from tests.test_run_folders import cli as run_argv
-from tests.test_runtime_jobs import PROJECT_ROOT, job_env
+from tests.helpers import (
+    JOB,
+    TINY,
+    error_lines,
+    invoke,
+    job_env,
+    launched,
+    read_summary,
+    refused,
+    run_argv,
+    snapshot,
+)
 
 PLACEHOLDER_URL = "https://${DATA_USER}:${DATA_TOKEN}@data.example/wine.csv"
 
@@ -124,20 +132,7 @@ def test_a_search_never_clones_trials_with_credentials() -> None:
 # -- launch and reproduce against the emulator ----------------------------------------------
 
 
-@pytest.fixture
-def server(clearml_emulator: Emulator) -> Emulator:
-    templates.sync(client_from_config(), "ak-remote/templates", "reg/w:1", "")
-    clearml_emulator.create_queue("cpu")
-    return clearml_emulator
-
-
-def launched(emulator: Emulator) -> list[dict[str, Any]]:
-    with emulator.state.lock:
-        tasks = list(emulator.state.tasks.values())
-    return [t for t in tasks if "template" not in (t.get("tags") or [])]
-
-
-def test_launch_refuses_credentials_and_creates_nothing(server: Emulator) -> None:
+def test_launch_refuses_credentials_and_creates_nothing(synced_server: Emulator) -> None:
     secret = f"s{uuid.uuid4().hex}"
     cases = {
         ("--set", f"dataset=https://alice:{secret}@data.example/wine.csv"): "carries credentials",
@@ -147,22 +142,30 @@ def test_launch_refuses_credentials_and_creates_nothing(server: Emulator) -> Non
         ("--name", f"from https://alice:{secret}@h.example"): "--name",
     }
     for (option, value), expected in cases.items():
-        line = refused(server, "-q", "cpu", option, value)
+        line = refused(synced_server, "-q", "cpu", option, value)
         assert expected in line, line
         assert secret not in line
         assert "***@" in line
     # --dry-run is refused the same way, and a parallel search too (it plans through launch).
-    line = refused(server, "-q", "cpu", "--dry-run", "--set", f"dataset=https://a:{secret}@h/w.csv")
+    line = refused(
+        synced_server, "-q", "cpu", "--dry-run", "--set", f"dataset=https://a:{secret}@h/w.csv"
+    )
     assert secret not in line
     line = refused(
-        server, "-q", "cpu", "--parallel", "2", "--set", f"dataset=https://a:{secret}@h/w.csv"
+        synced_server,
+        "-q",
+        "cpu",
+        "--parallel",
+        "2",
+        "--set",
+        f"dataset=https://a:{secret}@h/w.csv",
     )
     assert "carries credentials" in line
-    assert not launched(server)
+    assert not launched(synced_server)
 
 
 def test_placeholders_are_stored_verbatim(
-    server: Emulator, monkeypatch: pytest.MonkeyPatch
+    synced_server: Emulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The laptop needs none of the variables: the agent expands them.
     monkeypatch.delenv("DATA_USER", raising=False)
@@ -172,7 +175,7 @@ def test_placeholders_are_stored_verbatim(
     )
     assert result.exit_code == 0, result.output
     assert "expands ${DATA_USER}, ${DATA_TOKEN} from its environment" in result.stderr
-    (task,) = launched(server)
+    (task,) = launched(synced_server)
     assert task["hyperparams"]["General"]["dataset"]["value"] == PLACEHOLDER_URL
     assert PLACEHOLDER_URL in task["name"]
 
@@ -181,16 +184,18 @@ def test_placeholders_are_stored_verbatim(
         cli, ["launch", JOB, "-q", "cpu", "--sweep", f"dataset={PLACEHOLDER_URL},{other}"]
     )
     assert result.exit_code == 0, result.output
-    stored = sorted(t["hyperparams"]["General"]["dataset"]["value"] for t in launched(server))
+    stored = sorted(
+        t["hyperparams"]["General"]["dataset"]["value"] for t in launched(synced_server)
+    )
     assert stored == sorted([PLACEHOLDER_URL, PLACEHOLDER_URL, other])
 
 
-def test_a_template_holding_credentials_is_not_copied(server: Emulator) -> None:
+def test_a_template_holding_credentials_is_not_copied(synced_server: Emulator) -> None:
     secret = f"s{uuid.uuid4().hex}"
-    (template,) = [t for t in server.state.tasks.values() if t["name"].startswith(JOB)]
-    with server.state.lock:
+    (template,) = [t for t in synced_server.state.tasks.values() if t["name"].startswith(JOB)]
+    with synced_server.state.lock:
         template["hyperparams"]["General"]["dataset"]["value"] = f"https://a:{secret}@h/w.csv"
-    line = refused(server, "-q", "cpu")
+    line = refused(synced_server, "-q", "cpu")
     assert "template" in line
     assert "templates sync" in line
     assert secret not in line
@@ -199,7 +204,7 @@ def test_a_template_holding_credentials_is_not_copied(server: Emulator) -> None:
         cli, ["launch", JOB, "-q", "cpu", "--set", f"dataset={PLACEHOLDER_URL}"]
     )
     assert result.exit_code == 0, result.output
-    (task,) = launched(server)
+    (task,) = launched(synced_server)
     assert secret not in str(task)
 
 
@@ -220,20 +225,20 @@ def completed_run(emulator: Emulator, dataset: str) -> str:
 
 
 def test_reproduce_refuses_a_run_recorded_with_or_without_its_credentials(
-    server: Emulator,
+    synced_server: Emulator,
 ) -> None:
     secret = f"s{uuid.uuid4().hex}"
-    with_secret = completed_run(server, f"https://alice:{secret}@h.example/w.csv")
-    masked = completed_run(server, "https://***@h.example/w.csv")
+    with_secret = completed_run(synced_server, f"https://alice:{secret}@h.example/w.csv")
+    masked = completed_run(synced_server, "https://***@h.example/w.csv")
     for task_id, expected in ((with_secret, "carries credentials"), (masked, "without the URL's")):
-        before = snapshot(server)
-        result = CliRunner().invoke(cli, ["reproduce", task_id, "-q", "cpu"])
+        before = snapshot(synced_server)
+        result = invoke("reproduce", task_id, "-q", "cpu")
         assert result.exit_code == 2, result.output
         (line,) = [x for x in result.output.splitlines() if x.startswith("Error:")]
         assert expected in line
         assert "${DATA_TOKEN}" in line
         assert secret not in result.output
-        assert snapshot(server) == before
+        assert snapshot(synced_server) == before
 
 
 # -- the worker: expansion at fetch time, against a loopback server with basic auth -----------
@@ -379,10 +384,10 @@ def test_a_local_run_fetches_with_placeholders_and_records_no_secret(
     home.mkdir(exist_ok=True)
     url = url_of(data_server)
     args = ["--run-dir", str(run_dir), "--set", f"dataset={url}", "--set", "max_trials=1"]
-    for item in TINY:
+    for item in [*TINY, "batch_size=16", "histogram_freq=0"]:
         args += ["--set", item]
     result = subprocess.run(
-        run_argv(home, *args),
+        run_argv(*args),
         cwd=tmp_path,
         env=env_with(home, DATA_USER="reader", DATA_TOKEN=secret),
         capture_output=True,
@@ -393,7 +398,7 @@ def test_a_local_run_fetches_with_placeholders_and_records_no_secret(
     assert result.returncode == 0, result.stderr[-3000:]
     assert data_server.granted >= 1
     assert data_server.denied == 0
-    record = summary(run_dir)
+    record = read_summary(run_dir)
     assert record["status"] == "completed"
     assert record["metrics"]["test_accuracy"] >= 0.0
     assert (run_dir / "models" / "model.keras").is_file()
@@ -415,7 +420,7 @@ def test_a_missing_variable_is_one_clear_line_before_anything_starts(
     home.mkdir(exist_ok=True)
     args = ["--run-dir", str(run_dir), "--set", f"dataset={url_of(data_server)}"]
     result = subprocess.run(
-        run_argv(home, *args),
+        run_argv(*args),
         cwd=tmp_path,
         env=env_with(home, DATA_USER="reader"),
         capture_output=True,
@@ -424,7 +429,7 @@ def test_a_missing_variable_is_one_clear_line_before_anything_starts(
         check=False,
     )
     assert result.returncode == 2, result.stderr[-3000:]
-    (line,) = errors(result.stderr)
+    (line,) = error_lines(result.stderr)
     assert "${DATA_TOKEN}, which is not set in the environment" in line
     assert "extra_docker_arguments" in line
     assert not run_dir.exists()
@@ -454,9 +459,9 @@ def test_on_a_worker_a_missing_or_wrong_variable_fails_the_run_without_the_secre
 
     missing = job(tmp_path / "missing", DATA_USER="reader")
     assert missing.returncode == 3, missing.stderr[-3000:]
-    (line,) = errors(missing.stderr)
+    (line,) = error_lines(missing.stderr)
     assert "${DATA_TOKEN}, which is not set in the environment" in line
-    record = summary(tmp_path / "missing")
+    record = read_summary(tmp_path / "missing")
     assert record["status"] == "failed"
     assert "${DATA_TOKEN}" in record["error"]
     assert data_server.granted == data_server.denied == 0
@@ -464,7 +469,7 @@ def test_on_a_worker_a_missing_or_wrong_variable_fails_the_run_without_the_secre
     wrong = f"wrong{uuid.uuid4().hex}"
     refused_fetch = job(tmp_path / "wrong", DATA_USER="reader", DATA_TOKEN=wrong)
     assert refused_fetch.returncode == 3, refused_fetch.stderr[-3000:]
-    (line,) = errors(refused_fetch.stderr)
+    (line,) = error_lines(refused_fetch.stderr)
     assert f"could not fetch {url_of(data_server)}" in line
     assert data_server.denied >= 1
     assert data_server.granted == 0
@@ -491,11 +496,11 @@ def test_an_agent_expands_placeholders_from_its_own_environment(
     emulator.create_queue("cpu")
     url = url_of(data_server)
     sets = ["--set", f"dataset={url}", "--set", "max_trials=1"]
-    for item in TINY:
+    for item in [*TINY, "batch_size=16", "histogram_freq=0"]:
         sets += ["--set", item]
     env = {"DATA_USER": "reader", "DATA_TOKEN": secret}
     with running_agent(emulator, "cpu", env=env, log_dir=tmp_path / "agent") as agent:
-        result = CliRunner().invoke(cli, ["launch", JOB, "-q", "cpu", *sets, "--wait"])
+        result = invoke("launch", JOB, "-q", "cpu", *sets, "--wait")
         assert result.exit_code == 0, f"{result.output}\n--- agent\n{agent.log()[-6000:]}"
         agent_log = agent.log()
     task_id = result.stdout.split()[0]

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from ak_remote.catalog import JOBS
+from ak_remote.catalog import JOBS, PROJECT_ROOT
 from ak_remote.datasets.references import BUNDLED, DatasetRef, bundled_for, check_reference
 from ak_remote.datasets.reviews import generate_reviews
 from ak_remote.errors import ExitCode, UsageError
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = PROJECT_ROOT
 
 
 @pytest.mark.parametrize("job", list(JOBS.values()), ids=list(JOBS))

@@ -35,19 +35,18 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import pytest
 import tomllib
-from click.testing import CliRunner, Result
 
-from ak_remote.cli import cli
+from ak_remote.catalog import PROJECT_ROOT
 from tests.emulator.server import Emulator
+from tests.helpers import TINY, invoke, ok, sets
 from tests.processes import tag_env
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = PROJECT_ROOT
 VERSION = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
 IMAGE_TAG = f"ak-remote-worker:{VERSION}-cpu"
 AGENT_UID = 10001
 LOCK = "requirements/worker.lock"
 SYSTEM_PYTHON = "/usr/bin/python3.11"  # Debian's, as on an agent host (bookworm)
-TINY = ["--set", "max_trials=1", "--set", "epochs=1", "--set", "max_samples=120"]
 
 
 class _ThreadingServer(ThreadingMixIn, WSGIServer):
@@ -151,15 +150,6 @@ def template_of(job: str) -> str:
     rows = json.loads(ok(invoke("templates", "list", "--json")).stdout)
     (task_id,) = [row["id"] for row in rows if row["job"] == job]
     return str(task_id)
-
-
-def invoke(*args: str) -> Result:
-    return CliRunner().invoke(cli, list(args))
-
-
-def ok(result: Result) -> Result:
-    assert result.exit_code == 0, f"exit {result.exit_code}\n{result.output}"
-    return result
 
 
 def _run(command: list[str], what: str, timeout: float) -> subprocess.CompletedProcess[str]:
@@ -349,7 +339,9 @@ def running_agent(
 
 def launch_tiny(agent_log: Callable[[], str]) -> tuple[str, str]:
     """`ak-remote launch structured-classifier -q cpu` (1 trial, 1 epoch) and wait: task id, log."""
-    launched = invoke("launch", "structured-classifier", "-q", "cpu", *TINY, "--wait")
+    launched = invoke(
+        "launch", "structured-classifier", "-q", "cpu", *sets(*TINY, "max_trials=1"), "--wait"
+    )
     task_id = launched.stdout.strip().splitlines()[0] if launched.stdout.strip() else ""
     task_log = ok(invoke("logs", task_id)).stdout if task_id else ""
     assert launched.exit_code == 0, (

@@ -12,24 +12,12 @@ import json
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner, Result
 
 from ak_remote.clearml_api import client_from_config
-from ak_remote.cli import cli
 from ak_remote.launcher.pull import pull as pull_run
 from tests.emulator.agent import running_agent
 from tests.emulator.server import Emulator
-
-TINY = ["--set", "max_trials=1", "--set", "epochs=1", "--set", "max_samples=120"]
-
-
-def invoke(*args: str) -> Result:
-    return CliRunner().invoke(cli, list(args))
-
-
-def ok(result: Result) -> Result:
-    assert result.exit_code == 0, f"exit {result.exit_code}\n{result.output}"
-    return result
+from tests.helpers import TINY, invoke, ok, sets
 
 
 @pytest.mark.slow
@@ -43,7 +31,9 @@ def test_templates_to_pulled_model_and_reproduction(
     emulator.create_queue("cpu")
 
     with running_agent(emulator, "cpu", log_dir=tmp_path / "agent") as agent:
-        launched = invoke("launch", "structured-classifier", "-q", "cpu", *TINY, "--wait")
+        launched = invoke(
+            "launch", "structured-classifier", "-q", "cpu", *sets(*TINY, "max_trials=1"), "--wait"
+        )
         assert launched.exit_code == 0, f"{launched.output}\n--- agent\n{agent.log()[-6000:]}"
         task_id = launched.stdout.strip().splitlines()[0]
         assert "completed" in launched.stderr

@@ -10,22 +10,15 @@ import sys
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
-from ak_remote.cli import cli
 from tests.emulator import fixtures as emulator_fixtures
 from tests.emulator.agent import agent_env, running_agent, wait_for_status
 from tests.emulator.server import Emulator
+from tests.helpers import alive, invoke, outcome, wait_for
 from tests.processes import as_foreground_job
-from tests.test_run_folders import alive, wait_for
 
 SKIP = "CLEARML_AGENT_SKIP_PYTHON_ENV_INSTALL=1"
 DECLARED = ["gpu", "gpu-large", "cpu", "services"]
-
-
-def invoke(*args: str) -> tuple[int, str, str]:
-    result = CliRunner().invoke(cli, list(args))
-    return result.exit_code, result.stdout, result.stderr
 
 
 def queue_names(emulator: Emulator) -> list[str]:
@@ -36,7 +29,7 @@ def test_queues_apply_creates_the_missing_ones_and_is_idempotent(
     clearml_emulator: Emulator,
 ) -> None:
     gpu_id = clearml_emulator.create_queue("gpu")
-    code, out, err = invoke("queues", "apply", "--json")
+    code, out, err = outcome(invoke("queues", "apply", "--json"))
     assert code == 0, err
     assert json.loads(out) == {
         "created": ["gpu-large", "cpu", "services"],
@@ -52,7 +45,7 @@ def test_queues_apply_creates_the_missing_ones_and_is_idempotent(
     ) == {"ak-remote", "cpu"}
 
     clearml_emulator.reset_log()
-    code, out, _ = invoke("queues", "apply", "--json")
+    code, out, _ = outcome(invoke("queues", "apply", "--json"))
     assert code == 0
     assert json.loads(out)["created"] == []
     assert clearml_emulator.count("queues.create") == 0
@@ -60,7 +53,7 @@ def test_queues_apply_creates_the_missing_ones_and_is_idempotent(
 
 
 def test_queues_apply_dry_run_creates_nothing(clearml_emulator: Emulator) -> None:
-    code, out, _ = invoke("queues", "apply", "--dry-run")
+    code, out, _ = outcome(invoke("queues", "apply", "--dry-run"))
     assert code == 0
     assert "would create gpu" in out
     assert clearml_emulator.state.queues == {} or queue_names(clearml_emulator) == []
@@ -73,7 +66,7 @@ def test_queues_apply_rejects_a_bad_file_before_any_request(
     bad = tmp_path / "queues.toml"
     bad.write_text('[[queue]]\nname = "gpu; rm -rf /"\n')
     clearml_emulator.reset_log()
-    code, _, err = invoke("queues", "apply", str(bad))
+    code, _, err = outcome(invoke("queues", "apply", str(bad)))
     assert code == 2
     assert "invalid or missing queue name" in err
     assert clearml_emulator.count() == 0
@@ -81,7 +74,7 @@ def test_queues_apply_rejects_a_bad_file_before_any_request(
 
 def test_queues_list(clearml_emulator: Emulator) -> None:
     clearml_emulator.create_queue("gpu")
-    code, out, _ = invoke("queues", "list", "--json")
+    code, out, _ = outcome(invoke("queues", "list", "--json"))
     assert code == 0
     assert [q["name"] for q in json.loads(out)] == ["gpu"]
 
@@ -107,7 +100,7 @@ def test_queues_list(clearml_emulator: Emulator) -> None:
     ],
 )
 def test_agent_up_print(argv: list[str], expected: list[str]) -> None:
-    code, out, err = invoke("agent", "up", *argv, "--print")
+    code, out, err = outcome(invoke("agent", "up", *argv, "--print"))
     assert code == 0, err
     assert out.splitlines() == expected
 
@@ -122,20 +115,20 @@ def test_agent_up_print(argv: list[str], expected: list[str]) -> None:
     ],
 )
 def test_agent_up_rejects_bad_flags(argv: list[str], message: str) -> None:
-    code, _, err = invoke("agent", "up", *argv, "--print")
+    code, _, err = outcome(invoke("agent", "up", *argv, "--print"))
     assert code == 2
     assert message in err
 
 
 def test_doctor_without_configuration_says_how_to_configure() -> None:
-    code, out, _ = invoke("doctor")
+    code, out, _ = outcome(invoke("doctor"))
     assert code == 4
     assert "FAIL configuration" in out
     assert "clearml-init" in out
 
 
 def test_doctor_reports_each_broken_part(clearml_emulator: Emulator) -> None:
-    code, out, _ = invoke("doctor", "-q", "gpu", "--json")
+    code, out, _ = outcome(invoke("doctor", "-q", "gpu", "--json"))
     assert code == 4
     checks = {c["name"]: c for c in json.loads(out)}
     assert checks["server"]["ok"] is True
@@ -143,7 +136,7 @@ def test_doctor_reports_each_broken_part(clearml_emulator: Emulator) -> None:
     assert "queues apply" in checks["queue gpu"]["fix"]
 
     clearml_emulator.create_queue("gpu")
-    code, out, _ = invoke("doctor", "-q", "gpu", "--json")
+    code, out, _ = outcome(invoke("doctor", "-q", "gpu", "--json"))
     checks = {c["name"]: c for c in json.loads(out)}
     assert checks["queue gpu"]["ok"] is True
     assert checks["workers on gpu"]["ok"] is False
@@ -155,7 +148,7 @@ def test_doctor_reports_bad_credentials(
 ) -> None:
     monkeypatch.setenv("CLEARML_API_SECRET_KEY", "not-the-secret")
     monkeypatch.setenv("AK_REMOTE_HTTP_ATTEMPTS", "1")
-    code, out, _ = invoke("doctor", "-q", "gpu", "--json")
+    code, out, _ = outcome(invoke("doctor", "-q", "gpu", "--json"))
     assert code == 4
     checks = {c["name"]: c for c in json.loads(out)}
     assert checks["server"]["ok"] is False
@@ -168,7 +161,7 @@ def test_doctor_reports_an_unreachable_server(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setenv("CLEARML_API_SECRET_KEY", "s")
     monkeypatch.setenv("AK_REMOTE_HTTP_ATTEMPTS", "1")
     monkeypatch.setenv("AK_REMOTE_HTTP_TIMEOUT", "2")
-    code, out, _ = invoke("doctor", "--json")
+    code, out, _ = outcome(invoke("doctor", "--json"))
     assert code == 4
     checks = {c["name"]: c for c in json.loads(out)}
     assert checks["server"]["ok"] is False
@@ -178,10 +171,10 @@ def test_doctor_reports_an_unreachable_server(monkeypatch: pytest.MonkeyPatch) -
 def test_doctor_is_healthy_with_a_real_agent_listening(clearml_emulator: Emulator) -> None:
     clearml_emulator.create_queue("gpu")
     with running_agent(clearml_emulator, "gpu"):
-        code, out, _ = invoke("doctor", "-q", "gpu")
+        code, out, _ = outcome(invoke("doctor", "-q", "gpu"))
         assert code == 0, out
         assert "FAIL" not in out
-        code, out, _ = invoke("agents", "--json")
+        code, out, _ = outcome(invoke("agents", "--json"))
         assert code == 0
         rows = json.loads(out)
         assert len(rows) == 1

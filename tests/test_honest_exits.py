@@ -16,31 +16,16 @@ from pathlib import Path
 import pytest
 
 from ak_remote.runtime.search_state import FORMAT, MANIFEST
-from tests.test_run_folders import (
+from tests.helpers import (
     JOB,
-    errors,
+    error_lines,
     holder_pid,
+    read_summary,
     run_cli,
-    sets,
+    run_sets,
     start_cli,
-    summary,
     wait_for,
 )
-
-
-@pytest.fixture
-def home(tmp_path: Path) -> Path:
-    return tmp_path / "home"
-
-
-@pytest.fixture
-def procs() -> Iterator[list[subprocess.Popen[str]]]:
-    started: list[subprocess.Popen[str]] = []
-    yield started
-    for proc in started:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
 
 
 @pytest.fixture
@@ -63,9 +48,11 @@ def tmpfs(tmp_path: Path) -> Iterator[Callable[..., Path]]:
 
 def test_an_unknown_objective_is_refused_before_anything_starts(home: Path, tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
-    result = run_cli(home, tmp_path, "--run-dir", str(run_dir), *sets("objective=nope"), timeout=60)
+    result = run_cli(
+        home, tmp_path, "--run-dir", str(run_dir), *run_sets("objective=nope"), timeout=60
+    )
     assert result.returncode == 2
-    (line,) = errors(result.stderr)
+    (line,) = error_lines(result.stderr)
     assert "objective: 'nope' is not one of val_accuracy, val_loss, accuracy, loss" in line
     assert not run_dir.exists()
 
@@ -82,9 +69,9 @@ def _snapshot(run_dir: Path, oracle: object) -> None:
 def test_a_snapshot_with_wrong_content_exits_3_before_resuming(home: Path, tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     _snapshot(run_dir, {"ongoing_trials": ["not", "a", "mapping"], "hyperparameters": {}})
-    result = run_cli(home, tmp_path, "--resume", str(run_dir), *sets(), timeout=60)
+    result = run_cli(home, tmp_path, "--resume", str(run_dir), *run_sets(), timeout=60)
     assert result.returncode == 3, result.stderr[-2000:]
-    (line,) = errors(result.stderr)
+    (line,) = error_lines(result.stderr)
     assert "the search state search_state.zip is unusable: oracle.json" in line
     assert "search resumed" not in result.stderr
     assert not (run_dir / "summary.json").exists()
@@ -94,9 +81,9 @@ def test_a_read_only_run_folder_is_one_line_and_exit_2(
     home: Path, tmp_path: Path, tmpfs: Callable[..., Path]
 ) -> None:
     folder = tmpfs("100k", readonly=True)
-    result = run_cli(home, tmp_path, "--run-dir", str(folder / "run"), *sets(), timeout=120)
+    result = run_cli(home, tmp_path, "--run-dir", str(folder / "run"), *run_sets(), timeout=120)
     assert result.returncode == 2, result.stderr[-2000:]
-    assert errors(result.stderr) == [
+    assert error_lines(result.stderr) == [
         f"Error: cannot write to the run folder {folder / 'run'}: Read-only file system "
         "(pass a --run-dir you can write to)"
     ]
@@ -106,12 +93,14 @@ def test_a_full_disk_ends_the_run_with_one_line_and_exit_5(
     home: Path, tmp_path: Path, tmpfs: Callable[..., Path]
 ) -> None:
     run_dir = tmpfs("400k") / "run"
-    result = run_cli(home, tmp_path, "--run-dir", str(run_dir), *sets("max_trials=1"), timeout=240)
+    result = run_cli(
+        home, tmp_path, "--run-dir", str(run_dir), *run_sets("max_trials=1"), timeout=240
+    )
     assert result.returncode == 5, result.stderr[-3000:]
-    (line,) = errors(result.stderr)
+    (line,) = error_lines(result.stderr)
     assert line.startswith(f"Error: no space left on the device of the run folder {run_dir}")
     assert "Traceback" not in result.stderr
-    record = summary(run_dir)
+    record = read_summary(run_dir)
     assert record["status"] == "failed"
     assert record["error"].startswith("no space left")
 
@@ -121,7 +110,7 @@ def test_a_run_that_filled_its_disk_resumes_once_space_is_freed(
 ) -> None:
     mount = tmpfs("60m")
     run_dir = mount / "run"
-    proc = start_cli(home, tmp_path, "--run-dir", str(run_dir), *sets("max_trials=3"))
+    proc = start_cli(home, tmp_path, "--run-dir", str(run_dir), *run_sets("max_trials=3"))
     procs.append(proc)
     holder_pid(run_dir)
     wait_for(lambda: (run_dir / "search_state.zip").is_file(), 240, "the first snapshot")
@@ -131,16 +120,16 @@ def test_a_run_that_filled_its_disk_resumes_once_space_is_freed(
         os.posix_fallocate(handle.fileno(), 0, max(free - 100 * 1024, 1))
     _, stderr = proc.communicate(timeout=240)
     assert proc.returncode == 5, stderr[-3000:]
-    assert errors(stderr) == [
+    assert error_lines(stderr) == [
         f"Error: no space left on the device of the run folder {run_dir} (free some space, "
         f"then resume: ak-remote run {JOB} --resume {run_dir})"
     ]
-    assert summary(run_dir)["status"] == "failed"
+    assert read_summary(run_dir)["status"] == "failed"
 
     filler.unlink()
-    resumed = run_cli(home, tmp_path, "--resume", str(run_dir), *sets("max_trials=3"))
+    resumed = run_cli(home, tmp_path, "--resume", str(run_dir), *run_sets("max_trials=3"))
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    done = summary(run_dir)
+    done = read_summary(run_dir)
     assert done["status"] == "completed"
     assert done["search"]["trials_restored"] >= 1
 
@@ -150,14 +139,14 @@ def test_credentials_in_a_dataset_url_never_reach_the_record(home: Path, tmp_pat
     url = "http://alice:s3cret@127.0.0.1:9/wine.csv"
     run_dir = tmp_path / "run"
     result = run_cli(
-        home, tmp_path, "--run-dir", str(run_dir), *sets(f"dataset={url}"), timeout=180
+        home, tmp_path, "--run-dir", str(run_dir), *run_sets(f"dataset={url}"), timeout=180
     )
     assert result.returncode == 3, result.stderr[-3000:]
-    assert len(errors(result.stderr)) == 1
+    assert len(error_lines(result.stderr)) == 1
     assert "s3cret" not in result.stderr
     assert "s3cret" not in result.stdout
     assert "s3cret" not in (run_dir / "summary.json").read_text()
-    session = Path(summary(run_dir)["offline_session"])
+    session = Path(read_summary(run_dir)["offline_session"])
     with zipfile.ZipFile(session) as archive:
         for name in archive.namelist():
             assert b"s3cret" not in archive.read(name), name

@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pytest
 
+from ak_remote.catalog import PROJECT_ROOT
 from ak_remote.fleet.images import is_image_id, is_pinned, registry_digest
+from tests.helpers import IMAGE_ID
 
-REPO = Path(__file__).resolve().parents[1]
-IMAGE_ID = "sha256:" + "0123456789abcdef" * 4
+REPO = PROJECT_ROOT
 # What clearml-agent needs to clone a template's repository (docker/build.sh), escaped as
 # the dry run prints it.
 GIT_PACKAGES = "git\\ ca-certificates\\ openssh-client"

@@ -20,9 +20,10 @@ import pytest
 import tomllib
 import yaml
 
+from ak_remote.catalog import PROJECT_ROOT
 from ak_remote.fleet.agents import build_agent_commands, load_queue_file
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = PROJECT_ROOT
 BIN = Path(sys.executable).parent
 DOCKERFILES = {
     "cpu": REPO / "docker" / "Dockerfile.cpu",

@@ -14,6 +14,7 @@ from ak_remote.config import DEFAULT_IMAGE, config_path, load_config
 from ak_remote.errors import UsageError
 from ak_remote.launcher import templates
 from tests.emulator.server import Emulator
+from tests.helpers import invoke
 
 
 def write(path: Path, text: str) -> Path:
@@ -89,6 +90,6 @@ def test_flags_win_over_environment_and_file(
 
 
 def test_no_queue_anywhere_is_a_usage_error(clearml_emulator: Emulator) -> None:
-    result = CliRunner().invoke(cli, ["launch", "structured-classifier"])
+    result = invoke("launch", "structured-classifier")
     assert result.exit_code == 2
     assert "AK_REMOTE_QUEUE" in result.stderr

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -22,7 +21,6 @@ from ak_remote.clearml_api import Client, client_from_config
 from ak_remote.cli import cli
 from ak_remote.contract import BATCH_TAG_PREFIX
 from ak_remote.errors import ServerError, UsageError
-from ak_remote.launcher import templates
 from ak_remote.launcher.launch import (
     LaunchRequest,
     execute_launch,
@@ -30,9 +28,8 @@ from ak_remote.launcher.launch import (
     plan_launch,
 )
 from tests.emulator.server import Emulator
+from tests.helpers import JOB, invoke, launched, queue_entries
 
-TEMPLATES = "ak-remote/templates"
-JOB = "structured-classifier"
 WRITES = {
     "tasks.create",
     "tasks.clone",
@@ -49,27 +46,6 @@ WRITES = {
 }
 
 
-@pytest.fixture
-def server(clearml_emulator: Emulator, monkeypatch: pytest.MonkeyPatch) -> Iterator[Emulator]:
-    """The emulator with templates synced, a `gpu` queue, and fast retries."""
-    monkeypatch.setenv("AK_REMOTE_HTTP_BACKOFF", "0.01")
-    monkeypatch.setenv("AK_REMOTE_HTTP_ATTEMPTS", "3")
-    templates.sync(client_from_config(), TEMPLATES, "reg/ak-remote-worker:1-gpu", "--ipc=host")
-    clearml_emulator.create_queue("gpu")
-    clearml_emulator.reset_log()
-    return clearml_emulator
-
-
-def runs(emulator: Emulator) -> list[dict[str, Any]]:
-    """Every task that is not a template."""
-    with emulator.state.lock:
-        return [
-            t
-            for t in emulator.state.tasks.values()
-            if contract.TEMPLATE_TAG not in t["system_tags"]
-        ]
-
-
 def writes(emulator: Emulator) -> list[str]:
     return [r.endpoint for r in emulator.requests if r.endpoint in WRITES]
 
@@ -82,12 +58,6 @@ def template_doc(emulator: Emulator, job: str = JOB) -> dict[str, Any]:
             if f"{contract.JOB_TAG_PREFIX}{job}" in t["system_tags"]
             and contract.TEMPLATE_TAG in t["system_tags"]
         )
-
-
-def queue_entries(emulator: Emulator, name: str = "gpu") -> list[str]:
-    queue = emulator.state.queue_by_name(name)
-    assert queue is not None
-    return [e["task"] for e in queue["entries"]]
 
 
 # -- validation creates nothing --------------------------------------------------------------
@@ -107,27 +77,29 @@ def queue_entries(emulator: Emulator, name: str = "gpu") -> list[str]:
         (["-q", "nope"], "existing queues: gpu"),
     ],
 )
-def test_invalid_launches_create_nothing(server: Emulator, argv: list[str], message: str) -> None:
-    before = len(server.state.tasks)
+def test_invalid_launches_create_nothing(
+    gpu_server: Emulator, argv: list[str], message: str
+) -> None:
+    before = len(gpu_server.state.tasks)
     queue = [] if "-q" in argv else ["-q", "gpu"]
-    result = CliRunner().invoke(cli, ["launch", JOB, *queue, *argv])
+    result = invoke("launch", JOB, *queue, *argv)
     assert result.exit_code == 2, result.output
     assert message in result.stderr
     assert "Traceback" not in result.output
     assert result.stdout == ""
-    assert len(server.state.tasks) == before
-    assert writes(server) == []
+    assert len(gpu_server.state.tasks) == before
+    assert writes(gpu_server) == []
 
 
 def test_unknown_template_says_to_sync(clearml_emulator: Emulator) -> None:
     clearml_emulator.create_queue("gpu")
-    result = CliRunner().invoke(cli, ["launch", JOB, "-q", "gpu"])
+    result = invoke("launch", JOB, "-q", "gpu")
     assert result.exit_code == 2
     assert "ak-remote templates sync" in result.stderr
-    assert runs(clearml_emulator) == []
+    assert launched(clearml_emulator) == []
 
 
-def test_dry_run_prints_the_plan_and_creates_nothing(server: Emulator) -> None:
+def test_dry_run_prints_the_plan_and_creates_nothing(gpu_server: Emulator) -> None:
     result = CliRunner().invoke(
         cli, ["launch", JOB, "-q", "gpu", "--sweep", "epochs=1,2", "--dry-run", "--json"]
     )
@@ -135,13 +107,13 @@ def test_dry_run_prints_the_plan_and_creates_nothing(server: Emulator) -> None:
     plan = json.loads(result.stdout)
     assert [r["overrides"] for r in plan["runs"]] == [{"epochs": "1"}, {"epochs": "2"}]
     clone = plan["runs"][0]["clone_request"]
-    assert clone["task"] == template_doc(server)["id"]
+    assert clone["task"] == template_doc(gpu_server)["id"]
     assert clone["new_task_hyperparams"]["General"]["epochs"]["value"] == "1"
-    assert writes(server) == []
-    assert runs(server) == []
+    assert writes(gpu_server) == []
+    assert launched(gpu_server) == []
 
 
-def test_dry_run_never_imports_tensorflow(server: Emulator) -> None:
+def test_dry_run_never_imports_tensorflow(gpu_server: Emulator) -> None:
     code = (
         "import sys\n"
         "from ak_remote.cli import cli\n"
@@ -162,8 +134,8 @@ def test_dry_run_never_imports_tensorflow(server: Emulator) -> None:
 # -- exact tasks -----------------------------------------------------------------------------
 
 
-def test_launch_with_overrides_creates_exactly_the_expected_task(server: Emulator) -> None:
-    template = template_doc(server)
+def test_launch_with_overrides_creates_exactly_the_expected_task(gpu_server: Emulator) -> None:
+    template = template_doc(gpu_server)
     result = CliRunner().invoke(
         cli,
         [
@@ -192,14 +164,14 @@ def test_launch_with_overrides_creates_exactly_the_expected_task(server: Emulato
     assert task_id in result.stderr  # the Web UI link
     assert "ak-remote status" in result.stderr
 
-    (task,) = runs(server)
+    (task,) = launched(gpu_server)
     assert task["id"] == task_id
     assert task["name"] == "wine, quick"
     assert task["status"] == "queued"
-    assert queue_entries(server) == [task_id]
+    assert queue_entries(gpu_server) == [task_id]
     assert task["tags"] == ["ak-remote", "exp1", "wine"]
     assert f"{contract.JOB_TAG_PREFIX}{JOB}" in task["system_tags"]
-    assert server.state.projects[task["project"]]["name"] == "team/wine"
+    assert gpu_server.state.projects[task["project"]]["name"] == "team/wine"
     assert task["container"] == {"image": "reg/other:2", "arguments": "--ipc=host"}
     assert task["script"] == template["script"]
     general = task["hyperparams"]["General"]
@@ -208,10 +180,10 @@ def test_launch_with_overrides_creates_exactly_the_expected_task(server: Emulato
     want["tuner"]["value"] = "random"
     assert general == want  # every other parameter, type and description kept
     # one clone, one enqueue_many: the whole launch in two writes
-    assert writes(server) == ["projects.create", "tasks.clone", "tasks.enqueue_many"]
+    assert writes(gpu_server) == ["projects.create", "tasks.clone", "tasks.enqueue_many"]
 
 
-def test_six_run_sweep_is_six_queued_tasks_with_one_sweep_id(server: Emulator) -> None:
+def test_six_run_sweep_is_six_queued_tasks_with_one_sweep_id(gpu_server: Emulator) -> None:
     result = CliRunner().invoke(
         cli,
         [
@@ -229,10 +201,10 @@ def test_six_run_sweep_is_six_queued_tasks_with_one_sweep_id(server: Emulator) -
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     ids = [r["id"] for r in data["runs"]]
-    tasks = {t["id"]: t for t in runs(server)}
+    tasks = {t["id"]: t for t in launched(gpu_server)}
     assert sorted(tasks) == sorted(ids)
     assert len(ids) == 6
-    assert queue_entries(server) == ids
+    assert queue_entries(gpu_server) == ids
     sweep_tags = {tag for t in tasks.values() for tag in t["tags"] if tag.startswith("sweep:")}
     assert sweep_tags == {f"sweep:{data['sweep_id']}"}
     points = {
@@ -244,8 +216,8 @@ def test_six_run_sweep_is_six_queued_tasks_with_one_sweep_id(server: Emulator) -
     }
     assert points == {(e, u) for e in "123" for u in ("greedy", "random")}
     assert all(t["status"] == "queued" for t in tasks.values())
-    assert server.count("tasks.enqueue_many") == 1
-    assert server.count("tasks.clone") == 6
+    assert gpu_server.count("tasks.enqueue_many") == 1
+    assert gpu_server.count("tasks.clone") == 6
 
 
 # -- all or nothing --------------------------------------------------------------------------
@@ -270,35 +242,35 @@ def _request(**kwargs: Any) -> LaunchRequest:
     return LaunchRequest(**{**base, **kwargs})
 
 
-def test_a_failure_at_the_fourth_clone_leaves_no_orphans(server: Emulator) -> None:
+def test_a_failure_at_the_fourth_clone_leaves_no_orphans(gpu_server: Emulator) -> None:
     client = client_from_config()
-    progress = _fail_after(server, 3, "tasks.clone", times=50, mode="500")
+    progress = _fail_after(gpu_server, 3, "tasks.clone", times=50, mode="500")
     with pytest.raises(ServerError) as err:
         launch(client, _request(), progress)
     assert "after 3 of 6 runs were created" in str(err.value)
     assert "removed them all, nothing was launched" in str(err.value)
-    assert runs(server) == []
-    assert queue_entries(server) == []
-    assert server.count("tasks.delete_many") == 1
+    assert launched(gpu_server) == []
+    assert queue_entries(gpu_server) == []
+    assert gpu_server.count("tasks.delete_many") == 1
 
 
-def test_a_refused_enqueue_leaves_no_orphans(server: Emulator) -> None:
-    server.fail_next("tasks.enqueue_many", times=50, mode="503")
+def test_a_refused_enqueue_leaves_no_orphans(gpu_server: Emulator) -> None:
+    gpu_server.fail_next("tasks.enqueue_many", times=50, mode="503")
     with pytest.raises(ServerError, match="nothing was launched"):
         launch(client_from_config(), _request())
-    assert runs(server) == []
-    assert queue_entries(server) == []
+    assert launched(gpu_server) == []
+    assert queue_entries(gpu_server) == []
 
 
-def test_ctrl_c_mid_launch_leaves_no_orphans(server: Emulator) -> None:
+def test_ctrl_c_mid_launch_leaves_no_orphans(gpu_server: Emulator) -> None:
     def progress(text: str) -> None:
         if text.startswith("created 4/"):
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
         launch(client_from_config(), _request(), progress)
-    assert runs(server) == []
-    assert queue_entries(server) == []
+    assert launched(gpu_server) == []
+    assert queue_entries(gpu_server) == []
 
 
 @pytest.mark.parametrize(
@@ -314,33 +286,33 @@ def test_ctrl_c_mid_launch_leaves_no_orphans(server: Emulator) -> None:
     ],
 )
 def test_transient_faults_are_survived_without_duplicates(
-    server: Emulator, endpoint: str, mode: str
+    gpu_server: Emulator, endpoint: str, mode: str
 ) -> None:
-    progress = _fail_after(server, 2, endpoint, times=1, mode=mode, hold_s=0.2)
+    progress = _fail_after(gpu_server, 2, endpoint, times=1, mode=mode, hold_s=0.2)
     if endpoint == "tasks.enqueue_many":
-        server.fail_next(endpoint, times=1, mode=mode, hold_s=0.2)
+        gpu_server.fail_next(endpoint, times=1, mode=mode, hold_s=0.2)
         progress = None
     result = launch(client_from_config(), _request(), progress)
-    tasks = runs(server)
+    tasks = launched(gpu_server)
     assert sorted(t["id"] for t in tasks) == sorted(result.task_ids)
     assert len(tasks) == 6  # no duplicate even when the lost call took effect
     assert all(t["status"] == "queued" for t in tasks)
-    assert sorted(queue_entries(server)) == sorted(result.task_ids)
+    assert sorted(queue_entries(gpu_server)) == sorted(result.task_ids)
     tokens = [tag for t in tasks for tag in t["system_tags"] if tag.startswith("ak-remote-launch:")]
     assert len(set(tokens)) == 6
 
 
-def test_server_gone_mid_sweep_names_exactly_the_runs_that_exist(server: Emulator) -> None:
+def test_server_gone_mid_sweep_names_exactly_the_runs_that_exist(gpu_server: Emulator) -> None:
     def progress(text: str) -> None:
         if text.startswith("created 3/"):
             for endpoint in ("tasks.clone", "tasks.get_all", "tasks.delete_many"):
-                server.fail_next(endpoint, times=100, mode="503")
+                gpu_server.fail_next(endpoint, times=100, mode="503")
 
     with pytest.raises(ServerError) as err:
         launch(client_from_config(), _request(), progress)
-    left = runs(server)
+    left = launched(gpu_server)
     assert len(left) == 3
-    assert queue_entries(server) == []
+    assert queue_entries(gpu_server) == []
     message = str(err.value)
     for task in left:
         assert task["id"] in message
@@ -348,28 +320,28 @@ def test_server_gone_mid_sweep_names_exactly_the_runs_that_exist(server: Emulato
     assert f"{BATCH_TAG_PREFIX}" in message  # how to find an unconfirmed one
 
     # once the server answers again, the hint's command removes them
-    server._faults.clear()
+    gpu_server._faults.clear()
     ids = [t["id"] for t in left]
-    result = CliRunner().invoke(cli, ["abort", "--delete", *ids])
+    result = invoke("abort", "--delete", *ids)
     assert result.exit_code == 0, result.output
-    assert runs(server) == []
+    assert launched(gpu_server) == []
 
 
-def test_plan_then_execute_is_the_library_api(server: Emulator) -> None:
+def test_plan_then_execute_is_the_library_api(gpu_server: Emulator) -> None:
     client = Client()
     plan = plan_launch(client, _request(sweep=[], sets=["max_trials=2"]))
-    assert writes(server) == []
+    assert writes(gpu_server) == []
     result = execute_launch(client, plan)
-    (task,) = runs(server)
+    (task,) = launched(gpu_server)
     assert result.task_ids == [task["id"]]
     assert task["hyperparams"]["General"]["max_trials"]["value"] == "2"
 
 
-def test_create_queue_only_when_asked(server: Emulator) -> None:
+def test_create_queue_only_when_asked(gpu_server: Emulator) -> None:
     with pytest.raises(UsageError, match="--create-queue"):
         launch(client_from_config(), _request(queue="new-q", sweep=[]))
     result = launch(client_from_config(), _request(queue="new-q", sweep=[], create_queue=True))
-    assert queue_entries(server, "new-q") == result.task_ids
+    assert queue_entries(gpu_server, "new-q") == result.task_ids
 
 
 # -- hostile overrides (property-based, against the real server round trip of a plan) ---------
@@ -391,10 +363,10 @@ PARAMS = get_job(JOB).params
     ),
 )
 def test_any_override_is_refused_cleanly_or_stored_canonically(
-    server: Emulator, key: str, value: str
+    gpu_server: Emulator, key: str, value: str
 ) -> None:
     client = client_from_config()
-    before = len(server.state.tasks)
+    before = len(gpu_server.state.tasks)
     try:
         plan = plan_launch(client, _request(sweep=[], sets=[f"{key}={value}"]))
     except UsageError as exc:
@@ -404,20 +376,20 @@ def test_any_override_is_refused_cleanly_or_stored_canonically(
     if refusal is not None:
         assert refusal.hint
         assert len(str(refusal)) < 6000
-        assert len(server.state.tasks) == before
+        assert len(gpu_server.state.tasks) == before
         return
     (run,) = plan.runs
     name = PARAMS.get(key).name
     stored = run.clone_fields["new_task_hyperparams"]["General"][name]["value"]
     assert PARAMS.get(name).parse(stored) == PARAMS.get(name).parse(value.strip())
-    assert len(server.state.tasks) == before
+    assert len(gpu_server.state.tasks) == before
 
 
 # -- server trouble: one line, exit 4, what to do --------------------------------------------
 
 
 def test_unreachable_server_says_what_to_check(
-    server: Emulator, monkeypatch: pytest.MonkeyPatch
+    gpu_server: Emulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import socket
 
@@ -425,20 +397,20 @@ def test_unreachable_server_says_what_to_check(
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     monkeypatch.setenv("CLEARML_API_HOST", f"http://127.0.0.1:{port}")
-    result = CliRunner().invoke(cli, ["launch", JOB, "-q", "gpu"])
+    result = invoke("launch", JOB, "-q", "gpu")
     assert result.exit_code == 4
     assert f"cannot reach the ClearML server at http://127.0.0.1:{port}" in result.stderr
     assert "CLEARML_API_HOST" in result.stderr
     assert "ak-remote doctor" in result.stderr
     assert "Traceback" not in result.output
-    assert server.secret_key not in result.output
+    assert gpu_server.secret_key not in result.output
 
 
 def test_rejected_credentials_say_so_without_echoing_them(
-    server: Emulator, monkeypatch: pytest.MonkeyPatch
+    gpu_server: Emulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("CLEARML_API_SECRET_KEY", "wrong-secret-value")
-    result = CliRunner().invoke(cli, ["status", "--project", "ak-remote"])
+    result = invoke("status", "--project", "ak-remote")
     assert result.exit_code == 4
     assert "rejected the credentials" in result.stderr
     assert "clearml-init" in result.stderr
@@ -448,28 +420,28 @@ def test_rejected_credentials_say_so_without_echoing_them(
 # -- other templates -------------------------------------------------------------------------
 
 
-def test_any_task_id_can_be_the_template_with_its_stored_types(server: Emulator) -> None:
+def test_any_task_id_can_be_the_template_with_its_stored_types(gpu_server: Emulator) -> None:
     general = {
         "lr": {"section": "General", "name": "lr", "value": "0.1", "type": "float"},
         "note": {"section": "General", "name": "note", "value": "x"},
     }
-    source = server.create_task("my own draft", hyperparams={"General": general})
-    bad = CliRunner().invoke(cli, ["launch", source, "-q", "gpu", "--set", "lr=fast"])
+    source = gpu_server.create_task("my own draft", hyperparams={"General": general})
+    bad = invoke("launch", source, "-q", "gpu", "--set", "lr=fast")
     assert bad.exit_code == 2
     assert "not a valid float" in bad.stderr
-    unknown = CliRunner().invoke(cli, ["launch", source, "-q", "gpu", "--set", "epochs=1"])
+    unknown = invoke("launch", source, "-q", "gpu", "--set", "epochs=1")
     assert unknown.exit_code == 2
     assert "valid parameters: lr, note" in unknown.stderr
-    result = CliRunner().invoke(cli, ["launch", source, "-q", "gpu", "--sweep", "lr=0.01,0.001"])
+    result = invoke("launch", source, "-q", "gpu", "--sweep", "lr=0.01,0.001")
     assert result.exit_code == 0, result.output
-    launched = [t for t in runs(server) if t["id"] != source]
-    values = sorted(t["hyperparams"]["General"]["lr"]["value"] for t in launched)
+    clones = [t for t in launched(gpu_server) if t["id"] != source]
+    values = sorted(t["hyperparams"]["General"]["lr"]["value"] for t in clones)
     assert values == ["0.001", "0.01"]
-    assert all(t["hyperparams"]["General"]["note"]["value"] == "x" for t in launched)
-    assert all(t["parent"] == source for t in launched)
+    assert all(t["hyperparams"]["General"]["note"]["value"] == "x" for t in clones)
+    assert all(t["parent"] == source for t in clones)
 
 
-def test_a_huge_sweep_is_refused_before_asking_the_server(server: Emulator) -> None:
+def test_a_huge_sweep_is_refused_before_asking_the_server(gpu_server: Emulator) -> None:
     values = ",".join(str(i) for i in range(1, 30))
     result = CliRunner().invoke(
         cli,
@@ -477,19 +449,19 @@ def test_a_huge_sweep_is_refused_before_asking_the_server(server: Emulator) -> N
     )
     assert result.exit_code == 2
     assert "841 runs" in result.stderr
-    assert server.requests == []  # refused before a single request
+    assert gpu_server.requests == []  # refused before a single request
 
 
-def test_the_cli_says_when_it_retries(server: Emulator) -> None:
-    server.fail_next("tasks.clone", times=1, mode="drop_response")
-    result = CliRunner().invoke(cli, ["launch", JOB, "-q", "gpu"])
+def test_the_cli_says_when_it_retries(gpu_server: Emulator) -> None:
+    gpu_server.fail_next("tasks.clone", times=1, mode="drop_response")
+    result = invoke("launch", JOB, "-q", "gpu")
     assert result.exit_code == 0, result.output
     assert "tasks.clone failed (connection closed without a response); retrying" in result.stderr
-    assert len(runs(server)) == 1
-    assert result.stdout.strip() == runs(server)[0]["id"]
+    assert len(launched(gpu_server)) == 1
+    assert result.stdout.strip() == launched(gpu_server)[0]["id"]
 
 
-def test_a_real_ctrl_c_mid_sweep_leaves_nothing(server: Emulator) -> None:
+def test_a_real_ctrl_c_mid_sweep_leaves_nothing(gpu_server: Emulator) -> None:
     """SIGINT to a real `ak-remote launch` process while it is cloning a 300-run sweep."""
     import os
     import signal
@@ -500,7 +472,7 @@ def test_a_real_ctrl_c_mid_sweep_leaves_nothing(server: Emulator) -> None:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env={**os.environ, **server.env()},
+        env={**os.environ, **gpu_server.env()},
     )
     assert proc.stderr is not None
     for line in proc.stderr:
@@ -511,6 +483,6 @@ def test_a_real_ctrl_c_mid_sweep_leaves_nothing(server: Emulator) -> None:
     assert proc.returncode == 130, err
     assert "Interrupted." in err
     assert out == ""
-    assert runs(server) == []
-    assert queue_entries(server) == []
-    assert server.count("tasks.enqueue_many") == 0
+    assert launched(gpu_server) == []
+    assert queue_entries(gpu_server) == []
+    assert gpu_server.count("tasks.enqueue_many") == 0

@@ -7,14 +7,13 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from click.testing import CliRunner
 
 from ak_remote.clearml_api import client_from_config
-from ak_remote.cli import cli
 from ak_remote.launcher import templates
 from ak_remote.launcher.launch import LaunchRequest, launch
 from ak_remote.launcher.runs import read_log, wait
 from tests.emulator.server import Emulator
+from tests.helpers import invoke
 
 
 @pytest.fixture
@@ -55,22 +54,22 @@ def test_status_by_sweep_ids_and_project(clearml_emulator: Emulator, sweep: Any)
     first, second = sweep.task_ids
     start(clearml_emulator, first)
     scalar(clearml_emulator, first, "Summary", "test_accuracy", 0.75, -(2**31))
-    by_sweep = CliRunner().invoke(cli, ["status", "--sweep", sweep.plan.sweep_id, "--json"])
+    by_sweep = invoke("status", "--sweep", sweep.plan.sweep_id, "--json")
     assert by_sweep.exit_code == 0, by_sweep.output
     rows = {r["id"]: r for r in json.loads(by_sweep.stdout)}
     assert rows[first]["status"] == "in_progress"
     assert rows[second]["status"] == "queued"
     assert rows[second]["queue"] == "gpu"
     assert rows[first]["metrics"] == {"Summary/test_accuracy": 0.75}
-    table = CliRunner().invoke(cli, ["status"])  # default: the ak-remote project
+    table = invoke("status")  # default: the ak-remote project
     assert table.exit_code == 0
     assert first in table.stdout
     assert "test_accuracy=0.75" in table.stdout
     assert len(table.stdout.splitlines()) == 2 + 2  # header, rule, two runs: no templates
-    unknown = CliRunner().invoke(cli, ["status", "0" * 32])
+    unknown = invoke("status", "0" * 32)
     assert unknown.exit_code == 2
     assert "no such task" in unknown.stderr
-    bad = CliRunner().invoke(cli, ["status", "not-an-id"])
+    bad = invoke("status", "not-an-id")
     assert bad.exit_code == 2
     assert "32 hex" in bad.stderr
 
@@ -78,13 +77,13 @@ def test_status_by_sweep_ids_and_project(clearml_emulator: Emulator, sweep: Any)
 def test_abort_stops_queued_and_running_runs(clearml_emulator: Emulator, sweep: Any) -> None:
     first, second = sweep.task_ids
     start(clearml_emulator, first)
-    result = CliRunner().invoke(cli, ["abort", first, second])
+    result = invoke("abort", first, second)
     assert result.exit_code == 0, result.output
     assert sorted(result.stdout.split()) == sorted([first, second])
     assert clearml_emulator.get_task(first)["status"] == "stopped"
     assert clearml_emulator.get_task(second)["status"] == "stopped"
     assert clearml_emulator.state.queue_by_name("gpu")["entries"] == []
-    again = CliRunner().invoke(cli, ["abort", first])
+    again = invoke("abort", first)
     assert again.exit_code == 0
     assert "Already finished" in again.stderr
 
@@ -107,7 +106,7 @@ def test_logs_page_through_everything_in_order(clearml_emulator: Emulator, sweep
     lines: list[str] = []
     read_log(client_from_config(), task_id, lines.append)
     assert lines == [f"line {i}" for i in range(1200)]
-    result = CliRunner().invoke(cli, ["logs", task_id])
+    result = invoke("logs", task_id)
     assert result.stdout.splitlines()[:2] == ["line 0", "line 1"]
 
 
@@ -128,6 +127,6 @@ def test_wait_reports_changes_and_the_cli_exits_5_on_failure(
     )
     assert [r.status for r in rows] == ["completed", "failed"]
     assert seen == [["completed", "failed"]]
-    result = CliRunner().invoke(cli, ["logs", second, "--follow"])
+    result = invoke("logs", second, "--follow")
     assert result.exit_code == 5
     assert "ended failed" in result.stderr

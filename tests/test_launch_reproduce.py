@@ -6,59 +6,14 @@ from a git repository (commit pinned), an image digest, runs that cannot be repr
 
 from __future__ import annotations
 
-import json
-from typing import Any
-
 import pytest
-from click.testing import CliRunner
 
 from ak_remote.clearml_api import client_from_config
-from ak_remote.cli import cli
 from ak_remote.errors import UsageError
 from ak_remote.launcher.reproduce import execute_reproduce, metric_deltas, plan_reproduce
 from ak_remote.summary import RunSummary
 from tests.emulator.server import Emulator
-
-COMMIT = "0123456789abcdef0123456789abcdef01234567"
-DIGEST = "reg/ak-remote-worker@sha256:" + "ab" * 32
-
-
-def finished_run(emulator: Emulator, summary: dict[str, Any], **fields: Any) -> str:
-    """A completed task with a summary.json artifact on the fileserver."""
-    general = {
-        "seed": {"section": "General", "name": "seed", "value": "7", "type": "int"},
-        "epochs": {"section": "General", "name": "epochs", "value": "3", "type": "int"},
-    }
-    task_id = emulator.create_task(
-        "wine run",
-        project="ak-remote",
-        hyperparams={"General": general},
-        system_tags=["ak-remote-job:structured-classifier"],
-        **fields,
-    )
-    path = f"/ak-remote/wine run.{task_id}/artifacts/summary.json/summary.json"
-    emulator.state.files[path] = json.dumps(summary).encode()
-    emulator.call("tasks.started", task=task_id)
-    emulator.call(
-        "tasks.add_or_update_artifacts",
-        task=task_id,
-        artifacts=[{"key": "summary.json", "type": "custom", "uri": emulator.file_url(path)}],
-        force=True,
-    )
-    emulator.call("tasks.completed", task=task_id)
-    return task_id
-
-
-SUMMARY = {
-    "metrics": {"test_accuracy": 0.9},
-    "data": {"fingerprint": "f" * 64},
-    "reproducibility": {
-        "seed": 7,
-        "packages": {"autokeras": "3.0.0"},
-        "image": DIGEST,
-        "git": {"commit": COMMIT, "dirty": False},
-    },
-}
+from tests.helpers import COMMIT, DIGEST, FINISHED_SUMMARY, finished_run, invoke
 
 
 def test_a_git_run_is_cloned_with_commit_and_image_digest_pinned(
@@ -67,7 +22,7 @@ def test_a_git_run_is_cloned_with_commit_and_image_digest_pinned(
     clearml_emulator.create_queue("gpu")
     source = finished_run(
         clearml_emulator,
-        SUMMARY,
+        FINISHED_SUMMARY,
         script={
             "repository": "https://git.example.com/team/ak.git",
             "branch": "main",
@@ -102,7 +57,7 @@ def test_what_cannot_be_pinned_is_said(clearml_emulator: Emulator) -> None:
         script={"repository": "https://git.example.com/x.git", "entry_point": "a.py"},
         container={"image": "reg/img:latest"},
     )
-    result = CliRunner().invoke(cli, ["reproduce", source, "-q", "gpu", "--dry-run"])
+    result = invoke("reproduce", source, "-q", "gpu", "--dry-run")
     assert result.exit_code == 0, result.output
     for warning in (
         "no commit recorded",
@@ -120,7 +75,7 @@ def test_unfinished_runs_and_unknown_queues_are_refused(clearml_emulator: Emulat
     draft = clearml_emulator.create_task("draft")
     with pytest.raises(UsageError, match="only completed runs"):
         plan_reproduce(client_from_config(), draft, "gpu")
-    source = finished_run(clearml_emulator, SUMMARY, script={"diff": "print(1)\n"})
+    source = finished_run(clearml_emulator, FINISHED_SUMMARY, script={"diff": "print(1)\n"})
     with pytest.raises(UsageError, match="existing queues: gpu"):
         plan_reproduce(client_from_config(), source, "nope")
 

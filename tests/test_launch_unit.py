@@ -176,7 +176,7 @@ def test_last_metric_values_flattens_the_md5_tree() -> None:
 # -- retries ---------------------------------------------------------------------------------
 
 
-def ok(data: Mapping[str, Any]) -> tuple[int, dict[str, Any]]:
+def answer(data: Mapping[str, Any]) -> tuple[int, dict[str, Any]]:
     return 200, {"meta": {"result_code": 200}, "data": dict(data)}
 
 
@@ -208,7 +208,9 @@ def client(script: Script, attempts: int = 3) -> tuple[Client, list[float]]:
 
 
 def test_reads_are_retried_with_backoff() -> None:
-    script = Script({"queues.get_all": [fail(503), TransientError("reset"), ok({"queues": []})]})
+    script = Script(
+        {"queues.get_all": [fail(503), TransientError("reset"), answer({"queues": []})]}
+    )
     api, slept = client(script)
     assert api.get_queues() == []
     assert slept == [0.1, 0.2]
@@ -235,7 +237,7 @@ def test_refusals_are_not_retried() -> None:
 
 def test_a_clone_whose_response_was_lost_is_found_not_repeated() -> None:
     token = "ak-remote-launch:b-0"
-    found = ok({"tasks": [{"id": "c" * 32, "system_tags": [token]}]})
+    found = answer({"tasks": [{"id": "c" * 32, "system_tags": [token]}]})
     script = Script({"tasks.clone": [TransientError("read timeout")], "tasks.get_all": [found]})
     api, _ = client(script)
     assert api.clone_task("t" * 32, token, {"new_task_name": "x"}) == "c" * 32
@@ -248,8 +250,8 @@ def test_a_clone_that_did_not_happen_is_sent_again() -> None:
     token = "ak-remote-launch:b-1"
     script = Script(
         {
-            "tasks.clone": [fail(502), ok({"id": "d" * 32})],
-            "tasks.get_all": [ok({"tasks": []})],
+            "tasks.clone": [fail(502), answer({"id": "d" * 32})],
+            "tasks.get_all": [answer({"tasks": []})],
         }
     )
     api, _ = client(script)
@@ -259,8 +261,8 @@ def test_a_clone_that_did_not_happen_is_sent_again() -> None:
 
 def test_a_write_checks_once_more_before_giving_up() -> None:
     token = "ak-remote-launch:b-2"
-    empty = ok({"tasks": []})
-    found = ok({"tasks": [{"id": "e" * 32, "system_tags": [token]}]})
+    empty = answer({"tasks": []})
+    found = answer({"tasks": [{"id": "e" * 32, "system_tags": [token]}]})
     script = Script(
         {"tasks.clone": [fail(500), fail(500)], "tasks.get_all": [empty, found]},
     )
@@ -271,12 +273,12 @@ def test_a_write_checks_once_more_before_giving_up() -> None:
 def test_enqueue_many_resends_only_what_is_not_queued() -> None:
     ids = ["1" * 32, "2" * 32, "3" * 32]
     statuses = ["queued", "created", "created"]
-    states = ok({"tasks": [{"id": i, "status": s} for i, s in zip(ids, statuses, strict=True)]})
+    states = answer({"tasks": [{"id": i, "status": s} for i, s in zip(ids, statuses, strict=True)]})
     script = Script(
         {
             "tasks.enqueue_many": [
                 TransientError("dropped"),
-                ok({"succeeded": [{"id": ids[1]}, {"id": ids[2]}], "failed": []}),
+                answer({"succeeded": [{"id": ids[1]}, {"id": ids[2]}], "failed": []}),
             ],
             "tasks.get_all": [states],
         }

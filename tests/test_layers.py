@@ -12,7 +12,9 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-PACKAGE = Path(__file__).resolve().parents[1] / "ak_remote"
+from ak_remote.catalog import PROJECT_ROOT
+
+PACKAGE = PROJECT_ROOT / "ak_remote"
 
 # The shared vocabulary, each entry importing only those after it.
 SHARED = (

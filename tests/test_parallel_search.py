@@ -22,23 +22,11 @@ from typing import Any
 
 import psutil
 import pytest
-from click.testing import CliRunner, Result
 
-from ak_remote.cli import cli
 from tests.emulator.agent import running_agent, wait_for_status
 from tests.emulator.fixtures import wait_for
 from tests.emulator.server import Emulator
-
-TINY = ["--set", "epochs=1", "--set", "max_samples=120", "--set", "histogram_freq=0"]
-
-
-def invoke(*args: str) -> Result:
-    return CliRunner().invoke(cli, list(args))
-
-
-def ok(result: Result) -> Result:
-    assert result.exit_code == 0, f"exit {result.exit_code}\n{result.output}"
-    return result
+from tests.helpers import TINY, invoke, ok, sets
 
 
 def _kill_tree(pid: int) -> None:
@@ -94,7 +82,8 @@ def test_a_search_over_two_agents_survives_a_killed_agent(
     ):
         with running_agent(emulator, "services", log_dir=logs) as controller_agent:
             launched = invoke(
-                "launch", "structured-classifier", "-q", "gpu", "--set", "max_trials=4", *TINY,
+                "launch", "structured-classifier", "-q", "gpu",
+                *sets(*TINY, "histogram_freq=0", "max_trials=4"),
                 "--parallel", "2", "--controller-queue", "services", "--lost-after", "20",
             )  # fmt: skip
             ok(launched)

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from tests import processes
-from tests.test_run_folders import alive, wait_for
+from tests.helpers import alive, wait_for
 
 STAND_IN = """\
 import subprocess, sys, time

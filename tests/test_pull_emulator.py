@@ -11,13 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from click.testing import CliRunner
 
 from ak_remote.clearml_api import client_from_config
-from ak_remote.cli import cli
 from ak_remote.errors import RunFailedError
 from ak_remote.launcher.pull import pull, safe_relative
 from tests.emulator.server import Emulator
+from tests.helpers import invoke
 
 
 def sha(data: bytes) -> str:
@@ -110,7 +109,7 @@ def test_a_changed_file_in_the_folder_is_refused(
 ) -> None:
     altered = zipped({**SAVEDMODEL, "saved_model.pb": b"other"})
     task_id = run_with_artifacts(clearml_emulator, savedmodel_zip=altered)
-    result = CliRunner().invoke(cli, ["pull", task_id, "--dest", str(tmp_path / "o"), "--no-load"])
+    result = invoke("pull", task_id, "--dest", str(tmp_path / "o"), "--no-load")
     assert result.exit_code == 5
     assert "does not match the checksums" in result.stderr
     assert not (tmp_path / "o" / "savedmodel").exists()

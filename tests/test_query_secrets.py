@@ -46,19 +46,8 @@ from ak_remote.launcher import templates
 from ak_remote.search.backends import ClearMLBackend
 from ak_remote.search.spec import CONTROLLER, SearchSpec
 from tests.emulator.server import Emulator
-from tests.test_credentials import (
-    assert_nowhere,
-    completed_run,
-    env_with,
-    launched,
-    server,
-    wine_csv,
-)
-from tests.test_launch_checks import refused, snapshot
-from tests.test_run_folders import JOB, TINY, summary
-from tests.test_run_folders import cli as run_argv
-
-__all__ = ["server"]  # the emulator fixture, shared with tests/test_credentials.py
+from tests.helpers import JOB, TINY, invoke, launched, read_summary, refused, run_argv, snapshot
+from tests.test_credentials import assert_nowhere, completed_run, env_with, wine_csv
 
 QUERY_URL = "https://data.example/wine.csv?v=2&token=${DATA_TOKEN}"
 PRESIGNED = (
@@ -194,7 +183,7 @@ def test_a_whole_value_placeholder_must_hold_a_url_the_job_reads() -> None:
 # -- launch and reproduce against the emulator ----------------------------------------------
 
 
-def test_launch_refuses_query_secrets_and_creates_nothing(server: Emulator) -> None:
+def test_launch_refuses_query_secrets_and_creates_nothing(synced_server: Emulator) -> None:
     secret = fresh()
     signed = PRESIGNED.format(cred=f"AKIA{secret}", sig=secret)
     cases = {
@@ -205,20 +194,20 @@ def test_launch_refuses_query_secrets_and_creates_nothing(server: Emulator) -> N
         ("--name", f"from https://h.example/w.csv?Api_Key={secret}"): "--name",
     }
     for (option, value), expected in cases.items():
-        line = refused(server, "-q", "cpu", option, value)
+        line = refused(synced_server, "-q", "cpu", option, value)
         assert expected in line, line
         assert secret not in line
         assert "=***" in line
-    line = refused(server, "-q", "cpu", "--dry-run", "--set", f"dataset={signed}")
+    line = refused(synced_server, "-q", "cpu", "--dry-run", "--set", f"dataset={signed}")
     assert "dataset=${DATA_URL}" in line
     assert secret not in line
-    line = refused(server, "-q", "cpu", "--parallel", "2", "--set", f"dataset={signed}")
+    line = refused(synced_server, "-q", "cpu", "--parallel", "2", "--set", f"dataset={signed}")
     assert "signed URL" in line
-    assert not launched(server)
+    assert not launched(synced_server)
 
 
 def test_query_and_whole_url_placeholders_are_stored_verbatim(
-    server: Emulator, monkeypatch: pytest.MonkeyPatch
+    synced_server: Emulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("DATA_TOKEN", raising=False)  # the agent expands them, not this side
     monkeypatch.delenv("DATA_URL", raising=False)
@@ -228,25 +217,27 @@ def test_query_and_whole_url_placeholders_are_stored_verbatim(
         )
         assert result.exit_code == 0, result.output
         assert f"expands {names} from its environment" in result.stderr
-    stored = sorted(t["hyperparams"]["General"]["dataset"]["value"] for t in launched(server))
+    stored = sorted(
+        t["hyperparams"]["General"]["dataset"]["value"] for t in launched(synced_server)
+    )
     assert stored == sorted([QUERY_URL, "${DATA_URL}"])
 
 
 def test_reproduce_refuses_a_run_recorded_with_a_masked_or_literal_query_secret(
-    server: Emulator,
+    synced_server: Emulator,
 ) -> None:
     secret = fresh()
-    literal = completed_run(server, f"https://h.example/w.csv?token={secret}")
-    masked = completed_run(server, "https://h.example/w.csv?token=***")
+    literal = completed_run(synced_server, f"https://h.example/w.csv?token={secret}")
+    masked = completed_run(synced_server, "https://h.example/w.csv?token=***")
     for task_id, expected in ((literal, "query (token=)"), (masked, "without the URL's")):
-        before = snapshot(server)
-        result = CliRunner().invoke(cli, ["reproduce", task_id, "-q", "cpu"])
+        before = snapshot(synced_server)
+        result = invoke("reproduce", task_id, "-q", "cpu")
         assert result.exit_code == 2, result.output
         (line,) = [x for x in result.output.splitlines() if x.startswith("Error:")]
         assert expected in line
         assert "?token=${DATA_TOKEN}" in line
         assert secret not in result.output
-        assert snapshot(server) == before
+        assert snapshot(synced_server) == before
 
 
 # -- the worker, against a loopback server that checks the query ----------------------------
@@ -385,10 +376,10 @@ def test_a_local_run_fetches_with_a_query_token_and_records_no_secret(
     else:
         url, env, recorded = base + quote(token, safe=""), {}, base + "***"
     args = ["--run-dir", str(run_dir), "--set", f"dataset={url}", "--set", "max_trials=1"]
-    for item in TINY:
+    for item in [*TINY, "batch_size=16", "histogram_freq=0"]:
         args += ["--set", item]
     result = subprocess.run(
-        run_argv(home, *args),
+        run_argv(*args),
         cwd=tmp_path,
         env=env_with(home, **env),
         capture_output=True,
@@ -399,7 +390,7 @@ def test_a_local_run_fetches_with_a_query_token_and_records_no_secret(
     assert result.returncode == 0, result.stderr[-3000:]
     assert token_server.granted >= 1
     assert token_server.denied == 0
-    record = summary(run_dir)
+    record = read_summary(run_dir)
     assert record["status"] == "completed"
     assert record["metrics"]["test_accuracy"] >= 0.0
     assert (run_dir / "models" / "model.keras").is_file()
@@ -434,13 +425,13 @@ def test_an_agent_fetches_a_signed_url_from_its_environment(
     templates.sync(client_from_config(), "ak-remote/templates", "reg/w:1", "")
     emulator.create_queue("cpu")
     sets = ["--set", "dataset=${DATA_URL}", "--set", "max_trials=1"]
-    for item in TINY:
+    for item in [*TINY, "batch_size=16", "histogram_freq=0"]:
         sets += ["--set", item]
     try:
         with running_agent(
             emulator, "cpu", env={"DATA_URL": signed}, log_dir=tmp_path / "agent"
         ) as agent:
-            result = CliRunner().invoke(cli, ["launch", JOB, "-q", "cpu", *sets, "--wait"])
+            result = invoke("launch", JOB, "-q", "cpu", *sets, "--wait")
             assert result.exit_code == 0, f"{result.output}\n--- agent\n{agent.log()[-6000:]}"
             agent_log = agent.log()
     finally:

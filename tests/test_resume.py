@@ -20,16 +20,12 @@ import time
 import urllib.parse
 import zipfile
 from pathlib import Path
-from typing import Any
 
 import psutil
 import pytest
-from click.testing import CliRunner, Result
 
 from ak_remote.catalog import PROJECT_ROOT, get_job
-from ak_remote.cli import cli
 from ak_remote.errors import DataError, UsageError
-from ak_remote.runtime import search_state as state_module
 from ak_remote.runtime.search_state import (
     MANIFEST,
     STATE_FILE,
@@ -41,26 +37,17 @@ from ak_remote.runtime.search_state import (
 )
 from tests.emulator.agent import running_agent, wait_for_status
 from tests.emulator.server import Emulator
-
-MAX_TRIALS = 3
-TINY = {
-    "max_trials": str(MAX_TRIALS),
-    "epochs": "1",
-    "max_samples": "120",
-    "batch_size": "16",
-}
-_STRIPPED_ENV = ("CLEARML_", "TRAINS_", "AK_REMOTE_", "KERASTUNER_")
-
-
-def _env(home: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(_STRIPPED_ENV)}
-    env.update({"HOME": str(home), "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"})
-    return env
-
-
-def _manifest(zip_bytes: bytes) -> dict[str, Any]:
-    with zipfile.ZipFile(io.BytesIO(zip_bytes)) as archive:
-        return dict(json.loads(archive.read(MANIFEST)))
+from tests.helpers import (
+    MAX_TRIALS,
+    SEARCH_PARAMS,
+    assert_small_search_state,
+    invoke,
+    job_env,
+    ok,
+    run_captured,
+    search_manifest,
+    sets,
+)
 
 
 def _trial_files(zip_bytes: bytes) -> dict[str, bytes]:
@@ -72,15 +59,6 @@ def _trial_files(zip_bytes: bytes) -> dict[str, bytes]:
             for t in manifest["trials"]
             if t["status"] == "COMPLETED"
         }
-
-
-def _assert_bounded(zip_bytes: bytes) -> None:
-    """Only oracle, tuner, graph and per-trial JSON/pipeline files: no weights, small."""
-    with zipfile.ZipFile(io.BytesIO(zip_bytes)) as archive:
-        names = archive.namelist()
-    assert not [n for n in names if n.endswith((".h5", ".keras", ".weights", ".ckpt"))], names
-    assert all(n == MANIFEST or state_module._ALLOWED.match(n) for n in names), names
-    assert len(zip_bytes) < 64 * 1024  # a few KB a trial, whatever the model size
 
 
 def _epoch_series(session_zip: Path) -> set[str]:
@@ -104,27 +82,19 @@ def _finished_trials(project_dir: Path) -> dict[str, bytes]:
 
 def _cli(*args: str, cwd: Path, home: Path) -> subprocess.CompletedProcess[str]:
     """`ak-remote ...` in a child (run spawns the job with our stderr as its stdout)."""
-    return subprocess.run(
-        [sys.executable, "-m", "ak_remote", *args],
-        cwd=cwd,
-        env=_env(home),
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    return run_captured([sys.executable, "-m", "ak_remote", *args], job_env(home), cwd, 300)
 
 
 @pytest.mark.slow
 def test_a_killed_local_search_resumes_without_retraining(tmp_path: Path) -> None:
     home, run_dir = tmp_path / "home", tmp_path / "run"  # HOME: conftest's isolated one
     script = PROJECT_ROOT / get_job("structured-classifier").script
-    sets = [arg for key, value in TINY.items() for arg in ("--set", f"{key}={value}")]
+    options = sets(*(f"{key}={value}" for key, value in SEARCH_PARAMS.items()))
     log = (tmp_path / "first.log").open("wb")
     first = subprocess.Popen(
-        [sys.executable, str(script), *sets, "--run-dir", str(run_dir), "--offline"],
+        [sys.executable, str(script), *options, "--run-dir", str(run_dir), "--offline"],
         cwd=tmp_path,
-        env=_env(home),
+        env=job_env(home),
         stdout=log,
         stderr=subprocess.STDOUT,
     )
@@ -134,7 +104,7 @@ def test_a_killed_local_search_resumes_without_retraining(tmp_path: Path) -> Non
     while time.monotonic() < deadline and first.poll() is None:
         if state_zip.is_file():
             snapshot = state_zip.read_bytes()
-            if _manifest(snapshot)["trials_finished"] >= 1:
+            if search_manifest(snapshot)["trials_finished"] >= 1:
                 break
         time.sleep(0.05)
     first.send_signal(signal.SIGKILL)
@@ -146,7 +116,7 @@ def test_a_killed_local_search_resumes_without_retraining(tmp_path: Path) -> Non
     snapshot = state_zip.read_bytes()  # the last complete snapshot before the kill
     restored = _trial_files(snapshot)
     assert 1 <= len(restored) < MAX_TRIALS
-    _assert_bounded(snapshot)
+    assert_small_search_state(snapshot)
 
     # Search parameters are kept: changing one is refused before anything runs.
     changed = _cli(
@@ -210,8 +180,8 @@ def test_a_killed_local_search_resumes_without_retraining(tmp_path: Path) -> Non
     for run in runs:
         assert len(list((board / run / "train").glob("events.*"))) == 1
     final = state_zip.read_bytes()
-    assert _manifest(final)["trials_finished"] == MAX_TRIALS
-    _assert_bounded(final)
+    assert search_manifest(final)["trials_finished"] == MAX_TRIALS
+    assert_small_search_state(final)
 
     # A completed run is not resumed again.
     again = _cli("run", "structured-classifier", "--resume", str(run_dir), cwd=tmp_path, home=home)
@@ -245,7 +215,7 @@ def _project(tmp_path: Path) -> Path:
 
 
 def _state(run_dir: Path, **params: str) -> SearchState:
-    values = {**TINY, "dataset": "wine", **params}
+    values = {**SEARCH_PARAMS, "dataset": "wine", **params}
     return SearchState(run_dir, "structured-classifier", values, "fp1", MAX_TRIALS, None)
 
 
@@ -261,8 +231,8 @@ def test_snapshots_hold_no_weights_and_replace_atomically(tmp_path: Path) -> Non
     state = _state(tmp_path / "run")
     path = state.snapshot()
     data = path.read_bytes()
-    _assert_bounded(data)
-    assert _manifest(data)["trials"] == [{"id": "0", "status": "COMPLETED"}]
+    assert_small_search_state(data)
+    assert search_manifest(data)["trials"] == [{"id": "0", "status": "COMPLETED"}]
     assert not list(path.parent.glob(".search_state*"))  # the temporary file was renamed
     members, manifest = read_snapshot(path)
     assert manifest["job"] == "structured-classifier"
@@ -309,10 +279,10 @@ def test_a_snapshot_of_other_params_job_or_data_is_refused(tmp_path: Path) -> No
         _state(other_run, epochs="5").restore(saved, "run folder")
     with pytest.raises(UsageError, match="the data changed"):
         SearchState(
-            other_run, "structured-classifier", {**TINY, "dataset": "wine"}, "fp2", 3, None
+            other_run, "structured-classifier", {**SEARCH_PARAMS, "dataset": "wine"}, "fp2", 3, None
         ).restore(saved, "run folder")
     with pytest.raises(UsageError, match="made by job 'structured-classifier'"):
-        SearchState(other_run, "image-classifier", {**TINY}, "fp1", 3, None).restore(
+        SearchState(other_run, "image-classifier", {**SEARCH_PARAMS}, "fp1", 3, None).restore(
             saved, "run folder"
         )
     assert not other_run.exists()  # refused before anything was written
@@ -356,10 +326,6 @@ def test_the_job_script_refuses_resume_without_a_run_folder(tmp_path: Path) -> N
 # --- through the ClearML emulator ----------------------------------------------------------
 
 
-def invoke(*args: str) -> Result:
-    return CliRunner().invoke(cli, list(args))
-
-
 def _task_with_status(emulator: Emulator, name: str, status: str) -> str:
     task_id = emulator.create_task(name)
     emulator.call(f"tasks.{status}", task=task_id, force=True)
@@ -397,11 +363,6 @@ def test_resume_refuses_runs_that_cannot_resume(clearml_emulator: Emulator) -> N
     assert emulator.get_task(stopped)["status"] == "stopped"
 
 
-def ok(result: Result) -> Result:
-    assert result.exit_code == 0, f"exit {result.exit_code}\n{result.output}"
-    return result
-
-
 def _artifact_bytes(emulator: Emulator, task_id: str, key: str) -> bytes | None:
     """The stored file of the task's artifact `key`, as the fileserver holds it."""
     artifacts = emulator.get_task(task_id).get("execution", {}).get("artifacts") or []
@@ -435,14 +396,14 @@ def test_a_run_killed_on_its_agent_resumes_on_a_fresh_one(
     monkeypatch.chdir(tmp_path)
     ok(invoke("templates", "sync"))
     emulator.create_queue("cpu")
-    sets = [arg for key, value in TINY.items() for arg in ("--set", f"{key}={value}")]
-    task_id = ok(invoke("launch", "structured-classifier", "-q", "cpu", *sets)).stdout.split()[0]
+    options = sets(*(f"{key}={value}" for key, value in SEARCH_PARAMS.items()))
+    task_id = ok(invoke("launch", "structured-classifier", "-q", "cpu", *options)).stdout.split()[0]
 
     with running_agent(emulator, "cpu", log_dir=tmp_path / "agent1") as agent:
         deadline = time.monotonic() + 150
         while True:
             snapshot = _artifact_bytes(emulator, task_id, "search_state")
-            if snapshot and _manifest(snapshot)["trials_finished"] >= 1:
+            if snapshot and search_manifest(snapshot)["trials_finished"] >= 1:
                 break
             assert time.monotonic() < deadline, agent.log()[-4000:]
             assert emulator.get_task(task_id)["status"] in ("queued", "in_progress")
@@ -453,7 +414,7 @@ def test_a_run_killed_on_its_agent_resumes_on_a_fresh_one(
     emulator.call("tasks.stopped", task=task_id, force=True, status_message="worker lost")
     snapshot = _artifact_bytes(emulator, task_id, "search_state")
     assert snapshot is not None
-    _assert_bounded(snapshot)
+    assert_small_search_state(snapshot)
     restored = _trial_files(snapshot)
     assert 1 <= len(restored) < MAX_TRIALS
 
@@ -480,7 +441,7 @@ def test_a_run_killed_on_its_agent_resumes_on_a_fresh_one(
     assert _artifact_bytes(emulator, task_id, "model.keras")
     final = _artifact_bytes(emulator, task_id, "search_state")
     assert final is not None
-    assert _manifest(final)["trials_finished"] == MAX_TRIALS
+    assert search_manifest(final)["trials_finished"] == MAX_TRIALS
     finished = _trial_files(final)
     for trial_id, data in restored.items():
         assert finished[trial_id] == data  # untouched: never trained again

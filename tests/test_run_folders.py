@@ -12,161 +12,62 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from ak_remote.catalog import PROJECT_ROOT
 from ak_remote.contract import sha256_file
 from ak_remote.runtime import signals
-from ak_remote.runtime.rundir import LOCK_FILE
-from tests.processes import as_terminal_job
-from tests.test_runtime_jobs import job_env
-
-JOB = "structured-classifier"
-TINY = ["max_samples=120", "epochs=1", "batch_size=16", "histogram_freq=0"]
-
-
-def cli(home: Path, *args: str) -> list[str]:
-    return [sys.executable, "-m", "ak_remote", "run", JOB, "--offline", *args]
-
-
-def sets(*extra: str) -> list[str]:
-    out: list[str] = []
-    for item in [*TINY, *extra]:
-        out += ["--set", item]
-    return out
-
-
-def run_cli(
-    home: Path, cwd: Path, *args: str, timeout: float = 300
-) -> subprocess.CompletedProcess[str]:
-    home.mkdir(parents=True, exist_ok=True)
-    cwd.mkdir(parents=True, exist_ok=True)
-    return subprocess.run(
-        cli(home, *args),
-        cwd=cwd,
-        env=job_env(home),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
+from tests.helpers import (
+    JOB,
+    alive,
+    error_lines,
+    holder_pid,
+    job_env,
+    read_summary,
+    run_captured,
+    run_cli,
+    run_sets,
+    start_cli,
+    wait_for,
+)
 
 
 def run_script(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """The job script itself, as an agent runs it."""
     script = PROJECT_ROOT / "jobs" / "structured_classifier.py"
-    return subprocess.run(
-        [sys.executable, str(script), *args],
-        env=job_env(home),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-
-
-def start_cli(
-    home: Path, cwd: Path, *args: str, new_session: bool = False
-) -> subprocess.Popen[str]:
-    home.mkdir(parents=True, exist_ok=True)
-    cwd.mkdir(parents=True, exist_ok=True)
-    return subprocess.Popen(
-        cli(home, *args),
-        cwd=cwd,
-        env=job_env(home),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        preexec_fn=as_terminal_job if new_session else None,
-    )
-
-
-def wait_for(condition: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.2)
-    pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
-
-
-def holder_pid(run_dir: Path) -> int:
-    def read() -> int | None:
-        try:
-            return int(json.loads((run_dir / LOCK_FILE).read_text())["pid"])
-        except (OSError, ValueError, KeyError):
-            return None
-
-    return int(wait_for(read, 120, "the training process to claim the run folder"))
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # A zombie (exited, not yet reaped by its parent) counts as gone.
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
-    except OSError:
-        return False
-
-
-def errors(stderr: str) -> list[str]:
-    return [line for line in stderr.splitlines() if line.startswith("Error:")]
-
-
-def summary(run_dir: Path) -> dict[str, Any]:
-    return dict(json.loads((run_dir / "summary.json").read_text()))
-
-
-@pytest.fixture
-def home(tmp_path: Path) -> Path:
-    return tmp_path / "home"
-
-
-@pytest.fixture
-def procs() -> Iterator[list[subprocess.Popen[str]]]:
-    started: list[subprocess.Popen[str]] = []
-    yield started
-    for proc in started:  # never leave a training process behind a failed assertion
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    return run_captured([sys.executable, str(script), *args], job_env(home), timeout=120)
 
 
 def test_a_finished_run_folder_is_never_replaced_silently(home: Path, tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
-    first = run_cli(home, tmp_path, "--run-dir", str(run_dir), *sets("max_trials=1"))
+    first = run_cli(home, tmp_path, "--run-dir", str(run_dir), *run_sets("max_trials=1"))
     assert first.returncode == 0, first.stderr[-3000:]
-    done = summary(run_dir)
+    done = read_summary(run_dir)
     assert done["status"] == "completed"
     model = run_dir / "models" / "model.keras"
     digest = sha256_file(model)
     assert not (run_dir / "models.tmp").exists()
     assert not (run_dir / ".ak-remote.reserve").exists()
 
-    again = run_cli(home, tmp_path, "--run-dir", str(run_dir), *sets("max_trials=1"), timeout=60)
+    again = run_cli(
+        home, tmp_path, "--run-dir", str(run_dir), *run_sets("max_trials=1"), timeout=60
+    )
     assert again.returncode == 2
-    assert errors(again.stderr) == [
+    assert error_lines(again.stderr) == [
         f"Error: the run folder {run_dir} already holds a run (resume it (ak-remote run JOB "
         f"--resume {run_dir}), replace it (--overwrite), or pass a new --run-dir)"
     ]
     assert sha256_file(model) == digest
-    assert summary(run_dir) == done
+    assert read_summary(run_dir) == done
     # The job script itself (as an agent runs it) refuses too, and writes nothing.
     direct = run_script(home, "--run-dir", str(run_dir), "--offline")
     assert direct.returncode == 2, direct.stderr[-2000:]
-    assert len(errors(direct.stderr)) == 1, direct.stderr[-2000:]
+    assert len(error_lines(direct.stderr)) == 1, direct.stderr[-2000:]
     assert sha256_file(model) == digest
-    assert summary(run_dir) == done
+    assert read_summary(run_dir) == done
 
     # --resume over a finished run whose summary cannot be read (or is newer) is refused: it
     # would otherwise retrain and replace the model (issue 20, item 2).
@@ -176,9 +77,9 @@ def test_a_finished_run_folder_is_never_replaced_silently(home: Path, tmp_path: 
     for text, words in (("{", "cannot read"), (newer, "upgrade ak-remote")):
         summary_path.write_text(text)
         state = sha256_file(run_dir / "search_state.zip")
-        resumed = run_cli(home, tmp_path, "--resume", str(run_dir), *sets("max_trials=1"))
+        resumed = run_cli(home, tmp_path, "--resume", str(run_dir), *run_sets("max_trials=1"))
         assert resumed.returncode == 3, resumed.stderr[-3000:]
-        (line,) = errors(resumed.stderr)
+        (line,) = error_lines(resumed.stderr)
         assert line.startswith(f"Error: cannot resume {run_dir}: "), line
         assert words in line
         assert summary_path.read_text() == text
@@ -194,10 +95,15 @@ def test_a_finished_run_folder_is_never_replaced_silently(home: Path, tmp_path: 
     # --overwrite replaces the run and only the run: a user's file in the folder stays.
     (run_dir / "notes.txt").write_text("mine\n")
     replaced = run_cli(
-        home, tmp_path, "--run-dir", str(run_dir), "--overwrite", *sets("max_trials=1", "seed=7")
+        home,
+        tmp_path,
+        "--run-dir",
+        str(run_dir),
+        "--overwrite",
+        *run_sets("max_trials=1", "seed=7"),
     )
     assert replaced.returncode == 0, replaced.stderr[-3000:]
-    assert summary(run_dir)["params"]["seed"] == "7"
+    assert read_summary(run_dir)["params"]["seed"] == "7"
     # Only the new run's files: the old trial folders went with --overwrite.
     assert len(list((run_dir / "tensorboard").iterdir())) == 2  # one trial, the final fit
     assert (run_dir / "notes.txt").read_text() == "mine\n"
@@ -214,10 +120,10 @@ def test_overwrite_never_empties_a_folder_that_holds_no_run(home: Path, tmp_path
     (folder / "data" / "wine.csv").write_text("a,b\n")
     for flags in (["--overwrite"], []):
         result = run_cli(
-            home, tmp_path, "--run-dir", str(folder), *flags, *sets("max_trials=1"), timeout=60
+            home, tmp_path, "--run-dir", str(folder), *flags, *run_sets("max_trials=1"), timeout=60
         )
         assert result.returncode == 2, result.stderr[-2000:]
-        (line,) = errors(result.stderr)
+        (line,) = error_lines(result.stderr)
         assert "notes.txt" in line
         assert "data" in line
         assert "holds a run" not in line
@@ -231,16 +137,18 @@ def test_second_process_is_refused_and_sigterm_stops_the_training(
     home: Path, tmp_path: Path, procs: list[subprocess.Popen[str]]
 ) -> None:
     run_dir = tmp_path / "run"
-    first = start_cli(home, tmp_path, "--run-dir", str(run_dir), *sets("max_trials=3"))
+    first = start_cli(home, tmp_path, "--run-dir", str(run_dir), *run_sets("max_trials=3"))
     procs.append(first)
     trainer = holder_pid(run_dir)
     assert trainer != first.pid
     wait_for(lambda: (run_dir / "summary.json").is_file(), 60, "summary.json")
-    assert summary(run_dir)["status"] == "running"
+    assert read_summary(run_dir)["status"] == "running"
 
-    second = run_cli(home, tmp_path, "--run-dir", str(run_dir), "--overwrite", *sets(), timeout=60)
+    second = run_cli(
+        home, tmp_path, "--run-dir", str(run_dir), "--overwrite", *run_sets(), timeout=60
+    )
     assert second.returncode == 2, second.stderr[-2000:]
-    (line,) = errors(second.stderr)
+    (line,) = error_lines(second.stderr)
     assert f"is in use by pid {trainer} on " in line
     assert "started " in line
     assert first.poll() is None  # the first run is untouched
@@ -249,10 +157,10 @@ def test_second_process_is_refused_and_sigterm_stops_the_training(
     _, stderr = first.communicate(timeout=120)
     assert first.returncode == 143, stderr[-3000:]
     assert not alive(trainer)
-    assert errors(stderr) == [
+    assert error_lines(stderr) == [
         f"Error: stopped by SIGTERM (resume it: ak-remote run {JOB} --resume {run_dir})"
     ]
-    record = summary(run_dir)
+    record = read_summary(run_dir)
     assert record["status"] == "failed"
     assert record["error"].startswith("stopped by SIGTERM")
 
@@ -261,13 +169,13 @@ def test_training_stops_itself_when_its_cli_dies(
     home: Path, tmp_path: Path, procs: list[subprocess.Popen[str]]
 ) -> None:
     run_dir = tmp_path / "run"
-    parent = start_cli(home, tmp_path, "--run-dir", str(run_dir), *sets("max_trials=3"))
+    parent = start_cli(home, tmp_path, "--run-dir", str(run_dir), *run_sets("max_trials=3"))
     procs.append(parent)
     trainer = holder_pid(run_dir)
     parent.kill()  # SIGKILL: the CLI gets no chance to pass anything on
     parent.wait()
     wait_for(lambda: not alive(trainer), 60, "the orphaned training process to stop")
-    record = summary(run_dir)
+    record = read_summary(run_dir)
     assert record["status"] == "failed"
     assert "stopped by SIGTERM" in record["error"]
 
@@ -276,18 +184,18 @@ def test_a_killed_training_is_reported_as_killed_and_resumes_completely(
     home: Path, tmp_path: Path, procs: list[subprocess.Popen[str]]
 ) -> None:
     run_dir = tmp_path / "run"
-    first = start_cli(home, tmp_path, "--run-dir", str(run_dir), *sets("max_trials=2"))
+    first = start_cli(home, tmp_path, "--run-dir", str(run_dir), *run_sets("max_trials=2"))
     procs.append(first)
     trainer = holder_pid(run_dir)
     wait_for(lambda: (run_dir / "search_state.zip").is_file(), 240, "the first trial's snapshot")
     os.kill(trainer, signal.SIGKILL)  # as the out-of-memory killer does
     _, stderr = first.communicate(timeout=60)
     assert first.returncode == 5
-    assert errors(stderr) == [
+    assert error_lines(stderr) == [
         "Error: the job was killed by SIGKILL (signal 9) (the out-of-memory killer sends it) "
         f"(resume it: ak-remote run {JOB} --resume {run_dir})"
     ]
-    killed = summary(run_dir)
+    killed = read_summary(run_dir)
     assert killed["status"] == "failed"
     assert "SIGKILL" in killed["error"]
     # The killed run's offline session was closed into a zip, so it can be imported.
@@ -295,9 +203,9 @@ def test_a_killed_training_is_reported_as_killed_and_resumes_completely(
     assert killed_zip.is_file()
     assert zipfile.is_zipfile(killed_zip)
 
-    resumed = run_cli(home, tmp_path, "--resume", str(run_dir), *sets("max_trials=2"))
+    resumed = run_cli(home, tmp_path, "--resume", str(run_dir), *run_sets("max_trials=2"))
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    done = summary(run_dir)
+    done = read_summary(run_dir)
     assert done["status"] == "completed"
     assert done["search"]["trials_restored"] >= 1
     # The resumed session carries the restored trial's curves too.
@@ -314,7 +222,7 @@ def test_ctrl_c_stops_both_and_reports_once(
 ) -> None:
     run_dir = tmp_path / "run"
     first = start_cli(
-        home, tmp_path, "--run-dir", str(run_dir), *sets("max_trials=3"), new_session=True
+        home, tmp_path, "--run-dir", str(run_dir), *run_sets("max_trials=3"), new_session=True
     )
     procs.append(first)
     trainer = holder_pid(run_dir)
@@ -323,8 +231,8 @@ def test_ctrl_c_stops_both_and_reports_once(
     _, stderr = first.communicate(timeout=120)
     assert first.returncode == 130, stderr[-3000:]
     assert not alive(trainer)
-    assert errors(stderr) == ["Error: interrupted"]
-    assert summary(run_dir)["status"] == "failed"
+    assert error_lines(stderr) == ["Error: interrupted"]
+    assert read_summary(run_dir)["status"] == "failed"
 
 
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from ak_remote.catalog import PROJECT_ROOT
+
 SCRIPT = """
 import logging, sys, warnings
 from pathlib import Path
@@ -36,7 +38,7 @@ def _run(tmp_path: Path, verbose: bool) -> subprocess.CompletedProcess[str]:
         capture_output=True,
         text=True,
         env=env,
-        cwd=Path(__file__).resolve().parents[1],
+        cwd=PROJECT_ROOT,
         check=True,
         timeout=120,
     )

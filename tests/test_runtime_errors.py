@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.test_runtime_jobs import run_job
+from tests.helpers import job_env, run_captured, run_job
 
 WINE_HEADER = "alcohol,ash,hue,cultivar\n"
 
@@ -141,20 +141,12 @@ def test_bad_input_fails_cleanly(
 
 
 def test_unknown_flag_is_a_usage_error(tmp_path: Path) -> None:
-    import subprocess
     import sys
 
     from ak_remote.catalog import JOBS
-    from tests.test_runtime_jobs import job_env
 
-    proc = subprocess.run(
-        [sys.executable, str(JOBS["image-classifier"].script_path), "--bogus"],
-        cwd=tmp_path,
-        env=job_env(tmp_path / "home"),
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    argv = [sys.executable, str(JOBS["image-classifier"].script_path), "--bogus"]
+    proc = run_captured(argv, job_env(tmp_path / "home"), tmp_path)
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1

@@ -8,10 +8,8 @@ files (with TensorBoard's own reader), the exported models and the offline sessi
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
-import sys
 import time
 import uuid
 import warnings
@@ -25,26 +23,11 @@ from typing import Any
 import numpy as np
 import pytest
 
-from ak_remote.catalog import JOBS, PROJECT_ROOT
+from ak_remote.catalog import JOBS
 from ak_remote.model.decode import decode
+from tests.helpers import TINY, run_job, write_image_folder
 
 pytestmark = pytest.mark.slow
-
-_STRIPPED_ENV = ("CLEARML_", "TRAINS_", "AK_REMOTE_", "KERASTUNER_")
-TINY = ["max_samples=120", "epochs=1", "batch_size=16", "max_trials=1"]
-
-
-def write_image_folder(root: Path, count: int = 150) -> Path:
-    """scikit-learn digits as root/<digit>/<n>.png (8x8 grayscale PNGs)."""
-    from PIL import Image
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    for i, (image, label) in enumerate(zip(digits.images[:count], digits.target, strict=False)):
-        folder = root / str(label)
-        folder.mkdir(parents=True, exist_ok=True)
-        Image.fromarray((image * 15).astype(np.uint8)).save(folder / f"{i}.png")
-    return root
 
 
 def write_digits_npz(path: Path) -> Path:
@@ -118,34 +101,6 @@ MIXED = {"image-classifier": "mixed_float16", "structured-regressor": "mixed_bfl
 SERIES = re.compile(r"^(trial-\d\d|final)/(train|validation)$")
 
 
-def job_env(home: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
-    """The test process' environment without ClearML settings, with its own HOME."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(_STRIPPED_ENV)}
-    env.update({"HOME": str(home), "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"})
-    env.update(extra or {})
-    return env
-
-
-def run_job(
-    job: str, sets: list[str], cwd: Path, home: Path, extra_env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    """Run `python jobs/<job>.py --set ... --offline` the way an agent runs it."""
-    home.mkdir(parents=True, exist_ok=True)
-    cwd.mkdir(parents=True, exist_ok=True)
-    args = [sys.executable, str(PROJECT_ROOT / JOBS[job].script)]
-    for item in sets:
-        args += ["--set", item]
-    return subprocess.run(
-        [*args, "--run-dir", str(cwd / "run"), "--offline"],
-        cwd=cwd,
-        env=job_env(home, extra_env),
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-
-
 @dataclass
 class JobRun:
     job: str
@@ -166,7 +121,7 @@ class JobRun:
 def _execute(job: str, tmp_path_factory: pytest.TempPathFactory) -> JobRun:
     sets, env = VARIANTS.get(job, ([], {}))
     base = tmp_path_factory.mktemp(job)
-    merged = dict(item.split("=", 1) for item in [*TINY, *sets])
+    merged = dict(item.split("=", 1) for item in [*TINY, "batch_size=16", "max_trials=1", *sets])
     if job in LOCAL_DATA:
         name, write = LOCAL_DATA[job]
         (base / "data").mkdir()

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from ak_remote.catalog import JOBS
-from tests.test_runtime_jobs import job_env
+from tests.helpers import job_env
 
 pytestmark = pytest.mark.slow
 

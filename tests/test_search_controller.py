@@ -23,6 +23,7 @@ from ak_remote.search import controller as ctl
 from ak_remote.search.controller import Controller, Observation, values_key
 from ak_remote.search.oracle import KerasTunerOracle
 from ak_remote.search.runner import STATE_JSON, StateStore, build_oracle
+from tests.helpers import invoke
 
 
 def _score(values: dict[str, Any]) -> float:
@@ -214,14 +215,11 @@ def test_a_restarted_controller_adopts_running_trials_and_keeps_finished_ones(
 def test_run_parallel_refuses_bad_input_before_creating_anything(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, args: list[str], message: str
 ) -> None:
-    from click.testing import CliRunner
-
-    from ak_remote.cli import cli
 
     work = tmp_path / "work"
     work.mkdir()
     monkeypatch.chdir(work)
-    result = CliRunner().invoke(cli, ["run", "structured-classifier", *args])
+    result = invoke("run", "structured-classifier", *args)
     assert result.exit_code == 2, result.output
     assert message in result.stderr
     assert list(work.iterdir()) == []  # no run folder, no spec
@@ -250,25 +248,16 @@ def test_a_local_parallel_search_trains_its_trials_in_child_processes(tmp_path: 
     """`ak-remote run JOB --parallel 2`, for real: two trial processes at once, then the final
     fit. Each trial is a child of the controller (which is a child of the CLI), and stops only
     with the controller; its TensorBoard run is named after the search's trial."""
-    import subprocess
     import sys
 
-    from tests.test_runtime_jobs import job_env
+    from tests.helpers import TINY, job_env, run_captured, sets
 
     work = tmp_path / "work"
     work.mkdir()
     argv = [str(Path(sys.executable).parent / "ak-remote"), "run", "structured-classifier"]
-    for item in ["max_trials=2", "epochs=1", "max_samples=120", "histogram_freq=0"]:
-        argv += ["--set", item]
-    proc = subprocess.run(
-        [*argv, "--parallel", "2", "--run-dir", str(work / "search")],
-        cwd=work,
-        env=job_env(tmp_path / "home"),
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
-    )
+    argv += sets(*TINY, "max_trials=2", "histogram_freq=0")
+    argv += ["--parallel", "2", "--run-dir", str(work / "search")]
+    proc = run_captured(argv, job_env(tmp_path / "home"), work, timeout=900)
     assert proc.returncode == 0, proc.stderr[-4000:]
     summary = json.loads((work / "search" / "summary.json").read_text())
     search = summary["search"]

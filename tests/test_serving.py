@@ -13,7 +13,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -26,11 +25,12 @@ from ak_remote.catalog import PROJECT_ROOT
 from ak_remote.errors import DataError
 from ak_remote.runtime import data as data_module
 from ak_remote.runtime.baseline import baseline
-from tests.test_runtime_jobs import job_env, run_job, write_image_folder
+from tests.helpers import error_lines, job_env, run_captured, run_job, sets, write_image_folder
 
 pytestmark = pytest.mark.slow
 
-TINY = ["epochs=1", "batch_size=16", "max_trials=1", "histogram_freq=0"]
+# One trial of one epoch on all of each test's own small data set.
+QUICK = ["epochs=1", "batch_size=16", "max_trials=1", "histogram_freq=0"]
 TOPICS = {
     "sports": "match goal team player coach score league season win referee stadium ball",
     "cooking": "recipe oven flour sugar butter bake dinner sauce garlic onion pan taste",
@@ -108,7 +108,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
             base = tmp_path_factory.mktemp(job)
             (base / "data").mkdir()
             dataset = write(base / "data" / name)
-            merged = dict(item.split("=", 1) for item in [*TINY, *sets, f"dataset={dataset}"])
+            merged = dict(item.split("=", 1) for item in [*QUICK, *sets, f"dataset={dataset}"])
             sets = [f"{k}={v}" for k, v in merged.items()]
             proc = run_job(job, sets, base, base / "home")
             assert proc.returncode == 0, proc.stderr[-4000:]
@@ -124,13 +124,8 @@ def fresh_python(code: str, tmp_path: Path, *args: str) -> Any:
     script.write_text(
         code + "\nimport sys\nassert 'autokeras' not in sys.modules, 'autokeras was imported'\n"
     )
-    proc = subprocess.run(
-        [sys.executable, str(script), *args],
-        env=job_env(tmp_path / "home"),
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
+    proc = run_captured(
+        [sys.executable, str(script), *args], job_env(tmp_path / "home"), timeout=300
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -143,15 +138,8 @@ def predict_cli(tmp_path: Path, *args: str) -> Any:
         "try:\n    cli.main(sys.argv[1:])\nexcept SystemExit as exc:\n    code = exc.code\n"
         "assert 'autokeras' not in sys.modules\nsys.exit(code)\n"
     )
-    proc = subprocess.run(
-        [sys.executable, "-c", code, "predict", *args, "--format", "json"],
-        env=job_env(tmp_path / "home"),
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    argv = [sys.executable, "-c", code, "predict", *args, "--format", "json"]
+    proc = run_captured(argv, job_env(tmp_path / "home"), tmp_path, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout)
 
@@ -273,14 +261,8 @@ def test_image_serving_takes_png_pixels_grayscale_and_rgb(
     # A larger image is refused with the training size, and accepted with --resize.
     big = tmp_path / "big.png"
     Image.fromarray(x_raw[0].astype(np.uint8)).resize((16, 16)).save(big)
-    proc = subprocess.run(
-        [sys.executable, "-m", "ak_remote", "predict", str(run_dir), "--input", str(big)],
-        env=job_env(tmp_path / "home"),
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    argv = [sys.executable, "-m", "ak_remote", "predict", str(run_dir), "--input", str(big)]
+    proc = run_captured(argv, job_env(tmp_path / "home"), timeout=300)
     assert proc.returncode == 3
     assert "--resize" in proc.stderr
     assert len(predict_cli(tmp_path, str(run_dir), "--input", str(big), "--resize")) == 1
@@ -357,7 +339,7 @@ def test_a_continuous_classification_target_is_refused(tmp_path: Path) -> None:
         "structured-classifier", [f"dataset={table}"], tmp_path / "work", tmp_path / "home"
     )
     assert proc.returncode == 3, proc.stderr[-2000:]
-    errors = [line for line in proc.stderr.splitlines() if line.startswith("Error:")]
+    errors = error_lines(proc.stderr)
     assert len(errors) == 1
     assert "structured-regressor" in errors[0]
     assert not (tmp_path / "work" / "run" / "models").exists()
@@ -372,7 +354,7 @@ def test_a_run_below_its_baseline_is_flagged_and_can_be_failed(tmp_path: Path) -
         for a, b in rng.random((80, 2))
     ]
     table.write_text("a,b,label\n" + "".join(rows))
-    sets = [*TINY, f"dataset={table}"]
+    sets = [*QUICK, f"dataset={table}"]
     flagged = run_job("structured-classifier", sets, tmp_path / "w1", tmp_path / "home")
     assert flagged.returncode == 0, flagged.stderr[-3000:]
     summary = json.loads((tmp_path / "w1" / "run" / "summary.json").read_text())
@@ -399,15 +381,8 @@ def test_a_run_below_its_baseline_is_flagged_and_can_be_failed(tmp_path: Path) -
 
 def test_predict_refuses_what_it_cannot_serve(tmp_path: Path) -> None:
     env = {**os.environ, "HOME": str(tmp_path)}
-    proc = subprocess.run(
-        [sys.executable, "-m", "ak_remote", "predict", str(tmp_path), "--input", "-"],
-        env=env,
-        cwd=PROJECT_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    argv = [sys.executable, "-m", "ak_remote", "predict", str(tmp_path), "--input", "-"]
+    proc = run_captured(argv, env, PROJECT_ROOT, timeout=60)
     assert proc.returncode == 2
     assert "no serving model" in proc.stderr
 
@@ -444,19 +419,12 @@ def test_a_serving_mismatch_fails_the_run_and_registers_no_model(
 ) -> None:
     script = tmp_path / "drifted_job.py"
     script.write_text(DRIFTED_JOB)
-    sets = [a for s in [*TINY, "max_samples=100"] for a in ("--set", s)]
+    options = sets(*QUICK, "max_samples=100")
     env = job_env(tmp_path / "home", clearml_emulator.env())
-    proc = subprocess.run(
-        [sys.executable, str(script), *sets, "--run-dir", str(tmp_path / "run")],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
+    argv = [sys.executable, str(script), *options, "--run-dir", str(tmp_path / "run")]
+    proc = run_captured(argv, env, tmp_path, timeout=600)
     assert proc.returncode == 5, proc.stderr[-4000:]
-    errors = [line for line in proc.stderr.splitlines() if line.startswith("Error:")]
+    errors = error_lines(proc.stderr)
     assert len(errors) == 1, proc.stderr[-4000:]
     assert errors[0].startswith(
         "Error: exported model failed verification (serving model on raw inputs: serve: "

@@ -5,23 +5,14 @@ from __future__ import annotations
 import json
 import re
 import socket
-from typing import Any
 
 import pytest
-from click.testing import CliRunner
 
 from ak_remote.clearml_api import client_from_config
-from ak_remote.cli import cli
 from ak_remote.launcher import templates
 from ak_remote.launcher.launch import SWEEP_ID_AT_LAUNCH, LaunchRequest, launch
 from tests.emulator.server import Emulator
-from tests.test_launch_reproduce import SUMMARY, finished_run
-
-JOB = "structured-classifier"
-
-
-def invoke(*args: str) -> Any:
-    return CliRunner().invoke(cli, list(args))
+from tests.helpers import FINISHED_SUMMARY, JOB, finished_run, invoke
 
 
 def test_doctor_passes_a_healthy_cpu_only_setup(clearml_emulator: Emulator) -> None:
@@ -67,7 +58,7 @@ def test_an_address_that_is_not_a_url_is_one_line_without_retries(
 
 def test_reproduce_defaults_to_the_original_queue(clearml_emulator: Emulator) -> None:
     gpu = clearml_emulator.create_queue("gpu-a100")
-    task_id = finished_run(clearml_emulator, SUMMARY)
+    task_id = finished_run(clearml_emulator, FINISHED_SUMMARY)
     clearml_emulator.call_api("tasks.edit", task=task_id, execution={"queue": gpu}, force=True)
     result = invoke("reproduce", task_id, "--dry-run", "--json")
     assert result.exit_code == 0, result.output
@@ -75,7 +66,7 @@ def test_reproduce_defaults_to_the_original_queue(clearml_emulator: Emulator) ->
 
 
 def test_no_queue_hint_names_a_command_that_lists_queues(clearml_emulator: Emulator) -> None:
-    task_id = finished_run(clearml_emulator, SUMMARY)  # no queue recorded, none configured
+    task_id = finished_run(clearml_emulator, FINISHED_SUMMARY)  # no queue recorded, none configured
     result = invoke("reproduce", task_id, "--dry-run")
     assert result.exit_code == 2
     assert "ak-remote queues list" in result.stderr

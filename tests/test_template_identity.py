@@ -6,20 +6,15 @@ the same, so these tests make clones exactly as the SDK and the Web UI do.
 
 from __future__ import annotations
 
-import json
 from typing import Any
-
-from click.testing import CliRunner
 
 from ak_remote import contract
 from ak_remote.catalog import JOBS
 from ak_remote.clearml_api import client_from_config
-from ak_remote.cli import cli
 from ak_remote.launcher import templates
 from tests.emulator.fixtures import run_python, script_result
 from tests.emulator.server import Emulator
-
-JOB = "structured-classifier"
+from tests.helpers import JOB, cli_json, web_ui_clone
 
 SDK_CLONES = """
 import json, sys
@@ -31,24 +26,6 @@ for i in range(int(sys.argv[2])):
 Task.enqueue(ids[0], queue_name="cpu")
 print("RESULT " + json.dumps(ids))
 """
-
-
-def cli_json(*args: str) -> Any:
-    result = CliRunner().invoke(cli, [*args, "--json"])
-    assert result.exit_code == 0, result.output
-    return json.loads(result.stdout)
-
-
-def web_ui_clone(emulator: Emulator, source: dict[str, Any], name: str) -> str:
-    """A clone as the Web UI makes it: same project, the source's system tags kept."""
-    response = emulator.call_api(
-        "tasks.clone",
-        task=source["id"],
-        new_task_name=name,
-        new_task_project=source["project"],
-        new_task_system_tags=list(source["system_tags"]),
-    )
-    return str(response["id"])
 
 
 def test_clones_of_a_template_never_become_templates(

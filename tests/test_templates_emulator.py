@@ -6,15 +6,13 @@ import dataclasses
 import json
 from typing import Any
 
-from click.testing import CliRunner
-
 from ak_remote import contract
 from ak_remote.catalog import JOBS, PROJECT_ROOT, get_job
 from ak_remote.clearml_api import client_from_config
-from ak_remote.cli import cli
 from ak_remote.launcher import templates
 from ak_remote.params import ParamSet
 from tests.emulator.server import Emulator
+from tests.helpers import invoke
 
 WRITES = ("tasks.create", "tasks.edit", "projects.create", "tasks.clone", "tasks.delete")
 
@@ -31,7 +29,7 @@ def writes(emulator: Emulator) -> list[str]:
 
 
 def sync(*args: str) -> dict[str, Any]:
-    result = CliRunner().invoke(cli, ["templates", "sync", "--json", *args])
+    result = invoke("templates", "sync", "--json", *args)
     assert result.exit_code == 0, result.output
     return dict(json.loads(result.stdout))
 
@@ -109,22 +107,22 @@ def test_a_new_image_updates_only_the_container(clearml_emulator: Emulator) -> N
 
 
 def test_list_shows_the_templates(clearml_emulator: Emulator) -> None:
-    empty = CliRunner().invoke(cli, ["templates", "list"])
+    empty = invoke("templates", "list")
     assert empty.exit_code == 0
     assert "templates sync" in empty.stderr
     sync("--image", "img:9")
-    result = CliRunner().invoke(cli, ["templates", "list", "--json"])
+    result = invoke("templates", "list", "--json")
     assert result.exit_code == 0, result.output
     rows = json.loads(result.stdout)
     assert sorted(r["job"] for r in rows) == sorted(JOBS)
     assert {r["image"] for r in rows} == {"img:9"}
-    table = CliRunner().invoke(cli, ["templates", "list"])
+    table = invoke("templates", "list")
     assert "structured-classifier" in table.stdout
     assert "img:9" in table.stdout
 
 
 def test_bad_image_is_refused_before_any_write(clearml_emulator: Emulator) -> None:
-    result = CliRunner().invoke(cli, ["templates", "sync", "--image", "two words"])
+    result = invoke("templates", "sync", "--image", "two words")
     assert result.exit_code == 2
     assert writes(clearml_emulator) == []
     assert template_tasks(clearml_emulator) == []

@@ -10,7 +10,6 @@ Histograms, Scalars and HParams tabs and save a screenshot of each under the tes
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -21,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from tests.test_runtime_jobs import run_job
+from tests.helpers import TINY, free_port, run_job
 
 pytestmark = pytest.mark.slow
 
@@ -42,22 +41,16 @@ FAILURES = ("Graph visualization failed", "Malformed GraphDef", "No graph defini
 @pytest.fixture(scope="module")
 def board_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     base = tmp_path_factory.mktemp("tb-run")
-    sets = ["max_samples=120", "epochs=1", "batch_size=16", "max_trials=2", "target=class"]
+    sets = [*TINY, "batch_size=16", "max_trials=2", "target=class"]
     proc = run_job("structured-classifier", sets, base / "work", base / "home")
     assert proc.returncode == 0, proc.stderr[-4000:]
     return base / "work" / "run" / "tensorboard"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def board(board_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The URL of a TensorBoard serving the run's logs (the venv's own `tensorboard`)."""
-    port = _free_port()
+    port = free_port()
     log = tmp_path_factory.mktemp("tb-server") / "tensorboard.log"
     binary = Path(sys.executable).with_name("tensorboard")
     with log.open("w") as out:

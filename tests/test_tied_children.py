@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_run_folders import alive, wait_for
+from tests.helpers import alive, free_port, wait_for
 
 PARENT = textwrap.dedent(
     """
@@ -30,12 +30,6 @@ PARENT = textwrap.dedent(
     sys.exit(143 if tied.stopped_by else 0)
     """
 )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def serving(port: int) -> bool:
