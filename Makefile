@@ -1,5 +1,5 @@
-# The two commands the README starts with: `make demo` and `make test`.
-# Both create .venv from the lock on first use, so they work on a fresh machine.
+# `make demo` runs the main job; `make check` (before a commit) and `make test` (everything) test.
+# Each creates .venv from the lock on first use, so they work on a fresh machine.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -8,7 +8,8 @@ JOB ?= image-classifier
 # EfficientNet-B7 (a download, and minutes per epoch on a CPU). See README, "Jobs".
 DEMO_SET ?= --set max_trials=1 --set epochs=5
 
-.PHONY: demo test lint format benchmark image image-gpu locks clean
+.PHONY: demo check test test-unit test-integration test-system system-tools lint format \
+	benchmark image image-gpu locks clean
 
 $(BIN)/.installed: requirements/ci.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,11 +23,29 @@ venv: $(BIN)/.installed
 demo: $(BIN)/.installed
 	$(BIN)/ak-remote run $(JOB) $(DEMO_SET)
 
-## Lint, type-check and run the whole test suite.
-test: $(BIN)/.installed lint
+## Before a commit: lint, types and the unit tier (no processes, no training). docs/testing.md
+check: $(BIN)/.installed lint
+	$(BIN)/python -m pytest tests/unit
+
+## Lint, type-check and run the whole test suite: every tier (docs/testing.md).
+test: $(BIN)/.installed lint system-tools
+	$(BIN)/python -m pytest
+
+## One tier at a time (no lint): unit, integration (real training, the SDK, clearml-agent),
+## system (Docker, the browser, tmpfs mounts as root, real signals).
+test-unit: $(BIN)/.installed
+	$(BIN)/python -m pytest tests/unit
+
+test-integration: $(BIN)/.installed
+	$(BIN)/python -m pytest tests/integration
+
+test-system: $(BIN)/.installed system-tools
+	$(BIN)/python -m pytest tests/system
+
+# What the system tier needs on this machine.
+system-tools:
 	bash docker/engine.sh ensure   # the Docker-mode test's engine (installed/started if missing)
 	bash .ci/browser.sh            # Debian's chromium for the TensorBoard browser tests
-	$(BIN)/python -m pytest
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .

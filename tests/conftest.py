@@ -19,6 +19,7 @@ from tests import processes
 from tests.emulator.fixtures import clearml_emulator  # noqa: F401
 from tests.emulator.server import Emulator
 from tests.helpers import STRIPPED_ENV, TEMPLATES
+from tests.secret_forms import DataServer, Form, Secret
 
 
 @pytest.fixture(autouse=True)
@@ -70,6 +71,20 @@ def gpu_server(clearml_emulator: Emulator, monkeypatch: pytest.MonkeyPatch) -> E
     clearml_emulator.create_queue("gpu")
     clearml_emulator.reset_log()
     return clearml_emulator
+
+
+@pytest.fixture
+def secret(form: Form) -> Secret:
+    """A fresh secret of the test's form (tests/secret_forms.py)."""
+    return form.new_secret()
+
+
+@pytest.fixture
+def data_server(form: Form, secret: Secret) -> Iterator[DataServer]:
+    """The loopback data server, granting the test's form's secret."""
+    served = DataServer(form.key(secret))
+    yield served
+    served.close()
 
 
 @pytest.hookimpl(wrapper=True)

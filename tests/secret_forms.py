@@ -28,6 +28,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import pytest
+
 PRESIGNED = (
     "https://bucket.s3.amazonaws.com/wine.csv?X-Amz-Algorithm=AWS4-HMAC-SHA256"
     "&X-Amz-Credential={cred}&X-Amz-Date=20260101T000000Z&X-Amz-Expires=3600"
@@ -226,6 +228,8 @@ SIGNED = Form(
     denied="HTTP 403 Forbidden",
 )
 FORMS = (USERINFO, QUERY, SIGNED)
+# A test over every form; with the `secret` and `data_server` fixtures (tests/conftest.py).
+every_form = pytest.mark.parametrize("form", FORMS, ids=[f.id for f in FORMS])
 
 
 # --- the loopback data server ---------------------------------------------------------------

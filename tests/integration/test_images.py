@@ -1,52 +1,23 @@
-"""Image references and the build scripts' bad-input paths (fast: nothing is built here; the
-Docker-mode end-to-end test, tests/test_docker_agent.py, builds and runs the image)."""
+"""The build scripts' bad-input paths and dry runs, and the registry-digest lookup through a
+stand-in `docker` (fast: nothing is built here; tests/system/test_docker_agent.py builds and runs
+the image).
+"""
 
 from __future__ import annotations
 
-import io
 import os
 import subprocess
-import tarfile
 from pathlib import Path
 
 import pytest
 
-from ak_remote.catalog import PROJECT_ROOT
-from ak_remote.fleet.images import is_image_id, is_pinned, registry_digest
+from ak_remote.catalog import PROJECT_ROOT as REPO
+from ak_remote.fleet.images import is_pinned, registry_digest
 from tests.helpers import IMAGE_ID
 
-REPO = PROJECT_ROOT
 # What clearml-agent needs to clone a template's repository (docker/build.sh), escaped as
 # the dry run prints it.
 GIT_PACKAGES = "git\\ ca-certificates\\ openssh-client"
-
-
-def test_pinned_references() -> None:
-    assert is_image_id(IMAGE_ID)
-    assert is_pinned(IMAGE_ID)
-    assert is_pinned("registry.example/team/ak-remote-worker@sha256:" + "ab" * 32)
-    for moving in ("ak-remote-worker:0.1.0-cpu", "ak-remote-worker", "sha256:abc", ""):
-        assert not is_pinned(moving), moving
-    assert not is_image_id("ak-remote-worker@" + IMAGE_ID)
-
-
-def test_registry_digest_is_none_without_docker_or_for_an_unpushed_tag() -> None:
-    assert registry_digest("ak-remote-worker:0.1.0-cpu", docker="no-such-docker-here") is None
-    assert registry_digest(IMAGE_ID) is None  # already pinned: nothing to look up
-    engine = subprocess.run(["bash", str(REPO / "docker" / "engine.sh"), "ensure"], check=False)
-    assert engine.returncode == 0
-    # A local image that was never pushed has an ID but no registry digest.
-    empty = io.BytesIO()
-    with tarfile.open(fileobj=empty, mode="w") as archive:
-        info = tarfile.TarInfo("marker")
-        archive.addfile(info, io.BytesIO(b""))
-    tag = "ak-remote-test-unpushed:1"
-    subprocess.run(["docker", "import", "-", tag], input=empty.getvalue(), check=True)
-    try:
-        assert registry_digest(tag) is None
-        assert registry_digest("ak-remote-test-no-such-image:1") is None
-    finally:
-        subprocess.run(["docker", "image", "rm", tag], capture_output=True, check=False)
 
 
 def script(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

@@ -24,7 +24,6 @@ import pytest
 from ak_remote.catalog import PROJECT_ROOT
 from ak_remote.errors import DataError
 from ak_remote.runtime import data as data_module
-from ak_remote.runtime.baseline import baseline
 from tests.helpers import error_lines, job_env, run_captured, run_job, sets, write_image_folder
 
 pytestmark = pytest.mark.slow
@@ -298,27 +297,6 @@ def test_rest_example_matches_the_signature(
     _, _, answers = recorded(run_dir)
     got = [v.decode() for v in out["label"].numpy()]
     assert got == answers[: len(got)].tolist()
-
-
-# --- baseline and refusals (no training) -----------------------------------------------------
-
-
-def test_baseline_rules() -> None:
-    y_train = np.array(["a", "a", "b", "c", "b", "a"])
-    y_test = np.array(["a", "b", "a", "a"])
-    record = baseline(True, y_train, y_test, {"test_label_accuracy": 0.75})
-    assert record.baseline == 0.75
-    assert "'a'" in record.rule
-    assert record.beats_baseline is False  # equal is not better
-    assert baseline(True, y_train, y_test, {"test_label_accuracy": 1.0}).beats_baseline
-    reg = baseline(
-        False, np.array([1.0, 3.0]), np.array([2.0, 4.0]), {"test_mean_squared_error": 1.0}
-    )
-    assert reg.baseline == pytest.approx(2.0)  # mean 2: errors 0 and 2
-    assert reg.beats_baseline is True
-    assert not baseline(
-        False, np.array([1.0, 3.0]), np.array([2.0, 4.0]), {"test_mean_squared_error": 3.0}
-    ).beats_baseline
 
 
 def test_a_continuous_classification_target_is_refused(tmp_path: Path) -> None:

@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from ak_remote.catalog import JOBS, PROJECT_ROOT
+from ak_remote.catalog import JOBS
 from ak_remote.datasets.references import BUNDLED, DatasetRef, bundled_for, check_reference
 from ak_remote.datasets.reviews import generate_reviews
 from ak_remote.errors import ExitCode, UsageError
-
-ROOT = PROJECT_ROOT
 
 
 @pytest.mark.parametrize("job", list(JOBS.values()), ids=list(JOBS))
@@ -146,16 +142,3 @@ def test_reviews_are_deterministic_and_labelled_consistently() -> None:
         assert 20 < len(review.text) < 200
     assert generate_reviews(seed=1) != first
     assert set(BUNDLED) >= {"digits", "wine", "iris", "breast_cancer", "diabetes", "reviews"}
-
-
-def test_imports_stay_cheap() -> None:
-    """The launcher may import these before anything else: no numpy, TensorFlow or ClearML."""
-    code = (
-        "import sys, ak_remote.datasets.references, ak_remote.datasets.secrets, ak_remote.runtime; "
-        "heavy = [m for m in ('numpy', 'tensorflow', 'keras', 'autokeras', 'clearml') "
-        "if m in sys.modules]; print(heavy); sys.exit(1 if heavy else 0)"
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=False
-    )
-    assert done.returncode == 0, done.stdout + done.stderr

@@ -1,44 +1,44 @@
 """The deployment files: worker images, locks, server and agent compose files, agent config,
-systemd unit, Kubernetes values. Nothing here needs Docker; each file is checked with the tool
-that will read it (hadolint, the Compose spec schema, clearml-agent's config loader and
-argument parser, systemd-analyze) and against the locks it must agree with."""
+systemd unit, Kubernetes values, read in this process and checked against the locks they must
+agree with and with clearml-agent's config loader and argument parser. The checks by the tools
+that read them (hadolint, the Compose spec schema, systemd-analyze, the build scripts):
+tests/integration/test_infra.py.
+"""
 
 from __future__ import annotations
 
 import json
-import os
 import re
 import shlex
-import shutil
 import string
-import subprocess
-import sys
-from importlib import metadata
 from pathlib import Path
 
 import pytest
 import tomllib
 import yaml
 
-from ak_remote.catalog import PROJECT_ROOT
 from ak_remote.fleet.agents import build_agent_commands, load_queue_file
+from tests.deploy_files import (
+    AGENT_ENV,
+    AGENTS_COMPOSE,
+    CONF_TEMPLATE,
+    DEPS_DOCKERFILE,
+    DOCKERFILES,
+    K8S,
+    LOCK_OF_IMAGE,
+    LOCKS,
+    REPO,
+    SERVER_COMPOSE,
+    SERVER_ENV,
+    UNIT,
+    arg_defaults,
+    canonical,
+    dockerfile_instructions,
+    lock_pins,
+    pip_installs,
+    read_env_file,
+)
 
-REPO = PROJECT_ROOT
-BIN = Path(sys.executable).parent
-DOCKERFILES = {
-    "cpu": REPO / "docker" / "Dockerfile.cpu",
-    "gpu": REPO / "docker" / "Dockerfile.gpu",
-}
-DEPS_DOCKERFILE = REPO / "docker" / "Dockerfile.deps"
-LOCK_OF_IMAGE = {"cpu": "requirements/worker.lock", "gpu": "requirements/worker-gpu.lock"}
-LOCKS = ["launcher", "worker", "worker-gpu", "ci"]
-SERVER_COMPOSE = REPO / "infra" / "server" / "docker-compose.yml"
-AGENTS_COMPOSE = REPO / "infra" / "agents" / "docker-compose.yml"
-CONF_TEMPLATE = REPO / "infra" / "agents" / "clearml.conf.template"
-AGENT_ENV = REPO / "infra" / "agents" / "agent.env.example"
-SERVER_ENV = REPO / "infra" / "server" / ".env.example"
-UNIT = REPO / "infra" / "agents" / "clearml-agent@.service"
-K8S = REPO / "infra" / "k8s"
 IMAGE_UID = "10001"
 CONF_PLACEHOLDERS = {
     "CLEARML_API_HOST",
@@ -48,107 +48,6 @@ CONF_PLACEHOLDERS = {
     "AK_REMOTE_SHM_SIZE",
 }
 SECRET_WORDS = ("SECRET", "PASSWORD", "TOKEN", "ACCESS_KEY", "PASS")
-
-
-def tool(name: str) -> str:
-    """A dev tool installed next to this Python (from requirements/ci.lock)."""
-    path = BIN / name
-    found = str(path) if path.exists() else shutil.which(name)
-    assert found, f"{name} is not installed: install requirements/ci.lock (make test does)"
-    return found
-
-
-def canonical(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
-
-
-def lock_pins(name: str) -> dict[str, str]:
-    pins = {}
-    for line in (REPO / "requirements" / f"{name}.lock").read_text().splitlines():
-        match = re.match(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(?:\[[^\]]*\])?==(\S+)", line)
-        if match:
-            pins[canonical(match.group(1))] = match.group(2)
-    return pins
-
-
-def read_env_file(path: Path) -> dict[str, str]:
-    values = {}
-    for line in path.read_text().splitlines():
-        if line.strip() and not line.lstrip().startswith("#"):
-            key, sep, value = line.partition("=")
-            assert sep, f"{path.name}: not KEY=VALUE: {line!r}"
-            values[key.strip()] = value.strip()
-    return values
-
-
-def dockerfile_instructions(path: Path) -> list[tuple[str, str]]:
-    """(INSTRUCTION, arguments) pairs, continuation lines joined, comments dropped."""
-    result: list[tuple[str, str]] = []
-    current = ""
-    for raw in path.read_text().splitlines():
-        line = raw.strip()
-        if not current and (not line or line.startswith("#")):
-            continue
-        if line.endswith("\\"):
-            current += line[:-1] + " "
-            continue
-        current += line
-        keyword, _, rest = current.partition(" ")
-        result.append((keyword.upper(), rest.strip()))
-        current = ""
-    return result
-
-
-def arg_defaults(path: Path) -> dict[str, str]:
-    defaults = {}
-    for keyword, rest in dockerfile_instructions(path):
-        if keyword == "ARG" and "=" in rest:
-            key, _, value = rest.partition("=")
-            defaults[key] = value
-    return defaults
-
-
-def pip_installs(path: Path) -> list[list[str]]:
-    """The argument lists of every `pip install` in the Dockerfile's RUN instructions."""
-    installs = []
-    for keyword, rest in dockerfile_instructions(path):
-        if keyword != "RUN":
-            continue
-        for command in re.split(r"&&|;", rest):
-            words = shlex.split(command)
-            if "pip" in words and "install" in words:
-                installs.append(words[words.index("install") + 1 :])
-    return installs
-
-
-# --- Dockerfiles ----------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("flavour", [*sorted(DOCKERFILES), "deps"])
-def test_dockerfile_passes_hadolint(flavour: str) -> None:
-    path = DOCKERFILES.get(flavour, DEPS_DOCKERFILE)
-    result = subprocess.run(
-        [tool("hadolint"), "--no-color", str(path)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert result.stdout.strip() == ""
-
-
-def test_hadolint_really_lints() -> None:
-    """Guard against a hadolint that passes everything (e.g. a stub binary)."""
-    result = subprocess.run(
-        [tool("hadolint"), "--no-color", "-"],
-        input="FROM python:latest\nRUN cd /tmp && pip install flask\n",
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert result.returncode != 0
-    assert "DL3007" in result.stdout  # :latest
-    assert "DL3013" in result.stdout  # unpinned pip install
 
 
 def test_locked_environment_installs_only_from_the_wheelhouse() -> None:
@@ -341,152 +240,10 @@ def test_dockerignore_sends_only_what_the_images_copy() -> None:
         "infra/agents/agent.env",
         "runs/x/model.keras",
         "ak_remote/__pycache__/cli.cpython-311.pyc",
-        "tests/test_infra.py",
+        "tests/unit/test_infra.py",
         "clearml.conf",
     ):
         assert not sent(private), private
-
-
-def test_build_script_tags_and_labels_from_the_locks() -> None:
-    result = subprocess.run(
-        ["bash", str(REPO / "docker" / "build.sh"), "--dry-run"],
-        capture_output=True,
-        text=True,
-        check=True,
-        env={**os.environ, "IMAGE_REPO": "registry.invalid/team/ak"},
-    )
-    lines = [shlex.split(line) for line in result.stdout.splitlines()]
-    # Per image: its wheels on the host, the locked environment from them, then the image.
-    assert [c[:3] for c in lines if c[0] == "docker/wheelhouse.sh"] == [
-        ["docker/wheelhouse.sh", LOCK_OF_IMAGE["cpu"]],
-        ["docker/wheelhouse.sh", LOCK_OF_IMAGE["gpu"]],
-    ]
-    deps = [c for c in lines if c[:4] == ["docker", "build", "--file", "docker/Dockerfile.deps"]]
-    assert len(deps) == 2
-    # First, once: the registry base plus git, with the package list Dockerfile.base defaults to.
-    base = [c for c in lines if c[:4] == ["docker", "build", "--file", "docker/Dockerfile.base"]]
-    assert len(base) == 1
-    assert lines.index(base[0]) == 0
-    base_args = dict(
-        base[0][i + 1].split("=", 1) for i, word in enumerate(base[0]) if word == "--build-arg"
-    )
-    default = arg_defaults(REPO / "docker" / "Dockerfile.base")["PACKAGES"].strip('"')
-    assert base_args["PACKAGES"] == default
-    assert "git" in base_args["PACKAGES"].split()
-    commands = [c for c in lines if c[:2] == ["docker", "build"] and c not in deps + base]
-    version = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
-    for command, flavour in zip(commands, ["cpu", "gpu"], strict=True):
-        assert command[command.index("--file") + 1] == f"docker/Dockerfile.{flavour}"
-        tags = [command[i + 1] for i, word in enumerate(command) if word == "--tag"]
-        assert tags == [
-            f"registry.invalid/team/ak:{version}-{flavour}",
-            f"registry.invalid/team/ak:{flavour}",
-        ]
-        args = dict(
-            command[i + 1].split("=", 1) for i, word in enumerate(command) if word == "--build-arg"
-        )
-        pins = lock_pins(Path(LOCK_OF_IMAGE[flavour]).stem)
-        defaults = arg_defaults(DOCKERFILES[flavour])
-        for key in (
-            "TENSORFLOW_VERSION",
-            "KERAS_VERSION",
-            "AUTOKERAS_VERSION",
-            "CLEARML_AGENT_VERSION",
-        ):
-            assert args[key] == defaults[key]
-        assert args["CLEARML_VERSION"] == pins["clearml"]
-        deps_tag = deps[["cpu", "gpu"].index(flavour)][5]
-        assert args["DEPS_IMAGE"] == deps_tag
-        assert deps_tag.startswith(f"ak-remote-deps:{flavour}-")
-        # Built on the registry image with git, which Dockerfile.base made from the default.
-        assert base_args["BASE_IMAGE"] == defaults["BASE_IMAGE"]
-        assert args["BASE_IMAGE"] == base[0][base[0].index("--tag") + 1]
-        assert command[-1] == "."
-    bad = subprocess.run(
-        ["bash", str(REPO / "docker" / "build.sh"), "--only", "tpu"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert bad.returncode == 2
-    assert "cpu or gpu" in bad.stderr
-
-
-def test_verify_lock_accepts_the_installed_versions_and_rejects_others(tmp_path: Path) -> None:
-    script = REPO / "docker" / "verify_lock.py"
-    good = tmp_path / "good.lock"
-    good.write_text(
-        f"pytest=={metadata.version('pytest')}\n    # via x\nclick=={metadata.version('click')}\n"
-    )
-    python = f"{sys.version_info.major}.{sys.version_info.minor}"
-    ok = subprocess.run(
-        [sys.executable, str(script), str(good), "--python", python],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert ok.returncode == 0, ok.stderr
-    assert "2 pins match" in ok.stdout
-    bad = tmp_path / "bad.lock"
-    bad.write_text("pytest==0.0.1\nno-such-package-here==1.0\n")
-    failed = subprocess.run(
-        [sys.executable, str(script), str(bad), "--python", "2.7", "--project", "click==0"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert failed.returncode == 1
-    for message in (
-        "pytest: locked 0.0.1, installed",
-        "no-such-package-here: locked 1.0, not installed",
-        "click: locked 0, installed",
-        "the lock is for 2.7",
-    ):
-        assert message in failed.stderr
-
-
-def test_cuda_wheel_libs_lists_each_wheel_library_folder(tmp_path: Path) -> None:
-    for component in ("cudnn", "cublas"):
-        (tmp_path / "nvidia" / component / "lib").mkdir(parents=True)
-    (tmp_path / "nvidia" / "include-only").mkdir()
-    script = str(REPO / "docker" / "cuda_wheel_libs.py")
-    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
-    found = subprocess.run(
-        [sys.executable, script], capture_output=True, text=True, check=True, env=env
-    )
-    assert found.stdout.split() == [
-        str(tmp_path / "nvidia" / "cublas" / "lib"),
-        str(tmp_path / "nvidia" / "cudnn" / "lib"),
-    ]
-    env["PYTHONPATH"] = str(tmp_path / "empty")
-    missing = subprocess.run([sys.executable, script], capture_output=True, text=True, env=env)
-    assert missing.returncode == 1
-
-
-# --- Compose files --------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("path", [SERVER_COMPOSE, AGENTS_COMPOSE], ids=["server", "agents"])
-def test_compose_file_validates_against_the_compose_spec(path: Path) -> None:
-    result = subprocess.run(
-        [tool("check-jsonschema"), "--builtin-schema", "vendor.compose-spec", str(path)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-
-
-def test_compose_schema_check_really_rejects(tmp_path: Path) -> None:
-    broken = tmp_path / "compose.yml"
-    broken.write_text("services:\n  api:\n    image: x:1\n    gpus_please: 2\n")
-    result = subprocess.run(
-        [tool("check-jsonschema"), "--builtin-schema", "vendor.compose-spec", str(broken)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert result.returncode != 0
 
 
 def default_of(value: str) -> str:
@@ -682,26 +439,6 @@ def test_systemd_unit_starts_the_command_agent_up_would_print() -> None:
         agent=("/opt/clearml-agent/bin/clearml-agent",),
     )
     assert argv == expected.argv
-
-
-def test_systemd_unit_passes_systemd_analyze(tmp_path: Path) -> None:
-    analyze = shutil.which("systemd-analyze")
-    assert analyze, "systemd-analyze (package systemd) is needed for this check"
-    # Verify an instance with what only a real GPU host has (Docker, the agent) swapped out.
-    text = (
-        UNIT.read_text()
-        .replace("/opt/clearml-agent/bin/clearml-agent", shutil.which("true") or "/bin/true")
-        .replace("Requires=docker.service\n", "")
-        .replace(" docker.service", "")
-    )
-    instance = tmp_path / "clearml-agent@0.service"
-    instance.write_text(text)
-    result = subprocess.run(
-        [analyze, "verify", str(instance)], capture_output=True, text=True, check=False
-    )
-    assert result.returncode == 0, result.stderr
-    assert "Unknown" not in result.stderr, result.stderr
-    assert "ignoring" not in result.stderr, result.stderr
 
 
 # --- Kubernetes values ----------------------------------------------------------------------
