@@ -62,6 +62,19 @@ def synced_server(clearml_emulator: Emulator) -> Emulator:  # noqa: F811
 
 
 @pytest.fixture
+def agent_emulator(
+    clearml_emulator: Emulator,  # noqa: F811
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Emulator:
+    """The emulator, for a test whose runs a real clearml-agent carries out: the CLI polls it
+    every second (`--wait`), and the test's folder is the working directory."""
+    monkeypatch.setenv("AK_REMOTE_POLL_INTERVAL", "1")
+    monkeypatch.chdir(tmp_path)
+    return clearml_emulator
+
+
+@pytest.fixture
 def gpu_server(clearml_emulator: Emulator, monkeypatch: pytest.MonkeyPatch) -> Emulator:  # noqa: F811
     """The emulator with the job templates synced (a GPU image), a `gpu` queue, fast retries,
     and an empty request log."""

@@ -12,20 +12,23 @@ import socket
 import subprocess
 import sys
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from click.testing import CliRunner, Result
 
 from ak_remote import contract
 from ak_remote.catalog import JOBS, PROJECT_ROOT
 from ak_remote.cli import cli
+from ak_remote.errors import UsageError
 from ak_remote.runtime import search_state
 from ak_remote.runtime.rundir import LOCK_FILE
 from tests.emulator import fixtures as emulator_fixtures
 from tests.emulator.server import Emulator
 from tests.processes import as_terminal_job
 
+T = TypeVar("T")
 # The project `templates sync` writes to by default.
 TEMPLATES = "ak-remote/templates"
 # The job most tests run: wine, a small table that trains in seconds.
@@ -71,6 +74,15 @@ def cli_json(*args: str) -> Any:
 def outcome(result: Result) -> tuple[int, str, str]:
     """The exit code, stdout and stderr of an `invoke`."""
     return result.exit_code, result.stdout, result.stderr
+
+
+def value_or_refusal(action: Callable[[], T]) -> T | UsageError:
+    """What `action()` returns, or the UsageError it raises; anything else it raises fails the
+    test (property tests: whatever a user types gives a value or a clean refusal)."""
+    try:
+        return action()
+    except UsageError as exc:
+        return exc
 
 
 def error_lines(text: str) -> list[str]:
@@ -132,15 +144,22 @@ def run_cli(
     return run_captured(run_argv(*args), job_env(home), cwd, timeout)
 
 
-def start_cli(
-    home: Path, cwd: Path, *args: str, new_session: bool = False
-) -> subprocess.Popen[str]:
-    """`ak-remote run JOB --offline ARGS`, started; in a session of its own if asked (so a
-    test can send it a terminal's Ctrl-C)."""
+def start_run(
+    home: Path,
+    cwd: Path,
+    run_dir: Path,
+    procs: list[subprocess.Popen[str]],
+    *items: str,
+    new_session: bool = False,
+) -> tuple[subprocess.Popen[str], int]:
+    """`ak-remote run JOB --offline --run-dir RUN_DIR`, the tiny run with `items` added, started
+    and put in `procs` (the fixture kills what is left of it); in a session of its own if asked
+    (so a test can send it a terminal's Ctrl-C). Returns it and its training process' pid, once
+    that claimed the run folder."""
     home.mkdir(parents=True, exist_ok=True)
     cwd.mkdir(parents=True, exist_ok=True)
-    return subprocess.Popen(
-        run_argv(*args),
+    proc = subprocess.Popen(
+        run_argv("--run-dir", str(run_dir), *run_sets(*items)),
         cwd=cwd,
         env=job_env(home),
         stdout=subprocess.PIPE,
@@ -148,6 +167,8 @@ def start_cli(
         text=True,
         preexec_fn=as_terminal_job if new_session else None,
     )
+    procs.append(proc)
+    return proc, holder_pid(run_dir)
 
 
 def wait_for(condition: Any, timeout: float, what: str) -> Any:

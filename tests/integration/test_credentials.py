@@ -173,7 +173,7 @@ def test_a_local_run_fetches_with_the_secret_and_records_none(
 @pytest.mark.slow
 @pytest.mark.parametrize("form", [USERINFO, SIGNED], ids=["userinfo", "signed"])
 def test_an_agent_expands_placeholders_from_its_own_environment(
-    clearml_emulator: Emulator,
+    agent_emulator: Emulator,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     form: Form,
@@ -185,11 +185,9 @@ def test_an_agent_expands_placeholders_from_its_own_environment(
     (HOME included) hold no secret."""
     from tests.emulator.agent import running_agent
 
-    emulator = clearml_emulator
-    monkeypatch.setenv("AK_REMOTE_POLL_INTERVAL", "1")
+    emulator = agent_emulator
     for name in form.variable_names:
         monkeypatch.delenv(name, raising=False)
-    monkeypatch.chdir(tmp_path)
     templates.sync(client_from_config(), TEMPLATES, "reg/w:1", "")
     emulator.create_queue("cpu")
     reference = form.reference(data_server.port)

@@ -22,11 +22,9 @@ from tests.helpers import TINY, invoke, ok, sets
 
 @pytest.mark.slow
 def test_templates_to_pulled_model_and_reproduction(
-    clearml_emulator: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    agent_emulator: Emulator, tmp_path: Path
 ) -> None:
-    emulator = clearml_emulator
-    monkeypatch.setenv("AK_REMOTE_POLL_INTERVAL", "1")
-    monkeypatch.chdir(tmp_path)
+    emulator = agent_emulator
     ok(invoke("templates", "sync", "--image", "ak-remote-worker:test-cpu"))
     emulator.create_queue("cpu")
 
@@ -165,13 +163,11 @@ def test_templates_to_pulled_model_and_reproduction(
 
 @pytest.mark.slow
 def test_a_run_that_fails_on_the_agent_makes_launch_wait_exit_5(
-    clearml_emulator: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    agent_emulator: Emulator, tmp_path: Path
 ) -> None:
-    monkeypatch.setenv("AK_REMOTE_POLL_INTERVAL", "1")
-    monkeypatch.chdir(tmp_path)
     ok(invoke("templates", "sync"))
-    clearml_emulator.create_queue("cpu")
-    with running_agent(clearml_emulator, "cpu", log_dir=tmp_path / "agent"):
+    agent_emulator.create_queue("cpu")
+    with running_agent(agent_emulator, "cpu", log_dir=tmp_path / "agent"):
         result = invoke(
             "launch",
             "structured-classifier",

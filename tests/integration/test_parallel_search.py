@@ -40,11 +40,9 @@ def _kill_tree(pid: int) -> None:
 
 @pytest.mark.slow
 def test_a_search_over_two_agents_survives_a_killed_agent(
-    clearml_emulator: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    agent_emulator: Emulator, tmp_path: Path
 ) -> None:
-    emulator = clearml_emulator
-    monkeypatch.setenv("AK_REMOTE_POLL_INTERVAL", "1")
-    monkeypatch.chdir(tmp_path)
+    emulator = agent_emulator
     ok(invoke("templates", "sync", "--image", "ak-remote-worker:test-cpu"))
     emulator.create_queue("gpu")
     emulator.create_queue("services")

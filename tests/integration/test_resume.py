@@ -209,11 +209,9 @@ def _kill_tree(pid: int) -> None:
 
 @pytest.mark.slow
 def test_a_run_killed_on_its_agent_resumes_on_a_fresh_one(
-    clearml_emulator: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    agent_emulator: Emulator, tmp_path: Path
 ) -> None:
-    emulator = clearml_emulator
-    monkeypatch.setenv("AK_REMOTE_POLL_INTERVAL", "1")
-    monkeypatch.chdir(tmp_path)
+    emulator = agent_emulator
     ok(invoke("templates", "sync"))
     emulator.create_queue("cpu")
     options = sets(*(f"{key}={value}" for key, value in SEARCH_PARAMS.items()))

@@ -362,17 +362,14 @@ def pulled_and_checked(task_id: str, dest: Path) -> dict[str, Any]:
 
 @pytest.mark.slow
 def test_a_launched_run_trains_inside_the_cpu_image_through_a_docker_mode_agent(
-    clearml_emulator: Emulator,
+    agent_emulator: Emulator,
     cpu_image: str,
     agent_venv: Path,
     agent_home: Path,
     tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     assert os.geteuid() == 0, "the Docker-mode test starts the agent as uid 10001 and needs root"
-    emulator = clearml_emulator
-    monkeypatch.setenv("AK_REMOTE_POLL_INTERVAL", "1")
-    monkeypatch.chdir(tmp_path)
+    emulator = agent_emulator
 
     # The template records the image by its ID (the digest build.sh reported); the containers
     # reach the emulator and its fileserver on this host's loopback through host networking.
@@ -406,19 +403,16 @@ def test_a_launched_run_trains_inside_the_cpu_image_through_a_docker_mode_agent(
 
 @pytest.mark.slow
 def test_a_template_that_records_a_git_repository_is_cloned_inside_the_cpu_image(
-    clearml_emulator: Emulator,
+    agent_emulator: Emulator,
     cpu_image: str,
     agent_venv: Path,
     agent_home: Path,
     tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The users' normal case: templates synced from a clone whose remote agents can reach
     record repository + commit, and clearml-agent clones the repository inside the container."""
     assert os.geteuid() == 0, "the Docker-mode test starts the agent as uid 10001 and needs root"
-    emulator = clearml_emulator
-    monkeypatch.setenv("AK_REMOTE_POLL_INTERVAL", "1")
-    monkeypatch.chdir(tmp_path)
+    emulator = agent_emulator
     served = tmp_path / "served"
     checkout = tmp_path / "checkout"
     checkout.mkdir()

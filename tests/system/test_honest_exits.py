@@ -16,11 +16,10 @@ import pytest
 from tests.helpers import (
     JOB,
     error_lines,
-    holder_pid,
     read_summary,
     run_cli,
     run_sets,
-    start_cli,
+    start_run,
     wait_for,
 )
 
@@ -76,9 +75,7 @@ def test_a_run_that_filled_its_disk_resumes_once_space_is_freed(
 ) -> None:
     mount = tmpfs("60m")
     run_dir = mount / "run"
-    proc = start_cli(home, tmp_path, "--run-dir", str(run_dir), *run_sets("max_trials=3"))
-    procs.append(proc)
-    holder_pid(run_dir)
+    proc, _ = start_run(home, tmp_path, run_dir, procs, "max_trials=3")
     wait_for(lambda: (run_dir / "search_state.zip").is_file(), 240, "the first snapshot")
     filler = mount / "filler"
     free = os.statvfs(mount).f_bavail * os.statvfs(mount).f_frsize

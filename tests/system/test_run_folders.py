@@ -17,11 +17,10 @@ from tests.helpers import (
     JOB,
     alive,
     error_lines,
-    holder_pid,
     read_summary,
     run_cli,
     run_sets,
-    start_cli,
+    start_run,
     wait_for,
 )
 
@@ -30,9 +29,7 @@ def test_second_process_is_refused_and_sigterm_stops_the_training(
     home: Path, tmp_path: Path, procs: list[subprocess.Popen[str]]
 ) -> None:
     run_dir = tmp_path / "run"
-    first = start_cli(home, tmp_path, "--run-dir", str(run_dir), *run_sets("max_trials=3"))
-    procs.append(first)
-    trainer = holder_pid(run_dir)
+    first, trainer = start_run(home, tmp_path, run_dir, procs, "max_trials=3")
     assert trainer != first.pid
     wait_for(lambda: (run_dir / "summary.json").is_file(), 60, "summary.json")
     assert read_summary(run_dir)["status"] == "running"
@@ -62,9 +59,7 @@ def test_training_stops_itself_when_its_cli_dies(
     home: Path, tmp_path: Path, procs: list[subprocess.Popen[str]]
 ) -> None:
     run_dir = tmp_path / "run"
-    parent = start_cli(home, tmp_path, "--run-dir", str(run_dir), *run_sets("max_trials=3"))
-    procs.append(parent)
-    trainer = holder_pid(run_dir)
+    parent, trainer = start_run(home, tmp_path, run_dir, procs, "max_trials=3")
     parent.kill()  # SIGKILL: the CLI gets no chance to pass anything on
     parent.wait()
     wait_for(lambda: not alive(trainer), 60, "the orphaned training process to stop")
@@ -77,9 +72,7 @@ def test_a_killed_training_is_reported_as_killed_and_resumes_completely(
     home: Path, tmp_path: Path, procs: list[subprocess.Popen[str]]
 ) -> None:
     run_dir = tmp_path / "run"
-    first = start_cli(home, tmp_path, "--run-dir", str(run_dir), *run_sets("max_trials=2"))
-    procs.append(first)
-    trainer = holder_pid(run_dir)
+    first, trainer = start_run(home, tmp_path, run_dir, procs, "max_trials=2")
     wait_for(lambda: (run_dir / "search_state.zip").is_file(), 240, "the first trial's snapshot")
     os.kill(trainer, signal.SIGKILL)  # as the out-of-memory killer does
     _, stderr = first.communicate(timeout=60)
@@ -114,11 +107,7 @@ def test_ctrl_c_stops_both_and_reports_once(
     home: Path, tmp_path: Path, procs: list[subprocess.Popen[str]]
 ) -> None:
     run_dir = tmp_path / "run"
-    first = start_cli(
-        home, tmp_path, "--run-dir", str(run_dir), *run_sets("max_trials=3"), new_session=True
-    )
-    procs.append(first)
-    trainer = holder_pid(run_dir)
+    first, trainer = start_run(home, tmp_path, run_dir, procs, "max_trials=3", new_session=True)
     wait_for(lambda: (run_dir / "summary.json").is_file(), 60, "summary.json")
     os.killpg(first.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
     _, stderr = first.communicate(timeout=120)

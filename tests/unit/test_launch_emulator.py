@@ -26,7 +26,7 @@ from ak_remote.launcher.launch import (
     plan_launch,
 )
 from tests.emulator.server import Emulator
-from tests.helpers import JOB, invoke, launched, queue_entries
+from tests.helpers import JOB, free_port, invoke, launched, queue_entries, value_or_refusal
 
 WRITES = {
     "tasks.create",
@@ -347,15 +347,12 @@ def test_any_override_is_refused_cleanly_or_stored_canonically(
 ) -> None:
     client = client_from_config()
     before = len(gpu_server.state.tasks)
-    try:
-        plan = plan_launch(client, _request(sweep=[], sets=[f"{key}={value}"]))
-    except UsageError as exc:
-        refusal: UsageError | None = exc
-    else:
-        refusal = None
-    if refusal is not None:
-        assert refusal.hint
-        assert len(str(refusal)) < 6000
+    plan = value_or_refusal(
+        lambda: plan_launch(client, _request(sweep=[], sets=[f"{key}={value}"]))
+    )
+    if isinstance(plan, UsageError):
+        assert plan.hint
+        assert len(str(plan)) < 6000
         assert len(gpu_server.state.tasks) == before
         return
     (run,) = plan.runs
@@ -371,11 +368,7 @@ def test_any_override_is_refused_cleanly_or_stored_canonically(
 def test_unreachable_server_says_what_to_check(
     gpu_server: Emulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     monkeypatch.setenv("CLEARML_API_HOST", f"http://127.0.0.1:{port}")
     result = invoke("launch", JOB, "-q", "gpu")
     assert result.exit_code == 4

@@ -36,6 +36,7 @@ from ak_remote.launcher.launch import (
 )
 from ak_remote.launcher.templates import Template, hyperparams_for
 from ak_remote.params import parse_sweep
+from tests.helpers import value_or_refusal
 
 # -- names, tags, images ---------------------------------------------------------------------
 
@@ -69,14 +70,9 @@ def test_bad_images_are_refused(bad: str) -> None:
 
 @given(st.text(max_size=300))
 def test_check_name_accepts_or_refuses_cleanly(text: str) -> None:
-    try:
-        name = check_name(text)
-    except UsageError as exc:
-        refusal: UsageError | None = exc
-    else:
-        refusal = None
-    if refusal is not None:
-        assert refusal.hint
+    name = value_or_refusal(lambda: check_name(text))
+    if isinstance(name, UsageError):
+        assert name.hint
         return
     assert name == name.strip()
     assert 0 < len(name) <= MAX_NAME_LENGTH

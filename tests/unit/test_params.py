@@ -14,6 +14,7 @@ from ak_remote.params import (
     parse_assignments,
     parse_sweep,
 )
+from tests.helpers import value_or_refusal
 
 PARAMS = get_job("structured-classifier").params
 
@@ -77,15 +78,10 @@ def test_sweep_axes() -> None:
 # UsageError, never another exception; and valid values survive the string round trip.
 @given(name=st.sampled_from(PARAMS.names()), raw=st.text(max_size=64))
 def test_any_text_gives_a_value_or_a_usage_error(name: str, raw: str) -> None:
-    try:
-        values = PARAMS.resolve({name: raw})
-    except UsageError as exc:
-        refusal: UsageError | None = exc
-    else:
-        refusal = None
-    if refusal is not None:
-        assert name in str(refusal)
-        assert "\n" not in refusal.message or "\n" in raw
+    values = value_or_refusal(lambda: PARAMS.resolve({name: raw}))
+    if isinstance(values, UsageError):
+        assert name in str(values)
+        assert "\n" not in values.message or "\n" in raw
         return
     again = PARAMS.resolve(PARAMS.to_strings(values))
     assert format_value(again[name]) == format_value(values[name])

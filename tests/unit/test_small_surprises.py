@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 
 import pytest
 
@@ -12,7 +11,7 @@ from ak_remote.clearml_api import client_from_config
 from ak_remote.launcher import templates
 from ak_remote.launcher.launch import SWEEP_ID_AT_LAUNCH, LaunchRequest, launch
 from tests.emulator.server import Emulator
-from tests.helpers import FINISHED_SUMMARY, JOB, finished_run, invoke
+from tests.helpers import FINISHED_SUMMARY, JOB, finished_run, free_port, invoke
 
 
 def test_doctor_passes_a_healthy_cpu_only_setup(clearml_emulator: Emulator) -> None:
@@ -31,9 +30,7 @@ def test_doctor_passes_a_healthy_cpu_only_setup(clearml_emulator: Emulator) -> N
 def test_doctor_on_an_unreachable_server_says_what_to_check(
     clearml_emulator: Emulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     monkeypatch.setenv("CLEARML_API_HOST", f"http://127.0.0.1:{port}")
     monkeypatch.setenv("AK_REMOTE_HTTP_BACKOFF", "0.01")
     result = invoke("doctor")
