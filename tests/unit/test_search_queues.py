@@ -6,16 +6,11 @@ warning saying how many trials can run; a queue nobody serves names `agent up`."
 from __future__ import annotations
 
 import pytest
-from click.testing import CliRunner, Result
 
-from ak_remote.cli import cli
 from tests.emulator.server import Emulator
+from tests.helpers import error_lines, invoke
 
 LAUNCH = ["launch", "structured-classifier", "-q", "gpu", "--set", "max_trials=4"]
-
-
-def invoke(*args: str) -> Result:
-    return CliRunner().invoke(cli, list(args))
 
 
 @pytest.fixture
@@ -37,7 +32,7 @@ def test_one_agent_shared_with_the_controller_is_refused(server: Emulator, agent
     before = len(server.state.tasks)
     result = invoke(*LAUNCH, "--parallel", "2", "--controller-queue", "gpu")
     assert result.exit_code == 2, result.output
-    (line,) = [x for x in result.stderr.splitlines() if x.startswith("Error:")]
+    (line,) = error_lines(result.stderr)
     assert f"which {agents} agent(s) serve" in line
     assert "--controller-queue services" in line
     assert "--controller local" in line

@@ -17,17 +17,13 @@ from typing import Any
 
 import pytest
 
-from tests.test_runtime_jobs import job_env
+from tests.helpers import JOB, job_env, run_captured, sets
 
-JOB = "structured-classifier"
 SETS = ["max_trials=3", "epochs=2", "max_samples=120", "histogram_freq=0", "batch_size=16"]
 
 
 def ak_remote(*args: str) -> list[str]:
-    argv = [str(Path(sys.executable).parent / "ak-remote"), "run", JOB, *args]
-    for item in SETS:
-        argv += ["--set", item]
-    return argv
+    return [str(Path(sys.executable).parent / "ak-remote"), "run", JOB, *args, *sets(*SETS)]
 
 
 def controller_state(search: Path) -> dict[str, Any] | None:
@@ -79,15 +75,7 @@ def test_a_stopped_local_parallel_search_resumes_as_its_message_says(tmp_path: P
     kept = {t["trial_id"]: t for t in (state or {})["trials"] if t["state"] == "completed"}
     assert kept
 
-    resumed = subprocess.run(
-        ak_remote("--resume", str(search)),
-        cwd=work,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
-    )
+    resumed = run_captured(ak_remote("--resume", str(search)), env, work, timeout=900)
     assert resumed.returncode == 0, resumed.stderr[-4000:]
     assert f"search resumed: {len(kept)} trial(s) finished before are not trained again" in (
         resumed.stderr

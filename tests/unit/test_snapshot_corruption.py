@@ -10,12 +10,11 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
-from ak_remote.cli import cli
 from ak_remote.errors import DataError, ExitCode
 from ak_remote.runtime.search_state import MANIFEST, STATE_FILE, read_snapshot
 from ak_remote.search.runner import STATE_JSON, StateStore
+from tests.helpers import JOB, invoke
 
 # Text long enough that deflate compresses it, so the flipped bytes land in a deflate stream.
 ORACLE = {
@@ -68,9 +67,7 @@ def test_a_garbled_member_is_a_data_error(tmp_path: Path) -> None:
 def test_resume_of_a_garbled_snapshot_is_one_line_and_exit_3(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     garble(snapshot(run_dir), "oracle.json")
-    result = CliRunner().invoke(
-        cli, ["run", "structured-classifier", "--offline", "--resume", str(run_dir)]
-    )
+    result = invoke("run", JOB, "--offline", "--resume", str(run_dir))
     assert result.exit_code == ExitCode.DATA, result.output
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert lines == [lines[0]]

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from pathlib import Path
 
+from ak_remote.catalog import PROJECT_ROOT
 from ak_remote.config import Config
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+README = PROJECT_ROOT / "README.md"
 
 
 def test_every_setting_is_documented_with_its_variable_and_default() -> None:
