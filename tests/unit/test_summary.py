@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from ak_remote.catalog import PROJECT_ROOT
 from ak_remote.contract import RUN_RUNNING, SUMMARY_FILE
 from ak_remote.errors import DataError, ExitCode
 from ak_remote.summary import (
@@ -131,7 +132,7 @@ def test_the_readme_documents_every_field() -> None:
     import dataclasses
     import re
 
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    readme = (PROJECT_ROOT / "README.md").read_text(encoding="utf-8")
     section = readme.split("## The run summary: summary.json", 1)[1].split("\n## ", 1)[0]
     documented = set(re.findall(r"^\| `(\w+)` \|", section, re.M))
     fields = {f.name for f in dataclasses.fields(RunSummary)} - {"unknown"}
