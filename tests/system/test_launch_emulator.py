@@ -9,6 +9,7 @@ import sys
 
 from tests.emulator.server import Emulator
 from tests.helpers import JOB, launched, queue_entries
+from tests.processes import as_foreground_job
 
 
 def test_a_real_ctrl_c_mid_sweep_leaves_nothing(gpu_server: Emulator) -> None:
@@ -23,6 +24,7 @@ def test_a_real_ctrl_c_mid_sweep_leaves_nothing(gpu_server: Emulator) -> None:
         stderr=subprocess.PIPE,
         text=True,
         env={**os.environ, **gpu_server.env()},
+        preexec_fn=as_foreground_job,  # the test sends it Ctrl-C
     )
     assert proc.stderr is not None
     for line in proc.stderr:

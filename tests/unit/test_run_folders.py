@@ -27,6 +27,9 @@ def test_a_stop_signal_dropped_in_a_finalizer_still_stops_the_job(
         def __del__(self) -> None:
             signal.raise_signal(signum)
 
+    # As in a terminal's foreground job: a session started in the background inherits SIGINT
+    # ignored, and the job leaves an ignored SIGINT alone (signals.install).
+    sigint = signal.signal(signal.SIGINT, signal.default_int_handler)
     previous = signals.install()
     try:
         Finalized()  # collected at once; the handler's exception is printed and dropped
@@ -35,3 +38,4 @@ def test_a_stop_signal_dropped_in_a_finalizer_still_stops_the_job(
     finally:
         for number, handler in previous.items():
             signal.signal(number, handler)
+        signal.signal(signal.SIGINT, sigint)
