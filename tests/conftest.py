@@ -18,7 +18,7 @@ from tests import processes
 # Emulator fixtures (tests/emulator/fixtures.py) are imported here so every test module sees them.
 from tests.emulator.fixtures import clearml_emulator  # noqa: F401
 from tests.emulator.server import Emulator
-from tests.helpers import STRIPPED_ENV, TEMPLATES
+from tests.helpers import STRIPPED_ENV, TEMPLATES, Wire
 from tests.secret_forms import DataServer, Form, Secret
 
 
@@ -98,6 +98,14 @@ def data_server(form: Form, secret: Secret) -> Iterator[DataServer]:
     served = DataServer(form.key(secret))
     yield served
     served.close()
+
+
+@pytest.fixture
+def wire(clearml_emulator: Emulator) -> Wire:  # noqa: F811
+    """Raw HTTP to the emulator (tests/helpers.py, Wire): for checks of the emulator itself."""
+    if not getattr(clearml_emulator, "is_emulator", False):
+        pytest.skip("wire-level checks of the emulator itself")
+    return Wire(clearml_emulator)
 
 
 @pytest.hookimpl(wrapper=True)

@@ -5,12 +5,15 @@ Nothing here imports TensorFlow or starts a process on import: the unit tier imp
 
 from __future__ import annotations
 
+import base64
+import http.client
 import io
 import json
 import os
 import socket
 import subprocess
 import sys
+import urllib.parse
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -49,6 +52,19 @@ def sets(*items: str) -> list[str]:
     for item in items:
         out += ["--set", item]
     return out
+
+
+# The browser tests' Chromium: Debian's (.ci/browser.sh installs it), driven by Playwright.
+CHROMIUM = os.environ.get("AK_REMOTE_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--headless",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+]
 
 
 # --- the CLI in this process (click's runner) ----------------------------------------------
@@ -200,6 +216,20 @@ def alive(pid: int) -> bool:
         return False
 
 
+def http_get(
+    url: str, headers: dict[str, str] | None = None, method: str = "GET", body: bytes | None = None
+) -> tuple[int, dict[str, str], bytes]:
+    parsed = urllib.parse.urlsplit(url)
+    conn = http.client.HTTPConnection(parsed.hostname or "127.0.0.1", parsed.port, timeout=10)
+    try:
+        path = parsed.path + (f"?{parsed.query}" if parsed.query else "")
+        conn.request(method, path, body=body, headers=headers or {})
+        response = conn.getresponse()
+        return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
+    finally:
+        conn.close()
+
+
 def free_port() -> int:
     """A loopback port nothing listens on (now)."""
     with socket.socket() as sock:
@@ -336,3 +366,60 @@ def web_ui_clone(emulator: Emulator, source: dict[str, Any], name: str) -> str:
         new_task_system_tags=list(source["system_tags"]),
     )
     return str(response["id"])
+
+
+class Wire:
+    """A minimal HTTP client that sends exactly what the test says (no SDK in between)."""
+
+    def __init__(self, emulator: Emulator) -> None:
+        self.emulator = emulator
+        parsed = urllib.parse.urlsplit(emulator.api_url)
+        self.host, self.port = parsed.hostname or "127.0.0.1", parsed.port or 80
+        self.token = self.login()
+
+    def basic(self, key: str | None = None, secret: str | None = None) -> str:
+        raw = f"{key or self.emulator.access_key}:{secret or self.emulator.secret_key}"
+        return "Basic " + base64.b64encode(raw.encode()).decode()
+
+    def login(self) -> str:
+        status, envelope = self.send("GET", "/auth.login", None, auth=self.basic())
+        assert status == 200, envelope
+        return str(envelope["data"]["token"])
+
+    def send(
+        self,
+        method: str,
+        path: str,
+        body: Any,
+        *,
+        auth: str | None = "token",
+        raw: bytes | None = None,
+        content_type: str = "application/json",
+        timeout: float = 10.0,
+    ) -> tuple[int, dict[str, Any]]:
+        conn = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
+        headers = {"Content-Type": content_type}
+        if auth == "token":
+            headers["Authorization"] = f"Bearer {self.token}"
+        elif auth:
+            headers["Authorization"] = auth
+        payload = raw if raw is not None else (b"" if body is None else json.dumps(body).encode())
+        try:
+            conn.request(method, path, body=payload, headers=headers)
+            response = conn.getresponse()
+            return response.status, json.loads(response.read())
+        finally:
+            conn.close()
+
+    def call(self, endpoint: str, version: str | None = "2.23", **body: Any) -> dict[str, Any]:
+        path = f"/v{version}/{endpoint}" if version else f"/{endpoint}"
+        status, envelope = self.send("GET", path, {**body, "method": "get"})
+        assert status == 200, envelope["meta"]
+        return dict(envelope["data"])
+
+    def error(self, endpoint: str, body: Any, **kwargs: Any) -> tuple[int, int, str]:
+        status, envelope = self.send("POST", f"/v2.23/{endpoint}", body, **kwargs)
+        meta = envelope["meta"]
+        assert status == meta["result_code"]
+        assert envelope["data"] == {}
+        return meta["result_code"], meta["result_subcode"], meta["result_msg"]

@@ -9,7 +9,6 @@ Histograms, Scalars and HParams tabs and save a screenshot of each under the tes
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
@@ -20,20 +19,10 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import TINY, free_port, run_job
+from tests.helpers import CHROMIUM, CHROMIUM_ARGS, TINY, free_port, run_job
 
 pytestmark = pytest.mark.slow
 
-CHROMIUM = os.environ.get("AK_REMOTE_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--headless",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-    "--disable-sync",
-]
 RUNS = ["trial-00/train", "trial-00/validation", "trial-01/train", "trial-01/validation"]
 FAILURES = ("Graph visualization failed", "Malformed GraphDef", "No graph definition files")
 

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import base64
 import http.client
 import json
 import socket
-import urllib.parse
 from typing import Any
 
 import jwt
@@ -14,71 +12,7 @@ import pytest
 
 from tests.emulator.api import STATUS_TRANSITIONS, TASK_STATUSES, md5_key
 from tests.emulator.errors import APIError
-from tests.emulator.server import Emulator
-
-
-class Wire:
-    """A minimal HTTP client that sends exactly what the test says (no SDK in between)."""
-
-    def __init__(self, emulator: Emulator) -> None:
-        self.emulator = emulator
-        parsed = urllib.parse.urlsplit(emulator.api_url)
-        self.host, self.port = parsed.hostname or "127.0.0.1", parsed.port or 80
-        self.token = self.login()
-
-    def basic(self, key: str | None = None, secret: str | None = None) -> str:
-        raw = f"{key or self.emulator.access_key}:{secret or self.emulator.secret_key}"
-        return "Basic " + base64.b64encode(raw.encode()).decode()
-
-    def login(self) -> str:
-        status, envelope = self.send("GET", "/auth.login", None, auth=self.basic())
-        assert status == 200, envelope
-        return str(envelope["data"]["token"])
-
-    def send(
-        self,
-        method: str,
-        path: str,
-        body: Any,
-        *,
-        auth: str | None = "token",
-        raw: bytes | None = None,
-        content_type: str = "application/json",
-        timeout: float = 10.0,
-    ) -> tuple[int, dict[str, Any]]:
-        conn = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
-        headers = {"Content-Type": content_type}
-        if auth == "token":
-            headers["Authorization"] = f"Bearer {self.token}"
-        elif auth:
-            headers["Authorization"] = auth
-        payload = raw if raw is not None else (b"" if body is None else json.dumps(body).encode())
-        try:
-            conn.request(method, path, body=payload, headers=headers)
-            response = conn.getresponse()
-            return response.status, json.loads(response.read())
-        finally:
-            conn.close()
-
-    def call(self, endpoint: str, version: str | None = "2.23", **body: Any) -> dict[str, Any]:
-        path = f"/v{version}/{endpoint}" if version else f"/{endpoint}"
-        status, envelope = self.send("GET", path, {**body, "method": "get"})
-        assert status == 200, envelope["meta"]
-        return dict(envelope["data"])
-
-    def error(self, endpoint: str, body: Any, **kwargs: Any) -> tuple[int, int, str]:
-        status, envelope = self.send("POST", f"/v2.23/{endpoint}", body, **kwargs)
-        meta = envelope["meta"]
-        assert status == meta["result_code"]
-        assert envelope["data"] == {}
-        return meta["result_code"], meta["result_subcode"], meta["result_msg"]
-
-
-@pytest.fixture
-def wire(clearml_emulator: Emulator) -> Wire:
-    if not getattr(clearml_emulator, "is_emulator", False):
-        pytest.skip("wire-level checks of the emulator itself")
-    return Wire(clearml_emulator)
+from tests.helpers import Wire
 
 
 def test_login_returns_jwt_whose_claims_pick_the_api_version(wire: Wire) -> None:

@@ -23,23 +23,15 @@ from typing import Any
 
 import psutil
 import pytest
-from click.testing import CliRunner, Result
+from click.testing import Result
 
-from ak_remote.cli import cli
 from tests.emulator.agent import running_agent, wait_for_status
 from tests.emulator.fixtures import wait_for
 from tests.emulator.server import Emulator
+from tests.helpers import invoke, ok, sets
 
-TINY = ["--set", "max_samples=150", "--set", "histogram_freq=0"]
-
-
-def invoke(*args: str) -> Result:
-    return CliRunner().invoke(cli, list(args))
-
-
-def ok(result: Result) -> Result:
-    assert result.exit_code == 0, f"exit {result.exit_code}\n{result.output}"
-    return result
+# 150 rows, no histograms; the epochs are each test's.
+SMALL = sets("max_samples=150", "histogram_freq=0")
 
 
 def kill_tree(pid: int) -> None:
@@ -83,7 +75,7 @@ def train_losses(emulator: Emulator, task_id: str) -> dict[int, float]:
 def launch(*args: str) -> Result:
     """`launch structured-classifier` of a one-at-a-time search, its controller on `services`."""
     return invoke(
-        "launch", "structured-classifier", "-q", "gpu", *TINY, "--parallel", "1",
+        "launch", "structured-classifier", "-q", "gpu", *SMALL, "--parallel", "1",
         "--controller-queue", "services", *args,
     )  # fmt: skip
 
@@ -106,7 +98,7 @@ def test_hyperband_hands_weights_to_another_agent_and_resumes(
     # epochs=3, factor 3: bracket 1 trains 3 candidates for 1 epoch, then promotes the best to
     # epochs 2-3; max_trials=4 ends the search there. One trial at a time: with more, Hyperband
     # opens its next bracket while a round waits, and max_trials could end it before a promotion.
-    args = ["--set", "tuner=hyperband", "--set", "epochs=3", "--set", "max_trials=4", *TINY]
+    args = ["--set", "tuner=hyperband", "--set", "epochs=3", "--set", "max_trials=4", *SMALL]
     refused = invoke(
         "launch",
         "structured-classifier",

@@ -2,16 +2,15 @@
 2.0's behaviour (its apiserver sources) and request schemas: login and the token cookie, the
 web port (configuration, proxies, the app's deep links), the query language of the list pages,
 the ``*_ex`` reads through references, scroll paging, tags, users, the events the charts use,
-and the state kept across a restart."""
+and the state kept across a restart. The SDK's own version and two emulators side by side, in
+processes: tests/integration/test_emulator_webui.py.
+"""
 
 from __future__ import annotations
 
 import http.client
 import json
 import subprocess
-import sys
-import time
-import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -22,16 +21,9 @@ from tests.emulator.schemas import schema_for, server_schemas
 from tests.emulator.server import Emulator
 from tests.emulator.services.events import SINGLE_SCALAR_ITERATION
 from tests.emulator.web import find_web_dist
-from tests.test_emulator_protocol import Wire
+from tests.helpers import Wire, http_get
 
 # ---------------------------------------------------------------------------- helpers
-
-
-@pytest.fixture
-def wire(clearml_emulator: Emulator) -> Wire:
-    if not getattr(clearml_emulator, "is_emulator", False):
-        pytest.skip("wire-level checks of the emulator itself")
-    return Wire(clearml_emulator)
 
 
 def ui(wire: Wire, endpoint: str, body: Any = None, **kwargs: Any) -> tuple[int, dict[str, Any]]:
@@ -39,24 +31,10 @@ def ui(wire: Wire, endpoint: str, body: Any = None, **kwargs: Any) -> tuple[int,
     return wire.send("POST", f"/v999.0/{endpoint}", {} if body is None else body, **kwargs)
 
 
-def ok(wire: Wire, endpoint: str, **body: Any) -> dict[str, Any]:
+def ui_ok(wire: Wire, endpoint: str, **body: Any) -> dict[str, Any]:
     status, envelope = ui(wire, endpoint, body)
     assert status == 200, envelope["meta"]
     return dict(envelope["data"])
-
-
-def http_get(
-    url: str, headers: dict[str, str] | None = None, method: str = "GET", body: bytes | None = None
-) -> tuple[int, dict[str, str], bytes]:
-    parsed = urllib.parse.urlsplit(url)
-    conn = http.client.HTTPConnection(parsed.hostname or "127.0.0.1", parsed.port, timeout=10)
-    try:
-        path = parsed.path + (f"?{parsed.query}" if parsed.query else "")
-        conn.request(method, path, body=body, headers=headers or {})
-        response = conn.getresponse()
-        return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
-    finally:
-        conn.close()
 
 
 def seed(wire: Wire) -> dict[str, str]:
@@ -141,34 +119,11 @@ def test_server_info_needs_no_credentials_and_reports_2_x(wire: Wire) -> None:
     info = envelope["data"]
     assert (info["version"], info["api_version"]) == ("2.0.0", "2.31")
     assert info["uid"]
-    assert ok(wire, "server.report_stats_option") == {"supported": False}
-    assert ok(wire, "debug.ping")["msg"]
+    assert ui_ok(wire, "server.report_stats_option") == {"supported": False}
+    assert ui_ok(wire, "debug.ping")["msg"]
     # An unversioned call is served by the newest endpoint version.
     status, envelope = wire.send("POST", "/server.info", {}, auth=None)
     assert envelope["meta"]["endpoint"]["requested_version"] == "2.31"
-
-
-def test_the_sdk_still_uses_its_own_services_version(
-    clearml_emulator: Emulator, tmp_path: Path
-) -> None:
-    """The token says 2.31; the SDK picks its newest services (2.23) and calls those paths."""
-    from tests.emulator.fixtures import run_python, script_result
-
-    proc = run_python(
-        clearml_emulator,
-        """
-        import json
-        from clearml import Task
-        from clearml.backend_api.session import Session
-        task = Task.create(project_name="p", task_name="t")
-        Task.get_task(task_id=task.id)
-        print("RESULT", json.dumps([Session.api_version, Session.max_api_version]))
-        """,
-        tmp_path,
-    )
-    assert script_result(proc) == ["2.23", "2.31"]
-    versions = {r.version for r in clearml_emulator.requests if r.endpoint.startswith("tasks.")}
-    assert versions == {"2.23"}
 
 
 # ---------------------------------------------------------------------------- the web port
@@ -294,7 +249,7 @@ def test_requests_are_validated_as_the_server_declares(
 def test_unknown_fields_pass_as_the_server_data_models_let_them(wire: Wire) -> None:
     # users.get_current_user's schema is closed, but the server checks it with a data model;
     # the Web UI sends a field the schema does not declare.
-    assert ok(wire, "users.get_current_user", get_supported_features=True)["user"]
+    assert ui_ok(wire, "users.get_current_user", get_supported_features=True)["user"]
     # Declared fields are still checked: types and required fields.
     status, envelope = ui(wire, "users.set_preferences", {"preferences": "dark"})
     assert (status, envelope["meta"]["result_subcode"]) == (400, 12)
@@ -314,7 +269,7 @@ def test_list_filters_as_the_server_parses_them(wire: Wire) -> None:
 
     def query(**body: Any) -> list[str]:
         return names(
-            ok(wire, "tasks.get_all_ex", project=[ids["project"], ids["sub"]], **body)["tasks"]
+            ui_ok(wire, "tasks.get_all_ex", project=[ids["project"], ids["sub"]], **body)["tasks"]
         )
 
     assert query() == ["task a", "task b", "task c"]  # `hidden` tasks only when asked
@@ -349,7 +304,7 @@ def test_list_filters_as_the_server_parses_them(wire: Wire) -> None:
     assert (status, envelope["meta"]["result_subcode"]) == (400, 16)
     # include_subprojects reaches the subproject's tasks.
     assert names(
-        ok(wire, "tasks.get_all_ex", project=[ids["project"]], include_subprojects=True)["tasks"]
+        ui_ok(wire, "tasks.get_all_ex", project=[ids["project"]], include_subprojects=True)["tasks"]
     ) == ["task a", "task b", "task c"]
 
 
@@ -360,11 +315,11 @@ def test_ordering_puts_empty_values_last(wire: Wire) -> None:
     project = em.state.project_by_name("o")
     assert project is not None
     for order in (["comment"], ["-comment"]):
-        tasks = ok(
+        tasks = ui_ok(
             wire, "tasks.get_all", project=[project["id"]], order_by=order, only_fields=["name"]
         )["tasks"]
         assert [t["name"] for t in tasks][-1] == "y", order
-    tasks = ok(wire, "tasks.get_all", project=[project["id"]], order_by=["-name"])["tasks"]
+    tasks = ui_ok(wire, "tasks.get_all", project=[project["id"]], order_by=["-name"])["tasks"]
     assert [t["name"] for t in tasks] == ["z", "y", "x"]
 
 
@@ -377,7 +332,7 @@ def test_scroll_paging_as_the_models_list_reads(wire: Wire) -> None:
     seen: list[str] = []
     scroll_id = None
     while True:
-        data = ok(
+        data = ui_ok(
             wire,
             "models.get_all_ex",
             project=[project],
@@ -392,7 +347,7 @@ def test_scroll_paging_as_the_models_list_reads(wire: Wire) -> None:
         seen += [m["id"] for m in data["models"]]
     assert seen == created  # every model once, in order
     # refresh_scroll: everything up to the scroll's position again
-    again = ok(
+    again = ui_ok(
         wire,
         "models.get_all_ex",
         project=[project],
@@ -403,14 +358,14 @@ def test_scroll_paging_as_the_models_list_reads(wire: Wire) -> None:
     )["models"]
     assert [m["id"] for m in again] == created
     # page/page_size: 500 at most, without them too
-    assert len(ok(wire, "models.get_all", page=0, page_size=2)["models"]) == 2
+    assert len(ui_ok(wire, "models.get_all", page=0, page_size=2)["models"]) == 2
     status, envelope = ui(wire, "models.get_all_ex", {"scroll_id": "", "only_fields": ["id"]})
     assert (status, envelope["meta"]["result_subcode"]) == (400, 12)  # size is required
 
 
 def test_ex_reads_join_through_references(wire: Wire) -> None:
     ids = seed(wire)
-    (task,) = ok(
+    (task,) = ui_ok(
         wire,
         "tasks.get_all_ex",
         id=[ids["c"]],
@@ -430,7 +385,7 @@ def test_ex_reads_join_through_references(wire: Wire) -> None:
         "project": {"id": ids["project"], "name": "web"},
     }
     assert task["user"] == {"id": "emulator-user", "name": "Emulator User"}
-    (task,) = ok(
+    (task,) = ui_ok(
         wire,
         "tasks.get_by_id_ex",
         id=[ids["a"]],
@@ -438,13 +393,13 @@ def test_ex_reads_join_through_references(wire: Wire) -> None:
     )["tasks"]
     assert task["models"]["output"] == [{"name": "out", "model": {"id": ids["model"], "name": "m"}}]
     # Without a projection through them, references come back as {"id": ...}.
-    (task,) = ok(wire, "tasks.get_by_id_ex", id=[ids["c"]])["tasks"]
+    (task,) = ui_ok(wire, "tasks.get_by_id_ex", id=[ids["c"]])["tasks"]
     assert task["project"] == {"id": ids["sub"]}
     assert task["parent"] == {"id": ids["a"]}
     # get_all (not _ex) leaves them as ids.
-    (plain,) = ok(wire, "tasks.get_all", id=[ids["c"]], only_fields=["project"])["tasks"]
+    (plain,) = ui_ok(wire, "tasks.get_all", id=[ids["c"]], only_fields=["project"])["tasks"]
     assert plain == {"id": ids["c"], "project": ids["sub"]}
-    (model,) = ok(
+    (model,) = ui_ok(
         wire,
         "models.get_all_ex",
         id=[ids["model"]],
@@ -453,9 +408,9 @@ def test_ex_reads_join_through_references(wire: Wire) -> None:
     )["models"]
     assert model["task"] == {"id": ids["a"], "name": "task a"}
     assert model["stats"] == {"labels_count": 2}
-    (model,) = ok(wire, "models.get_by_id_ex", id=[ids["model"]])["models"]
+    (model,) = ui_ok(wire, "models.get_by_id_ex", id=[ids["model"]])["models"]
     assert model["project"] == {"id": ids["project"]}
-    assert ok(wire, "models.get_frameworks", projects=[ids["project"]]) == {
+    assert ui_ok(wire, "models.get_frameworks", projects=[ids["project"]]) == {
         "frameworks": ["TensorFlow"]
     }
 
@@ -464,7 +419,7 @@ def test_projects_get_all_ex_with_statistics(wire: Wire) -> None:
     ids = seed(wire)
     wire.emulator.call("tasks.started", task=ids["a"])
     wire.emulator.call("tasks.completed", task=ids["a"])
-    data = ok(
+    data = ui_ok(
         wire,
         "projects.get_all_ex",
         id=[ids["project"]],
@@ -484,11 +439,11 @@ def test_projects_get_all_ex_with_statistics(wire: Wire) -> None:
     assert [p["name"] for p in project["sub_projects"]] == ["web/sub"]  # the hidden one not
     assert (project["own_tasks"], project["own_models"]) == (2, 1)  # a and d; b is archived
     # shallow_search: top-level projects only; parent: any depth below it
-    top = ok(wire, "projects.get_all_ex", shallow_search=True, only_fields=["name"])["projects"]
+    top = ui_ok(wire, "projects.get_all_ex", shallow_search=True, only_fields=["name"])["projects"]
     assert [p["name"] for p in top] == ["web"]
-    below = ok(wire, "projects.get_all", parent=[ids["project"]])["projects"]
+    below = ui_ok(wire, "projects.get_all", parent=[ids["project"]])["projects"]
     assert [p["name"] for p in below] == ["web/sub"]
-    hidden = ok(
+    hidden = ui_ok(
         wire,
         "projects.get_all_ex",
         parent=[ids["project"]],
@@ -503,16 +458,16 @@ def test_projects_get_all_ex_with_statistics(wire: Wire) -> None:
 
 def test_task_parents_users_tags_and_reports(wire: Wire) -> None:
     ids = seed(wire)
-    parents = ok(
+    parents = ui_ok(
         wire, "projects.get_task_parents", projects=[ids["project"]], include_subprojects=True
     )["parents"]
     assert parents == [
         {"id": ids["a"], "name": "task a", "project": {"id": ids["project"], "name": "web"}}
     ]
-    assert ok(wire, "projects.get_user_names", projects=[ids["project"]]) == {
+    assert ui_ok(wire, "projects.get_user_names", projects=[ids["project"]]) == {
         "users": [{"id": "emulator-user", "name": "Emulator User"}]
     }
-    assert ok(
+    assert ui_ok(
         wire,
         "projects.get_task_tags",
         projects=[ids["project"]],
@@ -522,15 +477,18 @@ def test_task_parents_users_tags_and_reports(wire: Wire) -> None:
         "tags": ["blue", "red"],
         "system_tags": ["hidden"],
     }
-    assert ok(wire, "projects.get_model_tags") == {"tags": ["prod"], "system_tags": []}
-    assert ok(wire, "organization.get_tags") == {"tags": ["blue", "prod", "red"], "system_tags": []}
-    assert ok(wire, "organization.get_user_companies")["companies"][0]["allocated"] == 1
-    assert ok(wire, "reports.get_all_ex", project=[ids["project"]]) == {"tasks": []}
+    assert ui_ok(wire, "projects.get_model_tags") == {"tags": ["prod"], "system_tags": []}
+    assert ui_ok(wire, "organization.get_tags") == {
+        "tags": ["blue", "prod", "red"],
+        "system_tags": [],
+    }
+    assert ui_ok(wire, "organization.get_user_companies")["companies"][0]["allocated"] == 1
+    assert ui_ok(wire, "reports.get_all_ex", project=[ids["project"]]) == {"tasks": []}
     report_project = wire.emulator.create_project("web/.reports")
     wire.emulator.create_task(
         "my report", project="web/.reports", type="report", system_tags=["reports"]
     )
-    reports = ok(wire, "reports.get_all_ex", project=[ids["project"]], only_fields=["name"])
+    reports = ui_ok(wire, "reports.get_all_ex", project=[ids["project"]], only_fields=["name"])
     assert [t["name"] for t in reports["tasks"]] == ["my report"]
     assert report_project
 
@@ -544,30 +502,32 @@ def test_what_the_projects_hold(wire: Wire) -> None:
         hyperparams=[{"section": "General", "name": "epochs", "value": "2"}],
     )
     wire.emulator.add_events([scalar(ids["c"], "loss", "validation", 0.3, 1)])
-    params = ok(wire, "projects.get_hyper_parameters", project=ids["project"])
+    params = ui_ok(wire, "projects.get_hyper_parameters", project=ids["project"])
     assert params["parameters"] == [{"section": "General", "name": "epochs"}]
     assert (params["total"], params["remaining"]) == (1, 0)
-    (metric,) = ok(wire, "projects.get_unique_metric_variants", project=ids["project"])["metrics"]
+    (metric,) = ui_ok(wire, "projects.get_unique_metric_variants", project=ids["project"])[
+        "metrics"
+    ]
     assert (metric["metric"], metric["variant"]) == ("loss", "validation")
-    assert ok(wire, "projects.get_project_tags", include_system=True) == {
+    assert ui_ok(wire, "projects.get_project_tags", include_system=True) == {
         "tags": ["team"],
         "system_tags": ["hidden", "x"],
     }
-    users = ok(wire, "users.get_all", only_fields=["name"])["users"]
+    users = ui_ok(wire, "users.get_all", only_fields=["name"])["users"]
     assert users == [{"id": "emulator-user", "name": "Emulator User"}]
 
 
 def test_user_preferences(wire: Wire) -> None:
-    assert ok(wire, "users.get_preferences") == {"preferences": {}}
-    assert ok(wire, "users.set_preferences", preferences={"views": {"a": 1}})["updated"] == 1
-    assert ok(wire, "users.set_preferences", preferences={"views": {"a": 1}})["updated"] == 0
-    ok(wire, "users.set_preferences", preferences={"theme": "dark"})
-    assert ok(wire, "users.get_preferences") == {
+    assert ui_ok(wire, "users.get_preferences") == {"preferences": {}}
+    assert ui_ok(wire, "users.set_preferences", preferences={"views": {"a": 1}})["updated"] == 1
+    assert ui_ok(wire, "users.set_preferences", preferences={"views": {"a": 1}})["updated"] == 0
+    ui_ok(wire, "users.set_preferences", preferences={"theme": "dark"})
+    assert ui_ok(wire, "users.get_preferences") == {
         "preferences": {"views": {"a": 1}, "theme": "dark"}
     }
     status, envelope = ui(wire, "users.set_preferences", {"preferences": {"a.b": 1}})
     assert (status, envelope["meta"]["result_subcode"]) == (400, 16)
-    users = ok(wire, "users.get_all_ex", id=["emulator-user"], only_fields=["name"])["users"]
+    users = ui_ok(wire, "users.get_all_ex", id=["emulator-user"], only_fields=["name"])["users"]
     assert users == [{"id": "emulator-user", "name": "Emulator User"}]
 
 
@@ -604,17 +564,17 @@ def test_events_the_charts_use(wire: Wire) -> None:
         for it in (0, 1)
     ]
     em.add_events(events)
-    metrics = ok(wire, "events.get_multi_task_metrics", tasks=[a, b])["metrics"]
+    metrics = ui_ok(wire, "events.get_multi_task_metrics", tasks=[a, b])["metrics"]
     assert metrics == [
         {"metric": "Summary", "variants": ["test_accuracy"]},
         {"metric": "confusion", "variants": ["test"]},
         {"metric": "loss", "variants": ["train"]},
     ]
-    scalars_only = ok(
+    scalars_only = ui_ok(
         wire, "events.get_multi_task_metrics", tasks=[a], event_type="training_stats_scalar"
     )["metrics"]
     assert [m["metric"] for m in scalars_only] == ["Summary", "loss"]
-    single = ok(wire, "events.get_task_single_value_metrics", tasks=[a, b])["tasks"]
+    single = ui_ok(wire, "events.get_task_single_value_metrics", tasks=[a, b])["tasks"]
     assert single == [
         {
             "task": a,
@@ -629,21 +589,21 @@ def test_events_the_charts_use(wire: Wire) -> None:
             ],
         }
     ]
-    both = ok(wire, "events.multi_task_scalar_metrics_iter_histogram", tasks=[a, b], key="iter")[
+    both = ui_ok(wire, "events.multi_task_scalar_metrics_iter_histogram", tasks=[a, b], key="iter")[
         "metrics"
     ]
     assert set(both["loss"]["train"]) == {a, b}
     assert both["loss"]["train"][b] == {"name": "run b", "x": [0, 1], "y": [0.9, 0.5]}
     assert "Summary" not in both
-    plots = ok(wire, "events.get_task_plots", task=a, iters=1)
+    plots = ui_ok(wire, "events.get_task_plots", task=a, iters=1)
     assert [json.loads(p["plot_str"])["it"] for p in plots["plots"]] == [1]
-    multi = ok(
+    multi = ui_ok(
         wire, "events.get_multi_task_plots", tasks=[a, b], iters=1, last_iters_per_task_metric=True
     )
     assert set(multi["plots"]["confusion"]["test"]) == {a, b}
     assert multi["plots"]["confusion"]["test"][a]["1"]["name"] == "run a"
     # The app asks again with the scroll id until a batch comes back empty.
-    more = ok(
+    more = ui_ok(
         wire, "events.get_multi_task_plots", tasks=[a, b], iters=1, scroll_id=multi["scroll_id"]
     )
     assert (more["returned"], more["plots"]) == (0, {})
@@ -654,9 +614,9 @@ def test_events_the_charts_use(wire: Wire) -> None:
 def test_scalar_histogram_samples_as_the_server_does(wire: Wire) -> None:
     task = wire.emulator.create_task("long", project="e")
     wire.emulator.add_events([scalar(task, "m", "v", float(i), i) for i in range(100)])
-    full = ok(wire, "events.scalar_metrics_iter_histogram", task=task)["m"]["v"]
+    full = ui_ok(wire, "events.scalar_metrics_iter_histogram", task=task)["m"]["v"]
     assert full["x"] == list(range(100))
-    sampled = ok(wire, "events.scalar_metrics_iter_histogram", task=task, samples=10)["m"]["v"]
+    sampled = ui_ok(wire, "events.scalar_metrics_iter_histogram", task=task, samples=10)["m"]["v"]
     # interval ceil(100 / 10) = 10: buckets 0, 10, ..., 90, each the mean of its values
     assert sampled["x"] == list(range(0, 100, 10))
     assert sampled["y"] == [i + 4.5 for i in range(0, 100, 10)]
@@ -677,12 +637,12 @@ def test_a_plot_reported_again_replaces_the_earlier_one(wire: Wire) -> None:
                 }
             ]
         )
-    plots = ok(wire, "events.get_task_plots", task=task, iters=1)["plots"]
+    plots = ui_ok(wire, "events.get_task_plots", task=task, iters=1)["plots"]
     assert [p["plot_str"] for p in plots] == ["2"]
     # Log lines are never replaced.
     log = {"type": "log", "task": task, "msg": "same", "iter": 0, "timestamp": 1}
     wire.emulator.add_events([log, log])
-    assert ok(wire, "events.get_task_log", task=task)["total"] == 2
+    assert ui_ok(wire, "events.get_task_log", task=task)["total"] == 2
 
 
 def test_debug_image_and_plot_samples(wire: Wire) -> None:
@@ -710,11 +670,11 @@ def test_debug_image_and_plot_samples(wire: Wire) -> None:
             }
         ]
     )
-    images = ok(wire, "events.debug_images", metrics=[{"task": task, "metric": "img"}], iters=2)
+    images = ui_ok(wire, "events.debug_images", metrics=[{"task": task, "metric": "img"}], iters=2)
     assert [i["iter"] for i in images["metrics"][0]["iterations"]] == [3, 2]
-    sample = ok(wire, "events.get_debug_image_sample", task=task, metric="img", variant="v")
+    sample = ui_ok(wire, "events.get_debug_image_sample", task=task, metric="img", variant="v")
     assert (sample["event"]["iter"], sample["min_iteration"], sample["max_iteration"]) == (3, 1, 3)
-    earlier = ok(
+    earlier = ui_ok(
         wire,
         "events.next_debug_image_sample",
         task=task,
@@ -722,7 +682,7 @@ def test_debug_image_and_plot_samples(wire: Wire) -> None:
         navigate_earlier=True,
     )
     assert earlier["event"]["url"] == "http://f/2.png"
-    plot = ok(wire, "events.get_plot_sample", task=task, metric="p")
+    plot = ui_ok(wire, "events.get_plot_sample", task=task, metric="p")
     assert [e["iter"] for e in plot["events"]] == [5]
 
 
@@ -735,7 +695,7 @@ def test_console_pages_the_log_as_the_server_does(wire: Wire) -> None:
     )  # fmt: skip
 
     def page(**body: Any) -> list[str]:
-        data = ok(wire, "events.get_task_log", task=task, **body)
+        data = ui_ok(wire, "events.get_task_log", task=task, **body)
         assert data["total"] == len(stamps)
         return [e["msg"] for e in data["events"]]
 
@@ -755,7 +715,7 @@ def test_run_time_while_a_task_runs(wire: Wire) -> None:
     task = wire.emulator.create_task("running", project="e")
     wire.emulator.call("tasks.started", task=task)
     wire.emulator.state.tasks[task]["started"] = "2026-01-01T00:00:00.000+00:00"
-    ok(wire, "tasks.ping", task=task)
+    ui_ok(wire, "tasks.ping", task=task)
     duration = wire.emulator.get_task(task)["active_duration"]
     assert isinstance(duration, int)  # an int: the SDK refuses floats
     assert duration > 0
@@ -767,16 +727,16 @@ def test_workers_and_queues_pages(wire: Wire) -> None:
     queue = wire.emulator.create_queue("q")
     task = wire.emulator.create_task("queued", project="e")
     wire.emulator.call("tasks.enqueue", task=task, queue=queue)
-    ok(wire, "workers.register", worker="w1", queues=[queue])
-    report = ok(wire, "workers.get_activity_report", from_date=1, to_date=100, interval=10)
+    ui_ok(wire, "workers.register", worker="w1", queues=[queue])
+    report = ui_ok(wire, "workers.get_activity_report", from_date=1, to_date=100, interval=10)
     assert report["total"]["counts"] == [1]
     assert report["active"]["counts"] == [0]
-    (metrics,) = ok(
+    (metrics,) = ui_ok(
         wire, "queues.get_queue_metrics", from_date=1, to_date=100, interval=10, queue_ids=[queue]
     )["queues"]
     assert metrics["queue"] == queue
     assert metrics["queue_lengths"] == [1]
-    (listed,) = ok(
+    (listed,) = ui_ok(
         wire, "queues.get_all_ex", id=[queue], only_fields=["name", "entries.task.name"]
     )["queues"]
     assert listed["entries"][0]["task"] == {"id": task, "name": "queued"}
@@ -794,7 +754,7 @@ def test_state_dir_keeps_everything_across_a_restart(tmp_path: Path) -> None:
         first.state.files["/web/task a/artifacts/x/x.txt"] = b"artifact"
         queue = first.create_queue("gpu")
         first.call("tasks.enqueue", task=ids["b"], queue=queue, force=True)
-        ok(wire, "users.set_preferences", preferences={"theme": "dark"})
+        ui_ok(wire, "users.set_preferences", preferences={"theme": "dark"})
         token = wire.token
         before = {k: first.get_task(v) for k, v in ids.items() if k in "abcd"}
     with Emulator(config_dir=tmp_path / "b", state_dir=state) as second:
@@ -804,8 +764,8 @@ def test_state_dir_keeps_everything_across_a_restart(tmp_path: Path) -> None:
         assert second.state.files["/web/task a/artifacts/x/x.txt"] == b"artifact"
         again = Wire(second)
         again.token = token  # a token from before the restart still works
-        assert ok(again, "users.get_preferences") == {"preferences": {"theme": "dark"}}
-        hist = ok(again, "events.scalar_metrics_iter_histogram", task=ids["a"])
+        assert ui_ok(again, "users.get_preferences") == {"preferences": {"theme": "dark"}}
+        hist = ui_ok(again, "events.scalar_metrics_iter_histogram", task=ids["a"])
         assert hist["loss"]["train"]["x"] == [3]
         # ingest goes on where it stopped (last_metrics' latest value by iteration)
         second.add_events([scalar(ids["a"], "loss", "train", 0.4, 2)])
@@ -825,81 +785,3 @@ def test_web_dist_flag_without_an_app_is_refused(
         main(["--config-out", str(tmp_path / "c.conf"), "--web-dist", str(tmp_path / "none")])
     assert exited.value.code == 2
     assert "holds no built Web UI" in capsys.readouterr().err
-
-
-def test_two_emulators_on_one_machine(tmp_path: Path) -> None:
-    """Each emulator's agents get worker ids of their own (an agent refuses to start with the id
-    of one running on the machine, whichever server it serves), and an agent that dies is no
-    longer reported."""
-    import psutil
-
-    logs = [tmp_path / f"emu{n}.log" for n in range(2)]
-    processes = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "tests.emulator",
-                "--agents",
-                "1",
-                "--controller-queue",
-                "",
-                "--config-out",
-                str(tmp_path / f"emu{n}.conf"),
-            ],
-            stdout=log.open("w"),
-            stderr=subprocess.STDOUT,
-            cwd=Path(__file__).parents[1],
-        )
-        for n, log in enumerate(logs)
-    ]
-    try:
-        apis: list[str] = []
-        workers: list[list[str]] = []
-        for log in logs:
-            deadline = time.monotonic() + 120
-            while "config: export" not in log.read_text():
-                assert time.monotonic() < deadline, log.read_text()
-                time.sleep(0.5)
-            api = log.read_text().split("emulator: API ", 1)[1].split(",", 1)[0]
-            apis.append(api)
-            found: list[str] = []
-            while not found:
-                assert time.monotonic() < deadline, log.read_text()
-                time.sleep(0.5)
-                found = _workers(api)
-            workers.append(found)
-        assert len(workers[0]) == len(workers[1]) == 1
-        assert workers[0] != workers[1]
-        # The first emulator's agent dies: the emulator says so and stops listing it.
-        agents = [
-            c
-            for c in psutil.Process(processes[0].pid).children()
-            if "clearml-agent" in " ".join(c.cmdline())
-        ]
-        assert len(agents) == 1
-        agents[0].kill()
-        deadline = time.monotonic() + 60
-        while _workers(apis[0]):
-            assert time.monotonic() < deadline, logs[0].read_text()
-            time.sleep(0.5)
-        assert f"agent {workers[0][0]} exited" in logs[0].read_text()
-        assert _workers(apis[1]) == workers[1]
-        assert processes[1].poll() is None
-    finally:
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            process.wait(60)
-
-
-def _workers(api: str) -> list[str]:
-    import base64
-
-    basic = base64.b64encode(b"EMULATORACCESSKEY:emulator-secret-key-0123456789").decode()
-    _, _, body = http_get(f"{api}/auth.login", {"Authorization": f"Basic {basic}"})
-    token = json.loads(body)["data"]["token"]
-    _, _, body = http_get(
-        f"{api}/workers.get_all", {"Authorization": f"Bearer {token}"}, method="POST", body=b"{}"
-    )
-    return sorted(w["id"] for w in json.loads(body)["data"]["workers"])

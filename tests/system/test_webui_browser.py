@@ -33,38 +33,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from click.testing import CliRunner, Result
 
-from ak_remote.cli import cli
 from tests.emulator.agent import running_agent, wait_for_status
 from tests.emulator.server import Emulator
 from tests.emulator.web import WEB_DIST_VAR, find_web_dist
+from tests.helpers import CHROMIUM, CHROMIUM_ARGS, JOB, invoke, ok, sets
 
 pytestmark = pytest.mark.slow
 
-CHROMIUM = os.environ.get("AK_REMOTE_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--headless",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-    "--disable-sync",
-]
 # Read at import: tests/conftest.py strips CLEARML_* from each test's environment.
 _WEB_DIST_ENV = {WEB_DIST_VAR: os.environ[WEB_DIST_VAR]} if os.environ.get(WEB_DIST_VAR) else {}
-TINY = ["--set", "max_samples=120", "--set", "histogram_freq=0"]
-JOB = "structured-classifier"
-
-
-def invoke(*args: str) -> Result:
-    return CliRunner().invoke(cli, list(args))
-
-
-def ok(result: Result) -> Result:
-    assert result.exit_code == 0, f"exit {result.exit_code}\n{result.output}"
-    return result
+SMALL = sets("max_samples=120", "histogram_freq=0")  # the jobs' own epochs
 
 
 @dataclass
@@ -121,13 +100,13 @@ def _make_runs(emulator: Emulator, base: Path) -> Site:
         running_agent(emulator, "services", log_dir=logs),
     ):
         launched = ok(
-            invoke("launch", JOB, "-q", "gpu", "--set", "max_trials=1", *TINY,
+            invoke("launch", JOB, "-q", "gpu", "--set", "max_trials=1", *SMALL,
                    "--sweep", "epochs=1,2")
         )  # fmt: skip
         sweep = launched.stdout.split()
         searched = ok(
             invoke("launch", JOB, "-q", "gpu", "--set", "max_trials=2", "--set", "epochs=2",
-                   *TINY, "--parallel", "2", "--controller-queue", "services")
+                   *SMALL, "--parallel", "2", "--controller-queue", "services")
         )  # fmt: skip
         search = searched.stdout.split()[0]
         for task_id in [*sweep, search]:

@@ -9,23 +9,13 @@ import socket
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner, Result
 
-from ak_remote.cli import cli
 from tests.emulator.agent import running_agent, wait_for_status
 from tests.emulator.fixtures import wait_for
 from tests.emulator.server import Emulator
+from tests.helpers import invoke, ok
 
 pytestmark = pytest.mark.slow
-
-
-def invoke(*args: str) -> Result:
-    return CliRunner().invoke(cli, list(args))
-
-
-def ok(result: Result) -> Result:
-    assert result.exit_code == 0, f"exit {result.exit_code}\n{result.output}"
-    return result
 
 
 def _free_ports(count: int = 3) -> int:

@@ -1,4 +1,4 @@
-"""Integration tier (emulator, no agents, no training): growing a search and reading its budget.
+"""Unit tier (the emulator in process, no agents, no training): growing a search, its budget.
 
 `resume SEARCH --max-trials N --parallel M` edits a queued search in place (its controller reads
 the numbers through `growth_reader`, the real client against the emulator) and enqueues an ended
@@ -13,19 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from click.testing import CliRunner, Result
 
-from ak_remote.cli import cli
 from tests.emulator.server import Emulator
-
-
-def invoke(*args: str) -> Result:
-    return CliRunner().invoke(cli, list(args))
-
-
-def ok(result: Result) -> Result:
-    assert result.exit_code == 0, f"exit {result.exit_code}\n{result.output}"
-    return result
+from tests.helpers import invoke, ok
 
 
 def numbers(emulator: Emulator, task_id: str) -> tuple[int, int]:

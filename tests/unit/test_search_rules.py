@@ -4,7 +4,7 @@ The oracle is the one a search builds (AutoKeras' search space for wine, from th
 `EpochBackend` trains nothing: each attempt moves one epoch per controller round along a learning
 curve computed from the candidate's values, so Hyperband's promotions and weight hand-over, the
 median rule, budgets, the target, warm starts and growth are checked in seconds, each with lost
-trials and retries. Real training and real agents: tests/test_search_agents.py.
+trials and retries. Real training and real agents: tests/integration/test_search_agents.py.
 """
 
 from __future__ import annotations
