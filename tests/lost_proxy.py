@@ -1,5 +1,5 @@
 """A TCP proxy on loopback for tests that need a server to go away, come back, or be slow
-(issue 20 tests: tests/test_lost_outage.py, tests/test_lost_signals.py)."""
+(issue 20 tests: tests/integration/test_lost_outage.py, tests/system/test_lost_signals.py)."""
 
 from __future__ import annotations
 

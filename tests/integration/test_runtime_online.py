@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import io
 import json
-import subprocess
 import sys
 import zipfile
 from pathlib import Path
@@ -15,7 +14,7 @@ from typing import Any
 import pytest
 
 from ak_remote.catalog import JOBS
-from tests.helpers import job_env
+from tests.helpers import error_lines, job_env, run_captured, sets
 
 pytestmark = pytest.mark.slow
 
@@ -30,20 +29,10 @@ def test_online_run_is_tracked_and_registers_the_verified_model(
     clearml_emulator: Any, tmp_path: Path
 ) -> None:
     home = tmp_path / "home"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(JOBS["structured-classifier"].script_path),
-            *("--set", "max_samples=100", "--set", "epochs=1", "--set", "max_trials=1"),
-            *("--run-dir", str(tmp_path / "run"), "--project", "ak-remote-tests"),
-        ],
-        cwd=tmp_path,
-        env=_server_env(clearml_emulator, home),
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
+    argv = [sys.executable, str(JOBS["structured-classifier"].script_path)]
+    argv += sets("max_samples=100", "epochs=1", "max_trials=1")
+    argv += ["--run-dir", str(tmp_path / "run"), "--project", "ak-remote-tests"]
+    proc = run_captured(argv, _server_env(clearml_emulator, home), tmp_path, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["status"] == "completed"
@@ -101,17 +90,10 @@ def test_agent_run_with_bad_server_parameters_fails_the_task(
     clearml_emulator.call("tasks.started", task=task_id, force=True)
     env = _server_env(clearml_emulator, tmp_path / "home")
     env["CLEARML_TASK_ID"] = task_id  # what clearml-agent sets for the process it runs
-    proc = subprocess.run(
-        [sys.executable, str(job.script_path), "--run-dir", str(tmp_path / "run")],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    argv = [sys.executable, str(job.script_path), "--run-dir", str(tmp_path / "run")]
+    proc = run_captured(argv, env, tmp_path, timeout=300)
     assert proc.returncode == 2, proc.stderr[-3000:]
-    errors = [line for line in proc.stderr.splitlines() if line.startswith("Error:")]
+    errors = error_lines(proc.stderr)
     assert errors == [
         f"Error: epochs: 'ten' is not a valid int value ({job.params.get('epochs').describe()})"
     ]

@@ -12,91 +12,22 @@ from __future__ import annotations
 import json
 import zipfile
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
-from ak_remote.catalog import get_job
-from ak_remote.runtime import data as data_module
-from ak_remote.runtime.settings import Settings
 from ak_remote.search import controller as ctl
-from ak_remote.search.controller import Controller, Observation, values_key
-from ak_remote.search.oracle import KerasTunerOracle
-from ak_remote.search.runner import STATE_JSON, StateStore, build_oracle
+from ak_remote.search.controller import Controller, values_key
+from ak_remote.search.runner import STATE_JSON, StateStore
 from tests.helpers import invoke
-
-
-def _score(values: dict[str, Any]) -> float:
-    """A deterministic objective from the values (what a trained candidate would report)."""
-    return (int(values_key(values)[:6], 16) % 1000) / 1000.0
-
-
-class InstantBackend:
-    """Each attempt finishes at the next poll with a score computed from its values.
-
-    `fail_first` makes the first attempt of those trials fail; `hang` keeps those attempts
-    running with no sign of life (a dead agent).
-    """
-
-    def __init__(self, fail_first: set[str] = frozenset(), hang: set[str] = frozenset()) -> None:
-        self.fail_first = set(fail_first)
-        self.hang = set(hang)
-        self.attempts: dict[str, tuple[str, dict[str, Any], int]] = {}
-        self.stopped: list[str] = []
-        self.max_in_flight = 0
-
-    def submit(
-        self, trial_id: str, values: Any, attempt: int, final: bool, weights_from: str = ""
-    ) -> str:
-        handle = f"{trial_id}#{attempt}"
-        self.attempts[handle] = (trial_id, dict(values), attempt)
-        return handle
-
-    def poll(self, handles: list[str]) -> dict[str, Observation]:
-        self.max_in_flight = max(self.max_in_flight, len(handles))
-        result = {}
-        for handle in handles:
-            trial_id, values, attempt = self.attempts[handle]
-            if handle in self.stopped:
-                result[handle] = Observation(ctl.FAILED, message="stopped")
-            elif trial_id in self.hang and attempt == 0:
-                result[handle] = Observation(ctl.RUNNING, marker="frozen", worker="w0")
-            elif trial_id in self.fail_first and attempt == 0:
-                result[handle] = Observation(ctl.FAILED, message="task failed: boom")
-            else:
-                result[handle] = Observation(ctl.COMPLETED, objective=_score(values), worker="w1")
-        return result
-
-    def stop(self, handles: list[str], reason: str = "") -> None:
-        self.stopped += handles
-
-    def abandon(self, handle: str, reason: str) -> None:
-        self.stopped.append(handle)
-
-    def curve(self, handle: str) -> list[tuple[int, float]]:
-        return []  # no epochs: these trials are scored at once
-
-
-def _oracle(tmp_path: Path, tuner: str, max_trials: int) -> KerasTunerOracle:
-    job = get_job("structured-classifier")
-    values = job.params.resolve(
-        {"tuner": tuner, "max_trials": str(max_trials), "epochs": "1", "max_samples": "120"}
-    )
-    settings = Settings.from_values(values)
-    data = data_module.load(settings.dataset, job.family, job.kind, settings.target)
-    split = data_module.split(
-        data, settings.seed, settings.test_split, settings.validation_split, settings.max_samples
-    )
-    run = SimpleNamespace(job=job, settings=settings, run_dir=tmp_path)
-    return KerasTunerOracle(build_oracle(run, data, split))
+from tests.search_doubles import InstantBackend, make_oracle, score
 
 
 @pytest.mark.parametrize("tuner", ["greedy", "random", "bayesian"])
 def test_each_oracle_hands_out_distinct_candidates_and_learns_every_result(
     tmp_path: Path, tuner: str
 ) -> None:
-    oracle = _oracle(tmp_path, tuner, max_trials=6)
+    oracle = make_oracle(tmp_path, tuner, max_trials=6, epochs=1)
     backend = InstantBackend()
     controller = Controller(oracle, backend, parallel=3, poll_s=0.0, sleep=lambda _s: None)
     best = controller.run()
@@ -108,14 +39,14 @@ def test_each_oracle_hands_out_distinct_candidates_and_learns_every_result(
     # The oracle was told every result, and agrees on the best.
     kt_best = oracle.oracle.get_best_trials(1)[0]
     assert kt_best.trial_id == best.trial_id
-    assert kt_best.score == pytest.approx(max(_score(t.values) for t in trials.values()))
+    assert kt_best.score == pytest.approx(max(score(t.values) for t in trials.values()))
     assert best.objective == pytest.approx(kt_best.score)
     # A candidate is a full set of values of the AutoKeras space.
     assert any(k.startswith("structured_data_block_1/") for k in best.values)
 
 
 def test_failed_and_lost_attempts_are_retried_then_failed_for_the_oracle(tmp_path: Path) -> None:
-    oracle = _oracle(tmp_path, "random", max_trials=4)
+    oracle = make_oracle(tmp_path, "random", max_trials=4, epochs=1)
     now = [0.0]
     backend = InstantBackend(fail_first={"0"}, hang={"1"})
 
@@ -142,7 +73,7 @@ def test_failed_and_lost_attempts_are_retried_then_failed_for_the_oracle(tmp_pat
     assert len(controller.trials) == 4
 
     # With no retries left, a failure is the oracle's: the trial is failed, the search goes on.
-    oracle2 = _oracle(tmp_path / "b", "random", max_trials=3)
+    oracle2 = make_oracle(tmp_path / "b", "random", max_trials=3, epochs=1)
     backend2 = InstantBackend(fail_first={"1"})
     controller2 = Controller(oracle2, backend2, parallel=1, max_retries=0, sleep=lambda _s: None)
     controller2.run()
@@ -154,7 +85,7 @@ def test_failed_and_lost_attempts_are_retried_then_failed_for_the_oracle(tmp_pat
 def test_a_restarted_controller_adopts_running_trials_and_keeps_finished_ones(
     tmp_path: Path,
 ) -> None:
-    oracle = _oracle(tmp_path / "first", "greedy", max_trials=5)
+    oracle = make_oracle(tmp_path / "first", "greedy", max_trials=5, epochs=1)
     backend = InstantBackend(hang={"2"})  # trial 2 runs on while the controller dies
     controller = Controller(oracle, backend, parallel=2, lost_after_s=1e9, sleep=lambda _s: None)
     store = StateStore(tmp_path / "first", Path(oracle.oracle._project_dir), None)
@@ -171,7 +102,7 @@ def test_a_restarted_controller_adopts_running_trials_and_keeps_finished_ones(
 
     # A new controller process: a fresh oracle from the data, then the snapshot.
     (tmp_path / "second").mkdir()
-    oracle2 = _oracle(tmp_path / "second", "greedy", max_trials=5)
+    oracle2 = make_oracle(tmp_path / "second", "greedy", max_trials=5, epochs=1)
     store2 = StateStore(tmp_path / "second", Path(oracle2.oracle._project_dir), None)
     state = store2.restore(store.path)
     oracle2.oracle.reload()
@@ -269,7 +200,7 @@ def test_the_search_reports_what_an_optimizer_reports(tmp_path: Path) -> None:
     order; a summary table best first; parallel coordinates of the values that differ."""
     from ak_remote.search.runner import report_trials
 
-    oracle = _oracle(tmp_path, "random", max_trials=3)
+    oracle = make_oracle(tmp_path, "random", max_trials=3, epochs=1)
     controller = Controller(oracle, InstantBackend(), parallel=3, poll_s=0.0, sleep=lambda _s: None)
     controller.run()
     trials = sorted(controller.trials.values(), key=lambda t: int(t.trial_id))
@@ -303,7 +234,7 @@ def test_the_report_names_a_warm_started_result_by_its_source(tmp_path: Path) ->
     from ak_remote.search.runner import report_trials
 
     first = Controller(
-        _oracle(tmp_path / "a", "random", max_trials=2),
+        make_oracle(tmp_path / "a", "random", max_trials=2, epochs=1),
         InstantBackend(),
         parallel=2,
         poll_s=0.0,
@@ -312,7 +243,7 @@ def test_the_report_names_a_warm_started_result_by_its_source(tmp_path: Path) ->
     first.run()
     earlier = [(t.values, float(t.objective or 0)) for t in first.trials.values()]
     second = Controller(
-        _oracle(tmp_path / "b", "random", max_trials=3),
+        make_oracle(tmp_path / "b", "random", max_trials=3, epochs=1),
         InstantBackend(),
         parallel=1,
         poll_s=0.0,

@@ -13,18 +13,15 @@ import json
 import math
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
-from ak_remote.catalog import get_job
-from ak_remote.runtime import data as data_module
-from ak_remote.runtime.settings import Settings
 from ak_remote.search import controller as ctl
 from ak_remote.search.controller import Budget, Controller, MedianRule, Observation, values_key
 from ak_remote.search.oracle import KerasTunerOracle
-from ak_remote.search.runner import StateStore, build_oracle
+from ak_remote.search.runner import StateStore
+from tests.search_doubles import make_oracle
 
 
 def model_values(values: Mapping[str, Any]) -> dict[str, Any]:
@@ -134,21 +131,6 @@ class EpochBackend:
 
     def epochs_trained(self) -> int:
         return sum(r["epoch"] - r["start"] for r in self.runs.values() if not r["final"])
-
-
-def make_oracle(path: Path, tuner: str, max_trials: int, epochs: int = 6) -> KerasTunerOracle:
-    job = get_job("structured-classifier")
-    values = job.params.resolve(
-        {"tuner": tuner, "max_trials": str(max_trials), "epochs": str(epochs), "max_samples": "120"}
-    )
-    settings = Settings.from_values(values)
-    data = data_module.load(settings.dataset, job.family, job.kind, settings.target)
-    split = data_module.split(
-        data, settings.seed, settings.test_split, settings.validation_split, settings.max_samples
-    )
-    path.mkdir(parents=True, exist_ok=True)
-    run = SimpleNamespace(job=job, settings=settings, run_dir=path)
-    return KerasTunerOracle(build_oracle(run, data, split))
 
 
 class Clock:

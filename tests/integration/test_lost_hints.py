@@ -13,22 +13,12 @@ from pathlib import Path
 
 import psutil
 import pytest
-from click.testing import CliRunner, Result
 
-from ak_remote.cli import cli
 from ak_remote.runtime.tracking import status_reason
 from tests.emulator.agent import running_agent, wait_for_status
 from tests.emulator.fixtures import wait_for
 from tests.emulator.server import Emulator
-
-
-def invoke(*args: str) -> Result:
-    return CliRunner().invoke(cli, list(args))
-
-
-def ok(result: Result) -> Result:
-    assert result.exit_code == 0, f"exit {result.exit_code}\n{result.output}"
-    return result
+from tests.helpers import invoke, ok
 
 
 def test_status_reason_keeps_the_hint_whole() -> None:

@@ -1,6 +1,6 @@
-"""Unit tier (one real child process, no training). Issue 20, item 13: a local trial process
-killed before it could close its run has its own summary.json marked failed, naming the signal,
-and the controller is told so (it used to stay `running`)."""
+"""System tier (a real SIGKILL to a child process; no training). Issue 20, item 13: a local
+trial process killed before it could close its run has its own summary.json marked failed,
+naming the signal, and the controller is told so (it used to stay `running`)."""
 
 from __future__ import annotations
 

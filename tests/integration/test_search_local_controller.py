@@ -10,33 +10,16 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
-from typing import Any
 
 import pytest
-from click.testing import CliRunner, Result
 
-from ak_remote.cli import cli
 from ak_remote.contract import SEARCH_OF_PREFIX, SEARCH_SECTION, SEARCH_TAG
 from tests.emulator.agent import running_agent, wait_for_status
 from tests.emulator.server import Emulator
+from tests.helpers import invoke, wait_for
 
 SETS = ["max_trials=3", "epochs=2", "max_samples=120", "histogram_freq=0", "batch_size=16"]
-
-
-def invoke(*args: str) -> Result:
-    return CliRunner().invoke(cli, list(args))
-
-
-def wait_for(condition: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.5)
-    pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
 @pytest.mark.slow

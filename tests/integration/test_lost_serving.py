@@ -30,7 +30,7 @@ from ak_remote.catalog import JOBS, PROJECT_ROOT
 
 pytestmark = pytest.mark.slow
 
-TINY = ["max_trials=1", "epochs=1", "histogram_freq=0"]
+ONE_TRIAL = ["max_trials=1", "epochs=1", "histogram_freq=0"]  # on the job's own data
 FAMILY_JOB = {
     "structured": "structured-classifier",
     "text": "text-classifier",
@@ -53,7 +53,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
         if job not in cache:
             base = tmp_path_factory.mktemp(job)
             args = [sys.executable, str(PROJECT_ROOT / JOBS[job].script)]
-            for item in TINY:
+            for item in ONE_TRIAL:
                 args += ["--set", item]
             proc = subprocess.run(
                 [*args, "--run-dir", str(base / "run"), "--offline"],

@@ -15,7 +15,6 @@ import csv
 import json
 import os
 import random
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from typing import Any
 import pytest
 
 from ak_remote.catalog import JOBS, PROJECT_ROOT
+from tests.helpers import run_captured
 
 pytestmark = pytest.mark.slow
 
@@ -65,18 +65,9 @@ def run_default(job: str, dataset: Path, tmp_path: Path) -> dict[str, Any]:
     """The job with its default parameters on `dataset`; its summary.json."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CLEARML_", "AK_REMOTE_"))}
     env.update({"HOME": str(tmp_path / "home"), "TF_CPP_MIN_LOG_LEVEL": "2"})
-    proc = subprocess.run(
-        [
-            *(sys.executable, str(PROJECT_ROOT / JOBS[job].script)),
-            *("--set", f"dataset={dataset}", "--run-dir", str(tmp_path / job), "--offline"),
-        ],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=1800,
-        check=False,
-    )
+    argv = [sys.executable, str(PROJECT_ROOT / JOBS[job].script)]
+    argv += ["--set", f"dataset={dataset}", "--run-dir", str(tmp_path / job), "--offline"]
+    proc = run_captured(argv, env, tmp_path, timeout=1800)
     assert proc.returncode == 0, proc.stderr[-4000:]
     summary: dict[str, Any] = json.loads((tmp_path / job / "summary.json").read_text())
     assert summary["params"]["max_trials"] == "3"  # the defaults, untouched
