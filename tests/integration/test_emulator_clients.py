@@ -1,13 +1,14 @@
-"""Unit tier (the in-process emulator). Clients with credentials of their own: the request log
-says which client made each call (what the controller-overhead benchmark counts with)."""
+"""Integration tier (the SDK in fresh interpreters against the emulator). Clients with
+credentials of their own: the request log says which client made each call (what the
+controller-overhead benchmark counts with)."""
 
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 
 from tests.emulator.server import Emulator
+from tests.helpers import run_captured
 
 SDK_CALLS = "from clearml import Task; Task.get_tasks(project_name='x'); print('ok')"
 
@@ -16,14 +17,7 @@ def test_each_client_s_calls_are_told_apart(clearml_emulator: Emulator) -> None:
     emulator = clearml_emulator
     first, second = emulator.add_client("first"), emulator.add_client("second")
     for env in (first, second, second):
-        done = subprocess.run(
-            [sys.executable, "-c", SDK_CALLS],
-            env={**os.environ, **env},
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
+        done = run_captured([sys.executable, "-c", SDK_CALLS], {**os.environ, **env}, timeout=120)
         assert done.returncode == 0, done.stderr[-2000:]
     ones, twos = emulator.calls_by(first), emulator.calls_by(second)
     assert ones
