@@ -484,6 +484,18 @@ class Client:
             body["force"] = True
         self.call("tasks.edit", body)
 
+    def set_runtime_property(self, task: Doc, key: str, value: str | None) -> None:
+        """Set (or, with None, remove) one runtime property of `task` (a document read with its
+        `runtime`), keeping the others: tasks.edit replaces the whole mapping."""
+        runtime = {str(k): v for k, v in (task.get("runtime") or {}).items()}
+        if value is None and key not in runtime:
+            return
+        if value is None:
+            runtime.pop(key)
+        else:
+            runtime[key] = value
+        self.edit_task(str(task["id"]), {"runtime": runtime}, force=True)
+
     def clone_task(self, source_id: str, launch_token: str, overrides: Mapping[str, Any]) -> str:
         """tasks.clone with the overrides (new_task_*, execution_overrides) in one request.
 

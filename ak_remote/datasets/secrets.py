@@ -46,6 +46,7 @@ _SECRET_QUERY = re.compile(
     r"(?P<value>[^&#;,\s'\"<>\\]*)",
     re.IGNORECASE,
 )
+_TRAILING = ":.)]"  # a message's punctuation after a URL, not part of a query value
 PLACEHOLDER_EXAMPLE = "https://${DATA_USER}:${DATA_TOKEN}@host/data.csv"
 QUERY_EXAMPLE = "https://host/data.csv?token=${DATA_TOKEN}"
 WHOLE_EXAMPLE = "dataset=${DATA_URL}"
@@ -95,8 +96,12 @@ def mask_credentials(text: str) -> str:
         return match.group(0)
 
     def mask_query(match: re.Match[str]) -> str:
-        if _literal_value(match.group("value")):
-            return f"{match.group('lead')}***"
+        # A message may put punctuation right after a URL (`fetch URL: HTTP 403`); the value
+        # match takes it along. It is kept, and `${NAME}:` is still a name.
+        value = match.group("value")
+        core = value.rstrip(_TRAILING)
+        if _literal_value(core):
+            return f"{match.group('lead')}***{value[len(core) :]}"
         return match.group(0)
 
     return _SECRET_QUERY.sub(mask_query, URL_CREDENTIALS.sub(mask, text))
@@ -104,7 +109,9 @@ def mask_credentials(text: str) -> str:
 
 def has_masked_credentials(text: str) -> bool:
     """Whether `text` holds a URL whose secret was masked (`***@`, `?token=***`) when recorded."""
-    return "://***@" in text or any(m.group("value") == "***" for m in _SECRET_QUERY.finditer(text))
+    return "://***@" in text or any(
+        m.group("value").rstrip(_TRAILING) == "***" for m in _SECRET_QUERY.finditer(text)
+    )
 
 
 MIN_REDACTED = 4  # shorter values (a user name "ml") would mangle every message, not hide a secret

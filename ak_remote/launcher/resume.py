@@ -16,6 +16,7 @@ from typing import Any
 
 from ak_remote.clearml_api import Client, Doc, queue_named
 from ak_remote.contract import (
+    ABORTED_KEY,
     RESUMABLE,
     SEARCH_CONTROLLER_ARTIFACT,
     SEARCH_STATE_ARTIFACT,
@@ -34,6 +35,7 @@ _FIELDS = [
     "system_tags",
     "execution.queue",
     "execution.artifacts",
+    "runtime",
 ]
 
 
@@ -139,6 +141,8 @@ def resume(
         and a.get("mode", "output") == "output"
         for a in artifacts
     )
+    # An aborted run carries the abort's mark, which would stop it again as it starts.
+    client.set_runtime_property(task, ABORTED_KEY, None)
     done, failed = client.enqueue_many([task_id], queue_id)
     if task_id not in done:
         reason = failed.get(task_id) or "the server did not enqueue it"

@@ -194,6 +194,12 @@ class Run:
             ) from exc
         _restore_fault_signals()  # after the SDK's Task.init installed its handlers
         self.summary.task_id = self.tracker.task_id
+        aborted_at = self.tracker.aborted_at()
+        if aborted_at:
+            raise AbortedBeforeStart(
+                f"aborted by ak-remote abort ({aborted_at}) before it began: nothing trained",
+                f"to run it after all: ak-remote resume {self.tracker.task_id}",
+            )
         zip_path = self.tracker.offline_zip()
         self.summary.offline_session = str(zip_path) if zip_path else None
         if self.run_dir is None:
@@ -539,6 +545,8 @@ class Run:
         finally:
             if error is None:
                 self.tracker.complete()
+            elif isinstance(error, AbortedBeforeStart):
+                self.tracker.stop(error.message)
             else:
                 self.tracker.fail(
                     mask_credentials(error.message),
@@ -710,6 +718,25 @@ def _resume_hint(run: Run | None, job_name: str) -> str | None:
     return None
 
 
+class AbortedBeforeStart(RunFailedError):
+    """The task was aborted (`ak-remote abort`) after an agent had pulled it from its queue:
+    clearml-agent starts such a task anyway, marking it in_progress again (contract.ABORTED_KEY).
+    The job marks it stopped and trains nothing."""
+
+
+# How long an aborted job waits for its agent to end it. The agent reads the task's status every
+# few seconds (its queue poll period, 5 s by default) and kills a stopped task's processes; had
+# the job exited first, the agent would take the exit code for the run's end and mark the task
+# completed or failed instead of stopped.
+AGENT_END_WAIT_S = 60.0
+
+
+def _wait_for_the_agent(seconds: float = AGENT_END_WAIT_S) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+
+
 def main(job_name: str, argv: list[str] | None = None, parts: PartSource | None = None) -> int:
     """Run `job_name` with `argv` (default: sys.argv[1:]); returns the exit code. `parts` (from
     ak_remote.entry) says what part a process plays in a parallel search."""
@@ -791,6 +818,9 @@ def _main(job_name: str, argv: list[str] | None, parts: PartSource | None) -> in
         console.error(f"Error: {mask_credentials(str(error))}")
     if run is not None and run.summary.offline_session:
         console.error(f"offline session: {run.summary.offline_session}")
+    if isinstance(error, AbortedBeforeStart) and run is not None and run.tracker is not None:
+        sys.stdout.flush()
+        _wait_for_the_agent()
     if disk_full:
         # The run is recorded; h5py's teardown of a file whose write hit the full disk can
         # segfault at interpreter exit, which would replace this exit code with SIGSEGV.

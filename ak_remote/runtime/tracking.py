@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ak_remote.contract import RUN_HERE_ENV, encoded_uri
+from ak_remote.contract import ABORTED_KEY, RUN_HERE_ENV, encoded_uri
 from ak_remote.errors import DataError
 from ak_remote.params import SECTION
 
@@ -195,6 +195,29 @@ class Tracker:
             # An existing task run here: the SDK leaves its status to an agent, and none runs it.
             self.task.mark_completed(force=True)
         self.task.close()
+
+    def aborted_at(self) -> str | None:
+        """When `ak-remote abort` stopped this task, if it did before this process began: an
+        agent that had pulled it still started it (contract.ABORTED_KEY). None otherwise."""
+        if self.offline or not self.running_remotely:
+            return None
+        self.task.reload()
+        runtime = self.task.data.runtime or {}
+        value = runtime.get(ABORTED_KEY)
+        return str(value) if value else None
+
+    def stop(self, message: str) -> None:
+        """Mark the task stopped with `message` and close it (the SDK's completion at close
+        becomes the same stop)."""
+        task = self.task
+
+        def _stopped(*_args: Any, **_kwargs: Any) -> Any:
+            return task.mark_stopped(force=True, status_message=message)
+
+        task.mark_completed = _stopped
+        task.set_progress = lambda *_args, **_kwargs: None
+        _stopped()
+        task.close()
 
     def fail(self, message: str, hint: str | None = None) -> None:
         """Mark the task failed with `message` (and what to do, `hint`) and close it."""

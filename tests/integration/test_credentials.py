@@ -99,17 +99,9 @@ def test_on_a_worker_a_missing_variable_fails_the_run(
     assert data_server.granted == data_server.denied == 0
 
 
-# The job's error line passes through mask_credentials, which takes `${DATA_TOKEN}:` (the
-# placeholder and the message's colon) for a literal query value: it prints
-# `could not fetch http://...?v=2&token=*** HTTP 403 Forbidden` (ak_remote/datasets/secrets.py).
-MASKED_PLACEHOLDER = pytest.mark.xfail(
-    strict=True, reason="the job's error line masks a query placeholder followed by ':'"
-)
-
-
 @pytest.mark.parametrize(
     "form",
-    [USERINFO, pytest.param(QUERY, marks=MASKED_PLACEHOLDER), SIGNED],
+    FORMS,
     ids=[f.id for f in FORMS],
 )
 def test_on_a_worker_a_refused_fetch_fails_the_run_without_the_secret(

@@ -74,6 +74,12 @@ def test_masking_keeps_placeholders_and_hides_every_literal_secret() -> None:
     )
     # Lower-case names are not placeholders: the text is a literal secret.
     assert mask_credentials("https://${user}:${token}@h/x.csv") == "https://***@h/x.csv"
+    # A query placeholder followed by a message's colon is still a name; a literal one is not.
+    line = "could not fetch http://h/x.csv?v=2&token=${DATA_TOKEN}: HTTP 403 Forbidden"
+    assert mask_credentials(line) == line
+    assert mask_credentials("fetch http://h/x.csv?token=s3cr3t: HTTP 403") == (
+        "fetch http://h/x.csv?token=***: HTTP 403"
+    )
 
 
 def test_refusal_names_the_fix_and_never_the_secret() -> None:

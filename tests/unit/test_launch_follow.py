@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from ak_remote.clearml_api import client_from_config
+from ak_remote.contract import ABORTED_KEY
 from ak_remote.launcher import templates
 from ak_remote.launcher.launch import LaunchRequest, launch
 from ak_remote.launcher.runs import read_log, wait
@@ -77,15 +78,27 @@ def test_status_by_sweep_ids_and_project(clearml_emulator: Emulator, sweep: Any)
 def test_abort_stops_queued_and_running_runs(clearml_emulator: Emulator, sweep: Any) -> None:
     first, second = sweep.task_ids
     start(clearml_emulator, first)
+    clearml_emulator.call("tasks.edit", task=first, runtime={"gpu_count": "1"}, force=True)
     result = invoke("abort", first, second)
     assert result.exit_code == 0, result.output
     assert sorted(result.stdout.split()) == sorted([first, second])
     assert clearml_emulator.get_task(first)["status"] == "stopped"
     assert clearml_emulator.get_task(second)["status"] == "stopped"
     assert clearml_emulator.state.queue_by_name("gpu")["entries"] == []
+    # Each carries the abort's mark (a job an agent starts anyway stops at once), the rest of
+    # its runtime properties kept.
+    runtime = clearml_emulator.get_task(first)["runtime"]
+    assert set(runtime) == {"gpu_count", ABORTED_KEY}
+    assert ABORTED_KEY in clearml_emulator.get_task(second)["runtime"]
     again = invoke("abort", first)
     assert again.exit_code == 0
     assert "Already finished" in again.stderr
+    assert clearml_emulator.get_task(first)["runtime"] == runtime  # nothing marked again
+    # Resuming removes the mark: the run is meant to run now.
+    resumed = invoke("resume", first, "-q", "gpu")
+    assert resumed.exit_code == 0, resumed.output
+    assert clearml_emulator.get_task(first)["status"] == "queued"
+    assert clearml_emulator.get_task(first)["runtime"] == {"gpu_count": "1"}
 
 
 def test_logs_page_through_everything_in_order(clearml_emulator: Emulator, sweep: Any) -> None:
