@@ -335,10 +335,10 @@ def check_resume_dir(run_dir: str | None) -> Path:
                 "nothing was changed",
             ) from None
         if status == RUN_COMPLETED:
-            raise UsageError(
-                f"the run in {run_dir} already completed; nothing to resume",
-                "start a new run to search again",
-            )
+            again = "start a new run to search again"
+            if (folder / SEARCH_CONTROLLER_FILE).is_file():
+                again += f"; --parallel N --warm-start {run_dir} trains none of its trials again"
+            raise UsageError(f"the run in {run_dir} already completed; nothing to resume", again)
     return folder
 
 
@@ -460,18 +460,30 @@ def resume_overrides(run_dir: Path, job: Job, overrides: Mapping[str, str]) -> d
     Raises UsageError for another job's snapshot or a search parameter given another value
     (before anything runs), DataError for an unreadable snapshot or summary.
     """
+    grows = False
     if (run_dir / STATE_FILE).is_file():
         _, manifest = read_snapshot(run_dir / STATE_FILE)
     else:
         recorded = read_summary(run_dir / SUMMARY_FILE)
         params = {k: v for k, v in recorded.params.items() if k in SEARCH_PARAMS}
         manifest = {"job": recorded.job, "params": params}
+        # A parallel search's controller carries on with more trials (as `resume SEARCH
+        # --max-trials` gives a search on agents); fewer than it has are refused.
+        grows = "max_trials" in overrides and "max_trials" in params
     if manifest.get("job") != job.name:
         raise UsageError(
             f"{run_dir} holds a search of job {manifest.get('job')!r}, not {job.name!r}",
             f"resume it with `ak-remote run {manifest.get('job')} --resume {run_dir}`",
         )
     saved = {str(k): str(v) for k, v in (manifest.get("params") or {}).items()}
+    if grows:
+        wanted = job.params.resolve({**saved, **overrides})["max_trials"]
+        if int(str(wanted)) < int(saved["max_trials"]):
+            raise UsageError(
+                f"the search has max_trials={saved['max_trials']}: it can grow, not shrink",
+                f"drop --set max_trials, or give {saved['max_trials']} or more",
+            )
+        saved["max_trials"] = str(wanted)
     dataset = saved.get("dataset", "")
     if "***@" in dataset and "dataset" not in overrides:
         # A snapshot records the dataset URL without its credentials: they must come again.

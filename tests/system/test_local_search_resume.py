@@ -1,7 +1,8 @@
 """System tier (real processes and a real SIGTERM). Issue 20, item 3: a local parallel search
 (`ak-remote run JOB --parallel 2`) that was stopped continues with `--resume`, as its message
 says: trials finished before are kept, the ones in flight are trained again (as the same
-attempt, not a retry), then the final fit. Item 8: its summary records the final fit's
+attempt, not a retry), then the final fit; given more trials on resume, it carries on to them
+(issue 21, growth), and fewer are refused. Item 8: its summary records the final fit's
 environment as the model's, the controller's apart."""
 
 from __future__ import annotations
@@ -22,8 +23,12 @@ from tests.helpers import JOB, job_env, run_captured, sets
 SETS = ["max_trials=3", "epochs=2", "max_samples=120", "histogram_freq=0", "batch_size=16"]
 
 
-def ak_remote(*args: str) -> list[str]:
-    return [str(Path(sys.executable).parent / "ak-remote"), "run", JOB, *args, *sets(*SETS)]
+def ak_remote(*args: str, settings: list[str] = SETS) -> list[str]:
+    return [str(Path(sys.executable).parent / "ak-remote"), "run", JOB, *args, *sets(*settings)]
+
+
+GROWN = [s if not s.startswith("max_trials=") else "max_trials=4" for s in SETS]
+SHRUNK = [s if not s.startswith("max_trials=") else "max_trials=2" for s in SETS]
 
 
 def controller_state(search: Path) -> dict[str, Any] | None:
@@ -75,17 +80,26 @@ def test_a_stopped_local_parallel_search_resumes_as_its_message_says(tmp_path: P
     kept = {t["trial_id"]: t for t in (state or {})["trials"] if t["state"] == "completed"}
     assert kept
 
-    resumed = run_captured(ak_remote("--resume", str(search)), env, work, timeout=900)
+    # Fewer trials than it has: refused before anything runs.
+    shrunk = run_captured(ak_remote("--resume", str(search), settings=SHRUNK), env, work)
+    assert shrunk.returncode == 2, shrunk.stderr[-3000:]
+    assert "it can grow, not shrink" in shrunk.stderr
+    assert controller_state(search) == state
+    # Resumed with one trial more (issue 21, growth): the controller carries on to 4.
+    resumed = run_captured(
+        ak_remote("--resume", str(search), settings=GROWN), env, work, timeout=900
+    )
     assert resumed.returncode == 0, resumed.stderr[-4000:]
     assert f"search resumed: {len(kept)} trial(s) finished before are not trained again" in (
         resumed.stderr
     )
     summary = json.loads((search / "summary.json").read_text())
     assert summary["status"] == "completed"
+    assert summary["params"]["max_trials"] == "4"
     record = summary["search"]
     assert record["role"] == "controller"
-    assert record["trials_completed"] == 3
-    assert record["attempts"] == 3  # in-flight trials were trained again, not retried
+    assert record["trials_completed"] == 4
+    assert record["attempts"] == 4  # in-flight trials were trained again, not retried
     by_id = {t["trial"]: t for t in record["trials"]}
     for trial_id, before_trial in kept.items():
         # Kept as they were: the same attempt, the same objective, not trained again.

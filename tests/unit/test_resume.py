@@ -158,6 +158,35 @@ def test_local_resume_refusals(tmp_path: Path) -> None:
         check_resume_dir(str(tmp_path / "run"))
 
 
+def test_a_stopped_parallel_search_resumes_with_more_trials_never_fewer(tmp_path: Path) -> None:
+    """Issue 21, growth, for a local search: its controller's folder (search_controller.zip,
+    summary.json) resumes with a larger max_trials; a smaller one or another search parameter
+    is refused; a completed one points to a warm-started new run."""
+    from ak_remote.summary import RunSummary
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "search_controller.zip").write_bytes(b"PK\x05\x06" + b"\0" * 18)
+    job = get_job("structured-classifier")
+    params = job.params.to_strings(job.params.resolve({"max_trials": "3"}))
+    (run / "summary.json").write_text(
+        RunSummary(job=job.name, status="failed", params=params).to_json()
+    )
+    assert check_resume_dir(str(run)) == run
+    assert resume_overrides(run, job, {})["max_trials"] == "3"
+    assert resume_overrides(run, job, {"max_trials": "5"})["max_trials"] == "5"
+    with pytest.raises(UsageError, match="max_trials=3: it can grow, not shrink"):
+        resume_overrides(run, job, {"max_trials": "2"})
+    with pytest.raises(UsageError, match="keeps its search parameters: epochs=7"):
+        resume_overrides(run, job, {"epochs": "7"})
+    (run / "summary.json").write_text(
+        RunSummary(job=job.name, status="completed", params=params).to_json()
+    )
+    with pytest.raises(UsageError, match="already completed") as refused:
+        check_resume_dir(str(run))
+    assert f"--warm-start {run}" in str(refused.value.hint)
+
+
 def test_the_job_script_refuses_resume_without_a_run_folder(tmp_path: Path) -> None:
     from ak_remote.runtime.run import main
 
