@@ -21,10 +21,18 @@ import re
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from ak_remote.contract import COMPLETED, IN_PROGRESS, QUEUED, encoded_uri, sha256_file
+from ak_remote.contract import (
+    ABORTED_KEY,
+    COMPLETED,
+    IN_PROGRESS,
+    QUEUED,
+    encoded_uri,
+    sha256_file,
+)
 from ak_remote.errors import ServerError, UsageError
 
 T = TypeVar("T")
@@ -585,15 +593,28 @@ class Client:
         return model_id
 
     def stop_many(self, task_ids: Sequence[str], message: str = "aborted by ak-remote") -> Doc:
-        """tasks.stop_many (force: queued or running); returns {id: error} for refusals."""
+        """tasks.stop_many (force: queued or running); returns {id: error} for refusals.
+
+        Each task is marked first (runtime property ABORTED_KEY: `message` and the time): an
+        agent that pulled one a moment ago still starts it, and the job, seeing the mark, stops
+        at once. A task the server would not stop gets its runtime properties back.
+        """
+        docs = self.get_tasks(ids=list(task_ids), only_fields=["id", "runtime"])
+        stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        for doc in docs:
+            self.set_runtime_property(doc, ABORTED_KEY, f"{message} at {stamp}")
         data = self.call(
             "tasks.stop_many",
             {"ids": list(task_ids), "force": True, "status_message": message},
         )
-        return {
+        refused = {
             str(item.get("id")): str((item.get("error") or {}).get("msg") or item.get("error"))
             for item in data.get("failed") or []
         }
+        for doc in docs:
+            if str(doc["id"]) in refused:
+                self.edit_task(str(doc["id"]), {"runtime": doc.get("runtime") or {}}, force=True)
+        return refused
 
     def dequeue(self, task_id: str, new_status: str | None = None) -> None:
         """tasks.dequeue, optionally to `new_status`."""

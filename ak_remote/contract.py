@@ -35,10 +35,11 @@ LAUNCH_TAG_PREFIX: Final = "ak-remote-launch:"  # system tag: one per run, uniqu
 BATCH_TAG_PREFIX: Final = "ak-remote-batch:"  # system tag: every run of one launch command
 SWEEP_TAG_PREFIX: Final = "sweep:"  # user tag: every run of one sweep (filterable in the UI)
 REPRODUCES_TAG_PREFIX: Final = "reproduces:"  # user tag of a reproduction: the original's id
-# A task's runtime property set by `ak-remote abort` (the time, UTC) before it stops the task. An
-# agent that pulled the task just before the abort still starts it (clearml-agent marks it
-# in_progress again, with force); the job sees this key at its start and stops itself. The
-# server's clone does not copy runtime properties and its reset clears them; `resume` removes it.
+# A task's runtime property set whenever ak-remote stops a task (`abort`, a search's controller),
+# before the stop: who and when. An agent that pulled the task just before still starts it
+# (clearml-agent marks it in_progress again, with force); the job sees this key at its start and
+# stops itself. The server's clone does not copy runtime properties and its reset clears them;
+# `resume` removes it.
 ABORTED_KEY: Final = "ak_remote_aborted"
 
 

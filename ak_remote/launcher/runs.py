@@ -10,7 +10,6 @@ from typing import Any, TypeVar
 
 from ak_remote.clearml_api import Client, Doc, ServerUnavailable, last_metric_values
 from ak_remote.contract import (
-    ABORTED_KEY,
     FINAL_STATUSES,
     QUEUED,
     SWEEP_TAG_PREFIX,
@@ -386,7 +385,7 @@ def abort(client: Client, ids: Sequence[str], delete: bool = False) -> AbortResu
     Runs already finished are left alone (or deleted, with delete).
     """
     wanted = check_task_ids(ids)
-    tasks = select_tasks(client, ids=wanted, fields=["id", "status", "runtime"])
+    tasks = select_tasks(client, ids=wanted, fields=["id", "status"])
     result = AbortResult()
     if delete:
         for task in tasks:
@@ -396,20 +395,16 @@ def abort(client: Client, ids: Sequence[str], delete: bool = False) -> AbortResu
         result.refused = {i: "the server refused to delete it" for i in refused}
         result.deleted = [i for i in wanted if i not in refused]
         return result
-    active = [t for t in tasks if str(t.get("status")) not in FINAL_STATUSES]
-    result.already_final = [str(t["id"]) for t in tasks if t not in active]
-    stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    for task in active:
-        # Marked before it is stopped: an agent that pulled it a moment ago still starts it,
-        # and the job, seeing the mark, stops at once (contract.ABORTED_KEY).
-        client.set_runtime_property(task, ABORTED_KEY, stamp)
-        if task.get("status") == QUEUED:
+    active = []
+    for task in tasks:
+        status = str(task.get("status"))
+        if status in FINAL_STATUSES:
+            result.already_final.append(str(task["id"]))
+            continue
+        if status == QUEUED:
             client.dequeue(str(task["id"]))
+        active.append(str(task["id"]))
     if active:
-        ids_ = [str(t["id"]) for t in active]
-        result.refused = client.stop_many(ids_)
-        result.stopped = [i for i in ids_ if i not in result.refused]
-        for task in active:  # a run the server would not stop goes on: its runtime as it was
-            if str(task["id"]) in result.refused:
-                client.edit_task(str(task["id"]), {"runtime": task.get("runtime") or {}}, True)
+        result.refused = client.stop_many(active)  # each marked (contract.ABORTED_KEY)
+        result.stopped = [i for i in active if i not in result.refused]
     return result

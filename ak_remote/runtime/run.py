@@ -197,7 +197,7 @@ class Run:
         aborted_at = self.tracker.aborted_at()
         if aborted_at:
             raise AbortedBeforeStart(
-                f"aborted by ak-remote abort ({aborted_at}) before it began: nothing trained",
+                f"{aborted_at}, before it began: nothing trained",
                 f"to run it after all: ak-remote resume {self.tracker.task_id}",
             )
         zip_path = self.tracker.offline_zip()
@@ -719,7 +719,8 @@ def _resume_hint(run: Run | None, job_name: str) -> str | None:
 
 
 class AbortedBeforeStart(RunFailedError):
-    """The task was aborted (`ak-remote abort`) after an agent had pulled it from its queue:
+    """The task was stopped by ak-remote (`abort`, a search's controller) after an agent had
+    pulled it from its queue:
     clearml-agent starts such a task anyway, marking it in_progress again (contract.ABORTED_KEY).
     The job marks it stopped and trains nothing."""
 

@@ -197,8 +197,9 @@ class Tracker:
         self.task.close()
 
     def aborted_at(self) -> str | None:
-        """When `ak-remote abort` stopped this task, if it did before this process began: an
-        agent that had pulled it still started it (contract.ABORTED_KEY). None otherwise."""
+        """Who stopped this task and when (`aborted by ak-remote at TIME`), if ak-remote did
+        before this process began: an agent that had pulled it still started it
+        (contract.ABORTED_KEY). None otherwise."""
         if self.offline or not self.running_remotely:
             return None
         self.task.reload()
