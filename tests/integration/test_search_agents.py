@@ -195,8 +195,11 @@ def test_median_stops_free_the_agent_and_a_warm_start_trains_nothing_twice(
     args = ["--set", "tuner=random", "--set", "epochs=10", "--set", "early_stopping_patience=0"]
     args += ["--set", "objective=val_loss", "--set", "dataset=breast_cancer"]
     args += ["--set", "batch_size=8"]
+    controller_env = emulator.add_client("controller")  # its calls, told apart in the log
     with running_agent(emulator, "gpu", log_dir=logs) as agent:
-        with running_agent(emulator, "services", log_dir=logs) as first_controller:
+        with running_agent(
+            emulator, "services", log_dir=logs, env=controller_env
+        ) as first_controller:
             first = ok(
                 launch(
                     *args, "--set", "max_trials=3", "--stop-min-trials", "1", "--stop-grace", "1"
@@ -209,13 +212,33 @@ def test_median_stops_free_the_agent_and_a_warm_start_trains_nothing_twice(
         trials = [t for t in tasks if trial_of(t) != "final"]
         stopped = [t for t in trials if "stopped early" in (t.get("tags") or [])]
         assert stopped, [(trial_of(t), t["status"]) for t in trials]
+        calls = emulator.calls_by(controller_env)
+        trial_ids = {str(t["id"]) for t in tasks}
+
+        def is_poll(call: Any) -> bool:  # the controller's read of its trials in flight
+            return (
+                call.endpoint == "tasks.get_all"
+                and "status" in (call.body.get("only_fields") or [])
+                and bool(trial_ids & set(call.body.get("id") or []))
+            )
+
+        assert sum(map(is_poll, calls)) > 5  # the check below sees the controller's polls
         for task in stopped:
             assert task["status"] == "stopped"
             later = [t for t in tasks if str(t["created"]) > str(task["created"])]
             assert later
-            # Queued before the stopped task had ended: its agent goes on at once.
-            assert str(later[0]["created"]) <= str(task["completed"])
             assert later[0]["last_worker"] == agent.worker_id == task["last_worker"]
+            # The slot is freed at once: the next candidate is cloned in the same round as the
+            # stop, with no poll of the trials between (not after the stopped task has ended;
+            # which of the two the server hears first is the agent's timing, not the rule's).
+            stop = next(
+                i
+                for i, c in enumerate(calls)
+                if c.endpoint == "tasks.stop_many" and str(task["id"]) in c.body["ids"]
+            )
+            clone = next(i for i in range(stop, len(calls)) if calls[i].endpoint == "tasks.clone")
+            polls = [c.body for c in calls[stop:clone] if is_poll(c)]
+            assert polls == [], polls
         status = json.loads(ok(invoke("status", first_id, "--json")).stdout)
         shown = {r["id"]: r["status"] for r in status["trials"]}
         assert {shown[str(t["id"])] for t in stopped} == {"stopped early"}
