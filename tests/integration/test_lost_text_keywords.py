@@ -102,9 +102,9 @@ def test_text_regressor_finds_the_rating_word(tmp_path: Path) -> None:
     mse = summary["metrics"]["test_mean_squared_error"]
     mean_mse = summary["metrics"]["baseline_test_mean_squared_error"]
     # Explains 60% of the variance or more. The result varies from run to run with the same
-    # seed (the cause is not found yet): 11 runs gave test MSE 0.09 (2), 0.17 (2), 0.20 (4), 0.34 and
-    # 0.70 (2) against the mean's 2.13, so the bar is where every run passed; a constant
-    # predictor (2.09, seen before the first candidate changed) fails it.
+    # seed (the cause is not found yet): 11 runs gave test MSE 0.09 (2), 0.17 (2), 0.20 (4),
+    # 0.34 and 0.70 (2) against the mean's 2.13, so the bar is where every run passed; a
+    # constant predictor (2.09, seen before the first candidate changed) fails it.
     assert mse <= 0.4 * mean_mse, (mse, mean_mse)
     assert summary["baseline"]["beats_baseline"] is True
     assert summary["baseline"]["near_constant"] is False
