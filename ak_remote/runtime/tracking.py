@@ -7,6 +7,7 @@ server is configured: no CLEARML_API_HOST and no clearml.conf (CLEARML_CONFIG_FI
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -227,6 +228,10 @@ class Tracker:
         # failed must stay failed, so the completion it sends becomes our failure (the offline
         # session records no status at all: summary.json carries it there).
         reason = status_reason(message, hint)
+        # Into the task's log now, with the SDK's last flush: the job prints its error line
+        # after the task is closed, and an agent stopped right after the failure may never
+        # forward that line (seen in CI: the log ended without it).
+        self.logger.report_text(f"Error: {reason}", level=logging.ERROR, print_console=False)
 
         def _failed(*_args: Any, **_kwargs: Any) -> Any:
             return task.mark_failed(status_reason=reason, status_message=reason, force=True)
