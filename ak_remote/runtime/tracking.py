@@ -203,8 +203,7 @@ class Tracker:
         (contract.ABORTED_KEY). None otherwise."""
         if self.offline or not self.running_remotely:
             return None
-        self.task.reload()
-        runtime = self.task.data.runtime or {}
+        runtime = self.task.data.runtime or {}  # read by Task.init, after the agent started it
         value = runtime.get(ABORTED_KEY)
         return str(value) if value else None
 
